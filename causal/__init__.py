@@ -1,0 +1,35 @@
+"""comfyui-causvid core: block-causal, KV-cached, few-step Wan2.1 video sampling in pure torch.
+
+    import causal
+    model = causal.load_model("causal_model.safetensors", dtype=torch.bfloat16, device="cuda")
+    latents = causal.sample_video(model, context, height=480, width=832,
+                                  schedule=causal.SCHEDULES["CausVid-Plus 14B"], seed=0)
+
+This package never imports ComfyUI.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .checkpoint import Checkpoint, CheckpointError, read_checkpoint
+from .config import PRESETS, WanConfig, detect_config
+from .kv_cache import CrossAttentionKV, KVCache
+from .model import CausalWanModel
+from .sampler import Generation, Progress, fragment_lengths, generate, kv_cache_bytes, sample_video
+from .schedule import SCHEDULES, Schedule, sigma_table
+
+__all__ = [
+    "CausalWanModel", "Checkpoint", "CheckpointError", "CrossAttentionKV", "Generation", "KVCache", "PRESETS",
+    "Progress", "SCHEDULES", "Schedule", "WanConfig", "detect_config", "fragment_lengths", "generate",
+    "kv_cache_bytes", "load_model", "read_checkpoint", "sample_video", "sigma_table",
+]
+
+
+def load_model(path: str | Path, *, dtype: torch.dtype = torch.bfloat16,
+               device: torch.device | str = "cpu") -> CausalWanModel:
+    """Read a causal Wan2.1 checkpoint of any supported layout and build the model on `device`."""
+    checkpoint = read_checkpoint(path, dtype=dtype)
+    return CausalWanModel.from_state_dict(checkpoint.state_dict, checkpoint.config, dtype=dtype, device=device)

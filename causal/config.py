@@ -1,0 +1,137 @@
+"""Wan2.1 DiT hyper-parameters: the presets and their detection from a state dict.
+
+Every size-dependent constant of the pack lives here. Head dim is 128 for every Wan2.1 model, so
+the head count follows from the width (`dim // 128`); everything else is read from tensor shapes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+
+HEAD_DIM = 128
+"""Per-head width of every Wan2.1 model (and what the 22/21/21 RoPE split assumes)."""
+
+LATENT_CHANNELS = 16
+TEXT_LEN = 512
+FREQ_DIM = 256
+PATCH_SIZE = (1, 2, 2)
+EPS = 1e-6
+VAE_STRIDE = (4, 8, 8)
+"""Wan2.1 VAE: 4x temporal (first frame alone), 8x spatial."""
+
+
+@dataclass(frozen=True)
+class WanConfig:
+    """Shape of a Wan2.1 text-to-video DiT (causal or not: the weights are the same)."""
+
+    dim: int
+    ffn_dim: int
+    num_layers: int
+    text_dim: int = 4096
+    in_dim: int = LATENT_CHANNELS
+    out_dim: int = LATENT_CHANNELS
+    text_len: int = TEXT_LEN
+    freq_dim: int = FREQ_DIM
+    patch_size: tuple[int, int, int] = PATCH_SIZE
+    eps: float = EPS
+
+    def __post_init__(self) -> None:
+        if self.dim % HEAD_DIM:
+            raise ValueError(f"model width {self.dim} is not a multiple of the Wan head dim {HEAD_DIM}")
+
+    @property
+    def num_heads(self) -> int:
+        return self.dim // HEAD_DIM
+
+    @property
+    def head_dim(self) -> int:
+        return HEAD_DIM
+
+    @property
+    def name(self) -> str:
+        for name, preset in PRESETS.items():
+            if preset == self:
+                return name
+        return f"custom (dim {self.dim}, {self.num_layers} layers)"
+
+    def num_parameters(self) -> int:
+        return sum(int(torch.Size(shape).numel()) for shape in expected_shapes(self).values())
+
+
+PRESETS: dict[str, WanConfig] = {
+    "1.3B": WanConfig(dim=1536, ffn_dim=8960, num_layers=30),
+    "14B": WanConfig(dim=5120, ffn_dim=13824, num_layers=40),
+}
+
+
+def expected_shapes(config: WanConfig) -> dict[str, tuple[int, ...]]:
+    """The exact bare key set of a Wan2.1 T2V DiT with its tensor shapes (design §1.11)."""
+    d, f = config.dim, config.ffn_dim
+    patch_out = config.out_dim * config.patch_size[0] * config.patch_size[1] * config.patch_size[2]
+    shapes: dict[str, tuple[int, ...]] = {
+        "patch_embedding.weight": (d, config.in_dim, *config.patch_size),
+        "patch_embedding.bias": (d,),
+        "text_embedding.0.weight": (d, config.text_dim),
+        "text_embedding.0.bias": (d,),
+        "text_embedding.2.weight": (d, d),
+        "text_embedding.2.bias": (d,),
+        "time_embedding.0.weight": (d, config.freq_dim),
+        "time_embedding.0.bias": (d,),
+        "time_embedding.2.weight": (d, d),
+        "time_embedding.2.bias": (d,),
+        "time_projection.1.weight": (6 * d, d),
+        "time_projection.1.bias": (6 * d,),
+        "head.modulation": (1, 2, d),
+        "head.head.weight": (patch_out, d),
+        "head.head.bias": (patch_out,),
+    }
+    for i in range(config.num_layers):
+        p = f"blocks.{i}."
+        shapes[p + "modulation"] = (1, 6, d)
+        for attn in ("self_attn", "cross_attn"):
+            for proj in ("q", "k", "v", "o"):
+                shapes[f"{p}{attn}.{proj}.weight"] = (d, d)
+                shapes[f"{p}{attn}.{proj}.bias"] = (d,)
+            shapes[f"{p}{attn}.norm_q.weight"] = (d,)
+            shapes[f"{p}{attn}.norm_k.weight"] = (d,)
+        shapes[p + "norm3.weight"] = (d,)
+        shapes[p + "norm3.bias"] = (d,)
+        shapes[p + "ffn.0.weight"] = (f, d)
+        shapes[p + "ffn.0.bias"] = (f,)
+        shapes[p + "ffn.2.weight"] = (d, f)
+        shapes[p + "ffn.2.bias"] = (d,)
+    return shapes
+
+
+_BLOCK_INDEX = re.compile(r"^blocks\.(\d+)\.")
+
+
+def detect_config(state_dict: Mapping[str, torch.Tensor]) -> WanConfig:
+    """Read a WanConfig off the shapes of a bare-key Wan state dict.
+
+    Raises ValueError naming the key that is missing; a full key/shape check is
+    `checkpoint.validate_state_dict`'s job.
+    """
+    for key in ("head.modulation", "blocks.0.ffn.0.weight", "text_embedding.0.weight", "patch_embedding.weight",
+                "head.head.weight"):
+        if key not in state_dict:
+            raise ValueError(f"not a Wan2.1 DiT state dict: key '{key}' is missing")
+    dim = int(state_dict["head.modulation"].shape[-1])
+    layers = {int(m.group(1)) for k in state_dict if (m := _BLOCK_INDEX.match(k))}
+    patch = tuple(int(s) for s in state_dict["patch_embedding.weight"].shape[2:])
+    out_dim = int(state_dict["head.head.weight"].shape[0]) // (patch[0] * patch[1] * patch[2])
+    return WanConfig(
+        dim=dim,
+        ffn_dim=int(state_dict["blocks.0.ffn.0.weight"].shape[0]),
+        num_layers=max(layers) + 1,
+        text_dim=int(state_dict["text_embedding.0.weight"].shape[1]),
+        in_dim=int(state_dict["patch_embedding.weight"].shape[1]),
+        out_dim=out_dim,
+        freq_dim=int(state_dict["time_embedding.0.weight"].shape[1]) if "time_embedding.0.weight" in state_dict
+        else FREQ_DIM,
+        patch_size=patch,  # type: ignore[arg-type]
+    )

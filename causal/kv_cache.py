@@ -1,0 +1,55 @@
+"""Key/value caches of the causal DiT (design §3.2, §3.7).
+
+`KVCache` holds, per layer, preallocated self-attention keys (already RoPE-rotated) and values for a
+window of latent frames. Every forward writes its tokens' K/V at its slot and attends to everything
+from slot 0 up to the end of what it wrote, so the current block sees all earlier blocks and itself.
+Later writes to the same slot (the next denoising step, the clean context pass) replace earlier ones.
+
+`CrossAttentionKV` holds the text keys/values per layer: they depend only on the prompt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+class KVCache:
+    """Self-attention K/V of `capacity` tokens per layer, stored [B, heads, tokens, head_dim]."""
+
+    def __init__(self, num_layers: int, batch: int, capacity: int, num_heads: int, head_dim: int,
+                 *, dtype: torch.dtype, device: torch.device | str) -> None:
+        shape = (batch, num_heads, capacity, head_dim)
+        self.capacity = capacity
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+
+    @staticmethod
+    def nbytes_for(num_layers: int, batch: int, capacity: int, num_heads: int, head_dim: int,
+                   dtype: torch.dtype) -> int:
+        element = torch.empty((), dtype=dtype).element_size()
+        return 2 * num_layers * batch * capacity * num_heads * head_dim * element
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
+
+    def store(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v [B, L, heads, head_dim] at tokens [start, start + L); return the views
+        [B, heads, start + L, head_dim] of everything attention may see."""
+        end = start + k.shape[1]
+        if end > self.capacity:
+            raise ValueError(f"KV cache overflow: tokens up to {end} but the cache holds {self.capacity}")
+        keys, values = self.keys[layer], self.values[layer]
+        keys[:, :, start:end].copy_(k.transpose(1, 2))
+        values[:, :, start:end].copy_(v.transpose(1, 2))
+        return keys[:, :, :end], values[:, :, :end]
+
+
+@dataclass
+class CrossAttentionKV:
+    """Per-layer text keys/values [B, heads, text_len, head_dim], computed once per prompt."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]

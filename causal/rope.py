@@ -1,0 +1,65 @@
+"""Wan2.1's 3-D rotary position embedding, applied in float64 like the references (design §1.6).
+
+A head of width 128 is 64 complex numbers z_m = x[2m] + i·x[2m+1] (interleaved pairs). Pairs
+0..21 turn with the latent-frame index, 22..42 with the token row, 43..63 with the token column:
+
+    z_m ← z_m · exp(i · pos · θ_j),   θ_j = 10000^(−2j/44) (time) or 10000^(−2j/42) (space)
+
+The product is taken in complex128 and rounded once to the activation dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+
+ROPE_THETA = 10000.0
+ROPE_POSITIONS = 1024
+"""Rows of the frequency table: the largest absolute latent-frame position is 1023."""
+
+
+def _rope_params(max_positions: int, dim: int) -> torch.Tensor:
+    # exp(i · p · θ_j) with θ_j = θ^(−2j/dim), j = 0 .. dim/2 − 1, in float64 angles
+    inv = 1.0 / torch.pow(ROPE_THETA, torch.arange(0, dim, 2).to(torch.float64).div(dim))
+    angles = torch.outer(torch.arange(max_positions), inv)
+    return torch.polar(torch.ones_like(angles), angles)
+
+
+def rope_frequencies(head_dim: int, max_positions: int = ROPE_POSITIONS) -> torch.Tensor:
+    """complex128 table [max_positions, head_dim / 2]: temporal, height and width columns."""
+    temporal = head_dim - 4 * (head_dim // 6)
+    spatial = 2 * (head_dim // 6)
+    return torch.cat([
+        _rope_params(max_positions, temporal),
+        _rope_params(max_positions, spatial),
+        _rope_params(max_positions, spatial),
+    ], dim=1)
+
+
+def split_sizes(head_dim: int) -> list[int]:
+    """Complex pairs per axis: [22, 21, 21] for head dim 128."""
+    pairs = head_dim // 2
+    return [pairs - 2 * (pairs // 3), pairs // 3, pairs // 3]
+
+
+def rope_phases(freqs: torch.Tensor, start_frame: int, frames: int, height: int, width: int) -> torch.Tensor:
+    """Phase of every token of a (frames, height, width) token grid whose first frame sits at
+    RoPE position `start_frame`: complex128 [frames·height·width, 1, head_dim / 2]."""
+    if start_frame < 0 or start_frame + frames > freqs.shape[0]:
+        raise ValueError(
+            f"latent frames {start_frame}..{start_frame + frames - 1} are past the RoPE table "
+            f"({freqs.shape[0]} positions): Wan2.1 cannot place frames beyond position {freqs.shape[0] - 1}")
+    head_pairs = freqs.shape[1]
+    t, h, w = freqs.split(split_sizes(head_pairs * 2), dim=1)
+    phases = torch.cat([
+        t[start_frame:start_frame + frames].view(frames, 1, 1, -1).expand(frames, height, width, -1),
+        h[:height].view(1, height, 1, -1).expand(frames, height, width, -1),
+        w[:width].view(1, 1, width, -1).expand(frames, height, width, -1),
+    ], dim=-1)
+    return phases.reshape(frames * height * width, 1, head_pairs)
+
+
+def apply_rope(x: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
+    """Rotate x [B, L, heads, head_dim] by phases [L, 1, head_dim / 2]; float64 product, one rounding."""
+    b, length, heads, dim = x.shape
+    z = torch.view_as_complex(x.to(torch.float64).reshape(b, length, heads, dim // 2, 2))
+    return torch.view_as_real(z * phases).flatten(3).to(x.dtype)

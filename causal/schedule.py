@@ -1,0 +1,104 @@
+"""Few-step schedules: the flow-matching sigma table and the step lists of each checkpoint family
+(design §4.1–§4.2, §4.7).
+
+Each denoising step carries two numbers: the timestep τ fed to the network and the noise level σ
+used to turn its flow prediction into x0 and to re-noise. They are separate because the unwarped
+lists (CausVid, CausVid-Plus) feed τ = 757 while σ is the table's nearest entry, 0.7567567.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+TABLE_SIZE = 1000
+
+
+def sigma_table(shift: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 (σ_i, T_i), i = 0..999: u_i = linspace(1, 0, 1001)[i], σ_i = s·u_i / (1 + (s−1)·u_i),
+    T_i = 1000·σ_i (FlowMatchScheduler(shift=s, sigma_min=0, extra_one_step=True), 1000 steps)."""
+    u = torch.linspace(1.0, 0.0, TABLE_SIZE + 1, dtype=torch.float32)[:-1]
+    sigmas = shift * u / (1 + (shift - 1) * u)
+    return sigmas, sigmas * TABLE_SIZE
+
+
+def nearest_sigma(timestep: float, shift: float) -> float:
+    """σ_{i*} with i* = argmin_i |T_i − τ| (compared in float64)."""
+    sigmas, timesteps = sigma_table(shift)
+    index = int(torch.argmin((timesteps.double() - timestep).abs()))
+    return float(sigmas[index])
+
+
+def warp_timestep(step: int, shift: float) -> float:
+    """τ_warp(m) = T_{1000−m}, with T_1000 = 0."""
+    _, timesteps = sigma_table(shift)
+    table = torch.cat([timesteps, torch.zeros(1, dtype=torch.float32)])
+    return float(table[TABLE_SIZE - step])
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """What the sampler does for every block: the (τ, σ) steps and how it finishes a block."""
+
+    name: str
+    step_list: tuple[float, ...]
+    shift: float
+    warp: bool
+    timesteps: tuple[float, ...] = field(init=False)
+    sigmas: tuple[float, ...] = field(init=False)
+    clean_pass: bool = True
+    """Run the network once more on each finished block at timestep 0 so the cache holds clean K/V
+    (CausVid, CausVid-Plus, Self-Forcing). LightX2V skips it (§3.4)."""
+    lightx2v_arithmetic: bool = False
+    """LightX2V's step: x0 in float32 and re-noised without rounding it to bf16 first (§4.7),
+    instead of the references' x0 = bf16(x − σ·v) in float64."""
+
+    def __post_init__(self) -> None:
+        steps = [float(s) for s in self.step_list]
+        if steps and steps[-1] == 0:
+            steps = steps[:-1]  # the configs end their lists with the final 0
+        if not steps:
+            raise ValueError("the denoising step list is empty: give at least one timestep in (0, 1000]")
+        for s in steps:
+            if not 0 < s <= TABLE_SIZE:
+                raise ValueError(f"denoising step {s:g} is outside (0, 1000]")
+        if any(a <= b for a, b in zip(steps, steps[1:])):
+            raise ValueError(f"denoising steps must strictly decrease, got {', '.join(f'{s:g}' for s in steps)}")
+        if self.shift <= 0:
+            raise ValueError(f"shift must be positive, got {self.shift}")
+        if self.warp:
+            if any(s != int(s) for s in steps):
+                raise ValueError("warped step lists index the 1000-entry table: use whole numbers")
+            taus = [warp_timestep(int(s), self.shift) for s in steps]
+        else:
+            taus = steps
+        object.__setattr__(self, "step_list", tuple(steps))
+        object.__setattr__(self, "timesteps", tuple(taus))
+        object.__setattr__(self, "sigmas", tuple(nearest_sigma(t, self.shift) for t in taus))
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.timesteps)
+
+    @property
+    def forwards_per_block(self) -> int:
+        return self.num_steps + int(self.clean_pass)
+
+    def with_steps(self, step_list: Sequence[float]) -> "Schedule":
+        """The same family settings with another step list."""
+        return Schedule(name=f"{self.name} (custom steps)", step_list=tuple(step_list), shift=self.shift,
+                        warp=self.warp, clean_pass=self.clean_pass, lightx2v_arithmetic=self.lightx2v_arithmetic)
+
+
+SCHEDULES: dict[str, Schedule] = {s.name: s for s in (
+    Schedule("CausVid 1.3B", (1000, 757, 522), shift=8.0, warp=False),
+    Schedule("CausVid 1.3B warped 4-step", (1000, 750, 500, 250), shift=8.0, warp=True),
+    Schedule("CausVid-Plus 14B", (1000, 934, 862, 756, 603, 410, 250, 140, 74), shift=8.0, warp=False),
+    Schedule("LightX2V CausVid 14B", (999, 934, 862, 756, 603, 410, 250, 140, 74), shift=8.0, warp=True,
+             clean_pass=False, lightx2v_arithmetic=True),
+    Schedule("Self-Forcing / LongLive 1.3B", (1000, 750, 500, 250), shift=5.0, warp=True),
+)}
+"""Presets per checkpoint family (§4.2, §9.2). "CausVid-Plus 14B" is the schedule the 14B weights
+were trained with; "LightX2V CausVid 14B" reproduces LightX2V's runner (warped, no clean pass)."""

@@ -1,0 +1,154 @@
+"""The causal DiT: KV-cached block evaluation equals the training-time block-causal pass, and the
+numerics that parity depends on (RoPE layout, sinusoid, RMSNorm rounding, token order)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from causal.kv_cache import KVCache
+from causal.model import RMSNorm, default_cast, sinusoidal_embedding
+from causal.rope import apply_rope, rope_frequencies, rope_phases, split_sizes
+from tiny import TINY, prompt, tiny_model
+
+
+def _cached_blocks(model, x, t, text, frames_per_block=3):
+    b, _, frames, h, w = x.shape
+    cache = KVCache(model.config.num_layers, b, frames * (h // 2) * (w // 2), model.config.num_heads,
+                    model.config.head_dim, dtype=x.dtype, device=x.device)
+    outs = [model(x[:, :, i:i + frames_per_block], t[:, i:i + frames_per_block], text, cache=cache,
+                  cache_frame=i, rope_frame=i) for i in range(0, frames, frames_per_block)]
+    return torch.cat(outs, dim=2)
+
+
+def _rel(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 2e-6), (torch.bfloat16, 6e-3)])
+def test_kv_cached_blocks_equal_block_causal_full_pass(dtype, tol):
+    model = tiny_model(dtype)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 16, 9, 8, 12, generator=g).to(dtype)
+    t = torch.rand(2, 9, generator=g) * 1000  # a different timestep per frame
+    text = model.text_kv(prompt(batch=2), dtype)
+    full = model.forward_block_causal(x, t, text, frames_per_block=3)
+    cached = _cached_blocks(model, x, t, text)
+    assert cached.shape == (2, 16, 9, 8, 12) and cached.dtype == dtype
+    error = _rel(cached, full)
+    assert error < tol
+    # the mask matters: without it the first block would see the future and differ far more
+    unmasked = model(x, t, text)
+    assert _rel(unmasked[:, :, :3], full[:, :, :3]) > 10 * error
+
+
+def test_later_blocks_depend_on_the_cache_and_first_block_does_not_see_the_future():
+    model = tiny_model()
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(1, 16, 6, 8, 8, generator=g)
+    t = torch.full((1, 6), 500.0)
+    text = model.text_kv(prompt(), torch.float32)
+    base = _cached_blocks(model, x, t, text)
+    changed = x.clone()
+    changed[:, :, 4] += 1.0  # perturb block 1 only
+    out = _cached_blocks(model, changed, t, text)
+    assert torch.equal(out[:, :, :3], base[:, :, :3])
+    x2 = x.clone()
+    x2[:, :, 0] += 1.0  # perturb block 0: block 1 must change through the cache
+    assert not torch.allclose(_cached_blocks(model, x2, t, text)[:, :, 3:], base[:, :, 3:])
+
+
+def test_rewriting_a_slot_replaces_its_keys():
+    """A later forward at the same slot (next step, clean pass) overwrites what the block cached."""
+    model = tiny_model()
+    g = torch.Generator().manual_seed(3)
+    a, b, c = (torch.randn(1, 16, 3, 8, 8, generator=g) for _ in range(3))
+    t = torch.full((1, 3), 250.0)
+    text = model.text_kv(prompt(), torch.float32)
+    cache = KVCache(2, 1, 6 * 16, 2, 128, dtype=torch.float32, device="cpu")
+    model(a, t, text, cache=cache, cache_frame=0)
+    model(b, t, text, cache=cache, cache_frame=0)  # overwrite slot 0 with b
+    out = model(c, t, text, cache=cache, cache_frame=3, rope_frame=3)
+    fresh = KVCache(2, 1, 6 * 16, 2, 128, dtype=torch.float32, device="cpu")
+    model(b, t, text, cache=fresh, cache_frame=0)
+    assert torch.equal(out, model(c, t, text, cache=fresh, cache_frame=3, rope_frame=3))
+
+
+def test_rope_pairs_are_interleaved_and_split_22_21_21():
+    assert split_sizes(128) == [22, 21, 21]
+    freqs = rope_frequencies(128)
+    assert freqs.shape == (1024, 64) and freqs.dtype == torch.complex128
+    f, h, w = 2, 3, 4
+    phases = rope_phases(freqs, 5, f, h, w)
+    token = (1 * h + 2) * w + 3  # frame 1 (position 6), row 2, column 3
+    for pair, position, theta in [(0, 6, 1.0), (7, 6, 10000 ** (-14 / 44)), (22, 2, 1.0),
+                                  (22 + 5, 2, 10000 ** (-10 / 42)), (43 + 20, 3, 10000 ** (-40 / 42))]:
+        x = torch.zeros(1, f * h * w, 1, 128, dtype=torch.float64)
+        x[0, token, 0, 2 * pair] = 1.0  # real part of the pair
+        y = apply_rope(x, phases)[0, token, 0]
+        angle = position * theta
+        assert y[2 * pair].item() == pytest.approx(math.cos(angle), abs=1e-12)
+        assert y[2 * pair + 1].item() == pytest.approx(math.sin(angle), abs=1e-12)
+        assert y.abs().sum().item() == pytest.approx(abs(math.cos(angle)) + abs(math.sin(angle)), abs=1e-12)
+
+
+def test_rope_rotates_in_float64_and_rounds_once():
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(1, 24, 2, 128, generator=g).to(torch.bfloat16)
+    phases = rope_phases(rope_frequencies(128), 900, 2, 3, 4)
+    expected = torch.view_as_real(torch.view_as_complex(x.double().reshape(1, 24, 2, 64, 2)) * phases)
+    assert torch.equal(apply_rope(x, phases), expected.flatten(3).to(torch.bfloat16))
+
+
+def test_rope_positions_past_the_table_are_refused():
+    with pytest.raises(ValueError, match="RoPE"):
+        rope_phases(rope_frequencies(128), 1022, 3, 2, 2)
+
+
+def test_sinusoid_is_float64_cos_then_sin():
+    emb = sinusoidal_embedding(256, torch.tensor([757, 0]))
+    assert emb.dtype == torch.float64 and emb.shape == (2, 256)
+    k = 10
+    omega = 10000 ** (-k / 128)
+    assert emb[0, k].item() == pytest.approx(math.cos(757 * omega), abs=1e-13)
+    assert emb[0, 128 + k].item() == pytest.approx(math.sin(757 * omega), abs=1e-13)
+    assert torch.equal(emb[1, :128], torch.ones(128, dtype=torch.float64))
+
+
+def test_rmsnorm_normalises_in_float32_over_full_width_and_rounds_before_the_weight():
+    norm = RMSNorm(256, 1e-6, default_cast, dtype=torch.bfloat16)
+    with torch.no_grad():
+        norm.weight.copy_(1 + 0.1 * torch.randn(256))
+    x = (3 * torch.randn(5, 256)).to(torch.bfloat16)
+    u = x.float()
+    expected = (u * torch.rsqrt(u.pow(2).mean(-1, keepdim=True) + 1e-6)).to(torch.bfloat16) * norm.weight
+    assert torch.equal(norm(x), expected)
+    fused = (u * torch.rsqrt(u.pow(2).mean(-1, keepdim=True) + 1e-6) * norm.weight.float()).to(torch.bfloat16)
+    assert not torch.equal(norm(x), fused)  # the rounding order is observable
+
+
+def test_token_order_and_unpatchify_round_trip():
+    """Token (f, h', w') owns pixels (f, 2h'+q, 2w'+r); its 64 outputs are ordered (q, r, c), c fastest."""
+    model = tiny_model()
+    f, h, w = 2, 3, 4
+    out = torch.arange(f * h * w * 64, dtype=torch.float32).view(1, f, h * w, 64)
+    video = model._unpatchify(out, (f, h, w))
+    assert video.shape == (1, 16, f, 2 * h, 2 * w)
+    token_f, token_h, token_w, q, r, c = 1, 2, 3, 1, 0, 5
+    value = ((token_f * h + token_h) * w + token_w) * 64 + (q * 2 + r) * 16 + c
+    assert video[0, c, token_f, 2 * token_h + q, 2 * token_w + r].item() == value
+
+
+def test_text_kv_pads_to_512_unmasked_and_checks_width():
+    model = tiny_model()
+    short = prompt(tokens=7)
+    padded = torch.cat([short, torch.zeros(1, 505, TINY.text_dim)], dim=1)
+    a, b = model.text_kv(short, torch.float32), model.text_kv(padded, torch.float32)
+    assert a.keys[0].shape == (1, TINY.num_heads, 512, 128)
+    assert all(torch.equal(x, y) for x, y in zip(a.keys + a.values, b.keys + b.values))
+    with pytest.raises(ValueError, match="text_dim"):
+        model.text_kv(torch.zeros(1, 5, 32), torch.float32)
+    with pytest.raises(ValueError, match="at most 512"):
+        model.text_kv(torch.zeros(1, 513, TINY.text_dim), torch.float32)

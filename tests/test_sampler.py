@@ -1,0 +1,221 @@
+"""The block sampler: the per-block procedure of design §4.6/§4.7 number for number, the noise
+contract, fragments and their cache/RoPE bookkeeping, prefill, and input validation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from causal import SCHEDULES, Schedule, fragment_lengths, generate, sample_video
+from causal.kv_cache import KVCache
+from tiny import TINY, prompt, tiny_model
+
+H, W = 32, 48  # pixels → latents 4×6, 2×3 = 6 tokens per frame
+h, w = H // 8, W // 8
+FAST = Schedule("two steps", (1000, 500), shift=8.0, warp=False)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model(torch.bfloat16)
+
+
+def _noise(frames, seed=0, batch=1, dtype=torch.bfloat16):
+    return torch.randn(batch, frames, 16, h, w, generator=torch.Generator().manual_seed(seed)).to(dtype)
+
+
+class Draws:
+    """A re-noise source that records the shapes it was asked for."""
+
+    def __init__(self, seed=100, dtype=torch.bfloat16):
+        self.g = torch.Generator().manual_seed(seed)
+        self.shapes, self.tensors = [], []
+        self.dtype = dtype
+
+    def __call__(self, shape):
+        t = torch.randn(shape, generator=self.g).to(self.dtype)
+        self.shapes.append(shape)
+        self.tensors.append(t)
+        return t
+
+
+def _oracle(model, context, noise, eps, schedule, frames):
+    """§4.6 written out plainly for one fragment: per block, K steps with x0 = bf16(x − σv) in float64
+    and x = bf16((1−σ')x0 + σ'ε) in float32, then the clean pass at t = 0. LightX2V: float32 x0."""
+    text = model.text_kv(context, torch.bfloat16)
+    cache = KVCache(TINY.num_layers, 1, frames * 6, TINY.num_heads, 128, dtype=torch.bfloat16, device="cpu")
+    draws = iter(eps)
+    out = []
+    for start in range(0, frames, 3):
+        x = noise[:, start:start + 3].permute(0, 2, 1, 3, 4).to(torch.bfloat16)  # [B, C, F, h, w]
+        for k, (tau, sigma) in enumerate(zip(schedule.timesteps, schedule.sigmas)):
+            v = model(x, torch.full((1, 3), tau, dtype=torch.float64), text, cache=cache, cache_frame=start,
+                      rope_frame=start)
+            if schedule.lightx2v_arithmetic:
+                x0 = x.float() - torch.tensor(sigma, dtype=torch.float32) * v.float()
+            else:
+                x0 = (x.double() - torch.tensor(sigma, dtype=torch.float64) * v.double()).to(torch.bfloat16)
+            if k + 1 < schedule.num_steps:
+                s = torch.full((1, 1, 1, 1, 1), schedule.sigmas[k + 1], dtype=torch.float32)
+                e = next(draws).view(1, 3, 16, h, w).permute(0, 2, 1, 3, 4)
+                x = ((1 - s) * x0 + s * e).to(torch.bfloat16)
+        x0 = x0.to(torch.bfloat16)
+        if schedule.clean_pass:
+            model(x0, torch.zeros(1, 3, dtype=torch.float64), text, cache=cache, cache_frame=start, rope_frame=start)
+        out.append(x0)
+    return torch.cat(out, dim=2)
+
+
+@pytest.mark.parametrize("name", ["CausVid 1.3B", "LightX2V CausVid 14B"])
+def test_matches_the_reference_procedure_bit_for_bit(model, name):
+    schedule = SCHEDULES[name].with_steps(SCHEDULES[name].step_list[:3])
+    noise = _noise(6, dtype=torch.float32 if schedule.lightx2v_arithmetic else torch.bfloat16)
+    draws = Draws(dtype=noise.dtype)
+    context = prompt()
+    got = sample_video(model, context, num_frames=6, height=H, width=W, schedule=schedule, noise=noise,
+                       renoise=draws)
+    assert draws.shapes == [(3, 16, h, w)] * 4  # 2 blocks × (3 − 1) re-noise draws, block by block
+    expected = _oracle(model, context, noise, draws.tensors, schedule, 6)
+    assert got.dtype == torch.bfloat16 and got.shape == (1, 16, 6, h, w)
+    assert torch.equal(got, expected)
+
+
+def test_clean_pass_changes_what_later_blocks_see(model):
+    with_pass = SCHEDULES["CausVid 1.3B"]
+    without = Schedule("no clean pass", with_pass.step_list, shift=8.0, warp=False, clean_pass=False)
+    args = dict(num_frames=6, height=H, width=W, noise=_noise(6))
+    a = sample_video(model, prompt(), schedule=with_pass, renoise=Draws(), **args)
+    b = sample_video(model, prompt(), schedule=without, renoise=Draws(), **args)
+    assert torch.equal(a[:, :, :3], b[:, :, :3]) and not torch.equal(a[:, :, 3:], b[:, :, 3:])
+
+
+def test_seeds(model):
+    args = dict(num_frames=6, height=H, width=W, schedule=FAST)
+    a = sample_video(model, prompt(), seed=7, **args)
+    assert torch.equal(a, sample_video(model, prompt(), seed=7, **args))
+    assert not torch.equal(a, sample_video(model, prompt(), seed=8, **args))
+
+
+def test_seed_draw_order_is_the_contract(model):
+    """Seeded sampling = initial noise [B, F, 16, h, w] drawn first, then [B·3, 16, h, w] per re-noise."""
+    g = torch.Generator().manual_seed(11)
+    noise = torch.randn(1, 6, 16, h, w, generator=g, dtype=torch.bfloat16)
+    eps = lambda shape: torch.randn(shape, generator=g, dtype=torch.bfloat16)  # noqa: E731
+    injected = sample_video(model, prompt(), num_frames=6, height=H, width=W, schedule=FAST, noise=noise, renoise=eps)
+    seeded = sample_video(model, prompt(), num_frames=6, height=H, width=W, schedule=FAST, seed=11)
+    assert torch.equal(injected, seeded)
+
+
+def test_injected_noise_is_used_verbatim(model):
+    one_step = Schedule("one step", (1000,), shift=8.0, warp=False)
+    noise = _noise(3, seed=3)
+    out = sample_video(model, prompt(), num_frames=3, height=H, width=W, schedule=one_step, noise=noise, seed=1)
+    text = model.text_kv(prompt(), torch.bfloat16)
+    cache = KVCache(2, 1, 18, 2, 128, dtype=torch.bfloat16, device="cpu")
+    x = noise.permute(0, 2, 1, 3, 4)
+    v = model(x, torch.full((1, 3), 1000.0, dtype=torch.float64), text, cache=cache)
+    assert torch.equal(out, (x.double() - v.double()).to(torch.bfloat16))
+    assert torch.equal(out, sample_video(model, prompt(), num_frames=3, height=H, width=W, schedule=one_step,
+                                         noise=noise, seed=2))
+
+
+class Recorder:
+    def __init__(self, model):
+        self.model, self.calls = model, []
+
+    def __enter__(self):
+        original = self.model.forward
+
+        def forward(x, timestep, text, **kw):
+            self.calls.append((kw["cache_frame"], kw["rope_frame"], x.shape[2], float(timestep[0, 0]), x.clone()))
+            return original(x, timestep, text, **kw)
+
+        self.model.forward = forward
+        return self
+
+    def __exit__(self, *exc):
+        del self.model.forward
+
+
+def test_fragment_bookkeeping(model):
+    assert fragment_lengths(21, 3) == [21, 18, 18] and sum(fragment_lengths(21, 4)) == 21 + 18 * 3
+    with Recorder(model) as rec:
+        result = generate(model, [prompt(seed=1), prompt(seed=2), prompt(seed=3)], num_frames=9, num_fragments=3,
+                          height=H, width=W, schedule=FAST, seed=0)
+    assert result.latents.shape == (1, 16, 9 + 6 + 6, h, w)
+    slots = [(c[0], c[1], c[3]) for c in rec.calls]
+    block = lambda s: [(s, s, 1000.0), (s, s, 1000.0 * 0 + 500.0), (s, s, 0.0)]  # noqa: E731 two steps + clean pass
+    fragment0 = block(0) + block(3) + block(6)
+    later = [(0, 0, 0.0)] + block(3) + block(6)  # re-cache of the last block at slot 0, RoPE restarts
+    assert slots == fragment0 + later + later
+    # the re-cache input is the previous fragment's clean last block
+    recache_inputs = [c[4] for c in rec.calls if c[0] == 0 and c[3] == 0.0 and c is not rec.calls[2]]
+    assert torch.equal(recache_inputs[0], result.latents[:, :, 6:9])
+    assert torch.equal(recache_inputs[1], result.latents[:, :, 12:15])
+    assert torch.equal(result.last_block, result.latents[:, :, -3:])
+
+
+def test_chained_calls_equal_one_multi_fragment_call(model):
+    args = dict(height=H, width=W, schedule=FAST, num_frames=9)
+    whole = generate(model, prompt(), num_fragments=2, generator=torch.Generator().manual_seed(5), **args)
+    g = torch.Generator().manual_seed(5)
+    first = generate(model, prompt(), generator=g, **args)
+    second = generate(model, prompt(), start_latents=first.last_block, generator=g, **args)
+    assert second.latents.shape[2] == 6
+    assert torch.equal(whole.latents, torch.cat([first.latents, second.latents], dim=2))
+
+
+def test_start_latents_are_prefilled_at_timestep_zero(model):
+    start = _noise(6, seed=9).permute(0, 2, 1, 3, 4)
+    with Recorder(model) as rec:
+        out = sample_video(model, prompt(), num_frames=9, height=H, width=W, schedule=FAST, seed=0,
+                           start_latents=start)
+    assert out.shape[2] == 3
+    assert [(c[0], c[3]) for c in rec.calls[:2]] == [(0, 0.0), (3, 0.0)]
+    assert torch.equal(rec.calls[0][4], start[:, :, :3]) and torch.equal(rec.calls[1][4], start[:, :, 3:])
+    assert rec.calls[2][0] == 6
+
+
+def test_progress_reports_every_step_and_can_stop(model):
+    seen = []
+    sample_video(model, prompt(), num_frames=6, height=H, width=W, schedule=FAST, seed=0, num_fragments=2,
+                 progress=seen.append)
+    assert [(p.fragment, p.block, p.step) for p in seen] == [(0, 0, 0), (0, 0, 1), (0, 1, 0), (0, 1, 1), (1, 0, 0),
+                                                             (1, 0, 1)]
+    assert [p.completed for p in seen] == list(range(1, 7)) and {p.total for p in seen} == {6}
+    assert seen[0].denoised.shape == (1, 16, 3, h, w)
+
+    class Stop(Exception):
+        pass
+
+    def stop(p):
+        raise Stop
+
+    with pytest.raises(Stop):
+        sample_video(model, prompt(), num_frames=6, height=H, width=W, schedule=FAST, seed=0, progress=stop)
+
+
+def test_batch_of_two_prompts(model):
+    ctx = torch.cat([prompt(seed=1), prompt(seed=2)])
+    out = sample_video(model, ctx, num_frames=3, height=H, width=W, schedule=FAST, seed=0)
+    assert out.shape == (2, 16, 3, h, w) and not torch.equal(out[0], out[1])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(height=470), "multiples of 16"),
+    (dict(width=40), "multiples of 16"),
+    (dict(num_frames=10), "whole number"),
+    (dict(num_frames=0), "whole number"),
+    (dict(num_fragments=0), "at least 1"),
+    (dict(context=torch.zeros(1, 5, 32)), "text width"),
+    (dict(context=[prompt(), prompt()]), "2 prompts for 1 fragments"),
+    (dict(noise=torch.zeros(1, 5, 16, h, w)), "noise must have shape"),
+    (dict(start_latents=torch.zeros(1, 16, 4, h, w)), "whole 3-frame blocks"),
+    (dict(start_latents=torch.zeros(1, 16, 6, h, w)), "fewer than num_frames"),
+    (dict(start_latents=torch.zeros(1, 16, 3, h + 1, w)), "start latents must be"),
+])
+def test_bad_input_raises_clear_value_errors(model, kwargs, match):
+    args = dict(context=prompt(), num_frames=6, height=H, width=W, schedule=FAST, seed=0)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        sample_video(model, args.pop("context"), **args)

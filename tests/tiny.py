@@ -1,0 +1,21 @@
+"""Tiny random-weight models shared by the CPU tests."""
+
+from __future__ import annotations
+
+import torch
+
+from causal.config import WanConfig
+from causal.model import CausalWanModel
+from causal.synthetic import random_state_dict
+
+TINY = WanConfig(dim=256, ffn_dim=512, num_layers=2, text_dim=64)
+"""Two heads of width 128 (the real head width, so RoPE splits 22/21/21), two layers."""
+
+
+def tiny_model(dtype: torch.dtype = torch.float32, seed: int = 0, config: WanConfig = TINY) -> CausalWanModel:
+    return CausalWanModel.from_state_dict(random_state_dict(config, dtype=dtype, seed=seed), config, dtype=dtype)
+
+
+def prompt(batch: int = 1, tokens: int = 12, width: int = TINY.text_dim, seed: int = 0) -> torch.Tensor:
+    """A umT5-like prompt embedding: `tokens` rows, the rest of the 512 are zero (added by the model)."""
+    return torch.randn(batch, tokens, width, generator=torch.Generator().manual_seed(seed))
