@@ -74,6 +74,20 @@ def kv_cache_bytes(model: CausalWanModel, *, batch: int, num_frames: int, height
     return KVCache.nbytes_for(c.num_layers, batch, tokens, c.num_heads, c.head_dim, dtype)
 
 
+def working_memory_bytes(model: CausalWanModel, *, batch: int, num_frames: int, height: int, width: int,
+                         dtype: torch.dtype = torch.bfloat16, frames_per_block: int = FRAMES_PER_BLOCK) -> int:
+    """What sampling needs beside the weights: the KV cache, the text K/V and one block's activations
+    (L tokens: the FFN hidden 2·L·ffn, about ten L·D tensors, and the float64 RoPE temporaries ≈ 32·L·D
+    bytes)."""
+    c = model.config
+    element = torch.empty((), dtype=dtype).element_size()
+    tokens = frames_per_block * (height // PIXEL_MULTIPLE) * (width // PIXEL_MULTIPLE)
+    activations = batch * tokens * (2 * c.ffn_dim * element + c.dim * (10 * element + 32))
+    text = 2 * c.num_layers * batch * c.text_len * c.dim * element
+    cache = kv_cache_bytes(model, batch=batch, num_frames=num_frames, height=height, width=width, dtype=dtype)
+    return cache + text + activations
+
+
 def _check_inputs(model: CausalWanModel, contexts: list[torch.Tensor], num_frames: int, height: int,
                   width: int, num_fragments: int, frames_per_block: int,
                   start_latents: torch.Tensor | None) -> None:

@@ -1,0 +1,16 @@
+"""ComfyUI adapters of the pack (V3 node API). No math here: see causal/."""
+
+from __future__ import annotations
+
+from comfy_api.latest import ComfyExtension, io
+
+from .loader import CausVidModelLoader
+from .sampler import CausVidContinue, CausVidSampler
+from .text import CausVidTextEncode
+
+NODES: list[type[io.ComfyNode]] = [CausVidModelLoader, CausVidTextEncode, CausVidSampler, CausVidContinue]
+
+
+class CausVidExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return NODES

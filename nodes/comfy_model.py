@@ -1,0 +1,98 @@
+"""The causal DiT as a ComfyUI MODEL: a `model_base.WAN21` whose `diffusion_model` is our
+`CausalWanModel` built from ComfyUI's layer classes, so model management (offloading, lowvram,
+fp8 storage) and core LoRA loading work on it unchanged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import comfy.model_base
+import comfy.model_management
+import comfy.model_patcher
+import comfy.supported_models
+import torch
+
+from ..causal.checkpoint import read_checkpoint
+from ..causal.config import WanConfig
+from ..causal.model import CausalWanModel
+
+WEIGHT_DTYPES = {
+    "default": None,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "fp8_e4m3fn": torch.float8_e4m3fn,
+}
+"""Storage dtype of the large matrices (the loader's widget)."""
+
+
+def comfy_cast(t: torch.Tensor, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return comfy.model_management.cast_to(t, dtype=dtype, device=device)
+
+
+class ComfyCausalWanModel(CausalWanModel):
+    """Takes the keyword arguments `BaseModel` passes (`**unet_config`, device, operations)."""
+
+    def __init__(self, *, dim: int, ffn_dim: int, num_layers: int, text_dim: int, in_dim: int = 16,
+                 out_dim: int = 16, dtype=None, device=None, operations=None, **_unused) -> None:
+        config = WanConfig(dim=dim, ffn_dim=ffn_dim, num_layers=num_layers, text_dim=text_dim, in_dim=in_dim,
+                           out_dim=out_dim)
+        small = torch.bfloat16 if dtype in (torch.float8_e4m3fn, torch.float8_e5m2) else dtype
+        super().__init__(config, operations=operations, cast=comfy_cast, device=device, dtype=dtype,
+                         small_dtype=small)
+        self.dtype = dtype  # BaseModel.get_dtype reads it
+
+
+class WAN21Causal(comfy.model_base.WAN21):
+    def __init__(self, model_config, model_type=comfy.model_base.ModelType.FLOW, device=None):
+        comfy.model_base.BaseModel.__init__(self, model_config, model_type, device=device,
+                                            unet_model=ComfyCausalWanModel)
+        self.image_to_video = False
+
+
+class CausalWanT2V(comfy.supported_models.WAN21_T2V):
+    def get_model(self, state_dict, prefix="", device=None):
+        return WAN21Causal(self, device=device)
+
+
+def load_causal_model(path: str | Path, weight_dtype: str = "default") -> comfy.model_patcher.ModelPatcher:
+    """Read any causal checkpoint layout and wrap it as a ComfyUI MODEL (ModelPatcher)."""
+    if weight_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"unknown weight dtype '{weight_dtype}'; choose one of {', '.join(WEIGHT_DTYPES)}")
+    checkpoint = read_checkpoint(path)
+    config = checkpoint.config
+    state_dict = checkpoint.state_dict
+    unet_config = {"image_model": "wan2.1", "model_type": "t2v", "dim": config.dim, "ffn_dim": config.ffn_dim,
+                   "num_layers": config.num_layers, "text_dim": config.text_dim, "in_dim": config.in_dim,
+                   "out_dim": config.out_dim, "num_heads": config.num_heads}
+    model_config = CausalWanT2V(unet_config)
+    load_device = comfy.model_management.get_torch_device()
+    offload_device = comfy.model_management.unet_offload_device()
+    dtype = WEIGHT_DTYPES[weight_dtype]
+    if dtype is None:
+        params = sum(t.numel() for t in state_dict.values())
+        dtype = comfy.model_management.unet_dtype(model_params=params,
+                                                  supported_dtypes=model_config.supported_inference_dtypes,
+                                                  weight_dtype=checkpoint.source_dtype)
+    manual_cast = comfy.model_management.unet_manual_cast(dtype, load_device, model_config.supported_inference_dtypes)
+    model_config.set_inference_dtype(dtype, manual_cast)
+    model = model_config.get_model(state_dict, "", device=offload_device)
+    missing, unexpected = model.diffusion_model.load_state_dict(state_dict, strict=False)
+    if missing or unexpected:  # read_checkpoint validated the keys; this would be a pack bug
+        raise RuntimeError(f"causal model keys did not match: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    del state_dict
+    return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+
+
+def compute_dtype(patcher: comfy.model_patcher.ModelPatcher) -> torch.dtype:
+    """The dtype activations run in: the manual-cast dtype when weights are stored otherwise."""
+    model = patcher.model
+    return model.manual_cast_dtype or model.get_dtype()
+
+
+def causal_network(patcher: comfy.model_patcher.ModelPatcher) -> CausalWanModel:
+    network = getattr(patcher.model, "diffusion_model", None)
+    if not isinstance(network, CausalWanModel):
+        raise ValueError(
+            "this MODEL is not a causal Wan model: load the checkpoint with 'CausVid Model Loader' "
+            "(a model from the core loaders runs bidirectionally and cannot be sampled block by block)")
+    return network
