@@ -1,0 +1,66 @@
+"""Shared pytest setup: make `causal` importable as a top-level package.
+
+The repository root is the ComfyUI node pack itself (its __init__.py imports ComfyUI), so it is never
+imported as a package; its directory goes on sys.path instead so that `import causal.checkpoint` works.
+Do not add tests/__init__.py: pytest would then import the tests as part of the root package.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+
+@pytest.fixture
+def tiny_config():
+    """A Wan2.1-shaped DiT small enough for CPU tests (one head of 128, two layers)."""
+    from causal.config import WanConfig
+
+    return WanConfig(dim=128, ffn_dim=256, num_layers=2, text_dim=64)
+
+
+# ------------------------------------------------------------------------------------------------
+# End-to-end fixtures: a real headless ComfyUI 0.3.75 (see tests/comfyui_harness.py).
+TESTS_DIR = Path(__file__).resolve().parent
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory):
+    """One ComfyUI server per test session (``comfyui_harness.ComfyServer``), started on first use.
+
+    Skipped when ComfyUI is not installed (run scripts/setup.sh), except under CI (env CI set),
+    where that is an error.
+    """
+    import os
+
+    from comfyui_harness import ComfyServer, comfyui_available
+
+    if not comfyui_available():
+        if os.environ.get("CI"):
+            pytest.fail("ComfyUI is not installed in .comfyui/ComfyUI (scripts/setup.sh)")
+        pytest.skip("ComfyUI is not installed in .comfyui/ComfyUI: run scripts/setup.sh")
+    server = ComfyServer(tmp_path_factory.mktemp("comfyui_base"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_vae_name(comfy_server):
+    """File name (for ``VAELoader.vae_name``) of a random tiny Wan 2.1 VAE in the server's
+    models/vae folder."""
+    from comfyui_harness import make_tiny_wan_vae
+
+    name = "tiny_wan21_vae.safetensors"
+    make_tiny_wan_vae(comfy_server.models_dir / "vae" / name, seed=0)
+    return name

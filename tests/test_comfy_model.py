@@ -1,0 +1,114 @@
+"""The causal model inside ComfyUI's model management, in-process: the MODEL the loader returns
+keeps Wan key names, applies core LoRA patches, runs partially loaded (lowvram) with the same result,
+and stores fp8 weights while computing in bf16."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import pytest
+import torch
+
+from comfyui_harness import REPO_ROOT, add_comfyui_to_sys_path, comfyui_available
+
+pytestmark = pytest.mark.comfyui
+
+if not comfyui_available():
+    pytest.skip("ComfyUI is not installed (scripts/setup.sh)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def pack():
+    """The pack imported the way ComfyUI imports it: as a package from the repo root."""
+    add_comfyui_to_sys_path(cpu=True)
+    spec = importlib.util.spec_from_file_location("comfyui_causvid", REPO_ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(REPO_ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["comfyui_causvid"] = module
+    spec.loader.exec_module(module)
+    importlib.import_module("comfyui_causvid.nodes")
+    return importlib.import_module("comfyui_causvid.nodes.comfy_model")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, pack):
+    synthetic = importlib.import_module("comfyui_causvid.causal.synthetic")
+    config_mod = importlib.import_module("comfyui_causvid.causal.config")
+    config = config_mod.WanConfig(dim=256, ffn_dim=512, num_layers=2, text_dim=64)
+    sd = synthetic.random_state_dict(config, dtype=torch.float32, seed=0)
+    path = synthetic.write_checkpoint(sd, tmp_path_factory.mktemp("ckpt") / "model.pt", "causvid")
+    return path, sd
+
+
+def _sample(pack, patcher, seed=0):
+    causal = importlib.import_module("comfyui_causvid.causal")
+    network = pack.causal_network(patcher)
+    ctx = torch.randn(1, 10, 64, generator=torch.Generator().manual_seed(1))
+    return causal.sample_video(network, ctx, num_frames=6, height=32, width=48,
+                               schedule=causal.Schedule("2 steps", (1000, 500), shift=8.0, warp=False), seed=seed,
+                               dtype=pack.compute_dtype(patcher), device="cpu")
+
+
+def test_loader_gives_a_wan21_model_patcher_with_wan_key_names(pack, checkpoint):
+    import comfy.model_base
+    import comfy.model_patcher
+
+    path, sd = checkpoint
+    patcher = pack.load_causal_model(path, "bf16")
+    assert isinstance(patcher, comfy.model_patcher.ModelPatcher)
+    assert isinstance(patcher.model, comfy.model_base.WAN21)
+    keys = {k for k in patcher.model.state_dict() if k.startswith("diffusion_model.")}
+    assert keys == {"diffusion_model." + k for k in sd}
+    weight = patcher.model.diffusion_model.blocks[1].ffn[2].weight
+    assert weight.dtype == torch.bfloat16 and torch.equal(weight, sd["blocks.1.ffn.2.weight"].to(torch.bfloat16))
+    assert patcher.model.latent_format.latent_channels == 16
+
+
+def test_core_lora_patches_the_causal_weights(pack, checkpoint):
+    import comfy.model_management
+    import comfy.sd
+
+    path, sd = checkpoint
+    patcher = pack.load_causal_model(path, "default")
+    rank, g = 4, torch.Generator().manual_seed(5)
+    down, up = torch.randn(rank, 256, generator=g), torch.randn(256, rank, generator=g) * 0.01
+    lora = {"diffusion_model.blocks.0.self_attn.q.lora_A.weight": down,
+            "diffusion_model.blocks.0.self_attn.q.lora_B.weight": up}
+    patched, _ = comfy.sd.load_lora_for_models(patcher, None, lora, 0.5, 0.0)
+    comfy.model_management.load_models_gpu([patched], force_full_load=True)
+    weight = patched.model.diffusion_model.blocks[0].self_attn.q.weight
+    assert torch.allclose(weight, sd["blocks.0.self_attn.q.weight"] + 0.5 * up @ down, atol=1e-6)
+    assert not torch.equal(_sample(pack, patched), _sample(pack, pack.load_causal_model(path, "default")))
+    comfy.model_management.unload_all_models()
+
+
+def test_partial_lowvram_load_samples_the_same(pack, checkpoint):
+    path, _ = checkpoint
+    full = pack.load_causal_model(path, "bf16")
+    expected = _sample(pack, full)
+    partial = pack.load_causal_model(path, "bf16")
+    partial.load(torch.device("cpu"), lowvram_model_memory=partial.model_size() // 3)
+    assert partial.model.model_lowvram  # layers are streamed through comfy.ops casts
+    assert torch.equal(_sample(pack, partial), expected)
+
+
+def test_fp8_storage_computes_in_a_wider_dtype_close_to_bf16(pack, checkpoint):
+    path, _ = checkpoint
+    fp8 = pack.load_causal_model(path, "fp8_e4m3fn")
+    network = fp8.model.diffusion_model
+    assert network.blocks[0].ffn[0].weight.dtype == torch.float8_e4m3fn
+    assert network.blocks[0].modulation.dtype == torch.bfloat16  # small parameters stay precise
+    assert network.blocks[0].self_attn.norm_q.weight.dtype == torch.bfloat16
+    assert pack.compute_dtype(fp8) in (torch.bfloat16, torch.float16, torch.float32)
+    a = _sample(pack, fp8).double()
+    b = _sample(pack, pack.load_causal_model(path, "bf16")).double()
+    assert 0 < ((a - b).norm() / b.norm()).item() < 0.25
+
+
+def test_a_core_loaded_model_is_refused_by_the_sampler(pack):
+    class NotCausal:
+        model = type("M", (), {"diffusion_model": torch.nn.Linear(1, 1)})()
+
+    with pytest.raises(ValueError, match="CausVid Model Loader"):
+        pack.causal_network(NotCausal())
