@@ -164,8 +164,10 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
     completed = 0
     try:
         context_latents = None if start_latents is None else start_latents.to(device=device, dtype=dtype)
+        text = None
         for fragment, new_frames in enumerate(lengths):
-            text = model.text_kv(contexts[fragment].to(device), dtype)
+            if text is None or contexts[fragment] is not contexts[fragment - 1]:
+                text = model.text_kv(contexts[fragment].to(device), dtype)
             if fragment > 0:
                 context_latents = blocks[-1]
             cached = 0 if context_latents is None else context_latents.shape[2]

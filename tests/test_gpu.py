@@ -1,0 +1,43 @@
+"""GPU checks (marked `gpu`, skipped without CUDA; run on the GPU machine, see bench/README.md)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from causal import SCHEDULES, generate
+from causal.kv_cache import KVCache
+from tiny import TINY, prompt, tiny_model
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+def test_cached_blocks_equal_block_causal_pass_on_cuda():
+    model = tiny_model(torch.bfloat16).cuda()
+    g = torch.Generator("cuda").manual_seed(0)
+    x = torch.randn(1, 16, 9, 16, 24, generator=g, device="cuda").bfloat16()
+    t = torch.rand(1, 9, generator=g, device="cuda") * 1000
+    text = model.text_kv(prompt().cuda(), torch.bfloat16)
+    full = model.forward_block_causal(x, t, text, frames_per_block=3).double()
+    cache = KVCache(TINY.num_layers, 1, 9 * 96, TINY.num_heads, 128, dtype=torch.bfloat16, device="cuda")
+    cached = torch.cat([model(x[:, :, i:i + 3], t[:, i:i + 3], text, cache=cache, cache_frame=i, rope_frame=i)
+                        for i in range(0, 9, 3)], dim=2).double()
+    assert ((cached - full).norm() / full.norm()).item() < 6e-3
+
+
+def test_seeded_sampling_is_deterministic_on_cuda():
+    model = tiny_model(torch.bfloat16).cuda()
+    args = dict(height=128, width=192, num_frames=9, num_fragments=2, schedule=SCHEDULES["CausVid 1.3B"], seed=3)
+    a = generate(model, prompt().cuda(), **args).latents
+    b = generate(model, prompt().cuda(), **args).latents
+    assert a.is_cuda and torch.equal(a, b)
+    assert a.shape == (1, 16, 15, 16, 24) and torch.isfinite(a.float()).all()
+
+
+def test_bf16_noise_draw_equals_rounded_fp32_draw():
+    """The design's fact behind the noise contract (§4.5): on CUDA, randn in bf16 is randn in fp32 rounded."""
+    a = torch.randn(3, 16, 60, 104, generator=torch.Generator("cuda").manual_seed(0), device="cuda",
+                    dtype=torch.bfloat16)
+    b = torch.randn(3, 16, 60, 104, generator=torch.Generator("cuda").manual_seed(0), device="cuda").bfloat16()
+    assert torch.equal(a, b)
