@@ -171,11 +171,12 @@ class CausVidSampler(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, width: int, height: int, length: int, custom_steps: str) -> bool | str:
+        # linked inputs arrive as None here: they are checked again when the node runs
         for name, value in (("width", width), ("height", height)):
-            if not isinstance(value, int) or value < PIXEL_MULTIPLE or value % PIXEL_MULTIPLE or value > 4096:
+            if value is not None and (value < PIXEL_MULTIPLE or value % PIXEL_MULTIPLE or value > 4096):
                 return f"{name} must be a multiple of {PIXEL_MULTIPLE} between 16 and 4096, got {value}"
-        if not isinstance(length, int) or (message := check_length(length)):
-            return message or f"length must be a whole number, got {length}"
+        if length is not None and (message := check_length(length)):
+            return message
         if isinstance(custom_steps, str) and custom_steps.strip():
             try:
                 parse_steps(custom_steps)
@@ -186,6 +187,8 @@ class CausVidSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, width: int, height: int, length: int, preset: str, custom_steps: str,
                 seed: int, num_fragments: int, start_latent=None, state: CausVidState | None = None) -> io.NodeOutput:
+        if (message := cls.validate_inputs(width, height, length, custom_steps)) is not True:
+            raise ValueError(message)
         schedule = choose_schedule(preset, custom_steps)
         num_frames = latent_frames(length)
         if state is not None:
