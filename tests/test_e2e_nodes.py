@@ -1,0 +1,299 @@
+"""The pack's nodes end to end, through the HTTP/websocket API of a real headless ComfyUI 0.3.75.
+
+Tiny stand-ins replace the real weights under the exact file names the example workflows use
+(tests/workflows_api/example_graphs.py `write_standin_models`): a 2-layer random causal DiT as
+`causvid_1.3b_autoregressive.pt` (CausVid's .pt layout) and `lightx2v_causvid_14b.safetensors`
+(LightX2V's bare safetensors), a random tiny Wan 2.1 VAE as `wan_2.1_vae.safetensors`, and the test
+pack's CausVidTestTinyCLIP (a real umT5 of width 64 through ComfyUI's classes) instead of CLIPLoader.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from comfyui_harness import PromptRejected
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "workflows_api"))
+import example_graphs as eg  # noqa: E402
+
+pytestmark = pytest.mark.comfyui
+
+NAMES = sorted(eg.WORKFLOWS)
+W, H, LENGTH = 64, 48, 21  # 21 frames = 6 latent frames = 2 blocks per fragment
+
+
+@pytest.fixture(scope="module")
+def standins(comfy_server):
+    eg.write_standin_models(comfy_server.models_dir)
+    return comfy_server.models_dir
+
+
+def video_info(path: Path) -> tuple[int, int, int, float]:
+    """(frames, width, height, fps) of a saved video, read back with PyAV."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(stream))
+        return frames, stream.codec_context.width, stream.codec_context.height, float(stream.average_rate)
+
+
+def run_ok(server, prompt: dict, timeout: float = 90, **kw):
+    result = server.run(prompt, timeout=timeout, **kw)
+    assert result.status == "success", result.describe() + "\n" + server.log_tail(3000)
+    return result
+
+
+def expected_progress(prompt: dict, node_id: str) -> int:
+    """Denoising steps a sampler node reports: (new latent frames / 3) blocks × steps of its preset."""
+    from causal.schedule import SCHEDULES
+
+    node = prompt[node_id]
+    if node["class_type"] == "CausVidSampler":
+        preset = node["inputs"]["preset"]
+    else:  # Continue: the preset of the sampler it continues
+        src = node["inputs"]["state"][0]
+        while prompt[src]["class_type"] != "CausVidSampler":
+            src = prompt[src]["inputs"]["state"][0]
+        preset = prompt[src]["inputs"]["preset"]
+    return eg.latent_frames_of(prompt, node_id, 0) // 3 * SCHEDULES[preset].num_steps
+
+
+def check_video(server, result, prompt: dict) -> int:
+    """The saved mp4 has 1 + 4·(T − 1) frames of W×H at 16 fps; returns the frame count."""
+    (decode_id,) = eg.find_nodes(prompt, "VAEDecode")
+    (save_id,) = eg.find_nodes(prompt, "SaveVideo")
+    (path,) = server.output_paths(result, node_id=save_id)
+    frames, width, height, fps = video_info(path)
+    assert (width, height, round(fps)) == (W, H, 16)
+    assert frames == eg.decoded_frames(prompt, decode_id)
+    return frames
+
+
+# -------------------------------------------------------------------------------------------------
+# The example workflows
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_example_workflow_runs(comfy_server, standins, name):
+    prompt = eg.standin_prompt(eg.load_api(name), width=W, height=H, length=LENGTH)
+    assert not eg.find_nodes(prompt, "CLIPLoader")
+    result = run_ok(comfy_server, prompt)
+    frames = check_video(comfy_server, result, prompt)
+    assert frames == {"causvid_1.3b_t2v": 21,  # 6 latent frames
+                      "causvid_14b_lightx2v_3_fragments": 45,  # 6 + 3 + 3
+                      "causvid_long_video_prompt_per_fragment": 57}[name]  # (6 + 3 + 3) + 3
+    # progress: one message per denoising step of every sampling node, each with a latent preview
+    samplers = eg.find_nodes(prompt, "CausVidSampler") + eg.find_nodes(prompt, "CausVidContinue")
+    progress = result.of_type("progress")
+    for nid in samplers:
+        mine = [p for p in progress if p["node"] == nid]
+        steps = expected_progress(prompt, nid)
+        assert [p["value"] for p in mine] == list(range(1, steps + 1)), (nid, mine)
+        assert {p["max"] for p in mine} == {steps}
+    assert result.preview_frames == len(progress) > 0, result.describe()
+
+
+def test_new_continue_prompt_reuses_the_cached_sampler(comfy_server, standins):
+    """What the long-video workflow's note promises: with the seed fixed, editing only the
+    continuation prompt re-runs Continue alone; the sampler's result (and state) come from the cache."""
+    prompt = eg.standin_prompt(eg.load_api("causvid_long_video_prompt_per_fragment"), width=W, height=H,
+                               length=LENGTH)
+    (sampler_id,) = eg.find_nodes(prompt, "CausVidSampler")
+    (continue_id,) = eg.find_nodes(prompt, "CausVidContinue")
+    text_id = prompt[continue_id]["inputs"]["positive"][0]
+    run_ok(comfy_server, prompt)
+    prompt[text_id]["inputs"]["text"] = "The hot air balloon lands gently in a field of sunflowers."
+    result = run_ok(comfy_server, prompt)
+    cached = {n for d in result.of_type("execution_cached") for n in d.get("nodes", [])}
+    assert sampler_id in cached and continue_id not in cached
+    assert {p["node"] for p in result.of_type("progress")} == {continue_id}
+    check_video(comfy_server, result, prompt)
+
+
+def test_core_clip_text_encode_into_sampler(comfy_server, standins):
+    """The standard core path: CLIPTextEncode's single prompt drives every fragment."""
+    prompt = eg.standin_prompt(eg.load_api("causvid_1.3b_t2v"), width=W, height=H, length=LENGTH)
+    text_id, sampler_id = eg.find_nodes(prompt, "CausVidTextEncode")[0], eg.find_nodes(prompt, "CausVidSampler")[0]
+    clip_link = prompt[text_id]["inputs"]["clip"]
+    prompt[text_id] = {"class_type": "CLIPTextEncode", "inputs": {"text": "a fox runs through the snow",
+                                                                 "clip": clip_link}}
+    prompt[sampler_id]["inputs"].update(num_fragments=2, seed=7)
+    result = run_ok(comfy_server, prompt)
+    assert check_video(comfy_server, result, prompt) == 33  # 6 + 3 latent frames
+    assert text_id in {d["node"] for d in result.of_type("executing")}
+
+
+# -------------------------------------------------------------------------------------------------
+# Errors
+
+
+@pytest.mark.parametrize("field,value,words", [("width", 40, "multiple of 16"), ("length", 10, "length 10")])
+def test_bad_widget_value_is_rejected(comfy_server, standins, field, value, words):
+    prompt = eg.standin_prompt(eg.load_api("causvid_1.3b_t2v"), width=W, height=H, length=LENGTH)
+    (sampler_id,) = eg.find_nodes(prompt, "CausVidSampler")
+    prompt[sampler_id]["inputs"][field] = value
+    with pytest.raises(PromptRejected) as excinfo:
+        comfy_server.run(prompt, timeout=30)
+    assert excinfo.value.status == 400
+    node_errors = excinfo.value.body["node_errors"]
+    assert list(node_errors) == [sampler_id]
+    assert node_errors[sampler_id]["class_type"] == "CausVidSampler"
+    assert any(words in e["details"] for e in node_errors[sampler_id]["errors"]), node_errors
+
+
+def _truncated(path: Path, layout: str) -> None:
+    import torch
+
+    from causal.synthetic import random_state_dict, write_checkpoint
+
+    write_checkpoint(random_state_dict(eg.tiny_config(), dtype=torch.bfloat16), path, layout)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _i2v(path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from causal.synthetic import random_state_dict
+
+    sd = random_state_dict(eg.tiny_config(), dtype=torch.bfloat16)
+    sd["patch_embedding.weight"] = torch.randn(128, 36, 1, 2, 2, dtype=torch.bfloat16)
+    sd["img_emb.proj.1.weight"] = torch.randn(128, 1280, dtype=torch.bfloat16)
+    sd["blocks.0.cross_attn.k_img.weight"] = torch.randn(128, 128, dtype=torch.bfloat16)
+    save_file(sd, str(path))
+
+
+def _lora(path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"diffusion_model.blocks.0.self_attn.q.lora_A.weight": torch.randn(8, 128),
+               "diffusion_model.blocks.0.self_attn.q.lora_B.weight": torch.randn(128, 8)}, str(path))
+
+
+BAD_FILES = {
+    "truncated.safetensors": (lambda p: _truncated(p, "lightx2v_safetensors"), "truncated or corrupt"),
+    "truncated.pt": (lambda p: _truncated(p, "causvid"), "truncated or corrupt"),
+    "wan2.1_i2v_480p.safetensors": (_i2v, "image-to-video"),
+    "wan_lora.safetensors": (_lora, "this is a LoRA"),
+}
+
+
+@pytest.mark.parametrize("file_name", list(BAD_FILES))
+def test_bad_checkpoint_ends_in_execution_error(comfy_server, file_name):
+    make, words = BAD_FILES[file_name]
+    path = comfy_server.models_dir / "diffusion_models" / ("bad_" + file_name)
+    if not path.exists():
+        make(path)
+    prompt = {
+        "1": {"class_type": "CausVidModelLoader", "inputs": {"ckpt_name": path.name, "weight_dtype": "default"}},
+        "2": {"class_type": "CausVidTestConditioning", "inputs": {"text": "a cat", "width": eg.TINY_TEXT_DIM}},
+        "3": {"class_type": "CausVidSampler", "inputs": {
+            "model": ["1", 0], "positive": ["2", 0], "width": W, "height": H, "length": LENGTH,
+            "preset": "CausVid 1.3B", "custom_steps": "", "seed": 0, "num_fragments": 1}},
+        "4": {"class_type": "CausVidTestShowShape", "inputs": {"latent": ["3", 0]}},
+    }
+    result = comfy_server.run(prompt, timeout=60)
+    assert result.status == "error", result.describe()
+    error = result.error
+    assert error["node_id"] == "1" and error["node_type"] == "CausVidModelLoader", error
+    assert words in error["exception_message"], error["exception_message"]
+    assert path.name in error["exception_message"]
+
+
+# -------------------------------------------------------------------------------------------------
+# Interrupt
+
+
+def test_interrupt_stops_within_a_step(comfy_server, standins):
+    prompt = eg.standin_prompt(eg.load_api("causvid_1.3b_t2v"), width=256, height=256, length=LENGTH)
+    (sampler_id,) = eg.find_nodes(prompt, "CausVidSampler")
+    prompt[sampler_id]["inputs"].update(num_fragments=100, seed=11)  # 101 blocks × 3 steps: minutes
+    sent: list[float] = []
+    progress_times: list[float] = []
+
+    def interrupt_on_first_progress(mtype, data, server):
+        if mtype == "progress" and data.get("node") == sampler_id:
+            progress_times.append(time.monotonic())
+            if not sent:
+                assert server.interrupt() == 200
+                sent.append(time.monotonic())
+
+    result = comfy_server.run(prompt, timeout=60, on_message=interrupt_on_first_progress)
+    assert sent, result.describe()
+    assert result.status == "interrupted", result.describe()
+    later = [t for t in progress_times if t > sent[0]]
+    assert len(later) <= 2, f"{len(later)} progress messages after the interrupt"
+    assert len(progress_times) < expected_progress(prompt, sampler_id)
+    assert not result.of_type("executed")  # nothing was saved
+    assert (result.history.get("status") or {}).get("status_str") == "error"
+
+
+# -------------------------------------------------------------------------------------------------
+# Continue == one longer run
+
+
+def test_continue_equals_one_longer_sampler_run(comfy_server, standins):
+    """Sampler (2 fragments) + Continue (1 fragment, its own prompt) gives the same video as one
+    sampler run of 3 fragments with those prompts: the `video` output holds all 12 latent frames
+    (6 + 3 from the sampler, 3 from Continue), the `fragment` output the 3 new ones, and decoding
+    either whole latent gives 1 + 4·11 = 45 frames."""
+    import torch
+    from safetensors.torch import load_file
+
+    common = {"width": W, "height": H, "length": LENGTH, "preset": "CausVid 1.3B", "custom_steps": "",
+              "seed": 123}
+
+    def video_branch(latent_link: list, prefix: str, first_id: int) -> dict:
+        a, b, c = str(first_id), str(first_id + 1), str(first_id + 2)
+        return {
+            a: {"class_type": "VAEDecode", "inputs": {"samples": latent_link, "vae": ["3", 0]}},
+            b: {"class_type": "CreateVideo", "inputs": {"images": [a, 0], "fps": 16.0}},
+            c: {"class_type": "SaveVideo", "inputs": {"video": [b, 0], "filename_prefix": f"e2e/{prefix}",
+                                                     "format": "auto", "codec": "auto"}},
+        }
+
+    prompt = {
+        "1": {"class_type": "CausVidModelLoader", "inputs": {"ckpt_name": eg.CAUSVID_13B, "weight_dtype": "default"}},
+        "2": {"class_type": "CausVidTestTinyCLIP", "inputs": {"width": eg.TINY_TEXT_DIM, "seed": 0}},
+        "3": {"class_type": "VAELoader", "inputs": {"vae_name": eg.WAN_VAE}},
+        # sampler (2 fragments) + continue (1 fragment)
+        "10": {"class_type": "CausVidTextEncode", "inputs": {"clip": ["2", 0], "text": "a cat walks\na dog runs"}},
+        "11": {"class_type": "CausVidSampler", "inputs": {"model": ["1", 0], "positive": ["10", 0],
+                                                          "num_fragments": 2, **common}},
+        "12": {"class_type": "CausVidTextEncode", "inputs": {"clip": ["2", 0], "text": "a bird flies"}},
+        "13": {"class_type": "CausVidContinue", "inputs": {"model": ["1", 0], "state": ["11", 1],
+                                                           "positive": ["12", 0], "num_fragments": 1}},
+        "14": {"class_type": "SaveLatent", "inputs": {"samples": ["13", 1], "filename_prefix": "e2e/continued"}},
+        "15": {"class_type": "SaveLatent", "inputs": {"samples": ["13", 0], "filename_prefix": "e2e/fragment"}},
+        "16": {"class_type": "SaveLatent", "inputs": {"samples": ["11", 0], "filename_prefix": "e2e/first"}},
+        **video_branch(["13", 1], "continued", 17),
+        # one sampler run of 3 fragments
+        "20": {"class_type": "CausVidTextEncode", "inputs": {"clip": ["2", 0],
+                                                             "text": "a cat walks\na dog runs\na bird flies"}},
+        "21": {"class_type": "CausVidSampler", "inputs": {"model": ["1", 0], "positive": ["20", 0],
+                                                          "num_fragments": 3, **common}},
+        "22": {"class_type": "SaveLatent", "inputs": {"samples": ["21", 0], "filename_prefix": "e2e/single"}},
+        **video_branch(["21", 0], "single", 23),
+    }
+    result = run_ok(comfy_server, prompt, timeout=120)
+
+    def latent(node_id: str) -> torch.Tensor:
+        (path,) = comfy_server.output_paths(result, node_id=node_id)
+        return load_file(str(path))["latent_tensor"]
+
+    continued, fragment, first, single = latent("14"), latent("15"), latent("16"), latent("22")
+    assert first.shape[2] == 9 and fragment.shape[2] == 3
+    assert continued.shape[2] == first.shape[2] + fragment.shape[2] == single.shape[2] == 12
+    assert torch.equal(continued, torch.cat([first, fragment], dim=2))
+    assert torch.equal(continued, single), (continued - single).abs().max()
+
+    (continued_mp4,) = comfy_server.output_paths(result, node_id="19")
+    (single_mp4,) = comfy_server.output_paths(result, node_id="25")
+    assert video_info(continued_mp4)[0] == video_info(single_mp4)[0] == 1 + 4 * (12 - 1)

@@ -1,0 +1,467 @@
+"""The example workflows (example_workflows/*.json, UI format) and their API-format twins
+(tests/workflows_api/*.json), checked against the node schemas of a real ComfyUI 0.3.75 (/object_info).
+
+* both twins are what tests/workflows_api/example_graphs.py generates (regenerate with
+  `.venv/bin/python tests/workflows_api/example_graphs.py`);
+* the UI files have the structure the frontend (1.32.9, pinned by ComfyUI 0.3.75) validates on load
+  (a port of its zod schema `zComfyWorkflow`), and consistent links, slots and execution order;
+* every node type exists, widget values match the schema (count, combo options, min/max/step), linked
+  slots have matching types;
+* each UI workflow, converted to API format the way the frontend does it, equals its twin;
+* the workflows keep their promises (files, sizes, presets, fragment counts) and ComfyUI lists them as
+  templates of this pack.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from comfyui_harness import MAIN_PACK_NAME
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "workflows_api"))
+import example_graphs as eg  # noqa: E402
+
+pytestmark = pytest.mark.comfyui
+
+NAMES = sorted(eg.WORKFLOWS)
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
+
+
+@pytest.fixture(scope="module")
+def object_info(comfy_server):
+    return comfy_server.object_info()
+
+
+# -------------------------------------------------------------------------------------------------
+# Schema reading, independent of example_graphs (so that a bug there does not hide itself)
+
+
+def schema_inputs(schema: dict) -> list[tuple[str, str, dict, bool]]:
+    """[(name, type, options, optional)] in the order the frontend creates inputs and widgets."""
+    order = schema.get("input_order") or {s: list(v) for s, v in schema["input"].items()}
+    out = []
+    for section in ("required", "optional"):
+        for name in order.get(section, []):
+            spec = schema["input"][section][name]
+            kind, opts = spec[0], (spec[1] if len(spec) > 1 else {}) or {}
+            if isinstance(kind, list):
+                kind, opts = "COMBO", {**opts, "options": kind}
+            out.append((name, kind, opts, section == "optional"))
+    return out
+
+
+def is_widget(kind: str, opts: dict) -> bool:
+    return kind in WIDGET_TYPES and not opts.get("forceInput")
+
+
+def widgets(schema: dict) -> list[tuple[str, str, dict]]:
+    return [(n, k, o) for n, k, o, _ in schema_inputs(schema) if is_widget(k, o)]
+
+
+def sockets(schema: dict) -> list[tuple[str, str, bool]]:
+    return [(n, k, opt) for n, k, o, opt in schema_inputs(schema) if not is_widget(k, o)]
+
+
+def check_widget_value(where: str, node_type: str, name: str, kind: str, opts: dict, value, promised: set[str]):
+    """Problems with one widget value (empty list when it is fine)."""
+    problems = []
+    if kind == "COMBO":
+        options = opts.get("options", [])
+        if (node_type, name) in eg.FILE_WIDGETS and value not in options:
+            # model files are absent from a fresh install: the workflow must promise them instead
+            if value not in promised:
+                problems.append(f"{where}: {name}={value!r} is neither installed nor a file the workflow names")
+        elif value not in options:
+            problems.append(f"{where}: {name}={value!r} not one of {options}")
+    elif kind in ("INT", "FLOAT"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                (kind == "INT" and not float(value).is_integer()):
+            problems.append(f"{where}: {name}={value!r} is not a {kind}")
+        else:
+            lo, hi = opts.get("min", -math.inf), opts.get("max", math.inf)
+            if not lo <= value <= hi:
+                problems.append(f"{where}: {name}={value} outside [{lo}, {hi}]")
+            step = opts.get("step")
+            if kind == "INT" and step and step > 1 and (value - (lo if lo != -math.inf else 0)) % step:
+                # the frontend snaps INT widgets to min + k·step when the value is edited
+                problems.append(f"{where}: {name}={value} is off the widget's grid {lo} + k·{step}")
+    elif kind == "STRING":
+        if not isinstance(value, str):
+            problems.append(f"{where}: {name}={value!r} is not a string")
+    elif kind == "BOOLEAN":
+        if not isinstance(value, bool):
+            problems.append(f"{where}: {name}={value!r} is not a boolean")
+    return problems
+
+
+def promised_files(name: str) -> set[str]:
+    return {f for files in eg.WORKFLOWS[name].files.values() for f in files}
+
+
+def ui_to_api(ui: dict, object_info: dict) -> dict:
+    """What the frontend's "Queue" / "Export (API)" sends for a UI workflow (graphToPrompt): one entry
+    per executable node, widget values by name (the control_after_generate entries dropped), linked
+    inputs as [source id, source slot]."""
+    links = {row[0]: row for row in ui["links"]}
+    prompt = {}
+    for node in ui["nodes"]:
+        if node["type"] in eg.FRONTEND_ONLY or node.get("mode", 0) in (2, 4):  # 2 muted, 4 bypassed
+            continue
+        schema = object_info[node["type"]]
+        values = iter(node.get("widgets_values") or [])
+        inputs = {}
+        for name, _kind, opts in widgets(schema):
+            inputs[name] = next(values)
+            if opts.get("control_after_generate"):
+                next(values)
+        for slot in node.get("inputs") or []:
+            if slot.get("link") is not None:
+                row = links[slot["link"]]
+                inputs[slot["name"]] = [str(row[1]), row[2]]
+        prompt[str(node["id"])] = {"inputs": inputs, "class_type": node["type"],
+                                   "_meta": {"title": node.get("title") or schema["display_name"]}}
+    return prompt
+
+
+# -------------------------------------------------------------------------------------------------
+# Frontend workflow schema: a port of zComfyWorkflow (schema version 0.4) of ComfyUI_frontend 1.32.9
+
+
+def _is_num(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _is_int(x) -> bool:
+    return _is_num(x) and float(x).is_integer()
+
+
+def _node_id(x) -> bool:
+    return _is_int(x) or isinstance(x, str)
+
+
+def _vec2(x) -> bool:
+    return isinstance(x, list) and len(x) == 2 and all(_is_num(v) for v in x)
+
+
+def frontend_schema_problems(ui: dict) -> list[str]:
+    p = []
+
+    def need(cond: bool, what: str) -> None:
+        if not cond:
+            p.append(what)
+
+    need(isinstance(ui, dict), "workflow is not an object")
+    need(_node_id(ui.get("last_node_id")), "last_node_id")
+    need(_is_num(ui.get("last_link_id")), "last_link_id")
+    need(_is_num(ui.get("version")), "version")
+    need(ui.get("version") == 0.4, "version is not 0.4 (the LiteGraph links-as-arrays schema)")
+    if "id" in ui:
+        import uuid
+
+        try:
+            uuid.UUID(ui["id"])
+        except (ValueError, TypeError, AttributeError):
+            p.append("id is not a uuid")
+    need(ui.get("config") is None or isinstance(ui.get("config"), dict), "config")
+    extra = ui.get("extra")
+    need(extra is None or isinstance(extra, dict), "extra")
+    if isinstance(extra, dict) and "ds" in extra:
+        need(_is_num(extra["ds"].get("scale")) and _vec2(extra["ds"].get("offset")), "extra.ds")
+    for g in ui.get("groups", []):
+        need(isinstance(g.get("title"), str), "group title")
+        need(isinstance(g.get("bounding"), list) and len(g["bounding"]) == 4
+             and all(_is_num(v) for v in g["bounding"]), f"group {g.get('title')} bounding")
+    for row in ui.get("links", []):
+        need(isinstance(row, list) and len(row) == 6 and _is_num(row[0]) and _node_id(row[1]) and _is_int(row[2])
+             and _node_id(row[3]) and _is_int(row[4]) and isinstance(row[5], (str, list, int)), f"link {row}")
+    for n in ui.get("nodes", []):
+        w = f"node {n.get('id')}"
+        need(_node_id(n.get("id")), f"{w} id")
+        need(isinstance(n.get("type"), str), f"{w} type")
+        need(_vec2(n.get("pos")) and _vec2(n.get("size")), f"{w} pos/size")
+        need(isinstance(n.get("flags"), dict), f"{w} flags")
+        need(_is_num(n.get("order")) and _is_num(n.get("mode")), f"{w} order/mode")
+        props = n.get("properties")
+        need(isinstance(props, dict), f"{w} properties")
+        if isinstance(props, dict):
+            for key in ("Node name for S&R", "cnr_id", "ver"):
+                need(key not in props or isinstance(props[key], str), f"{w} properties.{key}")
+            for m in props.get("models", []):
+                need(all(isinstance(m.get(k), str) for k in ("name", "url", "directory"))
+                     and m["url"].startswith("https://"), f"{w} properties.models {m}")
+        for i in n.get("inputs", []):
+            need(isinstance(i.get("name"), str) and "type" in i and (i.get("link") is None or _is_num(i["link"])),
+                 f"{w} input {i}")
+        for o in n.get("outputs", []):
+            need(isinstance(o.get("name"), str) and "type" in o
+                 and (o.get("links") is None or all(_is_num(x) for x in o["links"])), f"{w} output {o}")
+        need(isinstance(n.get("widgets_values", []), (list, dict)), f"{w} widgets_values")
+        for key in ("color", "bgcolor", "title"):
+            need(key not in n or isinstance(n[key], str), f"{w} {key}")
+    return p
+
+
+# -------------------------------------------------------------------------------------------------
+# Files
+
+
+def test_example_files_are_the_three_workflows():
+    ui_files = sorted(p.stem for p in eg.UI_DIR.glob("*.json"))
+    api_files = sorted(p.stem for p in eg.API_DIR.glob("*.json"))
+    assert ui_files == NAMES == api_files
+    assert set(NAMES) == {"causvid_1.3b_t2v", "causvid_14b_lightx2v_3_fragments",
+                          "causvid_long_video_prompt_per_fragment"}
+
+
+def test_files_are_generated_and_current(object_info):
+    """Hand edits get lost: change the spec in example_graphs.py and regenerate."""
+    for path, text in eg.generated_files(object_info).items():
+        assert path.read_text() == text, f"{path} is out of date: run .venv/bin/python tests/workflows_api/example_graphs.py"
+
+
+# -------------------------------------------------------------------------------------------------
+# UI workflows
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ui_workflow_loads_in_the_frontend_schema(name):
+    ui = eg.load_ui(name)
+    assert frontend_schema_problems(ui) == []
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ui_graph_is_consistent(name):
+    ui = eg.load_ui(name)
+    nodes = {n["id"]: n for n in ui["nodes"]}
+    assert len(nodes) == len(ui["nodes"]), "duplicate node ids"
+    assert ui["last_node_id"] >= max(nodes)
+    link_ids = [row[0] for row in ui["links"]]
+    assert len(set(link_ids)) == len(link_ids), "duplicate link ids"
+    assert ui["last_link_id"] >= max(link_ids)
+    for link_id, src, src_slot, dst, dst_slot, kind in ui["links"]:
+        out = nodes[src]["outputs"][src_slot]
+        inp = nodes[dst]["inputs"][dst_slot]
+        assert link_id in out["links"], (link_id, out)
+        assert inp["link"] == link_id, (link_id, inp)
+        assert out["type"] == inp["type"] == kind, (link_id, out["type"], inp["type"], kind)
+        assert nodes[src]["order"] < nodes[dst]["order"], f"link {link_id}: order is not topological"
+    for n in ui["nodes"]:  # every slot's link is in the table
+        for i in n["inputs"]:
+            assert i["link"] is None or i["link"] in link_ids
+        for o in n["outputs"]:
+            assert set(o["links"] or []) <= set(link_ids)
+    assert sorted(n["order"] for n in ui["nodes"]) == list(range(len(ui["nodes"])))
+    assert all(n["mode"] == 0 for n in ui["nodes"])
+    for g in ui["groups"]:  # every node of a group lies inside it (the editor moves them together)
+        x, y, w, h = g["bounding"]
+        inside = [n for n in ui["nodes"] if x <= n["pos"][0] and n["pos"][0] + n["size"][0] <= x + w
+                  and y <= n["pos"][1] and n["pos"][1] + n["size"][1] <= y + h]
+        assert inside, f"group {g['title']} is empty"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ui_workflow_matches_object_info(name, object_info):
+    ui = eg.load_ui(name)
+    promised = promised_files(name)
+    nodes = {n["id"]: n for n in ui["nodes"]}
+    problems = []
+    for n in ui["nodes"]:
+        where = f"{name} node {n['id']} ({n['type']})"
+        if n["type"] in eg.FRONTEND_ONLY:
+            continue
+        if n["type"] not in object_info:
+            problems.append(f"{where}: unknown node type")
+            continue
+        schema = object_info[n["type"]]
+        assert n["properties"].get("Node name for S&R") == n["type"], where
+        # widgets_values: one per widget, plus the control_after_generate entry after a seed
+        expected = []
+        for wname, kind, opts in widgets(schema):
+            expected.append((wname, kind, opts))
+            if opts.get("control_after_generate"):
+                expected.append((wname + ".control", "CONTROL", {}))
+        values = n.get("widgets_values", [])
+        if len(values) != len(expected):
+            problems.append(f"{where}: {len(values)} widgets_values for {len(expected)} widgets "
+                            f"{[e[0] for e in expected]}")
+            continue
+        for (wname, kind, opts), value in zip(expected, values):
+            if kind == "CONTROL":
+                if value not in CONTROL_VALUES:
+                    problems.append(f"{where}: {wname}={value!r}")
+            else:
+                problems += check_widget_value(where, n["type"], wname, kind, opts, value, promised)
+        # socket slots in schema order; widget inputs (frontend ≥ 1.16 style) must name a widget
+        socket_list = [i for i in n["inputs"] if "widget" not in i]
+        want = sockets(schema)
+        if [(i["name"], i["type"]) for i in socket_list] != [(s, k) for s, k, _ in want]:
+            problems.append(f"{where}: input slots {[(i['name'], i['type']) for i in socket_list]} != {want}")
+        widget_names = {w[0] for w in widgets(schema)}
+        for i in n["inputs"]:
+            if "widget" in i and i["widget"].get("name") not in widget_names:
+                problems.append(f"{where}: widget input {i} names no widget")
+        for s, _kind, optional in want:
+            slot = next((i for i in socket_list if i["name"] == s), None)
+            if not optional and (slot is None or slot.get("link") is None):
+                problems.append(f"{where}: required input '{s}' is not connected")
+        if [o["type"] for o in n["outputs"]] != schema["output"]:
+            problems.append(f"{where}: outputs {[o['type'] for o in n['outputs']]} != {schema['output']}")
+    for link_id, src, src_slot, dst, dst_slot, kind in ui["links"]:
+        src_schema, dst_schema = object_info[nodes[src]["type"]], object_info[nodes[dst]["type"]]
+        dst_name = nodes[dst]["inputs"][dst_slot]["name"]
+        dst_kind = next(k for s, k, _ in sockets(dst_schema) if s == dst_name)
+        if src_schema["output"][src_slot] != kind or dst_kind not in (kind, "*"):
+            problems.append(f"{name} link {link_id}: {src_schema['output'][src_slot]} -> {dst_name} ({dst_kind})")
+    assert problems == []
+
+
+# -------------------------------------------------------------------------------------------------
+# API twins
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_api_twin_matches_object_info(name, object_info):
+    api = eg.load_api(name)
+    promised = promised_files(name)
+    problems = []
+    for nid, node in api.items():
+        where = f"{name} API node {nid} ({node['class_type']})"
+        if node["class_type"] not in object_info:
+            problems.append(f"{where}: unknown node type")
+            continue
+        schema = object_info[node["class_type"]]
+        known = {n: (k, o, opt) for n, k, o, opt in schema_inputs(schema)}
+        for iname in node["inputs"]:
+            if iname not in known:
+                problems.append(f"{where}: unknown input '{iname}'")
+        for iname, (kind, opts, optional) in known.items():
+            value = node["inputs"].get(iname)
+            if value is None:
+                if not optional:
+                    problems.append(f"{where}: required input '{iname}' missing")
+                continue
+            if isinstance(value, list):  # a link [source id, output slot]
+                src, slot = value
+                if src not in api:
+                    problems.append(f"{where}: {iname} links to missing node {src}")
+                    continue
+                out_types = object_info[api[src]["class_type"]]["output"]
+                if not 0 <= slot < len(out_types) or out_types[slot] != kind:
+                    problems.append(f"{where}: {iname} ({kind}) linked to {src}:{slot} "
+                                    f"({out_types[slot] if 0 <= slot < len(out_types) else 'no such slot'})")
+            elif is_widget(kind, opts):
+                problems += check_widget_value(where, node["class_type"], iname, kind, opts, value, promised)
+            else:
+                problems.append(f"{where}: socket input '{iname}' has a value, not a link: {value!r}")
+    assert problems == []
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ui_and_api_twins_agree(name, object_info):
+    ui, api = eg.load_ui(name), eg.load_api(name)
+    converted = ui_to_api(ui, object_info)
+    assert converted.keys() == api.keys()
+    for nid in api:
+        assert converted[nid] == api[nid], f"node {nid}:\nUI  {converted[nid]}\nAPI {api[nid]}"
+
+
+# -------------------------------------------------------------------------------------------------
+# What each workflow promises
+
+
+def _one(api: dict, class_type: str) -> tuple[str, dict]:
+    ids = eg.find_nodes(api, class_type)
+    assert len(ids) == 1, f"expected one {class_type}, found {ids}"
+    return ids[0], api[ids[0]]["inputs"]
+
+
+def _note(ui: dict) -> str:
+    notes = [n for n in ui["nodes"] if n["type"] in ("Note", "MarkdownNote")]
+    assert len(notes) == 1
+    return notes[0]["widgets_values"][0]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_common_parts(name):
+    api, ui = eg.load_api(name), eg.load_ui(name)
+    _, clip = _one(api, "CLIPLoader")
+    assert clip["type"] == "wan" and clip["clip_name"] == "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
+    _, vae = _one(api, "VAELoader")
+    assert vae["vae_name"] == "wan_2.1_vae.safetensors"
+    decode_id, decode = _one(api, "VAEDecode")
+    assert decode["vae"][0] == eg.find_nodes(api, "VAELoader")[0]
+    create_id, create = _one(api, "CreateVideo")
+    assert create["fps"] == 16 and create["images"] == [decode_id, 0]
+    _, save = _one(api, "SaveVideo")
+    assert save["video"] == [create_id, 0]
+    loader_id, loader = _one(api, "CausVidModelLoader")
+    note = _note(ui)
+    for folder, files in eg.WORKFLOWS[name].files.items():
+        for f in files:
+            assert f in note and f"models/{folder}/" in note, (folder, f)
+    assert loader["ckpt_name"] in eg.WORKFLOWS[name].files["diffusion_models"]
+    assert "never downloads" in note
+    for sampler in eg.find_nodes(api, "CausVidSampler"):
+        assert api[sampler]["inputs"]["model"] == [loader_id, 0]
+
+
+def test_causvid_13b_t2v_settings():
+    api = eg.load_api("causvid_1.3b_t2v")
+    _, loader = _one(api, "CausVidModelLoader")
+    assert loader["ckpt_name"] == "causvid_1.3b_autoregressive.pt"
+    sid, s = _one(api, "CausVidSampler")
+    assert (s["width"], s["height"], s["length"], s["preset"], s["num_fragments"]) == (832, 480, 81, "CausVid 1.3B", 1)
+    assert api[s["positive"][0]]["class_type"] == "CausVidTextEncode"
+    decode_id, decode = _one(api, "VAEDecode")
+    assert decode["samples"] == [sid, 0]
+    assert eg.decoded_frames(api, decode_id) == 81
+
+
+def test_lightx2v_14b_three_fragments():
+    api, ui = eg.load_api("causvid_14b_lightx2v_3_fragments"), eg.load_ui("causvid_14b_lightx2v_3_fragments")
+    _, loader = _one(api, "CausVidModelLoader")
+    assert loader["ckpt_name"] == "lightx2v_causvid_14b.safetensors"
+    sid, s = _one(api, "CausVidSampler")
+    assert (s["width"], s["height"], s["length"], s["num_fragments"]) == (832, 480, 81, 3)
+    assert s["preset"] == "CausVid-Plus 14B"
+    assert eg.latent_frames_of(api, sid) == 57
+    decode_id, _ = _one(api, "VAEDecode")
+    assert eg.decoded_frames(api, decode_id) == 225
+    note = _note(ui)
+    assert "LightX2V CausVid 14B" in note and "causal_model.safetensors" in note
+
+
+def test_long_video_prompt_per_fragment():
+    api = eg.load_api("causvid_long_video_prompt_per_fragment")
+    sid, s = _one(api, "CausVidSampler")
+    text_node = api[s["positive"][0]]
+    assert text_node["class_type"] == "CausVidTextEncode"
+    lines = [line for line in text_node["inputs"]["text"].splitlines() if line.strip()]
+    assert len(lines) >= 2 and s["num_fragments"] == len(lines)
+    cid, c = _one(api, "CausVidContinue")
+    assert c["state"] == [sid, 1] and c["model"] == s["model"]
+    more = api[c["positive"][0]]
+    assert more["class_type"] in ("CausVidTextEncode", "CLIPTextEncode") and c["positive"][0] != s["positive"][0]
+    decode_id, decode = _one(api, "VAEDecode")
+    assert decode["samples"] == [cid, 1], "decode the Continue node's whole `video` once (no seams)"
+    assert eg.latent_frames_of(api, cid, 1) == eg.latent_frames_of(api, sid) + 18 * c["num_fragments"]
+
+
+# -------------------------------------------------------------------------------------------------
+# ComfyUI lists them
+
+
+def test_templates_listed_and_served(comfy_server):
+    listed = comfy_server.get("/api/workflow_templates")
+    assert sorted(listed.get(MAIN_PACK_NAME, [])) == NAMES, listed
+    for name in NAMES:  # where the frontend fetches a template from
+        served = comfy_server.get(f"/api/workflow_templates/{MAIN_PACK_NAME}/{name}.json")
+        if isinstance(served, bytes):
+            served = json.loads(served)
+        assert served == eg.load_ui(name)
