@@ -1,0 +1,75 @@
+"""CPU smoke test of bench/bench.py: the whole script on a tiny model at a tiny size (--tiny).
+
+Checks that every stage runs and reports sane numbers: checkpoint written in a real layout and read back
+through causal.load_model, timed clips (deterministic, finite), an option measured against the exact
+path, the profile breakdown, the VAE decoder's frame count, and the markdown/JSON outputs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench.py"
+
+
+@pytest.fixture(scope="module")
+def bench_module():
+    spec = importlib.util.spec_from_file_location("causvid_bench_script", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_tiny_end_to_end(bench_module, tmp_path):
+    out = tmp_path / "RESULTS.md"
+    out.write_text("# results\n")
+    js = tmp_path / "results.json"
+    results = bench_module.main([
+        "--tiny", "--configs", "1.3B-4step,14B-lightx2v", "--repeats", "2", "--profile", "--profile-forwards", "1",
+        "--options", "sdpa_math", "--option-repeats", "1", "--vae", "--out", str(out), "--json", str(js),
+        "--ckpt-dir", str(tmp_path / "ckpt"),
+    ])
+    assert not results["errors"], results["errors"]
+    assert [m["layout"] for m in results["models"]] == ["comfyui", "comfyui"]
+    rows = {r["config"]: r for r in results["configs"]}
+    assert set(rows) == {"1.3B-4step", "14B-lightx2v"}
+    for key, r in rows.items():
+        assert r["finite"], key
+        assert r["determinism_rel_l2"] == 0.0, key  # same seed, same path: bitwise equal
+        assert r["forwards_per_block"] == (5 if key == "1.3B-4step" else 9)
+        assert r["clip_s"] > 0 and r["first_block_s"] > 0 and len(r["block_s"]) == 1  # 6 frames = 2 blocks
+        assert r["video_frames"] == 21
+    (opt,) = results["options"]
+    assert opt["option"] == "sdpa_math" and math.isfinite(opt["rel_l2_vs_exact"]) and opt["rel_l2_vs_exact"] < 0.1
+    (prof,) = results["profiles"]
+    categories = {c["category"] for c in prof["categories"]}
+    assert {"gemm", "attention (SDPA)", "rope (float64)"} <= categories
+    assert results["vae"]["frames"] == 21 and results["vae"]["finite"]
+    text = out.read_text()
+    assert text.startswith("# results\n") and "| CausVid 1.3B, 4 warped steps + clean pass | 5 |" in text
+    assert "Speed options" in text and "Profile [exact]" in text and "VAE decode" in text
+    assert json.loads(js.read_text())["settings"]["tiny"] is True
+    assert not (tmp_path / "ckpt").exists() or not any((tmp_path / "ckpt").iterdir())  # checkpoints removed
+
+
+def test_kernel_bound_matches_landscape(bench_module):
+    # landscape.md §5.2: Self-Forcing-1.3B (4 steps + refresh = 5 forwards, 7 blocks) ≈ 1.67 s DiT
+    assert bench_module.kernel_bound_s("1.3B", 5, 7) == pytest.approx(1.67, abs=0.02)
+    # LightX2V CausVid-14B, 9 forwards per block: 17.3 s
+    assert bench_module.kernel_bound_s("14B", 9, 7) == pytest.approx(17.3, rel=0.02)
+
+
+def test_classify_kernel(bench_module):
+    assert bench_module.classify_kernel("sm90_xmma_gemm_bf16bf16_bf16f32") == "gemm"
+    assert bench_module.classify_kernel(
+        "void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<128, 128, 64, 4, cutlass::bfloat16_t>>") == \
+        "attention"
+    assert bench_module.classify_kernel("void at::native::elementwise_kernel<c10::complex<double>>") == \
+        "float64 / complex elementwise"
