@@ -304,7 +304,7 @@ class Clip:
     latents: torch.Tensor
 
 
-def run_clip(model: Any, context: torch.Tensor, schedule: Any, setup: Setup) -> Clip:
+def run_clip(model: Any, context: torch.Tensor, schedule: Any, setup: Setup, fused: bool = False) -> Clip:
     device = setup.device
     clock = Clock(device)
     last_step = schedule.num_steps - 1
@@ -321,7 +321,7 @@ def run_clip(model: Any, context: torch.Tensor, schedule: Any, setup: Setup) -> 
     t0 = time.perf_counter()
     start = clock.mark()
     gen = causal.generate(model, context, height=setup.height, width=setup.width, schedule=schedule,
-                          num_frames=setup.num_frames, seed=setup.seed, progress=progress)
+                          num_frames=setup.num_frames, seed=setup.seed, progress=progress, fused_kernels=fused)
     end = clock.mark()
     sync(device)
     t1 = time.perf_counter()
@@ -334,14 +334,14 @@ def run_clip(model: Any, context: torch.Tensor, schedule: Any, setup: Setup) -> 
 
 def time_config(model: Any, context: torch.Tensor, cfg: BenchConfig, setup: Setup, repeats: int,
                 log: Callable[[str], None], reference: torch.Tensor | None = None, option: str = "exact",
-                warmups: int = 1) -> tuple[dict[str, Any], torch.Tensor]:
+                warmups: int = 1, fused: bool = False) -> tuple[dict[str, Any], torch.Tensor]:
     schedule = causal.SCHEDULES[cfg.schedule]
     for i in range(warmups):
-        w = run_clip(model, context, schedule, setup)
+        w = run_clip(model, context, schedule, setup, fused)
         log(f"  {cfg.key} [{option}] warm-up {i + 1}: {w.seconds:.3f} s")
     clips: list[Clip] = []
     for i in range(repeats):
-        c = run_clip(model, context, schedule, setup)
+        c = run_clip(model, context, schedule, setup, fused)
         clips.append(c)
         log(f"  {cfg.key} [{option}] clip {i + 1}: {c.seconds:.3f} s (GPU {c.gpu_seconds:.3f} s), first block "
             f"{c.first_block:.3f} s, blocks {' '.join(f'{b:.3f}' for b in c.block_seconds)}"
@@ -381,12 +381,12 @@ CATEGORY_PATCHES = (
     ("gemm", "torch.nn.Linear", "forward"),
     ("conv (patch embedding)", "torch.nn.Conv3d", "forward"),
     ("attention (SDPA)", "causal.model", "attention"),
-    ("rope (float64)", "causal.model", "apply_rope"),
+    ("rope (float64)", "causal.kernels", "rope_rotate"),
     ("rope (float64)", "causal.model", "rope_phases"),
-    ("rmsnorm (q/k)", "causal.model.RMSNorm", "forward"),
-    ("layernorm", "torch.nn.LayerNorm", "forward"),
-    ("modulate / gate", "causal.model", "_modulate"),
-    ("modulate / gate", "causal.model", "_gated"),
+    ("rmsnorm (q/k)", "causal.kernels", "rms_norm"),
+    ("layernorm + modulate", "causal.kernels", "layer_norm_modulate"),
+    ("layernorm (norm3, head)", "torch.nn.LayerNorm", "forward"),
+    ("gate + residual", "causal.kernels", "gated_add"),
     ("gelu", "torch.nn.GELU", "forward"),
     ("kv cache write", "causal.kv_cache.KVCache", "store"),
 )
@@ -691,7 +691,7 @@ def markdown_section(results: dict[str, Any]) -> str:
         lines.append("")
     if results["options"]:
         exact = {r["config"]: r for r in results["configs"]}
-        lines += ["Speed options (bench/options.py; monkeypatched, causal/ unchanged):", ""]
+        lines += ["Speed options (bench/options.py):", ""]
         lines += options_table(results["options"], exact) + [""]
     if results.get("fp32_reference"):
         f = results["fp32_reference"]
@@ -864,19 +864,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         from options import OPTIONS
 
         big = name == "14B"
+        names = option_names_14b if big else option_names
+        names = [o for o in names if not OPTIONS[o].fp8] + [o for o in names if OPTIONS[o].fp8]  # fp8 is in place
         for cfg in option_cfgs:
             if cfg.model != name:
                 continue
-            for opt in (option_names_14b if big else option_names):
+            for opt in names:
                 if not time_ok(f"option {opt} on {cfg.key}", (60 if name == "14B" else 10) + reserve_s):
                     continue
+                option = OPTIONS[opt]
                 try:
-                    with OPTIONS[opt].enter():
+                    if option.fp8 and not getattr(model, "_bench_fp8", False):
+                        causal.quantize_blocks_fp8(model)
+                        model._bench_fp8 = True
+                        free_memory()
+                    with option.enter():
                         row, lat = time_config(model, contexts[name], cfg, setup,
                                                args.option_repeats_14b if big else args.option_repeats, log,
                                                reference=exact_latents.get(cfg.key), option=opt,
-                                               warmups=args.warmups)
-                    row["exact_option"] = OPTIONS[opt].exact
+                                               warmups=args.warmups, fused=option.fused_kernels)
+                    row["exact_option"] = option.exact
                     option_latents[f"{cfg.key}:{opt}"] = lat
                 except Exception as e:
                     traceback.print_exc()
@@ -892,7 +899,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 if not time_ok(f"profile [{opt}] {name} {where}", 20 if name == "14B" else 5):
                     continue
                 try:
-                    with (OPTIONS[opt].enter() if opt != "exact" else contextlib.nullcontext()):
+                    fused = causal.kernels.fused_kernels(OPTIONS[opt].fused_kernels)
+                    with OPTIONS[opt].enter(), fused:
                         results["profiles"].append(profile_forwards(model, contexts[name], setup,
                                                                     args.profile_forwards, opt, log, where))
                     free_memory()  # the profile's cache and text K/V
@@ -903,6 +911,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     def run_fp32_reference(name: str, model: Any) -> None:
         if not args.fp32_reference or CONFIGS[args.fp32_reference].model != name or not time_ok("fp32 reference", 40):
+            return
+        if getattr(model, "_bench_fp8", False):
+            results["notes"].append("fp32 reference skipped: the model's block linears were converted to fp8")
             return
         try:
             results["fp32_reference"] = fp32_reference(model, contexts[name], CONFIGS[args.fp32_reference], setup,

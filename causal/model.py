@@ -18,6 +18,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from . import kernels
 from .attention import attention
 from .config import WanConfig
 from .kv_cache import CrossAttentionKV, KVCache
@@ -35,17 +36,8 @@ def sinusoidal_embedding(dim: int, positions: torch.Tensor) -> torch.Tensor:
     """[cos(p·ω_k), sin(p·ω_k)], ω_k = 10000^(−k/(dim/2)), k < dim/2, in float64 (cosines first)."""
     half = dim // 2
     p = positions.to(torch.float64)
-    angles = torch.outer(p, torch.pow(10000, -torch.arange(half).to(p).div(half)))
+    angles = torch.outer(p, torch.pow(10000, -torch.arange(half, dtype=p.dtype, device=p.device).div(half)))
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
-
-
-def _modulate(h: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, frames: int) -> torch.Tensor:
-    # h·(1 + scale) + shift per frame, as two rounding ops; h [B, F·S, D], scale/shift [B, F, 1, D]
-    return (h.unflatten(1, (frames, -1)) * (1 + scale) + shift).flatten(1, 2)
-
-
-def _gated(y: torch.Tensor, gate: torch.Tensor, frames: int) -> torch.Tensor:
-    return (y.unflatten(1, (frames, -1)) * gate).flatten(1, 2)
 
 
 class RMSNorm(nn.Module):
@@ -58,9 +50,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.empty(dim, device=device, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        u = x.float()
-        normed = (u * torch.rsqrt(u.pow(2).mean(dim=-1, keepdim=True) + self.eps)).to(x.dtype)
-        return normed * self.cast(self.weight, x.dtype, x.device)
+        return kernels.run(kernels.rms_norm, x, self.cast(self.weight, x.dtype, x.device), self.eps)
 
 
 class SelfAttention(nn.Module):
@@ -76,7 +66,7 @@ class SelfAttention(nn.Module):
         self.norm_q = RMSNorm(d, config.eps, cast, device, small_dtype)
         self.norm_k = RMSNorm(d, config.eps, cast, device, small_dtype)
 
-    def forward(self, h: torch.Tensor, phases: torch.Tensor, cache: KVCache | None, layer: int,
+    def forward(self, h: torch.Tensor, phases: tuple[torch.Tensor, torch.Tensor], cache: KVCache | None, layer: int,
                 cache_start: int, mask: torch.Tensor | None) -> torch.Tensor:
         b, length, _ = h.shape
         q = apply_rope(self.norm_q(self.q(h)).view(b, length, self.num_heads, -1), phases)
@@ -124,11 +114,10 @@ class AttentionBlock(nn.Module):
         super().__init__()
         d = config.dim
         self.cast = cast
-        self.norm1 = ops.LayerNorm(d, eps=config.eps, elementwise_affine=False, device=device, dtype=small_dtype)
+        self.eps = config.eps  # norm1, norm2: LayerNorms without weights (in kernels.layer_norm_modulate)
         self.self_attn = SelfAttention(config, ops, cast, device, dtype, small_dtype)
         self.norm3 = ops.LayerNorm(d, eps=config.eps, elementwise_affine=True, device=device, dtype=small_dtype)
         self.cross_attn = CrossAttention(config, ops, cast, device, dtype, small_dtype)
-        self.norm2 = ops.LayerNorm(d, eps=config.eps, elementwise_affine=False, device=device, dtype=small_dtype)
         self.ffn = nn.Sequential(
             ops.Linear(d, config.ffn_dim, device=device, dtype=dtype),
             nn.GELU(approximate="tanh"),
@@ -136,17 +125,16 @@ class AttentionBlock(nn.Module):
         )
         self.modulation = nn.Parameter(torch.empty(1, 6, d, device=device, dtype=small_dtype))
 
-    def forward(self, x: torch.Tensor, e0: torch.Tensor, phases: torch.Tensor, text_k: torch.Tensor,
+    def forward(self, x: torch.Tensor, e0: torch.Tensor, phases: tuple[torch.Tensor, torch.Tensor], text_k: torch.Tensor,
                 text_v: torch.Tensor, cache: KVCache | None, layer: int, cache_start: int,
                 mask: torch.Tensor | None) -> torch.Tensor:
-        frames = e0.shape[1]
         # (shift₁, scale₁, gate₁, shift₂, scale₂, gate₂), each [B, F, 1, D]
         m = (self.cast(self.modulation, x.dtype, x.device).unsqueeze(1) + e0).chunk(6, dim=2)
-        y = self.self_attn(_modulate(self.norm1(x), m[1], m[0], frames), phases, cache, layer, cache_start, mask)
-        x = x + _gated(y, m[2], frames)
+        h = kernels.run(kernels.layer_norm_modulate, x, m[1], m[0], self.eps)
+        x = kernels.run(kernels.gated_add, x, self.self_attn(h, phases, cache, layer, cache_start, mask), m[2])
         x = x + self.cross_attn(self.norm3(x), text_k, text_v)
-        y = self.ffn(_modulate(self.norm2(x), m[4], m[3], frames))
-        return x + _gated(y, m[5], frames)
+        h = kernels.run(kernels.layer_norm_modulate, x, m[4], m[3], self.eps)
+        return kernels.run(kernels.gated_add, x, self.ffn(h), m[5])
 
 
 class Head(nn.Module):

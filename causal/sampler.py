@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from . import kernels
 from .config import LATENT_CHANNELS, VAE_STRIDE
 from .kv_cache import KVCache
 from .model import CausalWanModel
@@ -130,11 +131,13 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
              noise: torch.Tensor | None = None, renoise: Renoise | None = None,
              start_latents: torch.Tensor | None = None, frames_per_block: int = FRAMES_PER_BLOCK,
              dtype: torch.dtype = torch.bfloat16, device: torch.device | str | None = None,
-             progress: Callable[[Progress], None] | None = None) -> Generation:
+             progress: Callable[[Progress], None] | None = None, fused_kernels: bool = False) -> Generation:
     """Sample `num_fragments` chained fragments; see `sample_video` for the arguments."""
     contexts = [context] * num_fragments if isinstance(context, torch.Tensor) else list(context)
     _check_inputs(model, contexts, num_frames, height, width, num_fragments, frames_per_block, start_latents)
     device = torch.device(device) if device is not None else model.patch_embedding.weight.device
+    if fused_kernels and (why := kernels.fused_unavailable(device)):
+        raise RuntimeError(why)
     config = model.config
     batch = contexts[0].shape[0]
     h, w = height // 8, width // 8
@@ -163,45 +166,48 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
     blocks: list[torch.Tensor] = []
     completed = 0
     try:
-        context_latents = None if start_latents is None else start_latents.to(device=device, dtype=dtype)
-        text = None
-        for fragment, new_frames in enumerate(lengths):
-            if text is None or contexts[fragment] is not contexts[fragment - 1]:
-                text = model.text_kv(contexts[fragment].to(device), dtype)
-            if fragment > 0:
-                context_latents = blocks[-1]
-            cached = 0 if context_latents is None else context_latents.shape[2]
-            for slot in range(0, cached, frames_per_block):
-                model(context_latents[:, :, slot:slot + frames_per_block], clean_t, text, cache=cache,
-                      cache_frame=slot, rope_frame=slot)
-            offset = sum(lengths[:fragment])
-            fragment_noise = (noise[:, offset:offset + new_frames] if noise is not None
-                              else draw((batch, new_frames, LATENT_CHANNELS, h, w)))
-            for b in range(new_frames // frames_per_block):
-                slot = cached + b * frames_per_block
-                # the references' layout: x [B, frames, 16, h, w]; the network takes [B, 16, frames, h, w]
-                x = fragment_noise[:, b * frames_per_block:(b + 1) * frames_per_block].to(device=device, dtype=dtype)
-                for k, (timestep, (_, sigma)) in enumerate(zip(timesteps, steps)):
-                    v = model(x.transpose(1, 2), timestep, text, cache=cache, cache_frame=slot,
-                              rope_frame=slot).transpose(1, 2)
-                    if schedule.lightx2v_arithmetic:
-                        x0 = x.float() - sigma * v.float()
-                    else:
-                        x0 = (x.double() - sigma * v.double()).to(dtype)
-                    completed += 1
-                    if progress is not None:
-                        progress(Progress(fragment, b, k, completed, total, x0.transpose(1, 2).to(dtype)))
-                    if k + 1 < len(steps):
-                        next_sigma = steps[k + 1][1]
-                        eps = renoise((batch * frames_per_block, LATENT_CHANNELS, h, w))
-                        eps = eps.to(device).view(batch, frames_per_block, LATENT_CHANNELS, h, w)
-                        x = ((1 - next_sigma) * x0.float() + next_sigma * eps.float()).to(dtype)
-                block = x0.to(dtype).transpose(1, 2)
-                if schedule.clean_pass:
-                    model(block, clean_t, text, cache=cache, cache_frame=slot, rope_frame=slot)
-                blocks.append(block)
+        with kernels.fused_kernels(fused_kernels):
+            context_latents = None if start_latents is None else start_latents.to(device=device, dtype=dtype)
+            previous_context = None
+            for fragment, new_frames in enumerate(lengths):
+                if contexts[fragment] is not previous_context:
+                    text = model.text_kv(contexts[fragment].to(device), dtype)
+                    previous_context = contexts[fragment]
+                if fragment > 0:
+                    context_latents = blocks[-1]
+                cached = 0 if context_latents is None else context_latents.shape[2]
+                for slot in range(0, cached, frames_per_block):
+                    model(context_latents[:, :, slot:slot + frames_per_block], clean_t, text, cache=cache,
+                          cache_frame=slot, rope_frame=slot)
+                offset = sum(lengths[:fragment])
+                fragment_noise = (noise[:, offset:offset + new_frames] if noise is not None
+                                  else draw((batch, new_frames, LATENT_CHANNELS, h, w)))
+                for b in range(new_frames // frames_per_block):
+                    slot = cached + b * frames_per_block
+                    # the references' layout: x [B, frames, 16, h, w]; the network takes [B, 16, frames, h, w]
+                    x = fragment_noise[:, b * frames_per_block:(b + 1) * frames_per_block].to(device=device,
+                                                                                              dtype=dtype)
+                    for k, (timestep, (_, sigma)) in enumerate(zip(timesteps, steps)):
+                        v = model(x.transpose(1, 2), timestep, text, cache=cache, cache_frame=slot,
+                                  rope_frame=slot).transpose(1, 2)
+                        if schedule.lightx2v_arithmetic:
+                            x0 = x.float() - sigma * v.float()
+                        else:
+                            x0 = (x.double() - sigma * v.double()).to(dtype)
+                        completed += 1
+                        if progress is not None:
+                            progress(Progress(fragment, b, k, completed, total, x0.transpose(1, 2).to(dtype)))
+                        if k + 1 < len(steps):
+                            next_sigma = steps[k + 1][1]
+                            eps = renoise((batch * frames_per_block, LATENT_CHANNELS, h, w))
+                            eps = eps.to(device).view(batch, frames_per_block, LATENT_CHANNELS, h, w)
+                            x = ((1 - next_sigma) * x0.float() + next_sigma * eps.float()).to(dtype)
+                    block = x0.to(dtype).transpose(1, 2)
+                    if schedule.clean_pass:
+                        model(block, clean_t, text, cache=cache, cache_frame=slot, rope_frame=slot)
+                    blocks.append(block)
     finally:
-        del cache
+        del cache  # an exception's traceback keeps this frame alive: release the cache's memory now
     return Generation(latents=torch.cat(blocks, dim=2), last_block=blocks[-1])
 
 
@@ -211,7 +217,7 @@ def sample_video(model: CausalWanModel, context: torch.Tensor | Sequence[torch.T
                  start_latents: torch.Tensor | None = None, generator: torch.Generator | None = None,
                  frames_per_block: int = FRAMES_PER_BLOCK, dtype: torch.dtype = torch.bfloat16,
                  device: torch.device | str | None = None,
-                 progress: Callable[[Progress], None] | None = None) -> torch.Tensor:
+                 progress: Callable[[Progress], None] | None = None, fused_kernels: bool = False) -> torch.Tensor:
     """Generate latents [B, 16, F, height/8, width/8] (model space, i.e. VAE-normalised).
 
     context: prompt embeddings [B, ≤512, text_dim] (umT5 output, zero rows after the prompt), or a
@@ -228,8 +234,10 @@ def sample_video(model: CausalWanModel, context: torch.Tensor | Sequence[torch.T
     num_fragments: chained windows (21 + 18·(n − 1) latent frames in all by default).
     start_latents: clean latents [B, 16, n, H/8, W/8] (model space, n a multiple of 3, n < num_frames)
         cached at timestep 0 before the first fragment, to extend a video; they are not returned.
+    fused_kernels: run the elementwise glue as compiled kernels (CUDA + Triton): faster, within bf16
+        tolerance of the exact path but not bitwise equal (bench/RESULTS.md). Off: the exact path.
     """
     return generate(model, context, num_frames=num_frames, height=height, width=width, schedule=schedule,
                     seed=seed, noise=noise, renoise=renoise, num_fragments=num_fragments,
                     start_latents=start_latents, generator=generator, frames_per_block=frames_per_block,
-                    dtype=dtype, device=device, progress=progress).latents
+                    dtype=dtype, device=device, progress=progress, fused_kernels=fused_kernels).latents

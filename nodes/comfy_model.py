@@ -21,8 +21,10 @@ WEIGHT_DTYPES = {
     "bf16": torch.bfloat16,
     "fp16": torch.float16,
     "fp8_e4m3fn": torch.float8_e4m3fn,
+    "fp8_e4m3fn_fast": torch.float8_e4m3fn,
 }
-"""Storage dtype of the large matrices (the loader's widget)."""
+"""Storage dtype of the large matrices (the loader's widget). `_fast` asks ComfyUI for its fp8 matrix
+products where the GPU has them (as core UNETLoader's option of the same name)."""
 
 
 def comfy_cast(t: torch.Tensor, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -75,6 +77,8 @@ def load_causal_model(path: str | Path, weight_dtype: str = "default") -> comfy.
                                                   weight_dtype=checkpoint.source_dtype)
     manual_cast = comfy.model_management.unet_manual_cast(dtype, load_device, model_config.supported_inference_dtypes)
     model_config.set_inference_dtype(dtype, manual_cast)
+    if weight_dtype.endswith("_fast"):
+        model_config.optimizations["fp8"] = True
     model = model_config.get_model(state_dict, "", device=offload_device)
     missing, unexpected = model.diffusion_model.load_state_dict(state_dict, strict=False)
     if missing or unexpected:  # read_checkpoint validated the keys; this would be a pack bug

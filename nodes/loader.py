@@ -28,7 +28,8 @@ class CausVidModelLoader(io.ComfyNode):
                 io.Combo.Input("ckpt_name", options=checkpoint_files(), tooltip="A file in models/diffusion_models."),
                 io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default="default",
                                tooltip="Storage dtype of the large matrices; fp8_e4m3fn halves their memory and "
-                                       "computes in bf16/fp16 (not bit-exact with the reference)."),
+                                       "computes in bf16/fp16, fp8_e4m3fn_fast also multiplies in fp8 where the "
+                                       "GPU can (neither is bit-exact with the reference)."),
             ],
             outputs=[io.Model.Output()],
         )

@@ -41,3 +41,33 @@ def test_bf16_noise_draw_equals_rounded_fp32_draw():
                     dtype=torch.bfloat16)
     b = torch.randn(3, 16, 60, 104, generator=torch.Generator("cuda").manual_seed(0), device="cuda").bfloat16()
     assert torch.equal(a, b)
+
+
+def _rel(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+def _clip(model, fused=False, **kw):
+    contexts = [prompt(seed=1).cuda(), prompt(seed=2).cuda()]
+    return generate(model, contexts, height=128, width=192, num_frames=9, num_fragments=2,
+                    schedule=SCHEDULES["CausVid 1.3B"], seed=5, fused_kernels=fused, **kw).latents
+
+
+def test_fused_kernels_stay_within_bf16_tolerance():
+    from causal import kernels
+
+    if why := kernels.fused_unavailable(torch.device("cuda")):
+        pytest.skip(why)
+    model = tiny_model(torch.bfloat16).cuda()
+    exact, fused = _clip(model), _clip(model, fused=True)
+    assert 0 <= _rel(fused, exact) < 5e-2
+    assert torch.equal(_clip(model, fused=True), fused)  # deterministic
+
+
+def test_fp8_block_linears_on_cuda():
+    from causal import quantize_blocks_fp8
+
+    model = tiny_model(torch.bfloat16).cuda()
+    exact = _clip(model)
+    fp8 = _clip(quantize_blocks_fp8(model))
+    assert torch.isfinite(fp8.float()).all() and 0 < _rel(fp8, exact) < 0.15

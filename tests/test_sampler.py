@@ -219,3 +219,8 @@ def test_bad_input_raises_clear_value_errors(model, kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         sample_video(model, args.pop("context"), **args)
+
+
+def test_fused_kernels_need_cuda(model):
+    with pytest.raises(RuntimeError, match="CUDA"):
+        sample_video(model, prompt(), num_frames=3, height=H, width=W, schedule=FAST, seed=0, fused_kernels=True)
