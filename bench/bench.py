@@ -865,31 +865,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         big = name == "14B"
         names = option_names_14b if big else option_names
-        names = [o for o in names if not OPTIONS[o].fp8] + [o for o in names if OPTIONS[o].fp8]  # fp8 is in place
-        for cfg in option_cfgs:
-            if cfg.model != name:
+        cfgs = [cfg for cfg in option_cfgs if cfg.model == name]
+        # fp8 converts the model in place: every other option on every configuration runs first
+        runs = [(cfg, o) for o in names if not OPTIONS[o].fp8 for cfg in cfgs]
+        runs += [(cfg, o) for o in names if OPTIONS[o].fp8 for cfg in cfgs]
+        for cfg, opt in runs:
+            if not time_ok(f"option {opt} on {cfg.key}", (60 if name == "14B" else 10) + reserve_s):
                 continue
-            for opt in names:
-                if not time_ok(f"option {opt} on {cfg.key}", (60 if name == "14B" else 10) + reserve_s):
-                    continue
-                option = OPTIONS[opt]
-                try:
-                    if option.fp8 and not getattr(model, "_bench_fp8", False):
-                        causal.quantize_blocks_fp8(model)
-                        model._bench_fp8 = True
-                        free_memory()
-                    with option.enter():
-                        row, lat = time_config(model, contexts[name], cfg, setup,
-                                               args.option_repeats_14b if big else args.option_repeats, log,
-                                               reference=exact_latents.get(cfg.key), option=opt,
-                                               warmups=args.warmups, fused=option.fused_kernels)
-                    row["exact_option"] = option.exact
-                    option_latents[f"{cfg.key}:{opt}"] = lat
-                except Exception as e:
-                    traceback.print_exc()
-                    row = {"config": cfg.key, "option": opt, "error": f"{type(e).__name__}: {e}"}
-                results["options"].append(row)
-                save()
+            option = OPTIONS[opt]
+            try:
+                if option.fp8 and not getattr(model, "_bench_fp8", False):
+                    causal.quantize_blocks_fp8(model)
+                    model._bench_fp8 = True
+                    free_memory()
+                with option.enter():
+                    row, lat = time_config(model, contexts[name], cfg, setup,
+                                           args.option_repeats_14b if big else args.option_repeats, log,
+                                           reference=exact_latents.get(cfg.key), option=opt,
+                                           warmups=args.warmups, fused=option.fused_kernels)
+                row["exact_option"] = option.exact
+                option_latents[f"{cfg.key}:{opt}"] = lat
+            except Exception as e:
+                traceback.print_exc()
+                row = {"config": cfg.key, "option": opt, "error": f"{type(e).__name__}: {e}"}
+            results["options"].append(row)
+            save()
 
     def run_profiles(name: str, model: Any) -> None:
         from options import OPTIONS
