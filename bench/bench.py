@@ -18,7 +18,7 @@ difference of their final latents against the exact path with the same seed.
 
     python bench/bench.py                                  # all four configurations on a GPU
     python bench/bench.py --configs 1.3B-4step --repeats 3
-    python bench/bench.py --profile --options sdpa_cudnn,rope_fused64
+    python bench/bench.py --profile --options fused,fp8_fused  # fp8 options run last (in place)
     python bench/bench.py --tiny                           # tiny model on the CPU (smoke test)
 
 It prints a table and appends a section to bench/RESULTS.md (`--out`), next to the issue's
