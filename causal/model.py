@@ -53,7 +53,9 @@ class RMSNorm(nn.Module):
         return kernels.run(kernels.rms_norm, x, self.cast(self.weight, x.dtype, x.device), self.eps)
 
 
-class SelfAttention(nn.Module):
+class Projections(nn.Module):
+    """q, k, v, o projections with RMSNorm on q and k: the layers of both attentions of a block."""
+
     def __init__(self, config: WanConfig, ops: Operations, cast: Cast, device=None, dtype=None,
                  small_dtype=None) -> None:
         super().__init__()
@@ -66,6 +68,8 @@ class SelfAttention(nn.Module):
         self.norm_q = RMSNorm(d, config.eps, cast, device, small_dtype)
         self.norm_k = RMSNorm(d, config.eps, cast, device, small_dtype)
 
+
+class SelfAttention(Projections):
     def forward(self, h: torch.Tensor, phases: tuple[torch.Tensor, torch.Tensor], cache: KVCache | None, layer: int,
                 cache_start: int, mask: torch.Tensor | None) -> torch.Tensor:
         b, length, _ = h.shape
@@ -80,19 +84,7 @@ class SelfAttention(nn.Module):
         return self.o(out.transpose(1, 2).flatten(2))
 
 
-class CrossAttention(nn.Module):
-    def __init__(self, config: WanConfig, ops: Operations, cast: Cast, device=None, dtype=None,
-                 small_dtype=None) -> None:
-        super().__init__()
-        d = config.dim
-        self.num_heads = config.num_heads
-        self.q = ops.Linear(d, d, device=device, dtype=dtype)
-        self.k = ops.Linear(d, d, device=device, dtype=dtype)
-        self.v = ops.Linear(d, d, device=device, dtype=dtype)
-        self.o = ops.Linear(d, d, device=device, dtype=dtype)
-        self.norm_q = RMSNorm(d, config.eps, cast, device, small_dtype)
-        self.norm_k = RMSNorm(d, config.eps, cast, device, small_dtype)
-
+class CrossAttention(Projections):
     def text_kv(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, length, _ = text.shape
         k = self.norm_k(self.k(text)).view(b, length, self.num_heads, -1)
