@@ -160,7 +160,7 @@ def _read_safetensors(path: Path, dtype: torch.dtype | None) -> Checkpoint:
 
 
 def _read_pickle(path: Path, dtype: torch.dtype | None) -> Checkpoint:
-    raw = _torch_load(path)
+    raw = _load_pickle(path)
     state_dict, layout = _normalise(raw, where=path)
     del raw  # the critic and other entries can go now; state_dict holds the only references we keep
     config = _validate(state_dict, where=path)
@@ -171,12 +171,12 @@ def _read_pickle(path: Path, dtype: torch.dtype | None) -> Checkpoint:
     return Checkpoint(state_dict=state_dict, config=config, layout=layout, source_dtype=source_dtype)
 
 
-def _torch_load(path: Path) -> Any:
+def _load_pickle(path: Path) -> Any:
     """torch.load with weights_only=True only; memory-mapped where the file format allows it."""
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            return _torch_load_mmap_first(path)
+            return _load_mmap_first(path)
     except Exception as e:
         message = str(e)
         weights_only = "Weights only load failed" in message or "WeightsUnpickler" in message
@@ -196,7 +196,7 @@ def _torch_load(path: Path) -> Any:
             f"{type(e).__name__}: {message.strip()[:300] or 'no details'}); download the file again") from e
 
 
-def _torch_load_mmap_first(path: Path) -> Any:
+def _load_mmap_first(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError as e:
