@@ -372,6 +372,50 @@ def time_config(model: Any, context: torch.Tensor, cfg: BenchConfig, setup: Setu
     return row, latents
 
 
+def time_overlapped_decode(model: Any, context: torch.Tensor, cfg: BenchConfig, setup: Setup, fused: bool,
+                           repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """End to end with the VAE: each finished block is decoded on a second CUDA stream while the next
+    one samples (wan_vae.OverlappedDecode, fed from the progress callback); clip = sampling + decode."""
+    import wan_vae
+
+    device = setup.device
+    decoder = wan_vae.Decoder(dim=8 if setup.tiny else 96).to(device=device, dtype=torch.bfloat16)
+    decoder = decoder.eval().requires_grad_(False)
+    schedule = causal.SCHEDULES[cfg.schedule]
+    last_step = schedule.num_steps - 1
+
+    def clip() -> tuple[float, float, int]:
+        decode = wan_vae.OverlappedDecode(decoder, device)
+        clock = Clock(device)
+        first: list[Any] = []
+
+        def progress(p: Any) -> None:
+            if p.step == last_step:
+                decode.push(p.denoised)
+                if not first:
+                    first.append(clock.mark())
+
+        gc.collect()
+        sync(device)
+        t0 = time.perf_counter()
+        start = clock.mark()
+        causal.generate(model, context, height=setup.height, width=setup.width, schedule=schedule,
+                        num_frames=setup.num_frames, seed=setup.seed, progress=progress, fused_kernels=fused)
+        video = decode.finish()
+        sync(device)
+        return time.perf_counter() - t0, clock.seconds(start, first[0]), video.shape[2]
+
+    clip()  # warm-up (and compilation with fused kernels)
+    runs = [clip() for _ in range(repeats)]
+    seconds = statistics.median(r[0] for r in runs)
+    row = {"config": cfg.key, "label": cfg.label, "fused_kernels": fused, "clip_s": seconds, "frames": runs[0][2],
+           "fps": runs[0][2] / seconds, "runs_s": [round(r[0], 3) for r in runs],
+           "first_block_s": statistics.median(r[1] for r in runs)}
+    log(f"  {cfg.key} [{'fused' if fused else 'exact'}] with overlapped VAE decode: {seconds:.3f} s "
+        f"({row['fps']:.1f} fps, {row['frames']} frames), runs {row['runs_s']}")
+    return row
+
+
 # --------------------------------------------------------------------------------------------------
 # profile: CUDA time per op category of a few forwards at the last block
 
@@ -381,7 +425,7 @@ CATEGORY_PATCHES = (
     ("gemm", "torch.nn.Linear", "forward"),
     ("conv (patch embedding)", "torch.nn.Conv3d", "forward"),
     ("attention (SDPA)", "causal.model", "attention"),
-    ("rope (float64)", "causal.kernels", "rope_rotate"),
+    ("rope (float64)", "causal.model", "apply_rope"),
     ("rope (float64)", "causal.model", "rope_phases"),
     ("rmsnorm (q/k)", "causal.kernels", "rms_norm"),
     ("layernorm + modulate", "causal.kernels", "layer_norm_modulate"),
@@ -717,6 +761,14 @@ def markdown_section(results: dict[str, Any]) -> str:
                 lines.append(f"| {r['label']} | {r['clip_s']:.2f} s | {total:.2f} s | {r['video_frames'] / total:.1f} | "
                              f"{r['first_block_s'] + v['first_chunk_s']:.3f} s |")
             lines.append("")
+    if results.get("vae_overlap"):
+        lines += ["End to end with the VAE decode overlapped (each finished block decoded on a second CUDA stream "
+                  "while the next samples; bench/wan_vae.py OverlappedDecode):", "",
+                  "| configuration | DiT path | clip incl. decode | end-to-end fps | runs |", "|---|---|---|---|---|"]
+        for r in results["vae_overlap"]:
+            lines.append(f"| {r['label']} | {'fused kernels' if r['fused_kernels'] else 'exact'} | {r['clip_s']:.2f} s | "
+                         f"{r['fps']:.1f} | {r['runs_s']} |")
+        lines.append("")
     for note in results["notes"]:
         lines.append(f"- {note}")
     if results["errors"]:
@@ -784,6 +836,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--from-json", default=None, help="only re-render a results JSON as markdown to --out")
     p.add_argument("--profile-option", default="", help="also profile under this option")
     p.add_argument("--vae", action="store_true", help="also time a random-weight Wan2.1 VAE decode (bench/wan_vae.py)")
+    p.add_argument("--vae-overlap", default="",
+                   help="configurations (comma list; suffix ':fused' for fused kernels) to time end to end with the "
+                        "VAE decode of each finished block overlapped on a second CUDA stream")
     p.add_argument("--budget-s", type=float, default=None,
                    help="skip optional steps (profile, options, VAE) that would start after this many seconds")
     args = p.parse_args(argv)
@@ -839,7 +894,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      "text_tokens": args.text_tokens, "repeats": args.repeats, "warmups": args.warmups,
                      "tiny": args.tiny,
                      "command": "python bench/bench.py " + " ".join(argv if argv is not None else sys.argv[1:])},
-        "models": [], "configs": [], "options": [], "profiles": [], "vae": None, "fp32_reference": None,
+        "models": [], "configs": [], "options": [], "profiles": [], "vae": None, "vae_overlap": [],
+        "fp32_reference": None,
         "notes": [], "errors": [],
     }
     log(f"environment: {json.dumps(results['env'])}")
@@ -923,7 +979,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results["errors"].append(f"fp32 reference failed: {type(e).__name__}: {e}")
         save()
 
+    def run_vae_overlap(name: str, model: Any) -> None:
+        for item in [i.strip() for i in args.vae_overlap.split(",") if i.strip()]:
+            key, _, variant = item.partition(":")
+            if CONFIGS[key].model != name or not time_ok(f"overlapped decode {item}", 15):
+                continue
+            try:
+                results["vae_overlap"].append(time_overlapped_decode(model, contexts[name], CONFIGS[key], setup,
+                                                                     variant == "fused", 2, log))
+            except Exception as e:
+                traceback.print_exc()
+                results["errors"].append(f"overlapped decode {item} failed: {type(e).__name__}: {e}")
+            save()
+
     def extras(name: str, model: Any, reserve_s: float) -> None:
+        run_vae_overlap(name, model)
         if args.profile and name in profile_models:
             run_profiles(name, model)
         if option_names or option_names_14b:

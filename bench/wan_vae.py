@@ -222,3 +222,35 @@ def bench_decode(device: torch.device, num_frames: int, height: int, width: int,
     }
     log(f"  VAE decode: {result}")
     return result
+
+
+class OverlappedDecode:
+    """Decode finished latent blocks on a second CUDA stream while the sampler goes on (the streaming
+    path): `push` each block's clean latents as it is done, `finish` for the whole video."""
+
+    def __init__(self, decoder: Decoder, device: torch.device) -> None:
+        self.decoder = decoder
+        self.cuda = device.type == "cuda"
+        self.side = torch.cuda.Stream(device) if self.cuda else None
+        self.state: Stream = {}
+        self.chunks: list[torch.Tensor] = []
+
+    @torch.no_grad()
+    def _decode(self, latents: torch.Tensor) -> None:
+        d = self.decoder
+        x = d.conv2(latents * d.std.view(1, -1, 1, 1, 1) + d.mean.view(1, -1, 1, 1, 1))
+        for i in range(x.shape[2]):
+            self.chunks.append(d.decode_chunk(x[:, :, i:i + 1], self.state))
+
+    def push(self, latents: torch.Tensor) -> None:
+        if not self.cuda:
+            return self._decode(latents)
+        self.side.wait_stream(torch.cuda.current_stream())  # the block is written on the sampler's stream
+        latents.record_stream(self.side)
+        with torch.cuda.stream(self.side):
+            self._decode(latents)
+
+    def finish(self) -> torch.Tensor:
+        if self.cuda:
+            torch.cuda.current_stream().wait_stream(self.side)
+        return torch.cat(self.chunks, 2).clamp_(-1, 1)

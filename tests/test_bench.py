@@ -33,7 +33,8 @@ def test_bench_tiny_end_to_end(bench_module, tmp_path):
     js = tmp_path / "results.json"
     results = bench_module.main([
         "--tiny", "--configs", "1.3B-4step,14B-lightx2v", "--repeats", "2", "--profile", "--profile-forwards", "1",
-        "--options", "sdpa_math", "--option-repeats", "1", "--vae", "--out", str(out), "--json", str(js),
+        "--options", "sdpa_math", "--option-repeats", "1", "--vae", "--vae-overlap", "1.3B-4step",
+        "--out", str(out), "--json", str(js),
         "--ckpt-dir", str(tmp_path / "ckpt"),
     ])
     assert not results["errors"], results["errors"]
@@ -52,9 +53,12 @@ def test_bench_tiny_end_to_end(bench_module, tmp_path):
     categories = {c["category"] for c in prof["categories"]}
     assert {"gemm", "attention (SDPA)", "rope (float64)"} <= categories
     assert results["vae"]["frames"] == 21 and results["vae"]["finite"]
+    (overlap,) = results["vae_overlap"]
+    assert overlap["frames"] == 21 and overlap["clip_s"] > 0 and not overlap["fused_kernels"]
     text = out.read_text()
     assert text.startswith("# results\n") and "| CausVid 1.3B, 4 warped steps + clean pass | 5 |" in text
     assert "Speed options" in text and "Profile [exact]" in text and "VAE decode" in text
+    assert "VAE decode overlapped" in text
     assert json.loads(js.read_text())["settings"]["tiny"] is True
     assert not (tmp_path / "ckpt").exists() or not any((tmp_path / "ckpt").iterdir())  # checkpoints removed
 
