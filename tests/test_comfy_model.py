@@ -22,11 +22,12 @@ if not comfyui_available():
 def pack():
     """The pack imported the way ComfyUI imports it: as a package from the repo root."""
     add_comfyui_to_sys_path(cpu=True)
-    spec = importlib.util.spec_from_file_location("comfyui_causvid", REPO_ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(REPO_ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["comfyui_causvid"] = module
-    spec.loader.exec_module(module)
+    if "comfyui_causvid" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("comfyui_causvid", REPO_ROOT / "__init__.py",
+                                                      submodule_search_locations=[str(REPO_ROOT)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["comfyui_causvid"] = module
+        spec.loader.exec_module(module)
     importlib.import_module("comfyui_causvid.nodes")
     return importlib.import_module("comfyui_causvid.nodes.comfy_model")
 
