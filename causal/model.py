@@ -12,7 +12,6 @@ its own offloading layers and casting without this module importing it.
 
 from __future__ import annotations
 
-from types import ModuleType
 from typing import Any, Callable
 
 import torch

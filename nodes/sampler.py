@@ -57,7 +57,8 @@ def parse_steps(text: str) -> list[float]:
     try:
         return [float(part) for part in text.replace(",", " ").split()]
     except ValueError:
-        raise ValueError(f"custom steps must be numbers separated by commas, e.g. '1000, 757, 522'; got '{text}'")
+        raise ValueError(f"custom steps must be numbers separated by commas, e.g. '1000, 757, 522'; "
+                         f"got '{text}'") from None
 
 
 def choose_schedule(preset: str, custom_steps: str) -> Schedule:
