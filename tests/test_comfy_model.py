@@ -94,9 +94,11 @@ def test_partial_lowvram_load_samples_the_same(pack, checkpoint):
     assert torch.equal(_sample(pack, partial), expected)
 
 
-def test_fp8_storage_computes_in_a_wider_dtype_close_to_bf16(pack, checkpoint):
+@pytest.mark.parametrize("weight_dtype", ["fp8_e4m3fn", "fp8_e4m3fn_fast"])
+def test_fp8_storage_computes_in_a_wider_dtype_close_to_bf16(pack, checkpoint, weight_dtype):
     path, _ = checkpoint
-    fp8 = pack.load_causal_model(path, "fp8_e4m3fn")
+    fp8 = pack.load_causal_model(path, weight_dtype)
+    assert fp8.model.model_config.optimizations.get("fp8", False) == weight_dtype.endswith("_fast")
     network = fp8.model.diffusion_model
     assert network.blocks[0].ffn[0].weight.dtype == torch.float8_e4m3fn
     assert network.blocks[0].modulation.dtype == torch.bfloat16  # small parameters stay precise
