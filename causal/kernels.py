@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 _fused = contextvars.ContextVar("causvid_fused_kernels", default=False)
+RECOMPILE_LIMIT = 64
 _compiled: dict[Callable, Callable] = {}
 
 
@@ -83,6 +84,9 @@ def run(fn: Callable, *args):
     """fn(*args), compiled when fused kernels are on and the tensors are on CUDA."""
     if fused(args[0]):
         if fn not in _compiled:
+            # one compiled variant per shape (resolution, batch); past dynamo's default limit of 8 it would
+            # silently fall back to eager numerics, so allow many more
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
             _compiled[fn] = torch.compile(fn, dynamic=False, fullgraph=True,
                                           options={"emulate_precision_casts": True})
         return _compiled[fn](*args)
