@@ -128,6 +128,28 @@ def test_core_clip_text_encode_into_sampler(comfy_server, standins):
     assert text_id in {d["node"] for d in result.of_type("executing")}
 
 
+@pytest.mark.parametrize("start_length, expected", [(9, "ok"), (1, "whole blocks of 3")])
+def test_start_latent_extends_a_video(comfy_server, standins, start_length, expected):
+    """A start LATENT (VAE space, 3·k latent frames) is prefilled; the sampler returns only new frames.
+    A single-image latent is refused with a message that says how to encode a still video instead."""
+    prompt = eg.standin_prompt(eg.load_api("causvid_1.3b_t2v"), width=W, height=H, length=LENGTH)
+    sampler_id = eg.find_nodes(prompt, "CausVidSampler")[0]
+    (save_id,) = eg.find_nodes(prompt, "SaveVideo")
+    prompt["90"] = {"class_type": "EmptyHunyuanLatentVideo",
+                    "inputs": {"width": W, "height": H, "length": start_length, "batch_size": 1}}
+    prompt[sampler_id]["inputs"]["start_latent"] = ["90", 0]
+    result = comfy_server.run(prompt, timeout=90)
+    if expected != "ok":
+        assert result.status == "error" and expected in result.error["exception_message"], result.describe()
+        assert "9 times" in result.error["exception_message"]
+        return
+    assert result.status == "success", result.describe()
+    # 21 frames per fragment = 6 latent frames: 3 prefilled, 3 new (one block of the preset's 3 steps)
+    assert len(result.of_type("progress")) == 3
+    (path,) = comfy_server.output_paths(result, node_id=save_id)
+    assert video_info(path)[0] == 9
+
+
 # -------------------------------------------------------------------------------------------------
 # Errors
 
