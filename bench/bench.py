@@ -304,7 +304,8 @@ class Clip:
     latents: torch.Tensor
 
 
-def run_clip(model: Any, context: torch.Tensor, schedule: Any, setup: Setup, fused: bool = False) -> Clip:
+def run_clip(model: Any, context: torch.Tensor, schedule: Any, setup: Setup, fused: bool = False,
+             graphs: Any = None) -> Clip:
     device = setup.device
     clock = Clock(device)
     last_step = schedule.num_steps - 1
@@ -321,7 +322,8 @@ def run_clip(model: Any, context: torch.Tensor, schedule: Any, setup: Setup, fus
     t0 = time.perf_counter()
     start = clock.mark()
     gen = causal.generate(model, context, height=setup.height, width=setup.width, schedule=schedule,
-                          num_frames=setup.num_frames, seed=setup.seed, progress=progress, fused_kernels=fused)
+                          num_frames=setup.num_frames, seed=setup.seed, progress=progress, fused_kernels=fused,
+                          graphs=graphs)
     end = clock.mark()
     sync(device)
     t1 = time.perf_counter()
@@ -334,14 +336,17 @@ def run_clip(model: Any, context: torch.Tensor, schedule: Any, setup: Setup, fus
 
 def time_config(model: Any, context: torch.Tensor, cfg: BenchConfig, setup: Setup, repeats: int,
                 log: Callable[[str], None], reference: torch.Tensor | None = None, option: str = "exact",
-                warmups: int = 1, fused: bool = False) -> tuple[dict[str, Any], torch.Tensor]:
+                warmups: int = 1, fused: bool = False,
+                cuda_graphs: bool = False) -> tuple[dict[str, Any], torch.Tensor]:
     schedule = causal.SCHEDULES[cfg.schedule]
+    graphs = (causal.CudaGraphs(model, batch=1, height=setup.height, width=setup.width, num_frames=setup.num_frames,
+                                device=setup.device) if cuda_graphs else None)
     for i in range(warmups):
-        w = run_clip(model, context, schedule, setup, fused)
+        w = run_clip(model, context, schedule, setup, fused, graphs)
         log(f"  {cfg.key} [{option}] warm-up {i + 1}: {w.seconds:.3f} s")
     clips: list[Clip] = []
     for i in range(repeats):
-        c = run_clip(model, context, schedule, setup, fused)
+        c = run_clip(model, context, schedule, setup, fused, graphs)
         clips.append(c)
         log(f"  {cfg.key} [{option}] clip {i + 1}: {c.seconds:.3f} s (GPU {c.gpu_seconds:.3f} s), first block "
             f"{c.first_block:.3f} s, blocks {' '.join(f'{b:.3f}' for b in c.block_seconds)}"
@@ -938,7 +943,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     row, lat = time_config(model, contexts[name], cfg, setup,
                                            args.option_repeats_14b if big else args.option_repeats, log,
                                            reference=exact_latents.get(cfg.key), option=opt,
-                                           warmups=args.warmups, fused=option.fused_kernels)
+                                           warmups=args.warmups, fused=option.fused_kernels,
+                                           cuda_graphs=option.cuda_graphs)
                 row["exact_option"] = option.exact
                 option_latents[f"{cfg.key}:{opt}"] = lat
             except Exception as e:

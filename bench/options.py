@@ -28,6 +28,8 @@ class Option:
     exact: bool
     """True if the option is meant to give the exact path's numbers (any difference is then a finding)."""
     fused_kernels: bool = False
+    cuda_graphs: bool = False
+    """One causal.CudaGraphs per configuration, made before the warm-up clip and reused by every clip."""
     fp8: bool = False
     enter: Callable[[], ContextManager[None]] = field(default=contextlib.nullcontext)
 
@@ -35,6 +37,9 @@ class Option:
 OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("exact", "the default path", True),
     Option("fused", "compiled elementwise glue (generate(fused_kernels=True))", False, fused_kernels=True),
+    Option("graphs", "CUDA graphs per block slot, kept across clips (causal.CudaGraphs)", True, cuda_graphs=True),
+    Option("fused_graphs", "fused kernels + CUDA graphs kept across clips", False, fused_kernels=True,
+           cuda_graphs=True),
     Option("fp8", "fp8 e4m3 block linears (quantize_blocks_fp8), exact glue", False, fp8=True),
     Option("fp8_fused", "fp8 block linears + fused kernels", False, fused_kernels=True, fp8=True),
     Option("sdpa_cudnn", "SDPA restricted to cuDNN attention", False, enter=_sdpa("CUDNN_ATTENTION")),

@@ -19,12 +19,13 @@ from .config import PRESETS, WanConfig, detect_config
 from .kv_cache import CrossAttentionKV, KVCache
 from .model import CausalWanModel
 from .fp8 import quantize_blocks_fp8
+from .graphs import CudaGraphs
 from .sampler import (Generation, Progress, fragment_lengths, generate, kv_cache_bytes, sample_video,
                       working_memory_bytes)
 from .schedule import SCHEDULES, Schedule, sigma_table
 
 __all__ = [
-    "quantize_blocks_fp8",
+    "CudaGraphs", "quantize_blocks_fp8",
     "CausalWanModel", "Checkpoint", "CheckpointError", "CrossAttentionKV", "Generation", "KVCache", "PRESETS",
     "Progress", "SCHEDULES", "Schedule", "WanConfig", "detect_config", "fragment_lengths", "generate",
     "kv_cache_bytes", "load_model", "read_checkpoint", "sample_video", "sigma_table", "working_memory_bytes",

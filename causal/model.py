@@ -69,7 +69,7 @@ class Projections(nn.Module):
 
 
 class SelfAttention(Projections):
-    def forward(self, h: torch.Tensor, phases: tuple[torch.Tensor, torch.Tensor], cache: KVCache | None, layer: int,
+    def forward(self, h: torch.Tensor, phases: torch.Tensor, cache: KVCache | None, layer: int,
                 cache_start: int, mask: torch.Tensor | None) -> torch.Tensor:
         b, length, _ = h.shape
         q = apply_rope(self.norm_q(self.q(h)).view(b, length, self.num_heads, -1), phases)
@@ -116,7 +116,8 @@ class AttentionBlock(nn.Module):
         )
         self.modulation = nn.Parameter(torch.empty(1, 6, d, device=device, dtype=small_dtype))
 
-    def forward(self, x: torch.Tensor, e0: torch.Tensor, phases: tuple[torch.Tensor, torch.Tensor], text_k: torch.Tensor,
+    def forward(self, x: torch.Tensor, e0: torch.Tensor, phases: torch.Tensor,
+                text_k: torch.Tensor,
                 text_v: torch.Tensor, cache: KVCache | None, layer: int, cache_start: int,
                 mask: torch.Tensor | None) -> torch.Tensor:
         # (shift₁, scale₁, gate₁, shift₂, scale₂, gate₂), each [B, F, 1, D]

@@ -30,7 +30,8 @@ import torch
 
 from . import kernels
 from .config import LATENT_CHANNELS, VAE_STRIDE
-from .kv_cache import KVCache
+from .graphs import CudaGraphs
+from .kv_cache import CrossAttentionKV, KVCache
 from .model import CausalWanModel
 from .schedule import Schedule
 
@@ -131,7 +132,8 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
              noise: torch.Tensor | None = None, renoise: Renoise | None = None,
              start_latents: torch.Tensor | None = None, frames_per_block: int = FRAMES_PER_BLOCK,
              dtype: torch.dtype = torch.bfloat16, device: torch.device | str | None = None,
-             progress: Callable[[Progress], None] | None = None, fused_kernels: bool = False) -> Generation:
+             progress: Callable[[Progress], None] | None = None, fused_kernels: bool = False,
+             graphs: CudaGraphs | None = None) -> Generation:
     """Sample `num_fragments` chained fragments; see `sample_video` for the arguments."""
     contexts = [context] * num_fragments if isinstance(context, torch.Tensor) else list(context)
     _check_inputs(model, contexts, num_frames, height, width, num_fragments, frames_per_block, start_latents)
@@ -161,8 +163,22 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
                  for tau, _ in steps]
     clean_t = torch.zeros(batch, frames_per_block, dtype=torch.float64, device=device)
     tokens_per_frame = (h // config.patch_size[1]) * (w // config.patch_size[2])
-    cache = KVCache(config.num_layers, batch, num_frames * tokens_per_frame, config.num_heads, config.head_dim,
-                    dtype=dtype, device=device)
+    if graphs is None:
+        cache = KVCache(config.num_layers, batch, num_frames * tokens_per_frame, config.num_heads, config.head_dim,
+                        dtype=dtype, device=device)
+    elif graphs.model is not model or graphs.shape != (batch, height, width, num_frames, dtype, device):
+        raise ValueError("these CUDA graphs were made for another model or video shape "
+                         f"(batch, height, width, frames, dtype, device = {graphs.shape})")
+    else:
+        cache = graphs.cache
+
+    text: CrossAttentionKV | None = None  # the current fragment's prompt K/V
+
+    def forward(x: torch.Tensor, timestep: torch.Tensor, slot: int) -> torch.Tensor:
+        if graphs is not None:
+            return graphs.forward(x, timestep, slot)
+        return model(x, timestep, text, cache=cache, cache_frame=slot, rope_frame=slot)
+
     blocks: list[torch.Tensor] = []
     completed = 0
     try:
@@ -173,12 +189,13 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
                 if contexts[fragment] is not previous_context:
                     text = model.text_kv(contexts[fragment].to(device), dtype)
                     previous_context = contexts[fragment]
+                    if graphs is not None:
+                        graphs.set_text(text)
                 if fragment > 0:
                     context_latents = blocks[-1]
                 cached = 0 if context_latents is None else context_latents.shape[2]
                 for slot in range(0, cached, frames_per_block):
-                    model(context_latents[:, :, slot:slot + frames_per_block], clean_t, text, cache=cache,
-                          cache_frame=slot, rope_frame=slot)
+                    forward(context_latents[:, :, slot:slot + frames_per_block], clean_t, slot)
                 offset = sum(lengths[:fragment])
                 fragment_noise = (noise[:, offset:offset + new_frames] if noise is not None
                                   else draw((batch, new_frames, LATENT_CHANNELS, h, w)))
@@ -188,8 +205,7 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
                     x = fragment_noise[:, b * frames_per_block:(b + 1) * frames_per_block].to(device=device,
                                                                                               dtype=dtype)
                     for k, (timestep, (_, sigma)) in enumerate(zip(timesteps, steps)):
-                        v = model(x.transpose(1, 2), timestep, text, cache=cache, cache_frame=slot,
-                                  rope_frame=slot).transpose(1, 2)
+                        v = forward(x.transpose(1, 2), timestep, slot).transpose(1, 2)
                         if schedule.lightx2v_arithmetic:
                             x0 = x.float() - sigma * v.float()
                         else:
@@ -204,20 +220,22 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
                             x = ((1 - next_sigma) * x0.float() + next_sigma * eps.float()).to(dtype)
                     block = x0.to(dtype).transpose(1, 2)
                     if schedule.clean_pass:
-                        model(block, clean_t, text, cache=cache, cache_frame=slot, rope_frame=slot)
+                        forward(block, clean_t, slot)
                     blocks.append(block)
     finally:
-        del cache  # an exception's traceback keeps this frame alive: release the cache's memory now
+        cache = None  # an exception's traceback keeps this frame alive: release the cache's memory now
     return Generation(latents=torch.cat(blocks, dim=2), last_block=blocks[-1])
 
 
-def sample_video(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tensor], *, num_frames: int = FRAGMENT_FRAMES,
+def sample_video(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tensor], *,
+                 num_frames: int = FRAGMENT_FRAMES,
                  height: int, width: int, schedule: Schedule, seed: int | None = None,
                  noise: torch.Tensor | None = None, renoise: Renoise | None = None, num_fragments: int = 1,
                  start_latents: torch.Tensor | None = None, generator: torch.Generator | None = None,
                  frames_per_block: int = FRAMES_PER_BLOCK, dtype: torch.dtype = torch.bfloat16,
                  device: torch.device | str | None = None,
-                 progress: Callable[[Progress], None] | None = None, fused_kernels: bool = False) -> torch.Tensor:
+                 progress: Callable[[Progress], None] | None = None, fused_kernels: bool = False,
+                 graphs: CudaGraphs | None = None) -> torch.Tensor:
     """Generate latents [B, 16, F, height/8, width/8] (model space, i.e. VAE-normalised).
 
     context: prompt embeddings [B, ≤512, text_dim] (umT5 output, zero rows after the prompt), or a
@@ -236,8 +254,11 @@ def sample_video(model: CausalWanModel, context: torch.Tensor | Sequence[torch.T
         cached at timestep 0 before the first fragment, to extend a video; they are not returned.
     fused_kernels: run the elementwise glue as compiled kernels (CUDA + Triton): faster, within bf16
         tolerance of the exact path but not bitwise equal (bench/RESULTS.md). Off: the exact path.
+    graphs: a `CudaGraphs` for this model and video shape, reused across calls: its KV cache is used and
+        every block slot's forward is captured once and replayed (the same numbers, fewer launches).
     """
     return generate(model, context, num_frames=num_frames, height=height, width=width, schedule=schedule,
                     seed=seed, noise=noise, renoise=renoise, num_fragments=num_fragments,
                     start_latents=start_latents, generator=generator, frames_per_block=frames_per_block,
-                    dtype=dtype, device=device, progress=progress, fused_kernels=fused_kernels).latents
+                    dtype=dtype, device=device, progress=progress, fused_kernels=fused_kernels,
+                    graphs=graphs).latents

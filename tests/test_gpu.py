@@ -71,3 +71,20 @@ def test_fp8_block_linears_on_cuda():
     exact = _clip(model)
     fp8 = _clip(quantize_blocks_fp8(model))
     assert torch.isfinite(fp8.float()).all() and 0 < _rel(fp8, exact) < 0.15
+
+
+def test_cuda_graphs_replay_the_same_numbers_across_calls():
+    from causal import CudaGraphs
+
+    model = tiny_model(torch.bfloat16).cuda()
+    graphs = CudaGraphs(model, batch=1, height=128, width=192, num_frames=9)
+    exact = _clip(model)
+    assert torch.equal(_clip(model, graphs=graphs), exact)  # first call: eager + capture per slot
+    assert torch.equal(_clip(model, graphs=graphs), exact)  # second call: replays only
+    if not __import__("causal").kernels.fused_unavailable(torch.device("cuda")):
+        fused = _clip(model, fused=True)
+        assert torch.equal(_clip(model, fused=True, graphs=graphs), fused)
+        assert torch.equal(_clip(model, fused=True, graphs=graphs), fused)
+    with pytest.raises(ValueError, match="another model or video shape"):
+        generate(model, prompt().cuda(), height=64, width=192, num_frames=9, schedule=SCHEDULES["CausVid 1.3B"],
+                 seed=0, graphs=graphs)

@@ -224,3 +224,10 @@ def test_bad_input_raises_clear_value_errors(model, kwargs, match):
 def test_fused_kernels_need_cuda(model):
     with pytest.raises(RuntimeError, match="CUDA"):
         sample_video(model, prompt(), num_frames=3, height=H, width=W, schedule=FAST, seed=0, fused_kernels=True)
+
+
+def test_cuda_graphs_need_cuda(model):
+    from causal import CudaGraphs
+
+    with pytest.raises(ValueError, match="CUDA"):
+        CudaGraphs(model, batch=1, height=H, width=W, num_frames=6, device="cpu")
