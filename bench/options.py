@@ -42,6 +42,8 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
            cuda_graphs=True),
     Option("fp8", "fp8 e4m3 block linears (quantize_blocks_fp8), exact glue", False, fp8=True),
     Option("fp8_fused", "fp8 block linears + fused kernels", False, fused_kernels=True, fp8=True),
+    Option("fp8_fused_graphs", "fp8 block linears + fused kernels + CUDA graphs kept across clips", False,
+           fused_kernels=True, cuda_graphs=True, fp8=True),
     Option("sdpa_cudnn", "SDPA restricted to cuDNN attention", False, enter=_sdpa("CUDNN_ATTENTION")),
     Option("sdpa_flash", "SDPA restricted to FlashAttention-2", False, enter=_sdpa("FLASH_ATTENTION")),
     Option("sdpa_math", "SDPA restricted to the math (reference) backend; runs anywhere", False,

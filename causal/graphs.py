@@ -33,6 +33,8 @@ class CudaGraphs:
         device = torch.device(device)
         if device.type != "cuda":
             raise ValueError(f"CUDA graphs need a CUDA device, not {device.type}")
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
         config = model.config
         tokens_per_frame = (height // 8 // config.patch_size[1]) * (width // 8 // config.patch_size[2])
         self.model = model
