@@ -138,6 +138,8 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
     contexts = [context] * num_fragments if isinstance(context, torch.Tensor) else list(context)
     _check_inputs(model, contexts, num_frames, height, width, num_fragments, frames_per_block, start_latents)
     device = torch.device(device) if device is not None else model.patch_embedding.weight.device
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     if fused_kernels and (why := kernels.fused_unavailable(device)):
         raise RuntimeError(why)
     config = model.config
