@@ -508,11 +508,9 @@ def profile_forwards(model: Any, context: torch.Tensor, setup: Setup, n_forwards
     from torch.profiler import ProfilerActivity, profile
 
     device = setup.device
-    config = model.config
     h, w = setup.height // 8, setup.width // 8
-    tokens_per_frame = (h // config.patch_size[1]) * (w // config.patch_size[2])
-    cache = causal.KVCache(config.num_layers, 1, setup.num_frames * tokens_per_frame, config.num_heads,
-                           config.head_dim, dtype=torch.bfloat16, device=device)
+    cache = causal.KVCache.for_video(model.config, batch=1, height=setup.height, width=setup.width,
+                                     num_frames=setup.num_frames, dtype=torch.bfloat16, device=device)
     g = torch.Generator(device).manual_seed(7)
     for t in (*cache.keys, *cache.values):
         t.normal_(generator=g)

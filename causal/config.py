@@ -58,6 +58,10 @@ class WanConfig:
                 return name
         return f"custom (dim {self.dim}, {self.num_layers} layers)"
 
+    def tokens_per_frame(self, height: int, width: int) -> int:
+        """Tokens of one latent frame of a height×width (pixels) video: VAE stride 8, then the patch."""
+        return (height // VAE_STRIDE[1] // self.patch_size[1]) * (width // VAE_STRIDE[2] // self.patch_size[2])
+
     def num_parameters(self) -> int:
         return sum(int(torch.Size(shape).numel()) for shape in expected_shapes(self).values())
 

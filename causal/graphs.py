@@ -35,12 +35,10 @@ class CudaGraphs:
             raise ValueError(f"CUDA graphs need a CUDA device, not {device.type}")
         if device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
-        config = model.config
-        tokens_per_frame = (height // 8 // config.patch_size[1]) * (width // 8 // config.patch_size[2])
         self.model = model
         self.shape = (batch, height, width, num_frames, dtype, device)
-        self.cache = KVCache(config.num_layers, batch, num_frames * tokens_per_frame, config.num_heads,
-                             config.head_dim, dtype=dtype, device=device)
+        self.cache = KVCache.for_video(model.config, batch=batch, height=height, width=width,
+                                       num_frames=num_frames, dtype=dtype, device=device)
         self.text: CrossAttentionKV | None = None
         self.graphs: dict[tuple, _Captured] = {}
         self.pool = torch.cuda.graph_pool_handle()  # the graphs never run concurrently: they share memory

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .config import WanConfig
+
 
 class KVCache:
     """Self-attention K/V of `capacity` tokens per layer, stored [B, heads, tokens, head_dim]."""
@@ -24,6 +26,13 @@ class KVCache:
         self.capacity = capacity
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+
+    @classmethod
+    def for_video(cls, config: WanConfig, *, batch: int, height: int, width: int, num_frames: int,
+                  dtype: torch.dtype, device: torch.device | str) -> "KVCache":
+        """A cache for `num_frames` latent frames of a height×width (pixels) video."""
+        return cls(config.num_layers, batch, num_frames * config.tokens_per_frame(height, width), config.num_heads,
+                   config.head_dim, dtype=dtype, device=device)
 
     @staticmethod
     def nbytes_for(num_layers: int, batch: int, capacity: int, num_heads: int, head_dim: int,

@@ -72,7 +72,7 @@ def fragment_lengths(num_frames: int, num_fragments: int, start_frames: int = 0,
 def kv_cache_bytes(model: CausalWanModel, *, batch: int, num_frames: int, height: int, width: int,
                    dtype: torch.dtype = torch.bfloat16) -> int:
     c = model.config
-    tokens = num_frames * (height // PIXEL_MULTIPLE) * (width // PIXEL_MULTIPLE)
+    tokens = num_frames * c.tokens_per_frame(height, width)
     return KVCache.nbytes_for(c.num_layers, batch, tokens, c.num_heads, c.head_dim, dtype)
 
 
@@ -83,7 +83,7 @@ def working_memory_bytes(model: CausalWanModel, *, batch: int, num_frames: int, 
     bytes)."""
     c = model.config
     element = torch.empty((), dtype=dtype).element_size()
-    tokens = frames_per_block * (height // PIXEL_MULTIPLE) * (width // PIXEL_MULTIPLE)
+    tokens = frames_per_block * c.tokens_per_frame(height, width)
     activations = batch * tokens * (2 * c.ffn_dim * element + c.dim * (10 * element + 32))
     text = 2 * c.num_layers * batch * c.text_len * c.dim * element
     cache = kv_cache_bytes(model, batch=batch, num_frames=num_frames, height=height, width=width, dtype=dtype)
@@ -142,7 +142,6 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
         device = torch.device("cuda", torch.cuda.current_device())
     if fused_kernels and (why := kernels.fused_unavailable(device)):
         raise RuntimeError(why)
-    config = model.config
     batch = contexts[0].shape[0]
     h, w = height // 8, width // 8
     start = 0 if start_latents is None else start_latents.shape[2]
@@ -164,10 +163,9 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
     timesteps = [torch.full((batch, frames_per_block), tau, dtype=torch.float64, device=device)
                  for tau, _ in steps]
     clean_t = torch.zeros(batch, frames_per_block, dtype=torch.float64, device=device)
-    tokens_per_frame = (h // config.patch_size[1]) * (w // config.patch_size[2])
     if graphs is None:
-        cache = KVCache(config.num_layers, batch, num_frames * tokens_per_frame, config.num_heads, config.head_dim,
-                        dtype=dtype, device=device)
+        cache = KVCache.for_video(model.config, batch=batch, height=height, width=width, num_frames=num_frames,
+                                  dtype=dtype, device=device)
     elif graphs.model is not model or graphs.shape != (batch, height, width, num_frames, dtype, device):
         raise ValueError("these CUDA graphs were made for another model or video shape "
                          f"(batch, height, width, frames, dtype, device = {graphs.shape})")
