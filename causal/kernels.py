@@ -54,6 +54,31 @@ def rope_rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.
     return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(3).to(x.dtype)
 
 
+# Compositions: one compiled kernel where eager code runs the parts in turn. With `emulate_precision_casts`
+# each part keeps its rounding points, so they give the parts' numbers while reading and writing the
+# activations once.
+
+
+def rms_norm_rope(x: torch.Tensor, weight: torch.Tensor, eps: float, cos: torch.Tensor, sin: torch.Tensor,
+                  heads: int) -> torch.Tensor:
+    """RoPE(RMSNorm(x)) of a query or key projection x [B, L, heads·D] → [B, L, heads, D]."""
+    return rope_rotate(rms_norm(x, weight, eps).unflatten(-1, (heads, -1)), cos, sin)
+
+
+def store_keys_values(keys: torch.Tensor, values: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                      weight: torch.Tensor, eps: float, cos: torch.Tensor, sin: torch.Tensor) -> None:
+    """Write RoPE(RMSNorm(k)) and v [B, L, heads·D] into their KV-cache slots [B, L, heads, D] in place."""
+    keys.copy_(rms_norm_rope(k, weight, eps, cos, sin, keys.shape[2]))
+    values.copy_(v.view_as(values))
+
+
+def add_layer_norm_modulate(x: torch.Tensor, y: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
+                            eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """x + y (the cross-attention residual) and LN(x + y)·(1 + scale) + shift (the FFN's input)."""
+    x = x + y
+    return x, layer_norm_modulate(x, scale, shift, eps)
+
+
 @contextlib.contextmanager
 def fused_kernels(enabled: bool = True) -> Iterator[None]:
     """Run the glue as compiled kernels on CUDA tensors inside this block."""

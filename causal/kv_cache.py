@@ -1,7 +1,8 @@
 """Key/value caches of the causal DiT (design §3.2, §3.7).
 
 `KVCache` holds, per layer, preallocated self-attention keys (already RoPE-rotated) and values for a
-window of latent frames. Every forward writes its tokens' K/V at its slot and attends to everything
+window of latent frames, token-major ([B, tokens, heads, head_dim], the projections' own layout, so a
+write is a plain contiguous copy and a fused kernel can write its output in place). Every forward writes its tokens' K/V at its slot and attends to everything
 from slot 0 up to the end of what it wrote, so the current block sees all earlier blocks and itself.
 Later writes to the same slot (the next denoising step, the clean context pass) replace earlier ones.
 
@@ -18,11 +19,11 @@ from .config import WanConfig
 
 
 class KVCache:
-    """Self-attention K/V of `capacity` tokens per layer, stored [B, heads, tokens, head_dim]."""
+    """Self-attention K/V of `capacity` tokens per layer, stored [B, tokens, heads, head_dim]."""
 
     def __init__(self, num_layers: int, batch: int, capacity: int, num_heads: int, head_dim: int,
                  *, dtype: torch.dtype, device: torch.device | str) -> None:
-        shape = (batch, num_heads, capacity, head_dim)
+        shape = (batch, capacity, num_heads, head_dim)
         self.capacity = capacity
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
@@ -44,16 +45,24 @@ class KVCache:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
 
+    def slots(self, layer: int, start: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where tokens [start, start + length) of `layer` go: key and value views [B, length, heads, head_dim]."""
+        end = start + length
+        if end > self.capacity:
+            raise ValueError(f"KV cache overflow: tokens up to {end} but the cache holds {self.capacity}")
+        return self.keys[layer][:, start:end], self.values[layer][:, start:end]
+
+    def visible(self, layer: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of tokens [0, end) as attention takes them: views [B, heads, end, head_dim]."""
+        return self.keys[layer][:, :end].transpose(1, 2), self.values[layer][:, :end].transpose(1, 2)
+
     def store(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k, v [B, L, heads, head_dim] at tokens [start, start + L); return the views
         [B, heads, start + L, head_dim] of everything attention may see."""
-        end = start + k.shape[1]
-        if end > self.capacity:
-            raise ValueError(f"KV cache overflow: tokens up to {end} but the cache holds {self.capacity}")
-        keys, values = self.keys[layer], self.values[layer]
-        keys[:, :, start:end].copy_(k.transpose(1, 2))
-        values[:, :, start:end].copy_(v.transpose(1, 2))
-        return keys[:, :, :end], values[:, :, :end]
+        keys, values = self.slots(layer, start, k.shape[1])
+        keys.copy_(k)
+        values.copy_(v)
+        return self.visible(layer, start + k.shape[1])
 
 
 @dataclass

@@ -66,12 +66,15 @@ class Projections(nn.Module):
         self.o = ops.Linear(d, d, device=device, dtype=dtype)
         self.norm_q = RMSNorm(d, config.eps, cast, device, small_dtype)
         self.norm_k = RMSNorm(d, config.eps, cast, device, small_dtype)
+        self.cast = cast
 
 
 class SelfAttention(Projections):
     def forward(self, h: torch.Tensor, phases: torch.Tensor, cache: KVCache | None, layer: int,
                 cache_start: int, mask: torch.Tensor | None) -> torch.Tensor:
         b, length, _ = h.shape
+        if kernels.fused(h):
+            return self._forward_fused(h, phases, cache, layer, cache_start, mask)
         q = apply_rope(self.norm_q(self.q(h)).view(b, length, self.num_heads, -1), phases)
         k = apply_rope(self.norm_k(self.k(h)).view(b, length, self.num_heads, -1), phases)
         v = self.v(h).view(b, length, self.num_heads, -1)
@@ -79,6 +82,24 @@ class SelfAttention(Projections):
             keys, values = cache.store(layer, cache_start, k, v)
         else:
             keys, values = k.transpose(1, 2), v.transpose(1, 2)
+        out = attention(q.transpose(1, 2), keys, values, mask)
+        return self.o(out.transpose(1, 2).flatten(2))
+
+    def _forward_fused(self, h: torch.Tensor, phases: torch.Tensor, cache: KVCache | None, layer: int,
+                       cache_start: int, mask: torch.Tensor | None) -> torch.Tensor:
+        """The same arithmetic with RMSNorm + RoPE as one kernel, the keys written into the cache by it."""
+        cos, sin = phases.real, phases.imag
+        weight_q, weight_k = (self.cast(n.weight, h.dtype, h.device) for n in (self.norm_q, self.norm_k))
+        q = kernels.run(kernels.rms_norm_rope, self.q(h), weight_q, self.norm_q.eps, cos, sin, self.num_heads)
+        if cache is not None:
+            keys, values = cache.slots(layer, cache_start, h.shape[1])
+            kernels.run(kernels.store_keys_values, keys, values, self.k(h), self.v(h), weight_k, self.norm_k.eps,
+                        cos, sin)
+            keys, values = cache.visible(layer, cache_start + h.shape[1])
+        else:
+            keys = kernels.run(kernels.rms_norm_rope, self.k(h), weight_k, self.norm_k.eps, cos, sin,
+                               self.num_heads).transpose(1, 2)
+            values = self.v(h).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
         out = attention(q.transpose(1, 2), keys, values, mask)
         return self.o(out.transpose(1, 2).flatten(2))
 
@@ -124,8 +145,8 @@ class AttentionBlock(nn.Module):
         m = (self.cast(self.modulation, x.dtype, x.device).unsqueeze(1) + e0).chunk(6, dim=2)
         h = kernels.run(kernels.layer_norm_modulate, x, m[1], m[0], self.eps)
         x = kernels.run(kernels.gated_add, x, self.self_attn(h, phases, cache, layer, cache_start, mask), m[2])
-        x = x + self.cross_attn(self.norm3(x), text_k, text_v)
-        h = kernels.run(kernels.layer_norm_modulate, x, m[4], m[3], self.eps)
+        x, h = kernels.run(kernels.add_layer_norm_modulate, x, self.cross_attn(self.norm3(x), text_k, text_v),
+                           m[4], m[3], self.eps)
         return kernels.run(kernels.gated_add, x, self.ffn(h), m[5])
 
 

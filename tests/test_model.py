@@ -157,3 +157,29 @@ def test_text_kv_pads_to_512_unmasked_and_checks_width():
         model.text_kv(torch.zeros(1, 5, 32), torch.float32)
     with pytest.raises(ValueError, match="at most 512"):
         model.text_kv(torch.zeros(1, 513, TINY.text_dim), torch.float32)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 0.0), (torch.bfloat16, 0.0)])
+def test_fused_compositions_compute_the_eager_numbers(monkeypatch, dtype, tol):
+    """The fused path's own code (RMSNorm + RoPE in one function, keys/values written straight into
+    their cache slots, the cross residual folded into the FFN's LayerNorm), run eagerly on the CPU,
+    gives the exact path's numbers with and without a cache: only the compiler may change rounding."""
+    from causal import kernels
+
+    model = tiny_model(dtype)
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(1, 16, 6, 8, 12, generator=g).to(dtype)
+    t = torch.rand(1, 6, generator=g) * 1000
+    text = model.text_kv(prompt(), dtype)
+    exact_cached, exact_full = _cached_blocks(model, x, t, text), model.forward_block_causal(x, t, text, 3)
+    used: set[str] = set()
+
+    def eager(fn, *args):
+        used.add(fn.__name__)
+        return fn(*args)
+
+    monkeypatch.setattr(kernels, "fused", lambda tensor: True)
+    monkeypatch.setattr(kernels, "run", eager)
+    fused_cached, fused_full = _cached_blocks(model, x, t, text), model.forward_block_causal(x, t, text, 3)
+    assert {"rms_norm_rope", "store_keys_values", "add_layer_norm_modulate"} <= used
+    assert _rel(fused_cached, exact_cached) <= tol and _rel(fused_full, exact_full) <= tol
