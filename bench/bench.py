@@ -377,47 +377,115 @@ def time_config(model: Any, context: torch.Tensor, cfg: BenchConfig, setup: Setu
     return row, latents
 
 
-def time_overlapped_decode(model: Any, context: torch.Tensor, cfg: BenchConfig, setup: Setup, fused: bool,
-                           repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
-    """End to end with the VAE: each finished block is decoded on a second CUDA stream while the next
-    one samples (wan_vae.OverlappedDecode, fed from the progress callback); clip = sampling + decode."""
-    import wan_vae
+def parse_overlap_variant(item: str) -> tuple[str, str, str]:
+    """'1.3B-4step[:DiT option][:plain|fast]' → (configuration, DiT option of bench/options.py, decoder)."""
+    from options import OPTIONS
 
+    key, *parts = [s.strip() for s in item.split(":")]
+    if key not in CONFIGS:
+        raise ValueError(f"unknown configuration {key!r} in --vae-overlap {item!r}")
+    option, decoder = "exact", "plain"
+    for part in parts:
+        if part in ("plain", "fast"):
+            decoder = part
+        elif part in OPTIONS and not OPTIONS[part].fp8:
+            option = part
+        else:
+            raise ValueError(f"--vae-overlap {item!r}: {part!r} is neither plain/fast nor a non-fp8 option "
+                             f"({', '.join(o for o in OPTIONS if not OPTIONS[o].fp8)})")
+    return key, option, decoder
+
+
+def time_overlapped_decode(model: Any, context: torch.Tensor, cfg: BenchConfig, setup: Setup, option_name: str,
+                           decoder_kind: str, repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """End to end with the VAE: each finished block is decoded while the next one samples, fed from the
+    progress callback. `plain`: wan_vae.OverlappedDecode (the reference decoder on a second stream, launched
+    from the sampler's thread); `fast`: wan_vae.ThreadedDecode (FastDecoder on its own thread and stream).
+    Clip = sampling + finishing the decode; also the first block's latency (start → its frames decoded) and
+    the sustained rate (frames decoded between the first and the last block's decode)."""
+    import wan_vae
+    from options import OPTIONS
+
+    option = OPTIONS[option_name]
     device = setup.device
-    decoder = wan_vae.Decoder(dim=8 if setup.tiny else 96).to(device=device, dtype=torch.bfloat16)
-    decoder = decoder.eval().requires_grad_(False)
+    decoder = wan_vae.make_decoder(device, setup.tiny)
+    fast = wan_vae.FastDecoder(decoder) if decoder_kind == "fast" else None
     schedule = causal.SCHEDULES[cfg.schedule]
     last_step = schedule.num_steps - 1
+    frames_per_block = 3
+    video_frames = 1 + VIDEO_FRAMES_PER_LATENT * (setup.num_frames - 1)
+    first_frames = 1 + VIDEO_FRAMES_PER_LATENT * (frames_per_block - 1)  # the first block's video frames
 
-    def clip() -> tuple[float, float, int]:
-        decode = wan_vae.OverlappedDecode(decoder, device)
-        clock = Clock(device)
-        first: list[Any] = []
+    def new_decode() -> Any:
+        if fast is not None:
+            return wan_vae.ThreadedDecode(fast, device)
+        return wan_vae.OverlappedDecode(decoder, device)
 
+    def sample(decode: Any, graphs: Any) -> None:
         def progress(p: Any) -> None:
             if p.step == last_step:
                 decode.push(p.denoised)
-                if not first:
-                    first.append(clock.mark())
 
+        causal.generate(model, context, height=setup.height, width=setup.width, schedule=schedule,
+                        num_frames=setup.num_frames, seed=setup.seed,
+                        progress=progress if decode is not None else None,
+                        fused_kernels=option.fused_kernels, graphs=graphs)
+
+    def clip(graphs: Any) -> dict[str, float]:
+        decode = new_decode()
+        clock = Clock(device)
         gc.collect()
         sync(device)
         t0 = time.perf_counter()
         start = clock.mark()
-        causal.generate(model, context, height=setup.height, width=setup.width, schedule=schedule,
-                        num_frames=setup.num_frames, seed=setup.seed, progress=progress, fused_kernels=fused)
+        sample(decode, graphs)
+        sampled = clock.mark()
         video = decode.finish()
+        end = clock.mark()
         sync(device)
-        return time.perf_counter() - t0, clock.seconds(start, first[0]), video.shape[2]
+        seconds = time.perf_counter() - t0
+        if video.shape[2] != video_frames:
+            raise RuntimeError(f"decoded {video.shape[2]} frames, expected {video_frames}")
+        done = decode.done
+        between = clock.seconds(done[0], done[-1])
+        return {"seconds": seconds, "first": clock.seconds(start, done[0]),
+                "sustained_fps": (video_frames - first_frames) / between if between > 0 else float("nan"),
+                "dit_gpu": clock.seconds(start, sampled), "tail": clock.seconds(sampled, end)}
 
-    clip()  # warm-up (and compilation with fused kernels)
-    runs = [clip() for _ in range(repeats)]
-    seconds = statistics.median(r[0] for r in runs)
-    row = {"config": cfg.key, "label": cfg.label, "fused_kernels": fused, "clip_s": seconds, "frames": runs[0][2],
-           "fps": runs[0][2] / seconds, "runs_s": [round(r[0], 3) for r in runs],
-           "first_block_s": statistics.median(r[1] for r in runs)}
-    log(f"  {cfg.key} [{'fused' if fused else 'exact'}] with overlapped VAE decode: {seconds:.3f} s "
-        f"({row['fps']:.1f} fps, {row['frames']} frames), runs {row['runs_s']}")
+    threaded = fast is not None and device.type == "cuda"  # ThreadedDecode decodes synchronously off CUDA
+    label = f"{option_name} + {decoder_kind} decoder{' (threaded)' if threaded else ''}"
+    with option.enter(), wan_vae.kept_cudnn_benchmark():
+        graphs = (causal.CudaGraphs(model, batch=1, height=setup.height, width=setup.width,
+                                    num_frames=setup.num_frames, device=device) if option.cuda_graphs else None)
+        # Warm-ups: the decoder alone, on the thread it will run on (cuDNN plans and benchmarks are per
+        # thread; compiled kernels), then the DiT alone (its compiled kernels, graph captures), so that
+        # nothing compiles or captures while both run; then one clip together.
+        g = torch.Generator(device).manual_seed(5)
+        warm = new_decode()
+        for _ in range(setup.num_frames // frames_per_block):
+            warm.push(torch.randn(1, 16, frames_per_block, setup.height // 8, setup.width // 8, generator=g,
+                                  device=device).to(torch.bfloat16))
+        warm.finish()
+        del warm
+        sample(None, graphs)
+        w = clip(graphs)
+        log(f"  {cfg.key} [{label}] warm-up with overlapped decode: {w['seconds']:.3f} s")
+        runs = [clip(graphs) for _ in range(repeats)]
+        del graphs
+    free_memory()
+    seconds = statistics.median(r["seconds"] for r in runs)
+    row = {"config": cfg.key, "label": cfg.label, "option": option_name, "decoder": decoder_kind,
+           "threaded": threaded, "fused_kernels": option.fused_kernels,
+           "cuda_graphs": option.cuda_graphs, "clip_s": seconds, "frames": video_frames, "fps": video_frames / seconds,
+           "runs_s": [round(r["seconds"], 3) for r in runs],
+           "first_block_s": statistics.median(r["first"] for r in runs),
+           "sustained_fps": statistics.median(r["sustained_fps"] for r in runs),
+           "dit_gpu_s": statistics.median(r["dit_gpu"] for r in runs),
+           "decode_tail_s": statistics.median(r["tail"] for r in runs)}
+    log(f"  {cfg.key} [{label}] with overlapped VAE decode: {seconds:.3f} s ({row['fps']:.1f} fps, "
+        f"{video_frames} frames), first block decoded {row['first_block_s']:.3f} s, sustained "
+        f"{row['sustained_fps']:.1f} fps, DiT {row['dit_gpu_s']:.3f} s + decode tail {row['decode_tail_s']:.3f} s, "
+        f"runs {row['runs_s']}")
     return row
 
 
@@ -709,6 +777,42 @@ def profile_tables(p: dict[str, Any]) -> list[str]:
     return out
 
 
+def vae_tables(v: dict[str, Any], configs: list[dict[str, Any]]) -> list[str]:
+    """The --vae step: the plain decoder's line, the fast decoder's ladder, DiT + serial decode."""
+    lines = [f"VAE decode (bench/wan_vae.py: random-weight Wan2.1 decoder, {v['parameters_m']} M parameters, "
+             f"bf16; plain = `Decoder`, eager, one latent frame at a time with cached causal convs): {v['frames']} "
+             f"frames in {v['decode_s']:.2f} s ({v['ms_per_frame']:.1f} ms / frame; runs {v['runs_s']}), first latent "
+             f"frame {v['first_chunk_s']:.3f} s, first block of 3 latents {_f(v.get('first_block_s'), '{:.3f}')} s, "
+             f"later blocks {_f(v['block_of_3_latents_s'], '{:.3f}')} s, peak {_f(v['peak_vram_gib'], '{:.1f}')} GiB "
+             f"(decoder alone), finite {v['finite']}.", ""]
+    fast = [r for r in v.get("fast", []) if "decode_s" in r]
+    if fast:
+        lines += ["`wan_vae.FastDecoder` (the same weights and function; each row adds one speed-up to the row "
+                  "above; rel-L2 = ‖video − plain video‖ / ‖plain video‖ in bf16, where any change of rounding "
+                  "shows):", "",
+                  "| decoder | adds | decode (ms / frame) | speed-up | first latent frame | first block | later "
+                  "block | peak VRAM | rel-L2 vs plain | finite |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in fast:
+            what = r["what"] + (f" ({r['note']})" if r.get("note") else "")
+            lines.append(f"| {r['variant']} | {what} | {r['decode_s']:.3f} s ({r['ms_per_frame']:.1f}) | "
+                         f"{_f(r.get('speed_up'), '{:.2f}×')} | {r['first_chunk_s']:.3f} s | "
+                         f"{_f(r.get('first_block_s'), '{:.3f} s')} | {_f(r['block_of_3_latents_s'], '{:.3f} s')} | "
+                         f"{_f(r['peak_vram_gib'], '{:.1f} GiB')} | {_f(r.get('rel_l2_vs_plain'), '{:.2e}')} | "
+                         f"{r['finite']} |")
+        lines.append("")
+    if configs:
+        decoders = [("plain", v)] + ([("fast", fast[-1])] if fast else [])
+        lines += ["| configuration | DiT clip | decoder | + serial VAE decode | end-to-end fps | first block + "
+                  "first latent frame decoded |", "|---|---|---|---|---|---|"]
+        for r in configs:
+            for name, d in decoders:
+                total = r["clip_s"] + d["decode_s"]
+                lines.append(f"| {r['label']} | {r['clip_s']:.2f} s | {name} | {total:.2f} s | "
+                             f"{r['video_frames'] / total:.1f} | {r['first_block_s'] + d['first_chunk_s']:.3f} s |")
+        lines.append("")
+    return lines
+
+
 def markdown_section(results: dict[str, Any]) -> str:
     env = results["env"]
     s = results["settings"]
@@ -750,27 +854,24 @@ def markdown_section(results: dict[str, Any]) -> str:
     for p in results["profiles"]:
         lines += profile_tables(p) + [""]
     if results.get("vae"):
-        v = results["vae"]
-        lines += [f"VAE decode (bench/wan_vae.py: random-weight Wan2.1 decoder, {v['parameters_m']} M parameters, "
-                  f"bf16 eager, one latent frame at a time with cached causal convs): {v['frames']} frames in "
-                  f"{v['decode_s']:.2f} s ({v['ms_per_frame']:.1f} ms / frame; runs {v['runs_s']}), first latent "
-                  f"frame {v['first_chunk_s']:.3f} s, one 3-latent block {_f(v['block_of_3_latents_s'], '{:.3f}')} s, "
-                  f"peak {_f(v['peak_vram_gib'], '{:.1f}')} GiB (decoder alone), finite {v['finite']}.", ""]
-        if results["configs"]:
-            lines += ["| configuration | DiT clip | + serial VAE decode | end-to-end fps | first block + first "
-                      "latent frame decoded |", "|---|---|---|---|---|"]
-            for r in results["configs"]:
-                total = r["clip_s"] + v["decode_s"]
-                lines.append(f"| {r['label']} | {r['clip_s']:.2f} s | {total:.2f} s | {r['video_frames'] / total:.1f} | "
-                             f"{r['first_block_s'] + v['first_chunk_s']:.3f} s |")
-            lines.append("")
+        lines += vae_tables(results["vae"], results["configs"])
     if results.get("vae_overlap"):
-        lines += ["End to end with the VAE decode overlapped (each finished block decoded on a second CUDA stream "
-                  "while the next samples; bench/wan_vae.py OverlappedDecode):", "",
-                  "| configuration | DiT path | clip incl. decode | end-to-end fps | runs |", "|---|---|---|---|---|"]
+        lines += ["End to end with the VAE decode overlapped (each finished block decoded while the next samples; "
+                  "plain: the reference decoder on a second CUDA stream launched from the sampler's thread, "
+                  "`wan_vae.OverlappedDecode`; fast: `wan_vae.FastDecoder` on its own thread and stream, "
+                  "`wan_vae.ThreadedDecode`). fps = frames / (sampling + finishing the decode); first block = start "
+                  "→ the first block's frames decoded; sustained = frames decoded between the first and the last "
+                  "block's decode, per second; DiT = start → sampling done (GPU); tail = sampling done → video "
+                  "ready:", "",
+                  "| configuration | DiT path | decoder | clip incl. decode | end-to-end fps | first block decoded | "
+                  "sustained fps | DiT | decode tail | runs |", "|---|---|---|---|---|---|---|---|---|---|"]
         for r in results["vae_overlap"]:
-            lines.append(f"| {r['label']} | {'fused kernels' if r['fused_kernels'] else 'exact'} | {r['clip_s']:.2f} s | "
-                         f"{r['fps']:.1f} | {r['runs_s']} |")
+            option = r.get("option", "fused" if r.get("fused_kernels") else "exact")
+            decoder = r.get("decoder", "plain") + (" (threaded)" if r.get("threaded") else "")
+            lines.append(f"| {r['label']} | {option} | {decoder} | {r['clip_s']:.2f} s | {r['fps']:.1f} | "
+                         f"{_f(r.get('first_block_s'), '{:.3f} s')} | {_f(r.get('sustained_fps'), '{:.1f}')} | "
+                         f"{_f(r.get('dit_gpu_s'), '{:.2f} s')} | {_f(r.get('decode_tail_s'), '{:.3f} s')} | "
+                         f"{r['runs_s']} |")
         lines.append("")
     for note in results["notes"]:
         lines.append(f"- {note}")
@@ -797,6 +898,17 @@ def print_table(results: dict[str, Any]) -> None:
         print(f"  option {r['option']:<14} {r['config']:<13} clip {r['clip_s']:.3f} s "
               f"({base['clip_s'] / r['clip_s'] if base else float('nan'):.2f}x) first {r['first_block_s']:.3f} s "
               f"rel-L2 vs exact {_f(r.get('rel_l2_vs_exact'), '{:.2e}')}")
+    v = results.get("vae")
+    if v:
+        print(f"  VAE decode plain: {v['decode_s']:.3f} s ({v['ms_per_frame']:.1f} ms / frame)")
+        for r in v.get("fast", []):
+            if "decode_s" in r:
+                print(f"  VAE decode {r['variant']:<18} {r['decode_s']:.3f} s ({r['ms_per_frame']:.1f} ms / frame, "
+                      f"{_f(r.get('speed_up'), '{:.2f}x')}) rel-L2 vs plain {_f(r.get('rel_l2_vs_plain'), '{:.2e}')}")
+    for r in results.get("vae_overlap", []):
+        print(f"  overlapped decode {r['config']} [{r.get('option', 'fused' if r.get('fused_kernels') else 'exact')} + "
+              f"{r.get('decoder', 'plain')}]: {r['clip_s']:.3f} s ({r['fps']:.1f} fps), first block "
+              f"{_f(r.get('first_block_s'), '{:.3f}')} s, sustained {_f(r.get('sustained_fps'), '{:.1f}')} fps")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -840,8 +952,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile-option", default="", help="also profile under this option")
     p.add_argument("--vae", action="store_true", help="also time a random-weight Wan2.1 VAE decode (bench/wan_vae.py)")
     p.add_argument("--vae-overlap", default="",
-                   help="configurations (comma list; suffix ':fused' for fused kernels) to time end to end with the "
-                        "VAE decode of each finished block overlapped on a second CUDA stream")
+                   help="comma list of CONFIG[:DIT_OPTION][:plain|fast] (e.g. 1.3B-4step:fused_graphs:fast; DiT "
+                        "option from bench/options.py, default exact; decoder default plain) to time end to end with "
+                        "the VAE decode of each finished block overlapped: plain = reference decoder on a second "
+                        "stream from the sampler's thread, fast = FastDecoder on its own thread and stream")
     p.add_argument("--budget-s", type=float, default=None,
                    help="skip optional steps (profile, options, VAE) that would start after this many seconds")
     args = p.parse_args(argv)
@@ -868,6 +982,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
     configs = [CONFIGS[k.strip()] for k in args.configs.split(",") if k.strip()]
+    overlap_variants = [(i.strip(), parse_overlap_variant(i)) for i in args.vae_overlap.split(",") if i.strip()]
     option_names = [o.strip() for o in args.options.split(",") if o.strip()]
     option_names_14b = [o.strip() for o in args.options_14b.split(",") if o.strip()]
     tmp = None
@@ -984,16 +1099,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         save()
 
     def run_vae_overlap(name: str, model: Any) -> None:
-        for item in [i.strip() for i in args.vae_overlap.split(",") if i.strip()]:
-            key, _, variant = item.partition(":")
+        for item, (key, option, decoder) in overlap_variants:
             if CONFIGS[key].model != name or not time_ok(f"overlapped decode {item}", 15):
                 continue
             try:
                 results["vae_overlap"].append(time_overlapped_decode(model, contexts[name], CONFIGS[key], setup,
-                                                                     variant == "fused", 2, log))
+                                                                     option, decoder, 2, log))
             except Exception as e:
                 traceback.print_exc()
                 results["errors"].append(f"overlapped decode {item} failed: {type(e).__name__}: {e}")
+            free_memory()
             save()
 
     def extras(name: str, model: Any, reserve_s: float) -> None:

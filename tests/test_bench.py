@@ -33,7 +33,7 @@ def test_bench_tiny_end_to_end(bench_module, tmp_path):
     js = tmp_path / "results.json"
     results = bench_module.main([
         "--tiny", "--configs", "1.3B-4step,14B-lightx2v", "--repeats", "2", "--profile", "--profile-forwards", "1",
-        "--options", "sdpa_math", "--option-repeats", "1", "--vae", "--vae-overlap", "1.3B-4step",
+        "--options", "sdpa_math", "--option-repeats", "1", "--vae", "--vae-overlap", "1.3B-4step,1.3B-4step:fast",
         "--out", str(out), "--json", str(js),
         "--ckpt-dir", str(tmp_path / "ckpt"),
     ])
@@ -52,13 +52,22 @@ def test_bench_tiny_end_to_end(bench_module, tmp_path):
     (prof,) = results["profiles"]
     categories = {c["category"] for c in prof["categories"]}
     assert {"gemm", "attention (SDPA)", "rope (float64)"} <= categories
-    assert results["vae"]["frames"] == 21 and results["vae"]["finite"]
-    (overlap,) = results["vae_overlap"]
-    assert overlap["frames"] == 21 and overlap["clip_s"] > 0 and not overlap["fused_kernels"]
+    vae = results["vae"]
+    assert vae["frames"] == 21 and vae["finite"]
+    assert [r["variant"] for r in vae["fast"]][-1] == "+compiled (fast)"
+    for r in vae["fast"]:  # the fast decoder's ladder: same frames, the plain decoder's video within bf16 noise
+        assert r["frames"] == 21 and r["finite"] and r["ms_per_frame"] > 0, r
+        assert r["rel_l2_vs_plain"] < 0.1, r
+    assert vae["fast"][-1]["compiled"] is False and "eager" in vae["fast"][-1]["note"]  # CPU: no compiled kernels
+    plain, fast = results["vae_overlap"]
+    assert (plain["option"], plain["decoder"], fast["option"], fast["decoder"]) == ("exact", "plain", "exact", "fast")
+    for r in (plain, fast):
+        assert r["frames"] == 21 and r["clip_s"] > 0 and not r["fused_kernels"] and not r["threaded"]
+        assert 0 < r["first_block_s"] < r["clip_s"] and r["sustained_fps"] > 0
     text = out.read_text()
     assert text.startswith("# results\n") and "| CausVid 1.3B, 4 warped steps + clean pass | 5 |" in text
     assert "Speed options" in text and "Profile [exact]" in text and "VAE decode" in text
-    assert "VAE decode overlapped" in text
+    assert "VAE decode overlapped" in text and "`wan_vae.FastDecoder`" in text and "| +compiled (fast) |" in text
     assert json.loads(js.read_text())["settings"]["tiny"] is True
     assert not (tmp_path / "ckpt").exists() or not any((tmp_path / "ckpt").iterdir())  # checkpoints removed
 
