@@ -164,9 +164,9 @@ class CausVidSampler(io.ComfyNode):
                 io.Int.Input("num_fragments", default=1, min=1, max=256,
                              tooltip="Fragments to chain: each later one adds length − 12 frames."),
                 io.Boolean.Input("fused_kernels", default=False, optional=True,
-                                 tooltip="Compiled elementwise kernels (CUDA + Triton): ~1.2× faster, within bf16 "
-                                         "tolerance of the reference numerics but not bitwise equal. The first "
-                                         "run compiles for a while."),
+                                 tooltip="Compiled elementwise kernels (CUDA + Triton): ~1.3× faster on an H100 "
+                                         "(bench/RESULTS.md), within bf16 tolerance of the reference numerics "
+                                         "but not bitwise equal. The first run compiles for a while."),
                 io.Latent.Input("start_latent", optional=True, tooltip="Optional video latent (VAE Encode) to "
                                 "extend: 3·k latent frames, fewer than the fragment's."),
                 CausVidStateType.Input("state", optional=True, tooltip="Continue from an earlier sampler's state."),
