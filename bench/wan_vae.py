@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from causal.kernels import compiled, fused_unavailable as compile_unavailable  # the DiT's compiled-kernel cache
+
 Stream = dict  # module -> cached input frames (or a marker), one per decode
 
 
@@ -216,7 +218,6 @@ FAST_LADDER: tuple[tuple[str, str, FastOptions], ...] = (
     ("+compiled (fast)", "compiled bias + residual add + RMSNorm + SiLU + causal concat", FastOptions()),
 )
 
-RECOMPILE_LIMIT = 128  # one compiled variant per activation shape (level × chunk length × which inputs)
 
 
 class Pending(NamedTuple):
@@ -261,30 +262,8 @@ def block_input(y: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tens
     return x, _conv_input(x, gamma, scale, past)
 
 
-def compile_unavailable(device: torch.device) -> str | None:
-    """None when the compiled kernels can run on `device`, else why not."""
-    if device.type != "cuda":
-        return f"compiled kernels need CUDA, not {device.type}"
-    try:
-        import triton  # noqa: F401  (Inductor's GPU code generator)
-    except ImportError:
-        return "compiled kernels need Triton"
-    return None
-
-
-_compiled: dict[Callable, Callable] = {}
-
-
-def _kernel(fn: Callable, compiled: bool) -> Callable:
-    if not compiled:
-        return fn
-    if fn not in _compiled:
-        # past dynamo's default limit of 8 shapes a compiled function silently runs eagerly
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-        # emulate_precision_casts: every bf16 op rounds as in eager
-        _compiled[fn] = torch.compile(fn, dynamic=False, fullgraph=True,
-                                      options={"emulate_precision_casts": True})
-    return _compiled[fn]
+def _kernel(fn: Callable, on: bool) -> Callable:
+    return compiled(fn) if on else fn
 
 
 def chunk_plan(num_frames: int, chunk_frames: int, started: bool = False) -> list[int]:

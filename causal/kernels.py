@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 _fused = contextvars.ContextVar("causvid_fused_kernels", default=False)
-RECOMPILE_LIMIT = 64
+RECOMPILE_LIMIT = 128
 _compiled: dict[Callable, Callable] = {}
 
 
@@ -105,14 +105,16 @@ def fused(x: torch.Tensor) -> bool:
     return _fused.get() and x.is_cuda
 
 
+def compiled(fn: Callable) -> Callable:
+    """fn as one compiled kernel per input shape (made on first use, kept for the process)."""
+    if fn not in _compiled:
+        # one compiled variant per shape (resolution, batch); past dynamo's default limit of 8 it would
+        # silently fall back to eager numerics, so allow many more
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+        _compiled[fn] = torch.compile(fn, dynamic=False, fullgraph=True, options={"emulate_precision_casts": True})
+    return _compiled[fn]
+
+
 def run(fn: Callable, *args):
     """fn(*args), compiled when fused kernels are on and the tensors are on CUDA."""
-    if fused(args[0]):
-        if fn not in _compiled:
-            # one compiled variant per shape (resolution, batch); past dynamo's default limit of 8 it would
-            # silently fall back to eager numerics, so allow many more
-            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-            _compiled[fn] = torch.compile(fn, dynamic=False, fullgraph=True,
-                                          options={"emulate_precision_casts": True})
-        return _compiled[fn](*args)
-    return fn(*args)
+    return compiled(fn)(*args) if fused(args[0]) else fn(*args)
