@@ -1,10 +1,11 @@
 """Key/value caches of the causal DiT (design §3.2, §3.7).
 
 `KVCache` holds, per layer, preallocated self-attention keys (already RoPE-rotated) and values for a
-window of latent frames, token-major ([B, tokens, heads, head_dim], the projections' own layout, so a
-write is a plain contiguous copy and a fused kernel can write its output in place). Every forward writes its tokens' K/V at its slot and attends to everything
-from slot 0 up to the end of what it wrote, so the current block sees all earlier blocks and itself.
-Later writes to the same slot (the next denoising step, the clean context pass) replace earlier ones.
+window of latent frames, token-major ([B, tokens, heads, head_dim]: the projections' own layout, so a
+write is a contiguous copy, or a fused kernel's own output; attention reads transposed views). Every
+forward writes its tokens' K/V at its slot and attends to everything from slot 0 up to the end of what it
+wrote, so the current block sees all earlier blocks and itself. Later writes to the same slot (the next
+denoising step, the clean context pass) replace earlier ones.
 
 `CrossAttentionKV` holds the text keys/values per layer: they depend only on the prompt.
 """
