@@ -14,17 +14,22 @@ from pathlib import Path
 
 import torch
 
+from .cache_policy import FAMILY_POLICIES, CachePolicy, family_policy
 from .checkpoint import Checkpoint, CheckpointError, read_checkpoint
 from .config import PRESETS, WanConfig, detect_config
+from .context import ContextWindow, History
 from .kv_cache import CrossAttentionKV, KVCache
 from .model import CausalWanModel
 from .fp8 import quantize_blocks_fp8
 from .graphs import CudaGraphs
+from .prompts import PromptChange, latent_frame_at
 from .sampler import (Generation, Progress, fragment_lengths, generate, kv_cache_bytes, sample_video,
                       working_memory_bytes)
 from .schedule import SCHEDULES, Schedule, sigma_table
 
 __all__ = [
+    "CachePolicy", "ContextWindow", "FAMILY_POLICIES", "History", "PromptChange", "family_policy",
+    "latent_frame_at",
     "CudaGraphs", "quantize_blocks_fp8",
     "CausalWanModel", "Checkpoint", "CheckpointError", "CrossAttentionKV", "Generation", "KVCache", "PRESETS",
     "Progress", "SCHEDULES", "Schedule", "WanConfig", "detect_config", "fragment_lengths", "generate",

@@ -5,7 +5,9 @@ window of latent frames, token-major ([B, tokens, heads, head_dim]: the projecti
 write is a contiguous copy, or a fused kernel's own output; attention reads transposed views). Every
 forward writes its tokens' K/V at its slot and attends to everything from slot 0 up to the end of what it
 wrote, so the current block sees all earlier blocks and itself. Later writes to the same slot (the next
-denoising step, the clean context pass) replace earlier ones.
+denoising step, the clean context pass) replace earlier ones. `evict` drops tokens from the middle and moves
+the later ones left, keeping their order: attention then sums over the keys in the references' order, so a
+rolling window gives their numbers bit for bit (a ring buffer would not).
 
 `CrossAttentionKV` holds the text keys/values per layer: they depend only on the prompt.
 """
@@ -28,6 +30,9 @@ class KVCache:
         self.capacity = capacity
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.protected = 0
+        """Tokens [0, protected) are never written (an attention sink kept through a re-cache); the rows of a
+        write that fall there are dropped."""
 
     @classmethod
     def for_video(cls, config: WanConfig, *, batch: int, height: int, width: int, num_frames: int,
@@ -53,16 +58,36 @@ class KVCache:
             raise ValueError(f"KV cache overflow: tokens up to {end} but the cache holds {self.capacity}")
         return self.keys[layer][:, start:end], self.values[layer][:, start:end]
 
+    def writable(self, layer: int, start: int, length: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Where a write of tokens [start, start + length) lands: key and value views of the slots it may
+        write, and how many of its leading rows fall on protected slots and are dropped."""
+        skip = min(max(self.protected - start, 0), length)
+        keys, values = self.slots(layer, start + skip, length - skip)
+        return keys, values, skip
+
     def visible(self, layer: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of tokens [0, end) as attention takes them: views [B, heads, end, head_dim]."""
         return self.keys[layer][:, :end].transpose(1, 2), self.values[layer][:, :end].transpose(1, 2)
 
+    def evict(self, start: int, count: int, end: int) -> None:
+        """Drop tokens [start, start + count) of every layer; tokens [start + count, end) move to
+        [start, end − count). Copied in pieces of `count` tokens, front to back, so no piece overlaps
+        the one it overwrites and no temporary is needed."""
+        if count <= 0:
+            return
+        if start < 0 or start + count > end or end > self.capacity:
+            raise ValueError(f"cannot evict tokens {start}..{start + count} of {end} (capacity {self.capacity})")
+        for tensor in (*self.keys, *self.values):
+            for dst in range(start, end - count, count):
+                n = min(count, end - count - dst)
+                tensor[:, dst:dst + n].copy_(tensor[:, dst + count:dst + count + n])
+
     def store(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k, v [B, L, heads, head_dim] at tokens [start, start + L); return the views
         [B, heads, start + L, head_dim] of everything attention may see."""
-        keys, values = self.slots(layer, start, k.shape[1])
-        keys.copy_(k)
-        values.copy_(v)
+        keys, values, skip = self.writable(layer, start, k.shape[1])
+        keys.copy_(k[:, skip:])
+        values.copy_(v[:, skip:])
         return self.visible(layer, start + k.shape[1])
 
 

@@ -92,9 +92,9 @@ class SelfAttention(Projections):
         weight_q, weight_k = (self.cast(n.weight, h.dtype, h.device) for n in (self.norm_q, self.norm_k))
         q = kernels.run(kernels.rms_norm_rope, self.q(h), weight_q, self.norm_q.eps, cos, sin, self.num_heads)
         if cache is not None:
-            keys, values = cache.slots(layer, cache_start, h.shape[1])
-            kernels.run(kernels.store_keys_values, keys, values, self.k(h), self.v(h), weight_k, self.norm_k.eps,
-                        cos, sin)
+            keys, values, skip = cache.writable(layer, cache_start, h.shape[1])
+            kernels.run(kernels.store_keys_values, keys, values, self.k(h)[:, skip:], self.v(h)[:, skip:], weight_k,
+                        self.norm_k.eps, cos[skip:], sin[skip:])
             keys, values = cache.visible(layer, cache_start + h.shape[1])
         else:
             keys = kernels.run(kernels.rms_norm_rope, self.k(h), weight_k, self.norm_k.eps, cos, sin,

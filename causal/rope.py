@@ -16,24 +16,26 @@ from . import kernels
 
 ROPE_THETA = 10000.0
 ROPE_POSITIONS = 1024
-"""Rows of the frequency table: the largest absolute latent-frame position is 1023."""
+"""Rows of the references' frequency table: positions 0..1023. Their videos end at latent frame 1023."""
 
 
-def _rope_params(max_positions: int, dim: int) -> torch.Tensor:
+def _rope_params(positions: torch.Tensor, dim: int) -> torch.Tensor:
     # exp(i · p · θ_j) with θ_j = θ^(−2j/dim), j = 0 .. dim/2 − 1, in float64 angles
     inv = 1.0 / torch.pow(ROPE_THETA, torch.arange(0, dim, 2).to(torch.float64).div(dim))
-    angles = torch.outer(torch.arange(max_positions), inv)
+    angles = torch.outer(positions, inv)
     return torch.polar(torch.ones_like(angles), angles)
 
 
-def rope_frequencies(head_dim: int, max_positions: int = ROPE_POSITIONS) -> torch.Tensor:
-    """complex128 table [max_positions, head_dim / 2]: temporal, height and width columns."""
+def rope_frequencies(head_dim: int, max_positions: int = ROPE_POSITIONS, start: int = 0) -> torch.Tensor:
+    """complex128 table [max_positions, head_dim / 2] of positions start .. start + max_positions − 1:
+    temporal, height and width columns."""
     temporal = head_dim - 4 * (head_dim // 6)
     spatial = 2 * (head_dim // 6)
+    positions = torch.arange(start, start + max_positions)
     return torch.cat([
-        _rope_params(max_positions, temporal),
-        _rope_params(max_positions, spatial),
-        _rope_params(max_positions, spatial),
+        _rope_params(positions, temporal),
+        _rope_params(positions, spatial),
+        _rope_params(positions, spatial),
     ], dim=1)
 
 
@@ -45,13 +47,23 @@ def split_sizes(head_dim: int) -> list[int]:
 
 def rope_phases(freqs: torch.Tensor, start_frame: int, frames: int, height: int, width: int) -> torch.Tensor:
     """Phase of every token of a (frames, height, width) token grid whose first frame sits at
-    RoPE position `start_frame`: complex128 [frames·height·width, 1, head_dim / 2]."""
-    if start_frame < 0 or start_frame + frames > freqs.shape[0]:
-        raise ValueError(
-            f"latent frames {start_frame}..{start_frame + frames - 1} are past the RoPE table "
-            f"({freqs.shape[0]} positions): Wan2.1 cannot place frames beyond position {freqs.shape[0] - 1}")
+    RoPE position `start_frame`: complex128 [frames·height·width, 1, head_dim / 2].
+
+    Temporal positions past the table (the references stop at 1023) are computed from the same closed
+    form exp(i·p·θ_j): a rotation by p·θ_j in float64, whose angle error stays below 1e-9 rad for any
+    p < 2^30, rounded once like every other position. Attention depends only on the difference of
+    query and key positions, so a rolling window that has moved past frame 1023 sees the same offsets
+    (0..window − 1) it saw before, and frames below 1024 keep the table's exact values."""
+    if height > freqs.shape[0] or width > freqs.shape[0]:
+        raise ValueError(f"a latent grid of {height}x{width} tokens is past the RoPE table ({freqs.shape[0]} rows)")
+    if start_frame < 0:
+        raise ValueError(f"RoPE positions start at 0, got {start_frame}")
     head_pairs = freqs.shape[1]
     t, h, w = freqs.split(split_sizes(head_pairs * 2), dim=1)
+    if start_frame + frames > freqs.shape[0]:
+        t = rope_frequencies(head_pairs * 2, frames, start=start_frame).to(freqs.device)
+        t = t[:, :split_sizes(head_pairs * 2)[0]]
+        start_frame = 0
     phases = torch.cat([
         t[start_frame:start_frame + frames].view(frames, 1, 1, -1).expand(frames, height, width, -1),
         h[:height].view(1, height, 1, -1).expand(frames, height, width, -1),

@@ -1,9 +1,7 @@
-"""Autoregressive block sampling (design §4.6, §4.7, §5.4, §5.7) and the noise contract
-(architecture.md).
+"""Autoregressive block sampling (design causal_algorithm §4.6, §4.7, §5.4, §5.7) and the noise contract.
 
-A *fragment* is a window of `num_frames` latent frames (21 = 81 video frames) sharing one KV cache.
-Blocks of `frames_per_block` (3) latent frames are denoised in turn; each attends to the cached
-K/V of every earlier block of its fragment and to itself. Per block and step k:
+Blocks of `frames_per_block` (3) latent frames are denoised in turn; each attends to the K/V that the cache
+policy kept (`cache_policy`, `context.ContextWindow`) and to itself. Per block and step k:
 
     v  = Net(x, τ_k)                          (writes the block's K/V at its slot)
     x0 = bf16(x − σ_k·v)                      (float64; LightX2V mode: float32, not rounded)
@@ -11,14 +9,18 @@ K/V of every earlier block of its fragment and to itself. Per block and step k:
 
 then, with the clean pass on, Net(x0, τ = 0) re-writes the slot with the clean block's K/V.
 
-Fragment f ≥ 1 starts from a fresh window: the previous fragment's last clean block is re-cached at
-slot 0 (RoPE positions restart at 0, timestep 0, under fragment f's prompt) and 6 new blocks follow,
-so n fragments give 21 + 18·(n − 1) latent frames. LightX2V intends the same chaining but re-caches
-a latent it never sets (its multi-fragment path crashes, §5.7); this sampler always uses the clean
-last block. Given `start_latents`, the first fragment is prefilled the same way (extension).
+With the `fragments` policy a window of `num_frames` latent frames (21 = 81 video frames) is filled, then
+the next fragment starts from a fresh window: the previous fragment's last clean block is re-cached at slot 0
+(RoPE positions restart at 0, timestep 0, under the new fragment's prompt) and 6 new blocks follow, so n
+fragments give 21 + 18·(n − 1) latent frames. LightX2V intends the same chaining but re-caches a latent it
+never sets (its multi-fragment path crashes, §5.7); this sampler always uses the clean last block. The
+`rolling` and `sink` policies never restart: the window slides, the video can go on without end, and a prompt
+change re-caches the window under the new prompt (LongLive). Given `start_latents` (one image, or a video),
+they are cached at timestep 0 before the first block, which attends to them.
 
-Noise: each fragment draws its initial noise as one tensor [B, F_new, 16, h, w] and then one
-[B·3, 16, h, w] re-noise draw per step but the last, block by block, all from one generator.
+Noise: with `fragments`, each fragment draws its initial noise as one tensor [B, F_new, 16, h, w]; with
+`rolling` / `sink`, each block draws [B, 3, 16, h, w] before its first step (memory does not grow with the
+length). Every step but the last then draws one [B·3, 16, h, w] re-noise tensor; all from one generator.
 """
 
 from __future__ import annotations
@@ -29,10 +31,13 @@ from typing import Callable, Sequence
 import torch
 
 from . import kernels
+from .cache_policy import CachePolicy, fragments
 from .config import LATENT_CHANNELS, VAE_STRIDE
+from .context import ContextWindow, History, same_prompt
 from .graphs import CudaGraphs
 from .kv_cache import CrossAttentionKV, KVCache
 from .model import CausalWanModel
+from .prompts import PromptChange, check_timeline, per_segment, prompt_at
 from .schedule import Schedule
 
 FRAMES_PER_BLOCK = 3
@@ -60,13 +65,20 @@ class Generation:
     latents: torch.Tensor
     """The generated latent frames [B, 16, F, h, w] (model space), start latents excluded."""
     last_block: torch.Tensor
-    """Clean latents of the final block [B, 16, frames_per_block, h, w]: what a continuation re-caches."""
+    """Clean latents of the final block [B, 16, frames_per_block, h, w]: what a new fragment re-caches."""
+    history: History | None = None
+    """With `record=True`: the cache writes that rebuild the context (`generate(resume=...)` continues)."""
 
 
 def fragment_lengths(num_frames: int, num_fragments: int, start_frames: int = 0,
                      frames_per_block: int = FRAMES_PER_BLOCK) -> list[int]:
-    """New latent frames per fragment: num_frames − start, then num_frames − frames_per_block each."""
-    return [num_frames - start_frames] + [num_frames - frames_per_block] * (num_fragments - 1)
+    """New latent frames per fragment: the whole blocks after the start latents, then num_frames −
+    frames_per_block each. Window policies use the same segments to count a video's length."""
+    first = (num_frames - start_frames) // frames_per_block * frames_per_block
+    return [first] + [num_frames - frames_per_block] * (num_fragments - 1)
+
+
+segment_lengths = fragment_lengths
 
 
 def kv_cache_bytes(model: CausalWanModel, *, batch: int, num_frames: int, height: int, width: int,
@@ -90,65 +102,97 @@ def working_memory_bytes(model: CausalWanModel, *, batch: int, num_frames: int, 
     return cache + text + activations
 
 
-def _check_inputs(model: CausalWanModel, contexts: list[torch.Tensor], num_frames: int, height: int,
-                  width: int, num_fragments: int, frames_per_block: int,
+def _check_inputs(model: CausalWanModel, timeline: list[PromptChange], height: int, width: int,
+                  total_frames: int, frames_per_block: int, policy: CachePolicy,
                   start_latents: torch.Tensor | None) -> None:
     if height <= 0 or width <= 0 or height % PIXEL_MULTIPLE or width % PIXEL_MULTIPLE:
         raise ValueError(f"width and height must be positive multiples of {PIXEL_MULTIPLE} pixels "
-                         f"(got {width}×{height})")
-    if frames_per_block < 1 or num_frames < frames_per_block or num_frames % frames_per_block:
-        raise ValueError(f"num_frames must be a whole number of {frames_per_block}-frame blocks "
-                         f"(got {num_frames} latent frames)")
-    if num_fragments < 1:
-        raise ValueError(f"num_fragments must be at least 1 (got {num_fragments})")
-    if num_fragments > 1 and num_frames <= frames_per_block:
-        raise ValueError("chaining fragments needs num_frames larger than one block")
-    if len(contexts) != num_fragments:
-        raise ValueError(f"got {len(contexts)} prompts for {num_fragments} fragments: give one prompt, "
-                         "or one per fragment")
-    for ctx in contexts:
-        if ctx.dim() != 3:
-            raise ValueError(f"a prompt embedding must be [batch, tokens, width], got shape {tuple(ctx.shape)}")
-        if ctx.shape[-1] != model.config.text_dim:
-            raise ValueError(f"prompt embedding width {ctx.shape[-1]} does not match the model's text "
-                             f"width {model.config.text_dim}: use the text encoder made for this model (umT5-XXL)")
-        if ctx.shape[0] != contexts[0].shape[0]:
-            raise ValueError("all prompts must have the same batch size")
+                         f"(got {width}x{height})")
+    if frames_per_block < 1:
+        raise ValueError(f"frames_per_block must be at least 1 (got {frames_per_block})")
+    policy.check(frames_per_block)
     if start_latents is not None:
-        expected = (contexts[0].shape[0], LATENT_CHANNELS, height // 8, width // 8)
+        expected = (timeline[0].context.shape[0], LATENT_CHANNELS, height // 8, width // 8)
         got = tuple(start_latents.shape)
         if start_latents.dim() != 5 or (got[0], got[1], got[3], got[4]) != expected:
             raise ValueError(f"start latents must be [{expected[0]}, {LATENT_CHANNELS}, frames, {expected[2]}, "
-                             f"{expected[3]}] for {width}×{height}, got {list(got)}")
+                             f"{expected[3]}] for {width}x{height}, got {list(got)}")
         n = got[2]
-        if n % frames_per_block or not 0 < n < num_frames:
-            raise ValueError(f"start latents must be whole {frames_per_block}-frame blocks and fewer than "
-                             f"num_frames ({num_frames}); got {n} frames")
+        if n < 1:
+            raise ValueError("the start latent has no frames")
+        if not policy.evicts and n + frames_per_block > policy.window:
+            raise ValueError(f"start latents ({n} frames) must leave room for a {frames_per_block}-frame block in "
+                             f"a fragment of {policy.window} latent frames")
+    if total_frames < frames_per_block or total_frames % frames_per_block:
+        raise ValueError(f"the video must be a whole number of {frames_per_block}-frame blocks "
+                         f"(got {total_frames} latent frames)")
+    check_timeline(timeline, total_frames)
+    start = 0 if start_latents is None else start_latents.shape[2]
+    if not policy.evicts and total_frames + start > policy.window and policy.window <= frames_per_block:
+        raise ValueError(f"chaining fragments needs num_frames larger than one block: each new fragment re-caches "
+                         f"the last block (window {policy.window} latent frames)")
+    for change in timeline:
+        if change.context.shape[-1] != model.config.text_dim:
+            raise ValueError(f"prompt embedding width {change.context.shape[-1]} does not match the model's text "
+                             f"width {model.config.text_dim}: use the text encoder made for this model (umT5-XXL)")
+        if change.context.shape[1] > model.config.text_len:
+            raise ValueError(f"a prompt has {change.context.shape[1]} tokens; the model reads at most "
+                             f"{model.config.text_len}")
 
 
-def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tensor], *, height: int, width: int,
-             schedule: Schedule, num_frames: int = FRAGMENT_FRAMES, num_fragments: int = 1,
+def _prefill_chunks(frames: int, frames_per_block: int) -> list[int]:
+    """Start latents are cached in blocks, a leftover first: 1 → [1], 21 → [3]·7, 22 → [1] + [3]·7. A single
+    image is then one frame at slot 0, the way Self-Forcing caches an image (its `independent_first_frame`)."""
+    first = frames % frames_per_block
+    return ([first] if first else []) + [frames_per_block] * (frames // frames_per_block)
+
+
+def _timeline(context: torch.Tensor | Sequence[torch.Tensor] | Sequence[PromptChange],
+              segments: list[int]) -> list[PromptChange]:
+    if isinstance(context, torch.Tensor):
+        return [PromptChange(0, context)]
+    items = list(context)
+    if items and all(isinstance(c, PromptChange) for c in items):
+        return items  # type: ignore[return-value]
+    if len(items) > len(segments):
+        raise ValueError(f"got {len(items)} prompts for {len(segments)} fragment(s): give one prompt, or one per "
+                         "fragment")
+    return per_segment(items, segments)  # type: ignore[arg-type]
+
+
+def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tensor] | Sequence[PromptChange], *,
+             height: int, width: int, schedule: Schedule, num_frames: int = FRAGMENT_FRAMES, num_fragments: int = 1,
+             total_frames: int | None = None, policy: CachePolicy | None = None,
              seed: int | None = None, generator: torch.Generator | None = None,
              noise: torch.Tensor | None = None, renoise: Renoise | None = None,
-             start_latents: torch.Tensor | None = None, frames_per_block: int = FRAMES_PER_BLOCK,
+             start_latents: torch.Tensor | None = None, resume: History | None = None,
+             frames_per_block: int = FRAMES_PER_BLOCK,
              dtype: torch.dtype = torch.bfloat16, device: torch.device | str | None = None,
+             output_device: torch.device | str | None = None, record: bool = False,
              progress: Callable[[Progress], None] | None = None, fused_kernels: bool = False,
              graphs: CudaGraphs | None = None) -> Generation:
-    """Sample `num_fragments` chained fragments; see `sample_video` for the arguments."""
-    contexts = [context] * num_fragments if isinstance(context, torch.Tensor) else list(context)
-    _check_inputs(model, contexts, num_frames, height, width, num_fragments, frames_per_block, start_latents)
+    """Sample a video block by block; see `sample_video` for the arguments."""
+    policy = policy or fragments(num_frames)
+    if num_fragments < 1:
+        raise ValueError(f"num_fragments must be at least 1 (got {num_fragments})")
+    if start_latents is not None and resume is not None:
+        raise ValueError("give either start latents or a history to resume, not both")
+    start = 0 if start_latents is None else start_latents.shape[2]
+    segments = segment_lengths(num_frames, num_fragments, start, frames_per_block)
+    total = total_frames if total_frames is not None else sum(segments)
+    timeline = _timeline(context, segments)
+    _check_inputs(model, timeline, height, width, total, frames_per_block, policy, start_latents)
     device = torch.device(device) if device is not None else model.patch_embedding.weight.device
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
+    output_device = torch.device(output_device) if output_device is not None else device
     if fused_kernels and (why := kernels.fused_unavailable(device)):
         raise RuntimeError(why)
-    batch = contexts[0].shape[0]
+    batch = timeline[0].context.shape[0]
     h, w = height // 8, width // 8
-    start = 0 if start_latents is None else start_latents.shape[2]
-    lengths = fragment_lengths(num_frames, num_fragments, start, frames_per_block)
     noise_dtype = torch.float32 if schedule.lightx2v_arithmetic else dtype
-    if noise is not None and tuple(noise.shape) != (batch, sum(lengths), LATENT_CHANNELS, h, w):
-        raise ValueError(f"noise must have shape {[batch, sum(lengths), LATENT_CHANNELS, h, w]} "
+    if noise is not None and tuple(noise.shape) != (batch, total, LATENT_CHANNELS, h, w):
+        raise ValueError(f"noise must have shape {[batch, total, LATENT_CHANNELS, h, w]} "
                          f"([B, F, 16, H/8, W/8]), got {list(noise.shape)}")
     if noise is None or renoise is None:
         if generator is None and seed is not None:
@@ -159,106 +203,142 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
 
     renoise = renoise or draw
     steps = list(zip(schedule.timesteps, schedule.sigmas))
-    total = sum(lengths) // frames_per_block * len(steps)
+    progress_total = total // frames_per_block * len(steps)
     timesteps = [torch.full((batch, frames_per_block), tau, dtype=torch.float64, device=device)
                  for tau, _ in steps]
     clean_t = torch.zeros(batch, frames_per_block, dtype=torch.float64, device=device)
+    tokens_per_frame = model.config.tokens_per_frame(height, width)
     if graphs is None:
-        cache = KVCache.for_video(model.config, batch=batch, height=height, width=width, num_frames=num_frames,
+        cache = KVCache.for_video(model.config, batch=batch, height=height, width=width, num_frames=policy.window,
                                   dtype=dtype, device=device)
-    elif graphs.model is not model or graphs.shape != (batch, height, width, num_frames, dtype, device):
+        forward = None
+    elif policy.kind != "fragments":
+        raise ValueError("CUDA graphs capture fixed RoPE positions: use them with the fragments policy")
+    elif graphs.model is not model or graphs.shape != (batch, height, width, policy.window, dtype, device):
         raise ValueError("these CUDA graphs were made for another model or video shape "
                          f"(batch, height, width, frames, dtype, device = {graphs.shape})")
     else:
         cache = graphs.cache
 
-    text: CrossAttentionKV | None = None  # the current fragment's prompt K/V
-
-    def forward(x: torch.Tensor, timestep: torch.Tensor, slot: int) -> torch.Tensor:
-        if graphs is not None:
+        def forward(x: torch.Tensor, timestep: torch.Tensor, slot: int, position: int) -> torch.Tensor:
             return graphs.forward(x, timestep, slot)
-        return model(x, timestep, text, cache=cache, cache_frame=slot, rope_frame=slot)
+
+    window = ContextWindow(model, policy, cache, tokens_per_frame=tokens_per_frame, forward=forward,
+                           record=record or resume is not None)
+    texts: dict[int, CrossAttentionKV] = {}
+
+    def text_for(context: torch.Tensor) -> CrossAttentionKV:
+        if id(context) not in texts:
+            texts[id(context)] = model.text_kv(context.to(device), dtype)
+        text = texts[id(context)]
+        if graphs is not None:
+            graphs.set_text(text)
+        return text
 
     blocks: list[torch.Tensor] = []
     completed = 0
+    fragment = 0
+    chunk: torch.Tensor | None = None  # initial noise drawn but not used yet [B, frames, 16, h, w]
+    used = 0  # frames of initial noise used so far
     try:
         with kernels.fused_kernels(fused_kernels):
-            context_latents = None if start_latents is None else start_latents.to(device=device, dtype=dtype)
-            previous_context = None
-            for fragment, new_frames in enumerate(lengths):
-                if contexts[fragment] is not previous_context:
-                    text = model.text_kv(contexts[fragment].to(device), dtype)
-                    previous_context = contexts[fragment]
-                    if graphs is not None:
-                        graphs.set_text(text)
-                if fragment > 0:
-                    context_latents = blocks[-1]
-                cached = 0 if context_latents is None else context_latents.shape[2]
-                for slot in range(0, cached, frames_per_block):
-                    forward(context_latents[:, :, slot:slot + frames_per_block], clean_t, slot)
-                offset = sum(lengths[:fragment])
-                fragment_noise = (noise[:, offset:offset + new_frames] if noise is not None
-                                  else draw((batch, new_frames, LATENT_CHANNELS, h, w)))
-                for b in range(new_frames // frames_per_block):
-                    slot = cached + b * frames_per_block
+            if resume is not None:
+                window.replay(resume, device, dtype, text_for)
+            else:
+                window.set_prompt(timeline[0].context, text_for(timeline[0].context), recache=False)
+            if start_latents is not None:
+                latents = start_latents.to(device=device, dtype=dtype)
+                offset = 0
+                for n in _prefill_chunks(start, frames_per_block):
+                    window.write(latents[:, :, offset:offset + n], 0.0)
+                    offset += n
+            last_block = None if resume is None or not window.recent else torch.cat(
+                list(window.recent)[-frames_per_block:], dim=2)
+            for b in range(total // frames_per_block):
+                first = b * frames_per_block
+                new_fragment = not window.policy.evicts and not window.fits(frames_per_block)
+                if new_fragment:
+                    window.start_fragment()
+                    fragment += 1
+                context = prompt_at(timeline, first)
+                if context is not window.context and same_prompt(context, window.context):
+                    window.context = context  # the same prompt again (a continued video): nothing to re-cache
+                elif context is not window.context:
+                    window.set_prompt(context, text_for(context), recache=not new_fragment)
+                if new_fragment:
+                    window.write(last_block, 0.0)  # the previous window's last clean block at slot 0
+                if chunk is None or chunk.shape[1] == 0:
+                    # fragments: one draw for the window's new frames; window policies: one per block
+                    frames = (min(policy.window - window.filled, total - first) // frames_per_block * frames_per_block
+                              if not policy.evicts else frames_per_block)
+                    chunk = (noise[:, used:used + frames] if noise is not None
+                             else draw((batch, frames, LATENT_CHANNELS, h, w)))
+                    used += frames
+                x = chunk[:, :frames_per_block].to(device=device, dtype=dtype)
+                chunk = chunk[:, frames_per_block:]
+                slot, position = window.place(frames_per_block)
+                for k, (timestep, (_, sigma)) in enumerate(zip(timesteps, steps)):
                     # the references' layout: x [B, frames, 16, h, w]; the network takes [B, 16, frames, h, w]
-                    x = fragment_noise[:, b * frames_per_block:(b + 1) * frames_per_block].to(device=device,
-                                                                                              dtype=dtype)
-                    for k, (timestep, (_, sigma)) in enumerate(zip(timesteps, steps)):
-                        v = forward(x.transpose(1, 2), timestep, slot).transpose(1, 2)
-                        if schedule.lightx2v_arithmetic:
-                            x0 = x.float() - sigma * v.float()
-                        else:
-                            x0 = (x.double() - sigma * v.double()).to(dtype)
-                        completed += 1
-                        if progress is not None:
-                            progress(Progress(fragment, b, k, completed, total, x0.transpose(1, 2).to(dtype)))
-                        if k + 1 < len(steps):
-                            next_sigma = steps[k + 1][1]
-                            eps = renoise((batch * frames_per_block, LATENT_CHANNELS, h, w))
-                            eps = eps.to(device).view(batch, frames_per_block, LATENT_CHANNELS, h, w)
-                            x = ((1 - next_sigma) * x0.float() + next_sigma * eps.float()).to(dtype)
-                    block = x0.to(dtype).transpose(1, 2)
-                    if schedule.clean_pass:
-                        forward(block, clean_t, slot)
-                    blocks.append(block)
+                    x_in = x.transpose(1, 2)
+                    v = window.forward(x_in, timestep, slot, position).transpose(1, 2)
+                    if schedule.lightx2v_arithmetic:
+                        x0 = x.float() - sigma * v.float()
+                    else:
+                        x0 = (x.double() - sigma * v.double()).to(dtype)
+                    completed += 1
+                    if progress is not None:
+                        progress(Progress(fragment, b, k, completed, progress_total, x0.transpose(1, 2).to(dtype)))
+                    if k + 1 < len(steps):
+                        next_sigma = steps[k + 1][1]
+                        eps = renoise((batch * frames_per_block, LATENT_CHANNELS, h, w))
+                        eps = eps.to(device).view(batch, frames_per_block, LATENT_CHANNELS, h, w)
+                        x = ((1 - next_sigma) * x0.float() + next_sigma * eps.float()).to(dtype)
+                block = x0.to(dtype).transpose(1, 2)
+                if schedule.clean_pass:
+                    window.forward(block, clean_t, slot, position)
+                    window.finish(block, 0.0)
+                else:
+                    window.finish(x_in, float(timestep[0, 0]), clean=block)
+                last_block = block
+                blocks.append(block.to(output_device))
     finally:
         cache = None  # an exception's traceback keeps this frame alive: release the cache's memory now
-    return Generation(latents=torch.cat(blocks, dim=2), last_block=blocks[-1])
+        window.cache = None  # type: ignore[assignment]
+    return Generation(latents=torch.cat(blocks, dim=2), last_block=last_block, history=window.history)
 
 
-def sample_video(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tensor], *,
-                 num_frames: int = FRAGMENT_FRAMES,
-                 height: int, width: int, schedule: Schedule, seed: int | None = None,
-                 noise: torch.Tensor | None = None, renoise: Renoise | None = None, num_fragments: int = 1,
-                 start_latents: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                 frames_per_block: int = FRAMES_PER_BLOCK, dtype: torch.dtype = torch.bfloat16,
-                 device: torch.device | str | None = None,
-                 progress: Callable[[Progress], None] | None = None, fused_kernels: bool = False,
-                 graphs: CudaGraphs | None = None) -> torch.Tensor:
-    """Generate latents [B, 16, F, height/8, width/8] (model space, i.e. VAE-normalised).
+def sample_video(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tensor] | Sequence[PromptChange], *,
+                 height: int, width: int, schedule: Schedule, **options) -> torch.Tensor:
+    """Generate latents [B, 16, F, height/8, width/8] (model space, i.e. VAE-normalised); start latents
+    are not included. The options are `generate`'s:
 
-    context: prompt embeddings [B, ≤512, text_dim] (umT5 output, zero rows after the prompt), or a
-        list with one per fragment.
-    num_frames: latent frames per fragment window, a multiple of `frames_per_block` (21 → 81 frames).
+    context: prompt embeddings [B, ≤512, text_dim] (umT5 output, zero rows after the prompt), a list with
+        one per fragment (the last repeats), or a timeline of `PromptChange(frame, embedding)`.
     height, width: video size in pixels, multiples of 16.
     schedule: a `Schedule` (see `SCHEDULES` for the presets).
+    policy: a `CachePolicy` (`cache_policy.rolling(21)`, `sink(3, 12)`, ...); default: fragments of
+        `num_frames` latent frames.
+    num_frames: latent frames of a fragment window, a multiple of `frames_per_block` (21 → 81 frames).
+    num_fragments: chained windows (21 + 18·(n − 1) latent frames in all by default). Window policies
+        make a video of the same length unless `total_frames` says otherwise.
+    total_frames: generated latent frames in all (a multiple of `frames_per_block`), any length.
     seed / generator: where noise comes from when it is not given (a new generator on `device`
         seeded with `seed`; with neither, torch's default generator).
     noise: replaces the initial noise, shape [B, F, 16, H/8, W/8] in the references' frame-major
-        layout, F = all generated frames (fragment f's frames follow fragment f−1's).
+        layout, F = all generated frames.
     renoise: called with a shape (B·frames_per_block, 16, H/8, W/8) for every re-noise draw, in
         order; returns the tensor to use.
-    num_fragments: chained windows (21 + 18·(n − 1) latent frames in all by default).
-    start_latents: clean latents [B, 16, n, H/8, W/8] (model space, n a multiple of 3, n < num_frames)
-        cached at timestep 0 before the first fragment, to extend a video; they are not returned.
+    start_latents: clean latents [B, 16, n, H/8, W/8] (model space, any n >= 1: one image is one frame)
+        cached at timestep 0 before the first block, to start from an image or extend a video.
+    resume: a `History` from an earlier `generate(record=True)`: its cache is rebuilt and the video goes
+        on as if it had never stopped (pass the same generator, advanced by the earlier call).
+    record: keep the `History` (on the CPU) in the result.
+    output_device: where finished blocks go (default: the compute device); the CPU keeps device memory
+        flat however long the video is.
     fused_kernels: run the elementwise glue as compiled kernels (CUDA + Triton): faster, within bf16
         tolerance of the exact path but not bitwise equal (bench/RESULTS.md). Off: the exact path.
     graphs: a `CudaGraphs` for this model and video shape, reused across calls: its KV cache is used and
-        every block slot's forward is captured once and replayed (the same numbers, fewer launches).
+        every block slot's forward is captured once and replayed (the same numbers, fewer launches;
+        fragments policy only).
     """
-    return generate(model, context, num_frames=num_frames, height=height, width=width, schedule=schedule,
-                    seed=seed, noise=noise, renoise=renoise, num_fragments=num_fragments,
-                    start_latents=start_latents, generator=generator, frames_per_block=frames_per_block,
-                    dtype=dtype, device=device, progress=progress, fused_kernels=fused_kernels,
-                    graphs=graphs).latents
+    return generate(model, context, height=height, width=width, schedule=schedule, **options).latents

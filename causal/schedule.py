@@ -99,6 +99,8 @@ SCHEDULES: dict[str, Schedule] = {s.name: s for s in (
     Schedule("LightX2V CausVid 14B", (999, 934, 862, 756, 603, 410, 250, 140, 74), shift=8.0, warp=True,
              clean_pass=False, lightx2v_arithmetic=True),
     Schedule("Self-Forcing / LongLive 1.3B", (1000, 750, 500, 250), shift=5.0, warp=True),
+    Schedule("LongLive 1.3B", (1000, 750, 500, 250), shift=5.0, warp=True),
 )}
 """Presets per checkpoint family (§4.2, §9.2). "CausVid-Plus 14B" is the schedule the 14B weights
-were trained with; "LightX2V CausVid 14B" reproduces LightX2V's runner (warped, no clean pass)."""
+were trained with; "LightX2V CausVid 14B" reproduces LightX2V's runner (warped, no clean pass). "LongLive
+1.3B" has Self-Forcing's steps; it differs in its cache policy (`cache_policy.FAMILY_POLICIES`)."""

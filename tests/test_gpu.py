@@ -88,3 +88,44 @@ def test_cuda_graphs_replay_the_same_numbers_across_calls():
     with pytest.raises(ValueError, match="another model or video shape"):
         generate(model, prompt().cuda(), height=64, width=192, num_frames=9, schedule=SCHEDULES["CausVid 1.3B"],
                  seed=0, graphs=graphs)
+
+
+@pytest.mark.parametrize("policy_name", ["rolling", "sink"])
+def test_device_memory_is_flat_over_many_blocks(policy_name):
+    """Allocator statistics at every block of a 45-block video (finished blocks go to the CPU): once the
+    window is full, allocated and peak memory stay the same."""
+    from causal.cache_policy import rolling, sink
+
+    policy = rolling(9) if policy_name == "rolling" else sink(3, 9)
+    model = tiny_model(torch.bfloat16).cuda()
+    allocated, peaks = [], []
+
+    def measure(p):
+        if p.step == 0:
+            torch.cuda.synchronize()
+            allocated.append(torch.cuda.memory_allocated())
+            peaks.append(torch.cuda.max_memory_allocated())
+            torch.cuda.reset_peak_memory_stats()
+
+    generate(model, prompt().cuda(), height=128, width=192, schedule=SCHEDULES["CausVid 1.3B"], policy=policy,
+             total_frames=135, seed=0, output_device="cpu", progress=measure)
+    assert len(allocated) == 45
+    assert max(allocated[5:]) == min(allocated[5:]), allocated
+    assert max(peaks[6:]) == min(peaks[6:]), peaks
+
+
+def test_sink_and_prompt_switch_on_cuda_match_the_cpu_bookkeeping():
+    """The window policies on CUDA: a sink video with a prompt switch and a resumed continuation equal one run."""
+    from causal import PromptChange
+    from causal.cache_policy import sink
+
+    model = tiny_model(torch.bfloat16).cuda()
+    timeline = [PromptChange(0, prompt(seed=1).cuda()), PromptChange(12, prompt(seed=2).cuda())]
+    args = dict(height=64, width=96, schedule=SCHEDULES["CausVid 1.3B"], policy=sink(3, 9))
+    whole = generate(model, timeline, total_frames=24, generator=torch.Generator("cuda").manual_seed(1), **args)
+    g = torch.Generator("cuda").manual_seed(1)
+    first = generate(model, timeline[:1], total_frames=9, generator=g, record=True, **args)
+    rest = generate(model, [PromptChange(0, timeline[0].context), PromptChange(3, timeline[1].context)],
+                    total_frames=15, generator=g, resume=first.history, **args)
+    assert torch.equal(whole.latents, torch.cat([first.latents, rest.latents], dim=2))
+    assert torch.isfinite(whole.latents.float()).all()

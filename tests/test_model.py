@@ -107,9 +107,23 @@ def test_rope_rotates_in_float64_and_rounds_once():
     assert torch.equal(rope_rotate(x, phases.real, phases.imag), apply_rope(x, phases))
 
 
-def test_rope_positions_past_the_table_are_refused():
-    with pytest.raises(ValueError, match="RoPE"):
-        rope_phases(rope_frequencies(128), 1022, 3, 2, 2)
+def test_rope_positions_past_the_table_follow_the_closed_form():
+    """Frames past the references' 1024-row table are rotated by the same exp(i·p·θ) in float64: a longer
+    table agrees with the short one on its rows (bitwise) and the positions past it match the closed form."""
+    table = rope_frequencies(128)
+    longer = rope_frequencies(128, 4096)
+    assert torch.equal(longer[:1024], table)
+    for start in (1022, 1023, 1024, 3000, 1_000_000):
+        phases = rope_phases(table, start, 3, 2, 2)
+        temporal = split_sizes(128)[0]
+        expected = rope_frequencies(128, 3, start=start)[:, :temporal]
+        assert torch.equal(phases.view(3, 2, 2, -1)[:, 0, 0, :temporal], expected)
+        assert torch.isfinite(torch.view_as_real(phases)).all()
+    assert torch.equal(rope_phases(table, 1019, 3, 2, 2), rope_phases(longer, 1019, 3, 2, 2))
+    # rows past the table equal what a long enough table holds, to float64 rounding of p·θ
+    assert torch.allclose(rope_phases(table, 3000, 3, 2, 2), rope_phases(longer, 3000, 3, 2, 2), atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="start at 0"):
+        rope_phases(table, -1, 3, 2, 2)
 
 
 def test_sinusoid_is_float64_cos_then_sin():

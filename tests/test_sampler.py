@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+import causal
+import causal.cache_policy
 from causal import SCHEDULES, Schedule, fragment_lengths, generate, sample_video
 from causal.kv_cache import KVCache
 from tiny import TINY, prompt, tiny_model
@@ -180,8 +182,8 @@ def test_progress_reports_every_step_and_can_stop(model):
     seen = []
     sample_video(model, prompt(), num_frames=6, height=H, width=W, schedule=FAST, seed=0, num_fragments=2,
                  progress=seen.append)
-    assert [(p.fragment, p.block, p.step) for p in seen] == [(0, 0, 0), (0, 0, 1), (0, 1, 0), (0, 1, 1), (1, 0, 0),
-                                                             (1, 0, 1)]
+    assert [(p.fragment, p.block, p.step) for p in seen] == [(0, 0, 0), (0, 0, 1), (0, 1, 0), (0, 1, 1), (1, 2, 0),
+                                                             (1, 2, 1)]
     assert [p.completed for p in seen] == list(range(1, 7)) and {p.total for p in seen} == {6}
     assert seen[0].denoised.shape == (1, 16, 3, h, w)
 
@@ -205,19 +207,30 @@ def test_batch_of_two_prompts(model):
     (dict(height=470), "multiples of 16"),
     (dict(width=40), "multiples of 16"),
     (dict(num_frames=10), "whole number"),
-    (dict(num_frames=0), "whole number"),
+    (dict(num_frames=0), "at least one latent frame"),
     (dict(num_fragments=0), "at least 1"),
     (dict(context=torch.zeros(1, 5, 32)), "text width"),
-    (dict(context=[prompt(), prompt()]), "2 prompts for 1 fragments"),
+    (dict(context=[prompt(), prompt()]), r"2 prompts for 1 fragment\(s\)"),
     (dict(noise=torch.zeros(1, 5, 16, h, w)), "noise must have shape"),
-    (dict(start_latents=torch.zeros(1, 16, 4, h, w)), "whole 3-frame blocks"),
-    (dict(start_latents=torch.zeros(1, 16, 6, h, w)), "fewer than num_frames"),
+    (dict(start_latents=torch.zeros(1, 16, 4, h, w)), "leave room for a 3-frame block"),
+    (dict(start_latents=torch.zeros(1, 16, 6, h, w)), "leave room for a 3-frame block"),
+    (dict(start_latents=torch.zeros(1, 16, 0, h, w)), "no frames"),
+    (dict(total_frames=7), "whole number of 3-frame blocks"),
+    (lambda: dict(policy=causal.cache_policy.sink(3, 3)), "smaller than the window"),
+    (lambda: dict(policy=causal.cache_policy.sink(2, 4)), "whole number of 3-frame blocks"),
+    (lambda: dict(policy=causal.cache_policy.rolling(2)), "whole number of 3-frame blocks"),
+    (lambda: dict(policy=causal.cache_policy.sink(1, 3)), "leaves no room"),
+    (dict(context=[causal.PromptChange(3, prompt())]), "must start at the beginning"),
+    (dict(context=[causal.PromptChange(0, prompt()), causal.PromptChange(6, prompt(seed=1))]), "past the end"),
+    (dict(context=[causal.PromptChange(0, prompt()), causal.PromptChange(0, prompt(seed=1))]), "move forward"),
     (dict(start_latents=torch.zeros(1, 16, 3, h + 1, w)), "start latents must be"),
+    (dict(start_latents=torch.zeros(1, 16, 3, h, w), resume=causal.History(causal.cache_policy.rolling(6))),
+     "not both"),
 ])
 def test_bad_input_raises_clear_value_errors(model, kwargs, match):
     args = dict(context=prompt(), num_frames=6, height=H, width=W, schedule=FAST, seed=0)
-    args.update(kwargs)
     with pytest.raises(ValueError, match=match):
+        args.update(kwargs() if callable(kwargs) else kwargs)
         sample_video(model, args.pop("context"), **args)
 
 

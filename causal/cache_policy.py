@@ -1,0 +1,105 @@
+"""How the KV cache carries context past its window: the three policies of the references.
+
+* `fragments` (LightX2V, CausVid's long-video rollouts): a window of `window` latent frames is filled
+  block by block; when it is full, a new window starts with the previous one's last clean block
+  re-cached at slot 0, RoPE positions restarting at 0. Everything else is forgotten.
+* `rolling` (CausVid-Plus, Self-Forcing with a local window): the cache holds the `window` most recent
+  latent frames. A block that does not fit evicts the oldest frames: every layer's K/V move left and the
+  block is written at the end. RoPE positions stay absolute (the frame index in the video), so the
+  offsets attention sees never exceed the window.
+* `sink` (LongLive, Self-Forcing with `sink_size`): as `rolling`, but the first `sink` frames of the
+  video stay in the cache for ever (an attention sink) and eviction starts after them.
+
+A policy is a value: the sampler and its `ContextWindow` carry it out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KINDS = ("fragments", "rolling", "sink")
+
+
+@dataclass(frozen=True)
+class CachePolicy:
+    kind: str
+    window: int = 21
+    """Latent frames the cache holds (21 = 81 video frames, the trained length)."""
+    sink: int = 0
+    """Leading latent frames never evicted (kind `sink` only)."""
+    refresh_sink: bool = False
+    """On a prompt switch, re-cache the sink too (LongLive's `global_sink = false`): the re-cached frames
+    become the new sink. Default: the sink keeps the first prompt's frames (`global_sink = true`)."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown cache policy '{self.kind}'; choose one of {', '.join(KINDS)}")
+        if self.window < 1:
+            raise ValueError(f"the cache window must hold at least one latent frame, got {self.window}")
+        if self.kind == "sink":
+            if self.sink < 1:
+                raise ValueError(f"a sink policy needs at least one sink frame, got {self.sink}")
+        elif self.sink or self.refresh_sink:
+            raise ValueError(f"only the sink policy keeps sink frames ({self.kind} got sink = {self.sink})")
+        if self.sink >= self.window:
+            raise ValueError(f"the sink ({self.sink} frames) must be smaller than the window ({self.window} frames)")
+
+    def check(self, frames_per_block: int) -> None:
+        """Raise ValueError when a block cannot be placed in this window."""
+        if self.window < frames_per_block or self.window % frames_per_block:
+            raise ValueError(f"the cache window ({self.window} latent frames) must be a whole number of "
+                             f"{frames_per_block}-frame blocks")
+        if self.kind == "sink" and self.window - self.sink < frames_per_block:
+            raise ValueError(f"a sink of {self.sink} frames leaves no room for a {frames_per_block}-frame block in a "
+                             f"window of {self.window}: make the sink smaller than the window by at least one block")
+
+    @property
+    def evicts(self) -> bool:
+        """Whether blocks beyond the window push old frames out (rather than starting a new window)."""
+        return self.kind != "fragments"
+
+    @property
+    def kept(self) -> int:
+        """Leading frames eviction never touches."""
+        return self.sink
+
+    def describe(self) -> str:
+        if self.kind == "fragments":
+            return f"fragments of {self.window} latent frames"
+        if self.kind == "rolling":
+            return f"rolling window of {self.window} latent frames"
+        return f"sink of {self.sink} + window of {self.window} latent frames"
+
+
+def fragments(window: int = 21) -> CachePolicy:
+    return CachePolicy("fragments", window)
+
+
+def rolling(window: int = 21) -> CachePolicy:
+    return CachePolicy("rolling", window)
+
+
+def sink(sink_frames: int = 3, window: int = 12, *, refresh_sink: bool = False) -> CachePolicy:
+    return CachePolicy("sink", window, sink_frames, refresh_sink)
+
+
+FAMILY_POLICIES: dict[str, CachePolicy] = {
+    "CausVid 1.3B": fragments(21),
+    "CausVid 1.3B warped 4-step": fragments(21),
+    "CausVid-Plus 14B": rolling(21),
+    "LightX2V CausVid 14B": fragments(21),
+    "Self-Forcing / LongLive 1.3B": rolling(21),
+    "LongLive 1.3B": sink(3, 12),
+}
+"""Each preset's own policy: CausVid restarts windows (its long-video script re-caches the last frames of
+each 21-frame rollout), CausVid-Plus slides a 21-frame window (the 14B's training code), LightX2V chains
+fragments, Self-Forcing rolls a local window (beyond its trained 21 frames), LongLive keeps a 3-frame sink in
+a 12-frame cache (its inference config)."""
+
+
+def family_policy(preset: str) -> CachePolicy:
+    """The policy a preset's own inference code uses (custom-step variants keep their family's)."""
+    family = preset.removesuffix(" (custom steps)")
+    if family not in FAMILY_POLICIES:
+        raise ValueError(f"no cache policy known for preset '{preset}'")
+    return FAMILY_POLICIES[family]

@@ -1,0 +1,234 @@
+"""The context a block attends to: a KV cache run by a cache policy, and the record that rebuilds it.
+
+`ContextWindow` owns the KV cache of one video and knows, for the next chunk of latent frames, the cache
+slot it is written to and its RoPE position:
+
+* `fragments`: slots and positions both count from the start of the current window (0, 3, 6, ...);
+  `start_fragment()` begins a new window, whose slot 0 then receives the previous window's last block.
+* `rolling` / `sink`: the position is the frame index in the video and never decreases; the slot is the
+  fill level of the cache. A chunk that does not fit evicts the oldest frames after the sink (design
+  notes, causal_algorithm sections 3.3, 3.5 and 3.6 items 1-4): with window W, sink S and a full cache,
+
+      slots [S, W - n) <- slots [S + n, W)   (every layer, keys and values)
+      slots [W - n, W) <- the new chunk
+
+  which is CausVid-Plus's `torch.roll` by one block (S = 0) and LongLive's eviction (S = 3, W = 12).
+
+Every forward whose keys/values stay in the cache (a block's last writer: its clean pass, or its last
+denoising step without one; a prefilled start latent; a re-cache after a prompt switch) is recorded in a
+`History`. Replaying a history through a fresh `ContextWindow` runs the same forwards on the same inputs
+in the same order, so it rebuilds the cache bit for bit: that is how a video continues in a later call
+exactly as if it had never stopped. Only the writes since the window was last rebuilt from scratch are
+kept (a new fragment), on the CPU.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .cache_policy import CachePolicy
+from .kv_cache import CrossAttentionKV, KVCache
+from .model import CausalWanModel
+
+
+@dataclass(frozen=True)
+class Write:
+    """A chunk of latent frames whose K/V stayed in the cache."""
+
+    latents: torch.Tensor
+    """What the last forward of the chunk saw [B, 16, n, h, w] (model space)."""
+    timestep: float
+    clean: torch.Tensor | None = None
+    """The chunk's clean latents when they differ from `latents` (no clean pass)."""
+
+
+@dataclass(frozen=True)
+class Switch:
+    """From here on, prompt `prompt` (an index into `History.prompts`); `recache` re-caches the window."""
+
+    prompt: int
+    recache: bool
+
+
+@dataclass(frozen=True)
+class NewFragment:
+    """A new window: the cache is emptied and positions restart at 0."""
+
+
+Event = Write | Switch | NewFragment
+
+
+@dataclass
+class History:
+    """The cache writes since the window was last rebuilt from scratch, and the prompts they used."""
+
+    policy: CachePolicy
+    events: list[Event] = field(default_factory=list)
+    prompts: list[torch.Tensor] = field(default_factory=list)
+
+    def prompt_index(self, context: torch.Tensor) -> int:
+        for i, p in enumerate(self.prompts):
+            if same_prompt(p, context):
+                return i
+        self.prompts.append(context.detach().cpu())
+        return len(self.prompts) - 1
+
+    @property
+    def nbytes(self) -> int:
+        tensors = [e.latents for e in self.events if isinstance(e, Write)]
+        tensors += [e.clean for e in self.events if isinstance(e, Write) and e.clean is not None]
+        return sum(t.numel() * t.element_size() for t in tensors + self.prompts)
+
+
+def same_prompt(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    """Whether two prompt embeddings are the same tensor or hold the same values (a continued video keeps its
+    prompt without a re-cache when it is given the same one again)."""
+    if a is None or b is None:
+        return a is b
+    return a is b or (a.shape == b.shape and a.dtype == b.dtype and torch.equal(a.cpu(), b.cpu()))
+
+
+Forward = Callable[[torch.Tensor, torch.Tensor, int, int], torch.Tensor]
+
+
+class ContextWindow:
+    """The KV cache of one video under a cache policy: where each chunk goes, and its RoPE position."""
+
+    def __init__(self, model: CausalWanModel, policy: CachePolicy, cache: KVCache, *, tokens_per_frame: int,
+                 forward: Forward | None = None, record: bool = False) -> None:
+        if cache.capacity < policy.window * tokens_per_frame:
+            raise ValueError(f"the KV cache holds {cache.capacity // tokens_per_frame} frames; the policy needs "
+                             f"{policy.window}")
+        self.model = model
+        self.policy = policy
+        self.cache = cache
+        self.tokens_per_frame = tokens_per_frame
+        self.text: CrossAttentionKV | None = None
+        self.context: torch.Tensor | None = None
+        self.filled = 0  # latent frames in the cache
+        self.position = 0  # RoPE position of the next frame
+        # clean latents of the last `window` frames placed, one per frame (what a re-cache recomputes)
+        self.recent: deque[torch.Tensor] = deque(maxlen=policy.window)
+        self.history = History(policy) if record else None
+        self._forward = forward or self._model_forward
+
+    # -- the network ----------------------------------------------------------------------------
+
+    def _model_forward(self, x: torch.Tensor, timestep: torch.Tensor, slot: int, position: int) -> torch.Tensor:
+        return self.model(x, timestep, self.text, cache=self.cache, cache_frame=slot, rope_frame=position)
+
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor, slot: int, position: int) -> torch.Tensor:
+        """Flow prediction for a chunk x [B, 16, n, h, w] whose K/V go to `slot` at RoPE `position`."""
+        return self._forward(x, timestep, slot, position)
+
+    def set_prompt(self, context: torch.Tensor, text: CrossAttentionKV, *, recache: bool) -> None:
+        """Use a new prompt from the next forward on; with `recache`, first rebuild the cached frames' K/V
+        under it (LongLive's switch, section 3.6 item 6)."""
+        self.text, self.context = text, context
+        if self.history is not None:
+            self.history.events.append(Switch(self.history.prompt_index(context), recache))
+        if recache:
+            self._recache()
+
+    # -- placing chunks -------------------------------------------------------------------------
+
+    def fits(self, frames: int) -> bool:
+        return self.filled + frames <= self.policy.window
+
+    def place(self, frames: int) -> tuple[int, int]:
+        """Reserve room for the next `frames` latent frames: (cache slot, RoPE position) of the first."""
+        if not self.fits(frames):
+            if not self.policy.evicts:
+                raise RuntimeError("the fragment's window is full: start a new fragment first")
+            self._evict(self.filled + frames - self.policy.window)
+        slot, position = self.filled, self.position
+        self.filled += frames
+        self.position += frames
+        return slot, position
+
+    def _evict(self, frames: int) -> None:
+        keep = self.policy.kept
+        if frames > self.filled - keep:
+            raise ValueError(f"cannot evict {frames} frames: only {self.filled - keep} are outside the sink")
+        tpf = self.tokens_per_frame
+        self.cache.evict(keep * tpf, frames * tpf, self.filled * tpf)
+        self.filled -= frames
+
+    def finish(self, latents: torch.Tensor, timestep: float, clean: torch.Tensor | None = None) -> None:
+        """The chunk placed last is done: its K/V were last written from `latents` at `timestep`; its clean
+        latents are `clean` (default: `latents`)."""
+        clean_latents = latents if clean is None else clean
+        for i in range(clean_latents.shape[2]):
+            self.recent.append(clean_latents[:, :, i:i + 1])
+        if self.history is not None:
+            self.history.events.append(Write(latents.detach().cpu(), float(timestep),
+                                             None if clean is None else clean.detach().cpu()))
+
+    def write(self, latents: torch.Tensor, timestep: float) -> None:
+        """Cache a chunk of given latents [B, 16, n, h, w] at one timestep (a prefilled start, a re-cache)."""
+        slot, position = self.place(latents.shape[2])
+        t = torch.full((latents.shape[0], latents.shape[2]), timestep, dtype=torch.float64, device=latents.device)
+        self.forward(latents, t, slot, position)
+        self.finish(latents, timestep)
+
+    def start_fragment(self) -> None:
+        """An empty window with positions from 0; the previous window's last block is re-cached by the caller."""
+        self.filled = 0
+        self.position = 0
+        self.recent.clear()
+        if self.history is not None:
+            self.history.events.clear()
+            self.history.prompts.clear()
+            self.history.events.append(NewFragment())
+            if self.context is not None:
+                self.history.events.append(Switch(self.history.prompt_index(self.context), False))
+
+    def _recache(self) -> None:
+        """LongLive's re-cache (`_recache_after_switch`): one forward at timestep 0, under the new prompt, over
+        the clean latents of the last n = min(window, frames since the window started) frames at their own
+        RoPE positions, attending to each other without a mask. It writes slots [0, filled) (n = filled
+        whenever the cache holds the latest frames), except that a sink is kept: once the video is longer than
+        the window, rows that would land on the sink are dropped and the queries attend to the old sink plus
+        the fresh rows (LongLive's recompute with `global_sink = true`). With `refresh_sink`, or while the
+        video still fits in the window, every slot is rewritten."""
+        n = min(self.policy.window, self.position)
+        if n == 0:
+            return
+        latents = torch.cat(list(self.recent)[-n:], dim=2)
+        keep_sink = self.position > self.policy.window and not self.policy.refresh_sink
+        self.cache.protected = self.policy.sink * self.tokens_per_frame if keep_sink else 0
+        try:
+            t = torch.zeros(latents.shape[0], n, dtype=torch.float64, device=latents.device)
+            self.forward(latents, t, self.filled - n, self.position - n)
+        finally:
+            self.cache.protected = 0
+
+    # -- replay ---------------------------------------------------------------------------------
+
+    def replay(self, history: History, device: torch.device, dtype: torch.dtype,
+               text_for: Callable[[torch.Tensor], CrossAttentionKV]) -> None:
+        """Run a recorded history's forwards again, in order: the cache ends as it was when it was recorded."""
+        if history.policy != self.policy:
+            raise ValueError(f"this history was recorded with a {history.policy.describe()}, not a "
+                             f"{self.policy.describe()}")
+        texts: dict[int, CrossAttentionKV] = {}
+        for event in history.events:
+            if isinstance(event, NewFragment):
+                self.start_fragment()
+            elif isinstance(event, Switch):
+                context = history.prompts[event.prompt]
+                if event.prompt not in texts:
+                    texts[event.prompt] = text_for(context.to(device))
+                self.set_prompt(context, texts[event.prompt], recache=event.recache)
+            else:
+                latents = event.latents.to(device=device, dtype=dtype)
+                slot, position = self.place(latents.shape[2])
+                t = torch.full((latents.shape[0], latents.shape[2]), event.timestep, dtype=torch.float64,
+                               device=device)
+                self.forward(latents, t, slot, position)
+                self.finish(latents, event.timestep,
+                            None if event.clean is None else event.clean.to(device=device, dtype=dtype))

@@ -1,0 +1,106 @@
+"""Prompt timelines: which prompt drives which latent frames of a video.
+
+A timeline is a list of `PromptChange(frame, context)`: prompt `context` [B, tokens, text_dim] drives the
+generated latent frames from `frame` on. A change takes effect at the first block that starts at or after
+its frame (LongLive's `switch_frame_indices`); a window policy then re-caches its window under the new
+prompt, a fragment starting there simply uses it.
+
+Times in seconds map to latent frames through the Wan VAE's layout: latent frame 0 is video frame 0, latent
+frame i >= 1 covers video frames 4i - 3 .. 4i, so video frame p lies in latent frame ceil(p / 4).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .config import VAE_STRIDE
+
+FPS = 16
+"""Frame rate of every Wan2.1 T2V model."""
+
+
+@dataclass(frozen=True)
+class PromptChange:
+    frame: int
+    context: torch.Tensor
+
+
+def latent_frame_at(seconds: float, fps: float = FPS) -> int:
+    """The latent frame holding the video frame shown at `seconds`."""
+    if seconds < 0 or not math.isfinite(seconds):
+        raise ValueError(f"a prompt time must be a finite number of seconds >= 0, got {seconds}")
+    return math.ceil(round(seconds * fps) / VAE_STRIDE[0])
+
+
+def video_frames(latent_frames: int) -> int:
+    """Video frames decoded from `latent_frames` latent frames: 1 + 4 * (F - 1)."""
+    return 1 + VAE_STRIDE[0] * (latent_frames - 1) if latent_frames else 0
+
+
+def per_segment(contexts: Sequence[torch.Tensor], lengths: Sequence[int]) -> list[PromptChange]:
+    """Prompt n drives segment n (segments of `lengths` latent frames, e.g. fragments); the last repeats."""
+    if not contexts:
+        raise ValueError("no prompt given")
+    starts = [sum(lengths[:i]) for i in range(len(lengths))]
+    changes = [PromptChange(start, contexts[min(i, len(contexts) - 1)]) for i, start in enumerate(starts)]
+    return [c for i, c in enumerate(changes) if i == 0 or c.context is not changes[i - 1].context]
+
+
+def check_timeline(timeline: Sequence[PromptChange], total_frames: int) -> None:
+    """Raise ValueError unless the timeline starts at frame 0, increases, and every change lies inside the video."""
+    if not timeline:
+        raise ValueError("the prompt timeline is empty")
+    if timeline[0].frame != 0:
+        raise ValueError(f"the first prompt must start at the beginning (frame 0), not at latent frame "
+                         f"{timeline[0].frame}")
+    for a, b in zip(timeline, timeline[1:]):
+        if b.frame <= a.frame:
+            raise ValueError(f"prompt changes must move forward in time: latent frame {b.frame} follows {a.frame}")
+    if timeline[-1].frame >= total_frames:
+        raise ValueError(f"a prompt starts at latent frame {timeline[-1].frame} (video frame "
+                         f"{video_frames(timeline[-1].frame + 1) - 1}), past the end of the video "
+                         f"({total_frames} latent frames): make the video longer or move the change earlier")
+    batch = timeline[0].context.shape[0]
+    for change in timeline:
+        if change.context.dim() != 3:
+            raise ValueError(f"a prompt embedding must be [batch, tokens, width], got {tuple(change.context.shape)}")
+        if change.context.shape[0] != batch:
+            raise ValueError("all prompts must have the same batch size")
+
+
+def prompt_at(timeline: Sequence[PromptChange], frame: int) -> torch.Tensor:
+    """The prompt driving a block that starts at latent frame `frame`."""
+    current = timeline[0].context
+    for change in timeline:
+        if change.frame <= frame:
+            current = change.context
+    return current
+
+
+def frames_for_seconds(seconds: float, start_frames: int = 0, frames_per_block: int = 3, fps: float = FPS) -> int:
+    """Latent frames to generate so that the video (start latents included) lasts at least `seconds`:
+    F frames decode to 1 + 4 * (F - 1) video frames; whole blocks, at least one."""
+    if seconds <= 0 or not math.isfinite(seconds):
+        raise ValueError(f"a duration must be a positive number of seconds, got {seconds}")
+    video = math.ceil(seconds * fps)
+    total = math.ceil((video - 1) / VAE_STRIDE[0]) + 1
+    generated = max(total - start_frames, 1)
+    return math.ceil(generated / frames_per_block) * frames_per_block
+
+
+def timeline_from_seconds(entries: Sequence[tuple[float, torch.Tensor]], start_frames: int = 0,
+                          fps: float = FPS) -> list[PromptChange]:
+    """A timeline from (seconds into the video, prompt) pairs; the video begins with `start_frames` latent
+    frames that were given, not generated, so the generated frame of a time is its latent frame minus those."""
+    changes: list[PromptChange] = []
+    for seconds, context in entries:
+        frame = max(latent_frame_at(seconds, fps) - start_frames, 0)
+        if changes and frame <= changes[-1].frame:
+            raise ValueError(f"the prompt at {seconds:g} s starts in the same latent frame as the one before it: "
+                             f"keep changes at least {VAE_STRIDE[0] / fps:g} s apart")
+        changes.append(PromptChange(frame, context))
+    return changes

@@ -1,0 +1,356 @@
+"""Cache policies for endless video: rolling (CausVid-Plus), sink (LongLive / Self-Forcing), prompt switches
+with LongLive's re-cache, starting from an image, positions past Wan's 1024-frame RoPE table, flat memory,
+and continuing a video in a later call bit for bit.
+
+The oracles below are plain renditions of the references' bookkeeping (design notes, causal_algorithm
+sections 3.3, 3.5, 3.6), written independently of `causal.context`: CausVid-Plus rolls every layer's
+tensors with `torch.roll` and zeroes the tail; LongLive keeps global/local end indices, writes into a clone
+of each layer's cache, reads the sink plus the window after the write, and commits after the last layer.
+"""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+import torch
+
+import causal
+from causal import PromptChange, Schedule, generate
+from causal.cache_policy import family_policy, fragments, rolling, sink
+from causal.context import ContextWindow
+from causal.kv_cache import KVCache
+from tiny import TINY, prompt, tiny_model
+
+H, W = 32, 48
+h, w = H // 8, W // 8
+TPF = 6  # tokens per latent frame at 32x48
+FAST = Schedule("two steps", (1000, 500), shift=8.0, warp=False)
+ONE = Schedule("one step", (1000,), shift=8.0, warp=False)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model(torch.bfloat16)
+
+
+def _noise(frames, seed=0):
+    return torch.randn(1, frames, 16, h, w, generator=torch.Generator().manual_seed(seed)).to(torch.bfloat16)
+
+
+class Draws:
+    def __init__(self, seed=100):
+        self.g = torch.Generator().manual_seed(seed)
+        self.tensors = []
+
+    def __call__(self, shape):
+        t = torch.randn(shape, generator=self.g).to(torch.bfloat16)
+        self.tensors.append(t)
+        return t
+
+
+def _denoise_block(model, text, cache, x_noise, eps, schedule, cache_frame, rope_frame):
+    """section 4.6 for one block (steps, re-noise, clean pass) against any cache object."""
+    x = x_noise.permute(0, 2, 1, 3, 4)
+    for k, (tau, sigma) in enumerate(zip(schedule.timesteps, schedule.sigmas)):
+        v = model(x, torch.full((1, 3), tau, dtype=torch.float64), text, cache=cache, cache_frame=cache_frame,
+                  rope_frame=rope_frame)
+        x0 = (x.double() - torch.tensor(sigma, dtype=torch.float64) * v.double()).to(torch.bfloat16)
+        if k + 1 < schedule.num_steps:
+            s = torch.full((1, 1, 1, 1, 1), schedule.sigmas[k + 1], dtype=torch.float32)
+            e = next(eps).view(1, 3, 16, h, w).permute(0, 2, 1, 3, 4)
+            x = ((1 - s) * x0 + s * e).to(torch.bfloat16)
+    model(x0, torch.zeros(1, 3, dtype=torch.float64), text, cache=cache, cache_frame=cache_frame,
+          rope_frame=rope_frame)
+    return x0
+
+
+def _causvid_plus(model, context, noise, eps, schedule, window):
+    """CausVid-Plus section 3.3: kv_start/kv_end/rope_start in tokens; after each block's clean pass, past the
+    window, torch.roll every layer's k and v left by one block and zero the vacated tail."""
+    text = model.text_kv(context, torch.bfloat16)
+    cache = KVCache(TINY.num_layers, 1, window * TPF, TINY.num_heads, 128, dtype=torch.bfloat16, device="cpu")
+    kv_start, rope_start, block = 0, 0, 3 * TPF
+    draws, out = iter(eps), []
+    for b in range(noise.shape[1] // 3):
+        kv_end = kv_start + block
+        out.append(_denoise_block(model, text, cache, noise[:, 3 * b:3 * b + 3], draws, schedule,
+                                  kv_start // TPF, rope_start // TPF))
+        kv_start, kv_end, rope_start = kv_start + block, kv_end + block, rope_start + block
+        if kv_end > window * TPF:
+            for tensors in (cache.keys, cache.values):
+                for i, t in enumerate(tensors):
+                    rolled = torch.roll(t, -block, dims=1)
+                    rolled[:, -block:] = 0
+                    tensors[i] = rolled
+            kv_start -= block
+    return torch.cat(out, dim=2)
+
+
+class LongLiveCache:
+    """LongLive 1.0's self-attention cache (sections 3.5 and 3.6 items 1-3), one object for all layers.
+    `store` gets the absolute token start of the call, as LongLive's `current_start`."""
+
+    def __init__(self, window, sink_frames, *, sink_recache=False):
+        shape = (1, window * TPF, TINY.num_heads, 128)
+        self.k = [torch.zeros(shape, dtype=torch.bfloat16) for _ in range(TINY.num_layers)]
+        self.v = [torch.zeros(shape, dtype=torch.bfloat16) for _ in range(TINY.num_layers)]
+        self.capacity, self.sink = window * TPF, sink_frames * TPF
+        self.global_end = self.local_end = 0
+        self.sink_recache = sink_recache
+        self.pending = {}
+
+    def store(self, layer, start, k, v):
+        n, end, G, L, C, S = k.shape[1], start + k.shape[1], self.global_end, self.local_end, self.capacity, self.sink
+        recompute = end <= G and start > 0
+        tk, tv = self.k[layer].clone(), self.v[layer].clone()
+        if end > G and n + L > C:
+            evict = n + L - C
+            rolled = L - evict - S
+            for t in (tk, tv):
+                t[:, S:S + rolled] = t[:, S + evict:S + evict + rolled].clone()
+            local_end = L + (end - G) - evict
+            local_start = local_end - n
+            tk[:, local_start:local_end], tv[:, local_start:local_end] = k, v
+        else:
+            local_end = L + end - G
+            local_start = local_end - n
+            write_start = max(local_start, S) if recompute and not self.sink_recache else local_start
+            offset = write_start - local_start
+            tk[:, write_start:local_end], tv[:, write_start:local_end] = k[:, offset:], v[:, offset:]
+        if S > 0:
+            keys = torch.cat([tk[:, :S], tk[:, max(S, local_end - (C - S)):local_end]], dim=1)
+            values = torch.cat([tv[:, :S], tv[:, max(S, local_end - (C - S)):local_end]], dim=1)
+        else:
+            keys, values = tk[:, max(0, local_end - C):local_end], tv[:, max(0, local_end - C):local_end]
+        self.pending[layer] = (tk, tv)
+        if layer == TINY.num_layers - 1:  # `_apply_cache_updates` after all layers
+            for i, (a, b) in self.pending.items():
+                self.k[i], self.v[i] = a, b
+            if not recompute:
+                self.global_end, self.local_end = end, local_end
+        return keys.transpose(1, 2), values.transpose(1, 2)
+
+
+def _longlive(model, timeline, noise, eps, schedule, window, sink_frames, *, global_sink=True):
+    """LongLive's interactive inference: blocks at absolute positions; at a block whose start reaches the
+    next switch frame, `_recache_after_switch` runs one forward over the last min(window, frames) clean
+    latents at timestep 0 under the new prompt."""
+    cache = LongLiveCache(window, sink_frames, sink_recache=not global_sink)
+    changes = list(timeline)
+    text = model.text_kv(changes.pop(0).context, torch.bfloat16)
+    draws, out = iter(eps), []
+    for b in range(noise.shape[1] // 3):
+        frame = 3 * b
+        if changes and frame >= changes[0].frame:
+            text = model.text_kv(changes.pop(0).context, torch.bfloat16)
+            if not global_sink:
+                for t in cache.k + cache.v:
+                    t.zero_()
+            n = min(window, frame)
+            latents = torch.cat(out, dim=2)[:, :, frame - n:frame]
+            model(latents, torch.zeros(1, n, dtype=torch.float64), text, cache=cache, cache_frame=frame - n,
+                  rope_frame=frame - n)
+            cache.sink_recache = False
+        out.append(_denoise_block(model, text, cache, noise[:, frame:frame + 3], draws, schedule, frame, frame))
+        if not global_sink:
+            cache.sink_recache = True
+    return torch.cat(out, dim=2)
+
+
+def test_rolling_reproduces_causvid_plus_past_the_window(model):
+    noise, draws = _noise(18), Draws()
+    got = generate(model, prompt(), height=H, width=W, schedule=FAST, policy=rolling(6), total_frames=18,
+                   noise=noise, renoise=draws).latents
+    expected = _causvid_plus(model, prompt(), noise, draws.tensors, FAST, window=6)
+    assert torch.equal(got, expected)
+    # and the window mattered: a cache that never evicts (one big fragment) gives other frames past 6
+    draws2 = Draws()
+    full = generate(model, prompt(), height=H, width=W, schedule=FAST, num_frames=18, noise=noise,
+                    renoise=draws2).latents
+    assert torch.equal(full[:, :, :6], got[:, :, :6]) and not torch.equal(full[:, :, 9:], got[:, :, 9:])
+
+
+@pytest.mark.parametrize("sink_frames, window", [(3, 9), (0, 6)])
+def test_sink_and_rolling_reproduce_longlive_bookkeeping(model, sink_frames, window):
+    noise, draws = _noise(21), Draws()
+    policy = sink(sink_frames, window) if sink_frames else rolling(window)
+    got = generate(model, prompt(), height=H, width=W, schedule=FAST, policy=policy, total_frames=21,
+                   noise=noise, renoise=draws).latents
+    expected = _longlive(model, [PromptChange(0, prompt())], noise, draws.tensors, FAST, window, sink_frames)
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("global_sink", [True, False])
+@pytest.mark.parametrize("switch", [6, 13])
+def test_prompt_switch_recaches_like_longlive(model, global_sink, switch):
+    """A switch inside the first window (frame 6) rewrites every slot; later (13 -> the block at 15) the sink
+    keeps the first prompt's frames unless it is refreshed."""
+    timeline = [PromptChange(0, prompt(seed=1)), PromptChange(switch, prompt(seed=2))]
+    noise, draws = _noise(24), Draws()
+    got = generate(model, timeline, height=H, width=W, schedule=FAST,
+                   policy=sink(3, 9, refresh_sink=not global_sink), total_frames=24, noise=noise,
+                   renoise=draws).latents
+    expected = _longlive(model, timeline, noise, draws.tensors, FAST, 9, 3, global_sink=global_sink)
+    assert torch.equal(got, expected)
+    draws2 = Draws()
+    unswitched = generate(model, timeline[:1], height=H, width=W, schedule=FAST, policy=sink(3, 9), total_frames=24,
+                          noise=noise, renoise=draws2).latents
+    first_switched_block = (switch + 2) // 3 * 3
+    assert torch.equal(got[:, :, :first_switched_block], unswitched[:, :, :first_switched_block])
+    assert not torch.equal(got[:, :, first_switched_block:], unswitched[:, :, first_switched_block:])
+
+
+def _window(model, policy, frames):
+    cache = KVCache(TINY.num_layers, 1, policy.window * TPF, TINY.num_heads, 128, dtype=torch.bfloat16, device="cpu")
+    window = ContextWindow(model, policy, cache, tokens_per_frame=TPF)
+    window.set_prompt(prompt(), model.text_kv(prompt(), torch.bfloat16), recache=False)
+    latents = _noise(frames, seed=3).permute(0, 2, 1, 3, 4)
+    for i in range(0, frames, 3):
+        window.write(latents[:, :, i:i + 3], 0.0)
+    return window, cache
+
+
+def test_sink_slots_are_never_overwritten_by_eviction_or_recache(model):
+    window, cache = _window(model, sink(3, 9), 9)
+    sink_keys = [k[:, :3 * TPF].clone() for k in cache.keys]
+    rest = [k[:, 3 * TPF:].clone() for k in cache.keys]
+    for i in range(3):  # three more blocks: each evicts the oldest non-sink block
+        window.write(_noise(3, seed=10 + i).permute(0, 2, 1, 3, 4), 0.0)
+    assert all(torch.equal(k[:, :3 * TPF], s) for k, s in zip(cache.keys, sink_keys))
+    assert window.filled == 9 and window.position == 18
+    other = prompt(seed=5)
+    window.set_prompt(other, model.text_kv(other, torch.bfloat16), recache=True)
+    assert all(torch.equal(k[:, :3 * TPF], s) for k, s in zip(cache.keys, sink_keys))
+    assert not any(torch.equal(k[:, 3 * TPF:], r) for k, r in zip(cache.keys, rest))
+    assert cache.protected == 0
+
+
+def test_recache_rewrites_exactly_the_window(model):
+    """Rolling: the re-cache is one forward over the cached frames at their own positions and slots."""
+    window, cache = _window(model, rolling(6), 12)
+    calls = []
+    original = window._forward
+
+    def spy(x, t, slot, position):
+        calls.append((x.shape[2], float(t.max()), slot, position, x.clone()))
+        return original(x, t, slot, position)
+
+    window._forward = spy
+    other = prompt(seed=5)
+    window.set_prompt(other, model.text_kv(other, torch.bfloat16), recache=True)
+    assert [(c[0], c[1], c[2], c[3]) for c in calls] == [(6, 0.0, 0, 6)]
+    assert torch.equal(calls[0][4], _noise(12, seed=3).permute(0, 2, 1, 3, 4)[:, :, 6:12])
+
+
+def test_evict_keeps_order_and_matches_a_plain_shift():
+    cache = KVCache(1, 1, 12, 1, 4, dtype=torch.float32, device="cpu")
+    cache.keys[0].copy_(torch.arange(12.0).view(1, 12, 1, 1).expand(1, 12, 1, 4))
+    cache.evict(2, 3, 12)
+    assert cache.keys[0][0, :9, 0, 0].tolist() == [0, 1, 5, 6, 7, 8, 9, 10, 11]
+    with pytest.raises(ValueError):
+        cache.evict(0, 5, 13)
+
+
+def test_one_image_starts_the_video(model):
+    """One start frame is cached alone at slot 0 and RoPE position 0; blocks follow at 1, 4, ..."""
+    image = _noise(1, seed=4).permute(0, 2, 1, 3, 4)
+    calls = []
+    original = model.forward
+
+    def spy(x, timestep, text, **kw):
+        calls.append((x.shape[2], kw["cache_frame"], kw["rope_frame"], float(timestep.max())))
+        return original(x, timestep, text, **kw)
+
+    model.forward = spy
+    try:
+        out = generate(model, prompt(), height=H, width=W, schedule=ONE, policy=rolling(6), total_frames=9,
+                       start_latents=image, seed=0)
+    finally:
+        del model.forward
+    assert out.latents.shape[2] == 9
+    assert calls[0] == (1, 0, 0, 0.0)
+    blocks = [(c[1], c[2]) for c in calls[1::2]]
+    assert blocks == [(1, 1), (3, 4), (3, 7)]  # the window of 6 evicts the image when the third block arrives
+    with_image = out.latents
+    without = generate(model, prompt(), height=H, width=W, schedule=ONE, policy=rolling(6), total_frames=9,
+                       seed=0).latents
+    assert not torch.equal(with_image[:, :, :3], without[:, :, :3])
+
+
+def test_positions_past_the_rope_table_stay_finite_and_deterministic(model):
+    args = dict(height=H, width=W, schedule=ONE, policy=rolling(6), total_frames=1038, seed=1)
+    a = generate(model, prompt(), **args).latents
+    b = generate(model, prompt(), **args).latents
+    assert a.shape[2] == 1038 and torch.isfinite(a.float()).all()
+    assert torch.equal(a, b)
+    assert a[:, :, 1020:].float().std() > 0
+
+
+def _live_tensor_bytes() -> int:
+    gc.collect()
+    seen, total = set(), 0
+    for obj in gc.get_objects():
+        try:
+            if type(obj) is torch.Tensor and obj.device.type == "cpu":
+                storage = obj.untyped_storage()
+                if storage.data_ptr() not in seen:
+                    seen.add(storage.data_ptr())
+                    total += storage.nbytes()
+        except Exception:  # noqa: BLE001 (objects that only look like tensors)
+            continue
+    return total
+
+
+@pytest.mark.parametrize("policy", [rolling(6), sink(3, 9)])
+def test_memory_is_flat_over_many_blocks(model, policy):
+    """Every live CPU tensor counted at each block of a 42-block video whose finished blocks go to the meta device:
+    once the window is full, nothing grows."""
+    samples = []
+
+    def measure(p):
+        if p.step == 0:
+            samples.append(_live_tensor_bytes())
+
+    generate(model, prompt(), height=H, width=W, schedule=ONE, policy=policy, total_frames=126, seed=0,
+             output_device="meta", progress=measure)
+    assert len(samples) == 42
+    assert max(samples[5:]) == min(samples[5:]), samples
+
+
+@pytest.mark.parametrize("policy, parts", [
+    (fragments(9), (9, 12, 6)),  # fragments continue at a window's end: each window draws its noise at once
+    (rolling(6), (9, 15, 6)),
+    (sink(3, 9), (9, 15, 6)),
+])
+def test_a_continued_video_equals_one_long_run(model, policy, parts):
+    """Three calls chained through their histories equal one long run bit for bit, a prompt switch (at frame 12)
+    included: in the long run it lands inside the second call, where it is frame 3."""
+    first_n, second_n, third_n = parts
+    timeline = [PromptChange(0, prompt(seed=1)), PromptChange(12, prompt(seed=2))]
+    args = dict(height=H, width=W, schedule=FAST, policy=policy)
+    total = sum(parts)
+    whole = generate(model, timeline, total_frames=total, generator=torch.Generator().manual_seed(3), **args).latents
+    g = torch.Generator().manual_seed(3)
+    first = generate(model, timeline[:1], total_frames=first_n, generator=g, record=True, **args)
+    second = generate(model, [PromptChange(0, prompt(seed=1)), PromptChange(12 - first_n, prompt(seed=2))],
+                      total_frames=second_n, generator=g, resume=first.history, record=True, **args)
+    third = generate(model, prompt(seed=2), total_frames=third_n, generator=g, resume=second.history, **args)
+    assert torch.equal(whole, torch.cat([first.latents, second.latents, third.latents], dim=2))
+
+
+def test_history_of_another_policy_is_refused(model):
+    first = generate(model, prompt(), height=H, width=W, schedule=ONE, policy=rolling(6), total_frames=6, seed=0,
+                     record=True)
+    with pytest.raises(ValueError, match="recorded with a rolling window of 6"):
+        generate(model, prompt(), height=H, width=W, schedule=ONE, policy=sink(3, 9), total_frames=3, seed=0,
+                 resume=first.history)
+
+
+def test_family_policies():
+    assert family_policy("CausVid-Plus 14B") == rolling(21)
+    assert family_policy("LongLive 1.3B") == sink(3, 12)
+    assert family_policy("LightX2V CausVid 14B (custom steps)").kind == "fragments"
+    assert set(causal.FAMILY_POLICIES) == set(causal.SCHEDULES)
+    with pytest.raises(ValueError, match="unknown cache policy"):
+        causal.CachePolicy("ring")
