@@ -15,26 +15,31 @@ import latent_preview
 import torch
 from comfy_api.latest import io
 
+from ..causal.cache_policy import KINDS, CachePolicy, family_policy
+from ..causal.context import History
+from ..causal.prompts import PromptChange, frames_for_seconds, timeline_from_seconds
 from ..causal.sampler import FRAMES_PER_BLOCK, PIXEL_MULTIPLE, fragment_lengths, generate, working_memory_bytes
 from ..causal.schedule import SCHEDULES, Schedule
 from .comfy_model import causal_network, compute_dtype
-from .text import FRAGMENT_KEY
+from .text import FRAGMENT_KEY, START_KEY
 
 CausVidStateType = io.Custom("CAUSVID_STATE")
-MAX_LENGTH = 4093  # 1024 latent frames: the end of Wan's RoPE table
+MAX_LENGTH = 4089  # 1 + 4 * (1023 - 2): the longest fragment whose blocks stay inside Wan's RoPE table
+PRESET_POLICY = "preset default"
 
 
 @dataclass(frozen=True)
 class CausVidState:
     """Everything needed to continue a video; immutable, on the CPU."""
 
-    last_block: torch.Tensor
-    """Clean latents of the newest block [B, 16, 3, h, w], model space."""
+    history: History
+    """The cache writes that rebuild the context (replayed by the next run: one forward per cached chunk)."""
     video: torch.Tensor
     """Every latent frame so far [B, 16, T, h, w], VAE space (start latent included)."""
     rng_state: torch.Tensor
     rng_device: str
     schedule: Schedule
+    policy: CachePolicy
     fused_kernels: bool
     num_frames: int
     width: int
@@ -47,8 +52,10 @@ def latent_frames(length: int) -> int:
 
 def check_length(length: int) -> str | None:
     frames = latent_frames(length)
-    if (length - 1) % 4 or frames % FRAMES_PER_BLOCK or not 9 <= length <= MAX_LENGTH:
-        return (f"length {length} is not a whole number of {FRAMES_PER_BLOCK}-latent-frame blocks: use 1 + 4·(3k) "
+    if length > MAX_LENGTH:
+        return f"length {length} is over the maximum of {MAX_LENGTH} frames per fragment"
+    if (length - 1) % 4 or frames % FRAMES_PER_BLOCK or length < 9:
+        return (f"length {length} is not a whole number of {FRAMES_PER_BLOCK}-latent-frame blocks: use 9 + 12k "
                 f"frames, e.g. 9, 21, 33, 45, 57, 69 or 81 (21 latent frames, the trained length)")
     return None
 
@@ -68,62 +75,88 @@ def choose_schedule(preset: str, custom_steps: str) -> Schedule:
     return schedule.with_steps(parse_steps(custom_steps)) if custom_steps.strip() else schedule
 
 
-def prompt_embeddings(conditioning, num_fragments: int) -> list[torch.Tensor]:
-    """One prompt tensor per fragment from CONDITIONING: CausVid Text Encode's tagged entries in order
-    (the last repeats), or a single core CLIPTextEncode entry for every fragment."""
+def choose_policy(preset: str, cache: str, window: int, sink: int, num_frames: int) -> CachePolicy:
+    """The cache policy from the widgets: the preset's own unless overridden; window 0 and sink -1 mean
+    the policy's default (fragments: the length's latent frames)."""
+    base = family_policy(preset)
+    kind = base.kind if cache == PRESET_POLICY else cache
+    if kind not in KINDS:
+        raise ValueError(f"unknown cache policy '{cache}'; choose one of {PRESET_POLICY}, {', '.join(KINDS)}")
+    if kind == "fragments":
+        size = window or num_frames
+    else:
+        size = window or (base.window if base.kind == kind else {"rolling": 21, "sink": 12}[kind])
+    sink_frames = 0
+    if kind == "sink":
+        sink_frames = sink if sink >= 0 else (base.sink if base.kind == "sink" else 3)
+    elif sink > 0:
+        raise ValueError(f"sink_frames only applies to the sink policy (got {sink} with {kind})")
+    return CachePolicy(kind, size, sink_frames)
+
+
+def prompt_timeline(conditioning, segments: list[int], start_frames: int) -> list[PromptChange]:
+    """The prompt timeline from CONDITIONING: CausVid Text Encode's timed lines at their times, its untimed lines
+    one per fragment (the last repeats), or a single core CLIPTextEncode entry for the whole video."""
     if not conditioning:
         raise ValueError("the conditioning is empty: connect a text encode node")
-    tagged = [entry for entry in conditioning if FRAGMENT_KEY in entry[1]]
+    tagged = sorted((entry for entry in conditioning if FRAGMENT_KEY in entry[1]), key=lambda e: e[1][FRAGMENT_KEY])
+    for entry in tagged or conditioning[:1]:
+        if entry[0].shape[1] > 512:
+            raise ValueError(f"the prompt has {entry[0].shape[1]} tokens but the model reads at most 512: shorten it "
+                             "or use CausVid Text Encode, which truncates like the reference")
+    if tagged and START_KEY in tagged[0][1]:
+        return timeline_from_seconds([(e[1][START_KEY], e[0]) for e in tagged], start_frames)
     if tagged:
-        prompts = [entry[0] for entry in sorted(tagged, key=lambda e: e[1][FRAGMENT_KEY])]
+        prompts = [entry[0] for entry in tagged]
     elif len(conditioning) == 1:
         prompts = [conditioning[0][0]]
     else:
         raise ValueError(f"got {len(conditioning)} combined conditionings; CausVid takes one prompt per fragment: "
                          "use CausVid Text Encode with one prompt per line")
-    if len(prompts) > num_fragments:
-        raise ValueError(f"{len(prompts)} prompts for {num_fragments} fragment(s): raise num_fragments or remove "
+    if len(prompts) > len(segments):
+        raise ValueError(f"{len(prompts)} prompts for {len(segments)} fragment(s): raise num_fragments or remove "
                          "prompt lines")
-    prompts += [prompts[-1]] * (num_fragments - len(prompts))
-    for p in prompts:
-        if p.shape[1] > 512:
-            raise ValueError(f"the prompt has {p.shape[1]} tokens but the model reads at most 512: shorten it or "
-                             "use CausVid Text Encode, which truncates like the reference")
-    return prompts
+    starts = [sum(segments[:i]) for i in range(len(prompts))]
+    return [PromptChange(start, p) for start, p in zip(starts, prompts)]
 
 
-def run(model, conditioning, *, schedule: Schedule, width: int, height: int, num_frames: int, num_fragments: int,
-        generator: torch.Generator, start: torch.Tensor | None, prefix: torch.Tensor | None,
-        fused_kernels: bool, node_id: str | None) -> tuple[torch.Tensor, CausVidState]:
+def run(model, conditioning, *, schedule: Schedule, policy: CachePolicy, width: int, height: int, num_frames: int,
+        num_fragments: int, seconds: float, generator: torch.Generator, start: torch.Tensor | None,
+        prefix: torch.Tensor | None, resume: CausVidState | None, fused_kernels: bool,
+        node_id: str | None) -> tuple[torch.Tensor, CausVidState]:
     """Sample and package the result: (new latents in VAE space, the state after them)."""
     network = causal_network(model)
-    contexts = prompt_embeddings(conditioning, num_fragments)
-    batch = contexts[0].shape[0]
+    start_frames = 0 if start is None else start.shape[2]
+    # a continuation adds fragments that each start from a re-cached block (its length with any policy)
+    segments = fragment_lengths(num_frames, num_fragments, start_frames if resume is None else FRAMES_PER_BLOCK)
+    total = frames_for_seconds(seconds, start_frames) if seconds > 0 else sum(segments)
+    timeline = prompt_timeline(conditioning, segments, start_frames)
     device, dtype = model.load_device, compute_dtype(model)
     mm.throw_exception_if_processing_interrupted()
-    memory = working_memory_bytes(network, batch=batch, num_frames=num_frames, height=height, width=width,
-                                  dtype=dtype)
+    memory = working_memory_bytes(network, batch=timeline[0].context.shape[0], num_frames=policy.window, height=height,
+                                  width=width, dtype=dtype)
     mm.load_models_gpu([model], memory_required=memory)
-    start_frames = 0 if start is None else start.shape[2]
-    total = sum(fragment_lengths(num_frames, num_fragments, start_frames)) // FRAMES_PER_BLOCK * schedule.num_steps
-    bar = comfy.utils.ProgressBar(total, node_id=node_id)
     previewer = latent_preview.get_previewer(device, model.model.latent_format)
+    bars: list[comfy.utils.ProgressBar] = []
 
     def progress(p) -> None:
         mm.throw_exception_if_processing_interrupted()
+        if not bars:
+            bars.append(comfy.utils.ProgressBar(p.total, node_id=node_id))
         preview = None
         if previewer is not None:
             preview = previewer.decode_latent_to_preview_image("JPEG", p.denoised[:, :, -1:].float())
-        bar.update_absolute(p.completed, p.total, preview)
+        bars[0].update_absolute(p.completed, p.total, preview)
 
-    result = generate(network, contexts, height=height, width=width, schedule=schedule, num_frames=num_frames,
-                      num_fragments=num_fragments, generator=generator, start_latents=start, device=device,
-                      dtype=dtype, progress=progress, fused_kernels=fused_kernels)
+    result = generate(network, timeline, height=height, width=width, schedule=schedule, policy=policy,
+                      num_frames=num_frames, total_frames=total, generator=generator, start_latents=start,
+                      resume=None if resume is None else resume.history, device=device, dtype=dtype,
+                      output_device="cpu", record=True, progress=progress, fused_kernels=fused_kernels)
     out_device = mm.intermediate_device()
     new = model.model.process_latent_out(result.latents.float()).to(out_device)
     video = new if prefix is None else torch.cat([prefix.to(out_device), new], dim=2)
-    state = CausVidState(last_block=result.last_block.cpu(), video=video.cpu(), rng_state=generator.get_state(),
-                         rng_device=str(device), schedule=schedule, fused_kernels=fused_kernels,
+    state = CausVidState(history=result.history, video=video.cpu(), rng_state=generator.get_state(),
+                         rng_device=str(device), schedule=schedule, policy=policy, fused_kernels=fused_kernels,
                          num_frames=num_frames, width=width, height=height)
     return new, state
 
@@ -136,6 +169,27 @@ def restore_generator(state: CausVidState, device: torch.device) -> torch.Genera
     return generator
 
 
+POLICY_TOOLTIP = ("How context carries past the window. fragments: every `length` frames start a new window from "
+                  "the last block (LightX2V). rolling: a sliding window of the most recent frames (CausVid-Plus, "
+                  "Self-Forcing). sink: the first frames stay, the rest slides (LongLive). Any policy makes a "
+                  "video of any length at constant memory.")
+
+
+def _video_inputs() -> list:
+    return [
+        io.Combo.Input("cache", options=[PRESET_POLICY, *KINDS], default=PRESET_POLICY, optional=True,
+                       tooltip=POLICY_TOOLTIP),
+        io.Int.Input("window", default=0, min=0, max=1023, optional=True,
+                     tooltip="Latent frames the KV cache holds (0: the policy's default: 21 rolling, 12 sink, the "
+                             "length's for fragments). A multiple of 3."),
+        io.Int.Input("sink_frames", default=-1, min=-1, max=1020, optional=True,
+                     tooltip="Sink policy: leading latent frames that are never evicted (-1: the default, 3)."),
+        io.Float.Input("seconds", default=0.0, min=0.0, max=36000.0, step=0.25, optional=True,
+                       tooltip="Total length in seconds at 16 fps, start latent included (0: length and "
+                               "num_fragments decide). Past one window, the cache policy carries the context."),
+    ]
+
+
 class CausVidSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -144,32 +198,35 @@ class CausVidSampler(io.ComfyNode):
             display_name="CausVid Sampler",
             category="CausVid",
             description="Autoregressive few-step sampling of a causal Wan2.1 model: 3 latent frames at a time over a "
-                        "KV cache, fragments of `length` frames chained end to start. Returns VAE-space latents.",
+                        "KV cache kept by a cache policy, for any length. Returns VAE-space latents (the start "
+                        "latent first, when one is connected).",
             inputs=[
                 io.Model.Input("model", tooltip="From CausVid Model Loader."),
-                io.Conditioning.Input("positive", tooltip="CausVid Text Encode (one prompt per fragment) or "
-                                                          "CLIPTextEncode."),
+                io.Conditioning.Input("positive", tooltip="CausVid Text Encode (one prompt per fragment, or "
+                                                          "'seconds: prompt' lines) or CLIPTextEncode."),
                 io.Int.Input("width", default=832, min=16, max=4096, step=16),
                 io.Int.Input("height", default=480, min=16, max=4096, step=16),
                 io.Int.Input("length", default=81, min=9, max=MAX_LENGTH, step=12,
                              tooltip="Frames per fragment: 81 = 21 latent frames = 5 s at 16 fps (the trained "
-                                     "length). Must be 1 + 4·(3k)."),
+                                     "length). Must be 9 + 12k."),
                 io.Combo.Input("preset", options=list(SCHEDULES), default="CausVid 1.3B",
-                               tooltip="Step list, shift and clean pass of the checkpoint family."),
+                               tooltip="Step list, shift, clean pass and cache policy of the checkpoint family."),
                 io.String.Input("custom_steps", default="", tooltip="Optional step list replacing the preset's, "
                                 "e.g. '1000, 757, 522'; shift, warp and clean pass stay the preset's."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Noise seed. With a state connected the noise continues from the state and "
                                      "the seed is not used."),
                 io.Int.Input("num_fragments", default=1, min=1, max=256,
-                             tooltip="Fragments to chain: each later one adds length − 12 frames."),
+                             tooltip="Fragments to chain: each later one adds length - 12 frames."),
                 io.Boolean.Input("fused_kernels", default=False, optional=True,
-                                 tooltip="Compiled elementwise kernels (CUDA + Triton): ~1.3× faster on an H100 "
+                                 tooltip="Compiled elementwise kernels (CUDA + Triton): ~1.3x faster on an H100 "
                                          "(bench/RESULTS.md), within bf16 tolerance of the reference numerics "
                                          "but not bitwise equal. The first run compiles for a while."),
-                io.Latent.Input("start_latent", optional=True, tooltip="Optional video latent (VAE Encode) to "
-                                "extend: 3·k latent frames, fewer than the fragment's."),
+                io.Latent.Input("start_latent", optional=True, tooltip="Optional start: VAE Encode of one image "
+                                "(1 latent frame) or of a video. It is cached before the first block, which "
+                                "attends to it, and the returned latent begins with it."),
                 CausVidStateType.Input("state", optional=True, tooltip="Continue from an earlier sampler's state."),
+                *_video_inputs(),
             ],
             outputs=[io.Latent.Output(display_name="latent"), CausVidStateType.Output(display_name="state")],
             hidden=[io.Hidden.unique_id],
@@ -193,37 +250,40 @@ class CausVidSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, width: int, height: int, length: int, preset: str, custom_steps: str,
                 seed: int, num_fragments: int, fused_kernels: bool = False, start_latent=None,
-                state: CausVidState | None = None) -> io.NodeOutput:
+                state: CausVidState | None = None, cache: str = PRESET_POLICY, window: int = 0,
+                sink_frames: int = -1, seconds: float = 0.0) -> io.NodeOutput:
         if (message := cls.validate_inputs(width, height, length, custom_steps)) is not True:
             raise ValueError(message)
         schedule = choose_schedule(preset, custom_steps)
         num_frames = latent_frames(length)
+        policy = choose_policy(preset, cache, window, sink_frames, num_frames)
         if state is not None:
             if start_latent is not None:
                 raise ValueError("connect either a start latent or a state, not both")
             if (state.width, state.height, state.num_frames) != (width, height, num_frames):
-                raise ValueError(f"the state was sampled at {state.width}×{state.height}, "
+                raise ValueError(f"the state was sampled at {state.width}x{state.height}, "
                                  f"{4 * state.num_frames - 3} frames per fragment; set the same size and length")
-            generator, start, prefix = restore_generator(state, model.load_device), state.last_block, state.video
+            if state.policy != policy:
+                raise ValueError(f"the state was sampled with a {state.policy.describe()}; this sampler is set to a "
+                                 f"{policy.describe()}: set the same cache settings")
+            generator, start, prefix = restore_generator(state, model.load_device), None, state.video
         else:
             generator = torch.Generator(model.load_device).manual_seed(seed)
             start = prefix = None
             if start_latent is not None:
                 prefix = start_latent["samples"]
                 expected = (height // 8, width // 8)
-                if prefix.dim() != 5 or tuple(prefix.shape[3:]) != expected:
-                    raise ValueError(f"the start latent is {list(prefix.shape)}; it must be a video latent of "
-                                     f"{width}×{height} ([B, 16, frames, {height // 8}, {width // 8}])")
-                if prefix.shape[2] % FRAMES_PER_BLOCK:
-                    raise ValueError(
-                        f"the start latent has {prefix.shape[2]} latent frames; CausVid caches whole blocks of "
-                        f"{FRAMES_PER_BLOCK}. Encode 9, 21, 33, … frames (to start from one image, repeat it 9 times "
-                        "and VAE Encode the still video)")
+                if prefix.dim() != 5 or tuple(prefix.shape[3:]) != expected or prefix.shape[1] != 16:
+                    raise ValueError(f"the start latent is {list(prefix.shape)}; it must be a Wan video latent of "
+                                     f"{width}x{height} ([B, 16, frames, {height // 8}, {width // 8}]): VAE Encode "
+                                     "an image or a video of that size with the Wan 2.1 VAE")
                 start = model.model.process_latent_in(prefix.float())
-        new, next_state = run(model, positive, schedule=schedule, width=width, height=height, num_frames=num_frames,
-                              num_fragments=num_fragments, generator=generator, start=start, prefix=prefix,
+        new, next_state = run(model, positive, schedule=schedule, policy=policy, width=width, height=height,
+                              num_frames=num_frames, num_fragments=num_fragments, seconds=seconds,
+                              generator=generator, start=start, prefix=prefix, resume=state,
                               fused_kernels=fused_kernels, node_id=cls.hidden.unique_id)
-        return io.NodeOutput({"samples": new}, next_state)
+        latent = new if prefix is None or state is not None else next_state.video
+        return io.NodeOutput({"samples": latent}, next_state)
 
 
 class CausVidContinue(io.ComfyNode):
@@ -233,13 +293,19 @@ class CausVidContinue(io.ComfyNode):
             node_id="CausVidContinue",
             display_name="CausVid Continue",
             category="CausVid",
-            description="Grows a video by more fragments with a new (or the same) prompt. Returns the new frames and "
-                        "the whole video so far: decode the whole video once, so there is no seam.",
+            description="Grows a video by more fragments with a new (or the same) prompt: the cache is rebuilt exactly "
+                        "as it was, so the result equals one long run. Returns the new frames and the whole video "
+                        "so far: decode the whole video once, so there is no seam.",
             inputs=[
                 io.Model.Input("model"),
                 CausVidStateType.Input("state"),
-                io.Conditioning.Input("positive"),
-                io.Int.Input("num_fragments", default=1, min=1, max=256),
+                io.Conditioning.Input("positive", tooltip="The prompt(s) from here on; the same prompt as before "
+                                                          "goes on without a re-cache, another one re-caches the "
+                                                          "window (window policies) or starts the next fragment."),
+                io.Int.Input("num_fragments", default=1, min=1, max=256,
+                             tooltip="How much to add: this many times (length - 12) frames."),
+                io.Float.Input("seconds", default=0.0, min=0.0, max=36000.0, step=0.25, optional=True,
+                               tooltip="Seconds to add instead (0: num_fragments decides)."),
             ],
             outputs=[io.Latent.Output(display_name="fragment"), io.Latent.Output(display_name="video"),
                      CausVidStateType.Output(display_name="state")],
@@ -247,9 +313,10 @@ class CausVidContinue(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, state: CausVidState, positive, num_fragments: int) -> io.NodeOutput:
-        new, next_state = run(model, positive, schedule=state.schedule, width=state.width, height=state.height,
-                              num_frames=state.num_frames, num_fragments=num_fragments,
-                              generator=restore_generator(state, model.load_device), start=state.last_block,
-                              prefix=state.video, fused_kernels=state.fused_kernels, node_id=cls.hidden.unique_id)
+    def execute(cls, model, state: CausVidState, positive, num_fragments: int, seconds: float = 0.0) -> io.NodeOutput:
+        new, next_state = run(model, positive, schedule=state.schedule, policy=state.policy, width=state.width,
+                              height=state.height, num_frames=state.num_frames, num_fragments=num_fragments,
+                              seconds=seconds, generator=restore_generator(state, model.load_device), start=None,
+                              prefix=state.video, resume=state, fused_kernels=state.fused_kernels,
+                              node_id=cls.hidden.unique_id)
         return io.NodeOutput({"samples": new}, {"samples": next_state.video}, next_state)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..causal.text import TEXT_TOKENS, clean_prompt, split_prompts
+from ..causal.text import TEXT_TOKENS, clean_prompt, split_timed_prompts
 
 FRAGMENT_KEY = "causvid_fragment"
-"""CONDITIONING entries tagged with their fragment index carry one prompt per fragment."""
+"""CONDITIONING entries tagged with their index carry one prompt per fragment (or per timed line)."""
+START_KEY = "causvid_start_seconds"
+"""Timed lines (`seconds: prompt`) also carry when they start."""
 
 
 def _escape_weights(text: str) -> str:
@@ -39,11 +41,13 @@ class CausVidTextEncode(io.ComfyNode):
             category="CausVid",
             description="Encodes prompts with umT5 the way CausVid does: ftfy/HTML/whitespace cleaning, brackets "
                         "taken literally, at most 512 tokens. One prompt per line: line N drives fragment N "
-                        "(the last line repeats for later fragments).",
+                        "(the last line repeats for later fragments), or a timeline with one 'seconds: prompt' "
+                        "per line (e.g. '0: a cat sleeps' then '20: the cat wakes up').",
             inputs=[
                 io.Clip.Input("clip", tooltip="The umT5-XXL text encoder (CLIPLoader, type wan)."),
                 io.String.Input("text", multiline=True, dynamic_prompts=True,
-                                tooltip="One prompt per line; each line is one fragment's prompt."),
+                                tooltip="One prompt per line; each line is one fragment's prompt. Or a timeline: "
+                                        "'0: first prompt', '12.5: second prompt', ... (seconds into the video)."),
             ],
             outputs=[io.Conditioning.Output(tooltip="One entry per prompt, for CausVid Sampler.")],
         )
@@ -52,13 +56,14 @@ class CausVidTextEncode(io.ComfyNode):
     def execute(cls, clip, text: str) -> io.NodeOutput:
         if clip is None:
             raise RuntimeError("no text encoder: connect a CLIPLoader (type wan) with umt5_xxl")
-        prompts = [clean_prompt(p) for p in split_prompts(text)] or [""]
+        lines = [(start, clean_prompt(p)) for start, p in split_timed_prompts(text)] or [(None, "")]
         conditioning = []
-        for index, prompt in enumerate(prompts):
+        for index, (start, prompt) in enumerate(lines):
             tokens = clip.tokenize(_escape_weights(prompt))
             tokenizer = getattr(clip.tokenizer, getattr(clip.tokenizer, "clip", ""), None)
             end_token = getattr(tokenizer, "end_token", 1)
             encoded = clip.encode_from_tokens(_truncate(tokens, end_token), return_dict=True)
             cond = encoded.pop("cond")
-            conditioning.append([cond, {**encoded, FRAGMENT_KEY: index}])
+            tags = {FRAGMENT_KEY: index} if start is None else {FRAGMENT_KEY: index, START_KEY: start}
+            conditioning.append([cond, {**encoded, **tags}])
         return io.NodeOutput(conditioning)

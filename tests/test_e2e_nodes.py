@@ -86,7 +86,9 @@ def test_example_workflow_runs(comfy_server, standins, name):
     frames = check_video(comfy_server, result, prompt)
     assert frames == {"causvid_1.3b_t2v": 21,  # 6 latent frames
                       "causvid_14b_lightx2v_3_fragments": 45,  # 6 + 3 + 3
-                      "causvid_long_video_prompt_per_fragment": 57}[name]  # (6 + 3 + 3) + 3
+                      "causvid_long_video_prompt_per_fragment": 57,  # (6 + 3 + 3) + 3
+                      "causvid_one_minute_three_prompts": 969,  # seconds = 60: 243 latent frames
+                      "causvid_image_to_video": 13}[name]  # the image + one block = 4 latent frames
     # progress: one message per denoising step of every sampling node, each with a latent preview
     samplers = eg.find_nodes(prompt, "CausVidSampler") + eg.find_nodes(prompt, "CausVidContinue")
     progress = result.of_type("progress")
@@ -128,26 +130,49 @@ def test_core_clip_text_encode_into_sampler(comfy_server, standins):
     assert text_id in {d["node"] for d in result.of_type("executing")}
 
 
-@pytest.mark.parametrize("start_length, expected", [(9, "ok"), (1, "whole blocks of 3")])
-def test_start_latent_extends_a_video(comfy_server, standins, start_length, expected):
-    """A start LATENT (VAE space, 3·k latent frames) is prefilled; the sampler returns only new frames.
-    A single-image latent is refused with a message that says how to encode a still video instead."""
+@pytest.mark.parametrize("start_length, latent_frames", [(9, 3 + 3), (1, 1 + 3)])
+def test_start_latent_begins_the_video(comfy_server, standins, start_length, latent_frames):
+    """A start LATENT (VAE space) is cached before the first block: a video of 3 latent frames, or one image
+    (1 latent frame, no repeating needed). The returned latent begins with it, then the new blocks."""
     prompt = eg.standin_prompt(eg.load_api("causvid_1.3b_t2v"), width=W, height=H, length=LENGTH)
     sampler_id = eg.find_nodes(prompt, "CausVidSampler")[0]
     (save_id,) = eg.find_nodes(prompt, "SaveVideo")
     prompt["90"] = {"class_type": "EmptyHunyuanLatentVideo",
                     "inputs": {"width": W, "height": H, "length": start_length, "batch_size": 1}}
     prompt[sampler_id]["inputs"]["start_latent"] = ["90", 0]
-    result = comfy_server.run(prompt, timeout=90)
-    if expected != "ok":
-        assert result.status == "error" and expected in result.error["exception_message"], result.describe()
-        assert "9 times" in result.error["exception_message"]
-        return
-    assert result.status == "success", result.describe()
-    # 21 frames per fragment = 6 latent frames: 3 prefilled, 3 new (one block of the preset's 3 steps)
+    result = run_ok(comfy_server, prompt)
+    # 21 frames per fragment = 6 latent frames: the start, then one block of the preset's 3 steps
     assert len(result.of_type("progress")) == 3
     (path,) = comfy_server.output_paths(result, node_id=save_id)
-    assert video_info(path)[0] == 9
+    assert video_info(path)[0] == 1 + 4 * (latent_frames - 1)
+
+
+def test_rolling_video_past_the_window_with_a_prompt_timeline(comfy_server, standins):
+    """A sink policy past its window, a 'seconds: prompt' timeline and a total length in seconds: 2 s at
+    16 fps = 32 frames -> 9 latent frames (33 video frames), three blocks."""
+    prompt = eg.standin_prompt(eg.load_api("causvid_1.3b_t2v"), width=W, height=H, length=LENGTH)
+    (sampler_id,) = eg.find_nodes(prompt, "CausVidSampler")
+    (text_id,) = eg.find_nodes(prompt, "CausVidTextEncode")
+    (save_id,) = eg.find_nodes(prompt, "SaveVideo")
+    prompt[text_id]["inputs"]["text"] = "0: a red ball\n1.2: a blue ball"
+    prompt[sampler_id]["inputs"].update(cache="sink", window=6, sink_frames=3, seconds=2.0)
+    result = run_ok(comfy_server, prompt)
+    assert len(result.of_type("progress")) == 3 * 3
+    (path,) = comfy_server.output_paths(result, node_id=save_id)
+    assert video_info(path)[0] == 33
+
+
+@pytest.mark.parametrize("inputs, words", [
+    (dict(cache="sink", window=6, sink_frames=6), "smaller than the window"),
+    (dict(cache="rolling", window=4), "whole number of 3-frame blocks"),
+    (dict(cache="rolling", sink_frames=3), "only applies to the sink policy"),
+])
+def test_bad_cache_settings_say_what_to_change(comfy_server, standins, inputs, words):
+    prompt = eg.standin_prompt(eg.load_api("causvid_1.3b_t2v"), width=W, height=H, length=LENGTH)
+    (sampler_id,) = eg.find_nodes(prompt, "CausVidSampler")
+    prompt[sampler_id]["inputs"].update(inputs)
+    result = comfy_server.run(prompt, timeout=90)
+    assert result.status == "error" and words in result.error["exception_message"], result.describe()
 
 
 # -------------------------------------------------------------------------------------------------
