@@ -9,7 +9,9 @@
   slots have matching types;
 * each UI workflow, converted to API format the way the frontend does it, equals its twin;
 * the workflows keep their promises (files, sizes, presets, fragment counts) and ComfyUI lists them as
-  templates of this pack.
+  templates of this pack;
+* the examples that the generic e2e run (tests/test_e2e_nodes.py) cannot cover as they are (a one-minute
+  video, a start image) run end to end on tiny stand-ins, shortened where needed.
 """
 
 from __future__ import annotations
@@ -101,7 +103,8 @@ def check_widget_value(where: str, node_type: str, name: str, kind: str, opts: d
 
 
 def promised_files(name: str) -> set[str]:
-    return {f for files in eg.WORKFLOWS[name].files.values() for f in files}
+    wf = eg.WORKFLOWS[name]
+    return {f for files in wf.files.values() for f in files} | set(wf.images)
 
 
 def ui_to_api(ui: dict, object_info: dict) -> dict:
@@ -120,6 +123,7 @@ def ui_to_api(ui: dict, object_info: dict) -> dict:
             inputs[name] = next(values)
             if opts.get("control_after_generate"):
                 next(values)
+        # an upload button's value follows (never serialized into the prompt)
         for slot in node.get("inputs") or []:
             if slot.get("link") is not None:
                 row = links[slot["link"]]
@@ -211,12 +215,13 @@ def frontend_schema_problems(ui: dict) -> list[str]:
 # Files
 
 
-def test_example_files_are_the_three_workflows():
+def test_example_files_are_the_five_workflows():
     ui_files = sorted(p.stem for p in eg.UI_DIR.glob("*.json"))
     api_files = sorted(p.stem for p in eg.API_DIR.glob("*.json"))
     assert ui_files == NAMES == api_files
     assert set(NAMES) == {"causvid_1.3b_t2v", "causvid_14b_lightx2v_3_fragments",
-                          "causvid_long_video_prompt_per_fragment"}
+                          "causvid_long_video_prompt_per_fragment", "causvid_one_minute_three_prompts",
+                          "causvid_image_to_video"}
 
 
 def test_files_are_generated_and_current(object_info):
@@ -286,6 +291,9 @@ def test_ui_workflow_matches_object_info(name, object_info):
             expected.append((wname, kind, opts))
             if opts.get("control_after_generate"):
                 expected.append((wname + ".control", "CONTROL", {}))
+        if any(opts.get("image_upload") for _, _, opts in widgets(schema)):
+            # the frontend's upload button (Comfy.UploadImage) after the widgets; the editor saves its value
+            expected.append(("upload", "UPLOAD", {}))
         values = n.get("widgets_values", [])
         if len(values) != len(expected):
             problems.append(f"{where}: {len(values)} widgets_values for {len(expected)} widgets "
@@ -295,6 +303,9 @@ def test_ui_workflow_matches_object_info(name, object_info):
             if kind == "CONTROL":
                 if value not in CONTROL_VALUES:
                     problems.append(f"{where}: {wname}={value!r}")
+            elif kind == "UPLOAD":
+                if value != "image":
+                    problems.append(f"{where}: upload button value {value!r}, the editor writes 'image'")
             else:
                 problems += check_widget_value(where, n["type"], wname, kind, opts, value, promised)
         # socket slots in schema order; widget inputs (frontend ≥ 1.16 style) must name a widget
@@ -405,10 +416,14 @@ def test_common_parts(name):
     for folder, files in eg.WORKFLOWS[name].files.items():
         for f in files:
             assert f in note and f"models/{folder}/" in note, (folder, f)
+    for image in eg.WORKFLOWS[name].images:
+        assert image in note and "ComfyUI/input/" in note, image
     assert loader["ckpt_name"] in eg.WORKFLOWS[name].files["diffusion_models"]
     assert "never downloads" in note
     for sampler in eg.find_nodes(api, "CausVidSampler"):
         assert api[sampler]["inputs"]["model"] == [loader_id, 0]
+    for encode in eg.find_nodes(api, "VAEEncode"):  # a start image is encoded with the same Wan VAE
+        assert api[encode]["inputs"]["vae"] == [eg.find_nodes(api, "VAELoader")[0], 0]
 
 
 def test_causvid_13b_t2v_settings():
@@ -451,6 +466,162 @@ def test_long_video_prompt_per_fragment():
     decode_id, decode = _one(api, "VAEDecode")
     assert decode["samples"] == [cid, 1], "decode the Continue node's whole `video` once (no seams)"
     assert eg.latent_frames_of(api, cid, 1) == eg.latent_frames_of(api, sid) + 18 * c["num_fragments"]
+
+
+def test_one_minute_three_prompts():
+    name = "causvid_one_minute_three_prompts"
+    api, ui = eg.load_api(name), eg.load_ui(name)
+    _, loader = _one(api, "CausVidModelLoader")
+    assert loader["ckpt_name"] == eg.SELF_FORCING_13B == "self_forcing_dmd.pt"
+    sid, s = _one(api, "CausVidSampler")
+    assert (s["width"], s["height"], s["seconds"], s["num_fragments"]) == (832, 480, 60.0, 1)
+    assert s["preset"] in ("Self-Forcing / LongLive 1.3B", "LongLive 1.3B")
+    assert (s["cache"], s["window"], s["sink_frames"]) == ("sink", 12, 3)
+    assert "start_latent" not in s and "state" not in s
+    text = api[s["positive"][0]]
+    assert text["class_type"] == "CausVidTextEncode"
+    lines = [line for line in text["inputs"]["text"].splitlines() if line.strip()]
+    times = [float(line.split(":", 1)[0]) for line in lines]
+    assert times == [0, 20, 40], lines
+    assert all(len(line.split(":", 1)[1].strip()) > 40 for line in lines)
+    # 60 s at 16 fps = 960 frames -> 241 latent frames -> 81 whole blocks = 243 latent frames = 969 frames
+    assert eg.latent_frames_of(api, sid) == 243
+    decode_id, decode = _one(api, "VAEDecode")
+    assert decode["samples"] == [sid, 0]
+    assert eg.decoded_frames(api, decode_id) == 969 >= 60 * 16
+    note = _note(ui)
+    for words in ("gdhe17/Self-Forcing", "checkpoints/self_forcing_dmd.pt", "generator_ema", "seconds 60", "969",
+                  "sink", "window 12", "constant", "re-cache", "LongLive"):
+        assert words in note, words
+
+
+def test_one_minute_frame_count_agrees_with_the_sampler():
+    """eg.frames_for_seconds (written out for the checks) equals the node's causal.prompts.frames_for_seconds."""
+    from causal.prompts import frames_for_seconds
+
+    for seconds in (0.25, 1, 2, 3, 4.5, 5, 20, 60, 61.3):
+        for start in (0, 1, 3):
+            assert eg.frames_for_seconds(seconds, start) == frames_for_seconds(seconds, start), (seconds, start)
+
+
+def test_image_to_video():
+    name = "causvid_image_to_video"
+    api, ui = eg.load_api(name), eg.load_ui(name)
+    _, loader = _one(api, "CausVidModelLoader")
+    assert loader["ckpt_name"] == eg.CAUSVID_13B
+    sid, s = _one(api, "CausVidSampler")
+    assert (s["width"], s["height"], s["length"], s["preset"], s["num_fragments"]) == (832, 480, 81, "CausVid 1.3B", 1)
+    assert s["seconds"] == 0 and "state" not in s
+    # LoadImage -> ImageScale (the sampler's size) -> VAEEncode -> start_latent
+    encode_id, encode = _one(api, "VAEEncode")
+    assert s["start_latent"] == [encode_id, 0]
+    scale_id, scale = _one(api, "ImageScale")
+    assert encode["pixels"] == [scale_id, 0]
+    assert (scale["width"], scale["height"]) == (s["width"], s["height"]) and scale["crop"] == "center"
+    load_id, load = _one(api, "LoadImage")
+    assert scale["image"] == [load_id, 0] and load["image"] == eg.START_IMAGE
+    assert eg.start_frames_of(api, s["start_latent"]) == 1
+    # the image (1 latent frame) and the 6 whole blocks that fit in 21: 19 latent frames = 73 frames
+    assert eg.latent_frames_of(api, sid) == 19
+    decode_id, decode = _one(api, "VAEDecode")
+    assert decode["samples"] == [sid, 0]
+    assert eg.decoded_frames(api, decode_id) == 73
+    note = _note(ui)
+    assert "trained to start from a single image" in note and "varies" in note
+    assert "73 frames" in note and "832" in note
+
+
+# -------------------------------------------------------------------------------------------------
+# The new examples end to end, on tiny stand-ins in the real ComfyUI
+
+
+W, H = 64, 48
+
+
+@pytest.fixture(scope="module")
+def standins(comfy_server):
+    eg.write_standin_models(comfy_server.models_dir)
+    return comfy_server.models_dir
+
+
+def video_info(path: Path) -> tuple[int, int, int, float]:
+    """(frames, width, height, fps) of a saved video, read back with PyAV."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(stream))
+        return frames, stream.codec_context.width, stream.codec_context.height, float(stream.average_rate)
+
+
+def run_and_check_video(server, prompt: dict, timeout: float = 120):
+    """Run the prompt; the saved video must have the frames the settings promise, at W x H and 16 fps, and
+    each sampler must report one progress step per denoising step of its blocks."""
+    from causal.schedule import SCHEDULES
+
+    result = server.run(prompt, timeout=timeout)
+    assert result.status == "success", result.describe() + "\n" + server.log_tail(3000)
+    (decode_id,) = eg.find_nodes(prompt, "VAEDecode")
+    (save_id,) = eg.find_nodes(prompt, "SaveVideo")
+    (path,) = server.output_paths(result, node_id=save_id)
+    frames, width, height, fps = video_info(path)
+    assert (width, height, round(fps)) == (W, H, 16)
+    assert frames == eg.decoded_frames(prompt, decode_id)
+    for sid in eg.find_nodes(prompt, "CausVidSampler"):
+        steps = eg.new_latent_frames_of(prompt, sid) // 3 * SCHEDULES[prompt[sid]["inputs"]["preset"]].num_steps
+        mine = [p["value"] for p in result.of_type("progress") if p["node"] == sid]
+        assert mine == list(range(1, steps + 1)), (sid, mine)
+    return result, frames
+
+
+@pytest.mark.parametrize("window", [None, 6])
+def test_one_minute_workflow_runs_shortened(comfy_server, standins, window):
+    """The one-minute graph as it is, at 3 s instead of 60 (the timeline scaled to 0 / 1 / 2 s): 48 frames
+    -> 13 latent frames -> 5 blocks = 15 latent frames = 57 frames. That passes the workflow's 12-frame
+    window (sink 3), and with window 6 it evicts at every block; both prompt changes re-cache."""
+    name = "causvid_one_minute_three_prompts"
+    prompt = eg.standin_prompt(eg.load_api(name), width=W, height=H, length=21, seconds=3.0)
+    assert not eg.find_nodes(prompt, "CLIPLoader")
+    (sid,) = eg.find_nodes(prompt, "CausVidSampler")
+    sampler = prompt[sid]["inputs"]
+    if window is not None:
+        sampler["window"] = window
+    text = prompt[sampler["positive"][0]]["inputs"]["text"]
+    assert [line.split(":", 1)[0] for line in text.splitlines()] == ["0", "1", "2"]
+    assert [line.split(":", 1)[1] for line in text.splitlines()] == \
+        [f" {p}" for _, p in eg.ONE_MINUTE_TIMELINE]
+    assert eg.latent_frames_of(prompt, sid) == 15 > sampler["window"]
+    _, frames = run_and_check_video(comfy_server, prompt)
+    assert frames == 57
+
+
+def test_image_to_video_workflow_runs(comfy_server, standins):
+    """The image-to-video graph as it is (LoadImage of the stand-in PNG, ImageScale to the stand-in size,
+    VAE Encode): length 33 = 9 latent frames: the image, then 2 blocks = 7 latent frames = 25 frames. The
+    sampler's latent begins with the encoded image, unchanged."""
+    import torch
+    from safetensors.torch import load_file
+
+    name = "causvid_image_to_video"
+    assert (comfy_server.input_dir / eg.START_IMAGE).is_file()
+    prompt = eg.standin_prompt(eg.load_api(name), width=W, height=H, length=33)
+    (sid,) = eg.find_nodes(prompt, "CausVidSampler")
+    (scale_id,) = eg.find_nodes(prompt, "ImageScale")
+    assert (prompt[scale_id]["inputs"]["width"], prompt[scale_id]["inputs"]["height"]) == (W, H)
+    encode_id = prompt[sid]["inputs"]["start_latent"][0]
+    prompt["90"] = {"class_type": "SaveLatent", "inputs": {"samples": [encode_id, 0], "filename_prefix": "wf/start"}}
+    prompt["91"] = {"class_type": "SaveLatent", "inputs": {"samples": [sid, 0], "filename_prefix": "wf/i2v"}}
+    assert eg.latent_frames_of(prompt, sid) == 7
+    result, frames = run_and_check_video(comfy_server, prompt)
+    assert frames == 25
+
+    def latent(node_id: str) -> torch.Tensor:
+        (path,) = comfy_server.output_paths(result, node_id=node_id)
+        return load_file(str(path))["latent_tensor"]
+
+    start, video = latent("90"), latent("91")
+    assert start.shape == (1, 16, 1, H // 8, W // 8) and video.shape == (1, 16, 7, H // 8, W // 8)
+    assert torch.equal(video[:, :, :1], start)
 
 
 # -------------------------------------------------------------------------------------------------

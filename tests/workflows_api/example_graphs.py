@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -46,6 +48,8 @@ UMT5 = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
 WAN_VAE = "wan_2.1_vae.safetensors"
 CAUSVID_13B = "causvid_1.3b_autoregressive.pt"
 LIGHTX2V_14B = "lightx2v_causvid_14b.safetensors"
+SELF_FORCING_13B = "self_forcing_dmd.pt"  # gdhe17/Self-Forcing checkpoints/self_forcing_dmd.pt, name kept
+START_IMAGE = "example.png"  # ComfyUI ships input/example.png; the image-to-video example starts from it
 
 REPACKAGED = "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files"
 MODEL_LINKS = {  # the frontend's "missing models" dialog reads these from node properties
@@ -57,8 +61,14 @@ FILE_WIDGETS = {
     ("CLIPLoader", "clip_name"): "text_encoders",
     ("VAELoader", "vae_name"): "vae",
     ("CausVidModelLoader", "ckpt_name"): "diffusion_models",
+    ("LoadImage", "image"): "input",
 }
-"""(node type, widget) -> models folder: combos listing files, which a fresh install may not have."""
+"""(node type, widget) -> models folder (or ComfyUI's input folder): combos listing files, which a fresh
+install may not have."""
+
+UPLOAD_BUTTON_VALUE = "image"
+"""A combo with `image_upload` (LoadImage) gets the frontend's upload button widget after the node's
+widgets; the editor saves its value ("image") in widgets_values, though it is never sent to the server."""
 
 FRONTEND_ONLY = {"Note", "MarkdownNote", "PrimitiveNode", "Reroute"}
 """Node types the editor draws but never sends to the server (absent from /object_info)."""
@@ -104,6 +114,8 @@ class Workflow:
     groups: list[tuple[str, list[int]]]
     files: dict[str, list[str]]
     """models folder -> the file names the workflow expects there."""
+    images: list[str] = field(default_factory=list)
+    """Files the workflow expects in ComfyUI's input folder (LoadImage)."""
 
 
 POSITIVE = ("#232", "#353")  # the core templates' green prompt nodes
@@ -141,6 +153,8 @@ ComfyUI/models/
 - 832×480, **length 81** = 21 latent frames = 5 s at 16 fps (the trained length); lengths are 1 + 4·(3k).
 - Preset **CausVid 1.3B**: steps 1000, 757, 522 (shift 8) and a clean pass per block.
 - One prompt per line in *CausVid Text Encode*: line N drives fragment N (`num_fragments`).
+- `cache`, `window`, `sink_frames` and `seconds` keep their defaults: the preset's cache policy, and
+  `length` x `num_fragments` decide the length (see the one-minute example for a video in seconds).
 - {NO_CFG}
 """
     return Workflow(
@@ -154,7 +168,7 @@ ComfyUI/models/
                 "text": "A red fox trots through fresh snow in a sunlit birch forest, its breath steaming in "
                         "the cold air, the camera tracking beside it at ground level, cinematic, detailed fur."},
                  {"clip": (2, 0)}, title="CausVid Text Encode (Prompt)", color=POSITIVE[0], bgcolor=POSITIVE[1]),
-            Node(5, "CausVidSampler", (920, 0), (340, 290),
+            Node(5, "CausVidSampler", (920, 0), (340, 390),
                  {"width": 832, "height": 480, "length": 81, "preset": "CausVid 1.3B", "custom_steps": "",
                   "seed": 42, "num_fragments": 1, "fused_kernels": False},
                  {"model": (1, 0), "positive": (4, 0)}, control="randomize"),
@@ -207,7 +221,7 @@ ComfyUI/models/
                 "text": "A sailboat glides across a calm turquoise bay at golden hour, gentle waves sparkling, "
                         "seagulls circling the mast, a slow aerial shot that drifts around the boat."},
                  {"clip": (2, 0)}, title="CausVid Text Encode (Prompt)", color=POSITIVE[0], bgcolor=POSITIVE[1]),
-            Node(5, "CausVidSampler", (920, 0), (340, 290),
+            Node(5, "CausVidSampler", (920, 0), (340, 390),
                  {"width": 832, "height": 480, "length": 81, "preset": "CausVid-Plus 14B", "custom_steps": "",
                   "seed": 42, "num_fragments": 3, "fused_kernels": False},
                  {"model": (1, 0), "positive": (4, 0)}, control="randomize"),
@@ -259,13 +273,13 @@ The seed is *fixed*: change only the last prompt and ComfyUI reuses the cached s
             Node(3, "VAELoader", (0, 300), (400, 58), {"vae_name": WAN_VAE}),
             Node(4, "CausVidTextEncode", (440, 0), (460, 280), {"text": "\n".join(lines)}, {"clip": (2, 0)},
                  title="Prompts, one line per fragment", color=POSITIVE[0], bgcolor=POSITIVE[1]),
-            Node(5, "CausVidSampler", (940, 0), (340, 290),
+            Node(5, "CausVidSampler", (940, 0), (340, 390),
                  {"width": 832, "height": 480, "length": 81, "preset": "CausVid 1.3B", "custom_steps": "",
                   "seed": 42, "num_fragments": len(lines), "fused_kernels": False},
                  {"model": (1, 0), "positive": (4, 0)}, control="fixed"),
             Node(6, "CausVidTextEncode", (440, 360), (460, 160), {"text": more}, {"clip": (2, 0)},
                  title="Prompt for the continuation", color=POSITIVE[0], bgcolor=POSITIVE[1]),
-            Node(7, "CausVidContinue", (1320, 0), (300, 120), {"num_fragments": 1},
+            Node(7, "CausVidContinue", (1320, 0), (300, 150), {"num_fragments": 1},
                  {"model": (1, 0), "state": (5, 1), "positive": (6, 0)}),
             Node(8, "VAEDecode", (1660, 0), (220, 46), {}, {"samples": (7, 1), "vae": (3, 0)}),
             Node(9, "CreateVideo", (1660, 100), (270, 78), {"fps": 16.0}, {"images": (8, 0)}),
@@ -279,7 +293,174 @@ The seed is *fixed*: change only the last prompt and ComfyUI reuses the cached s
     )
 
 
-WORKFLOWS: dict[str, Workflow] = {w.name: w for w in (_t2v_13b(), _lightx2v_14b(), _long_video())}
+# ASCII source for the new notes; the characters match the existing notes'.
+ARROW = "\u2192"
+TIMES = "\u00d7"
+MIDDOT = "\u00b7"
+
+
+def _tree(files: dict[str, list[str]]) -> str:
+    """The models/ folder drawing of the notes."""
+    rows = [(folder, name) for folder, names in files.items() for name in names]
+    lines = ["ComfyUI/models/"]
+    for i, (folder, name) in enumerate(rows):
+        branch = "\u2514\u2500\u2500 " if i == len(rows) - 1 else "\u251c\u2500\u2500 "
+        lines.append(f"{branch}{folder}/{name}")
+    return "\n".join(lines)
+
+
+ONE_MINUTE_SECONDS = 60.0
+ONE_MINUTE_TIMELINE = [
+    (0, "A red fox trots through fresh snow in a quiet birch forest at dawn, soft blue light, its breath "
+        "steaming, the camera tracking beside it at ground level, cinematic, detailed fur."),
+    (20, "The red fox stops, ears pricked, and pounces head first into the deep snow after a mouse, snow "
+         "flying around it in the golden morning sun, the camera beside it at ground level."),
+    (40, "The red fox trots on through the snowy birch forest with a mouse in its mouth, sunlight falling "
+         "through the trees, the camera following it at ground level as it disappears among the trunks."),
+]
+
+
+def _one_minute() -> Workflow:
+    files = {"diffusion_models": [SELF_FORCING_13B], "text_encoders": [UMT5], "vae": [WAN_VAE]}
+    note = f"""## One minute, three prompts: Self-Forcing 1.3B with a sink cache
+
+A 60 s video from **one** sampler run whose prompt changes at 20 s and 40 s, at constant memory.
+
+### Models (this pack never downloads weights)
+- **`{SELF_FORCING_13B}`** {ARROW} `ComfyUI/models/diffusion_models/`: download
+  `checkpoints/{SELF_FORCING_13B}` from [gdhe17/Self-Forcing](https://huggingface.co/gdhe17/Self-Forcing)
+  (keep its name). The loader reads the `.pt` with torch's safe loader (no pickled code runs) and takes
+  its `generator_ema` weights.
+{DOWNLOAD_COMMON}
+
+```
+{_tree(files)}
+```
+
+### Settings
+- **seconds 60**: the sampler adds 3-latent-frame blocks until the video lasts 60 s at 16 fps:
+  243 latent frames = **969 frames** (60.6 s), 81 blocks. With `seconds` set, `length` and
+  `num_fragments` no longer decide the length.
+- **A prompt timeline**: one `seconds: prompt` line per prompt in *CausVid Text Encode* (`0:`, `20:`,
+  `40:`). A prompt takes over at the first block that starts at or after its time.
+- Preset **Self-Forcing / LongLive 1.3B**: steps 1000, 750, 500, 250 (shift 5, warped) and a clean pass
+  per block.
+- **cache sink, window 12, sink_frames 3** (LongLive's inference setting): the KV cache holds the first
+  3 latent frames of the video (the attention *sink*) plus the 9 most recent ones, 12 latent frames
+  whatever the length. Older frames are evicted, so memory and time per block stay **constant**: once
+  the cache is full (4 blocks) the 81st block costs what the 5th did. RoPE positions stay absolute (the
+  frame's place in the video).
+- **Prompt switch** (LongLive's KV re-cache): where a new prompt starts, the frames in the window are
+  encoded again under the new prompt before the next block, so the next blocks attend to a cache built
+  under the prompt they follow (LongLive's method for switching prompts mid-video). The sink keeps the
+  first prompt's frames.
+- Self-Forcing was trained on 5 s clips, so expect some drift over a minute; LongLive is its fine-tune
+  for long videos and prompt switches (its LoRA is not supported by this pack yet). The CausVid 1.3B file
+  works here too: preset **CausVid 1.3B** with cache **rolling**.
+- Decoding 969 frames at 832{TIMES}480 keeps about 4.6 GB of images in RAM; *VAE Decode (Tiled)*
+  lowers the VRAM the decode needs.
+- {NO_CFG}
+"""
+    text = "\n".join(f"{t}: {prompt}" for t, prompt in ONE_MINUTE_TIMELINE)
+    return Workflow(
+        name="causvid_one_minute_three_prompts",
+        nodes=[
+            Node(1, "CausVidModelLoader", (0, 0), (400, 82),
+                 {"ckpt_name": SELF_FORCING_13B, "weight_dtype": "default"}),
+            Node(2, "CLIPLoader", (0, 140), (400, 106), {"clip_name": UMT5, "type": "wan", "device": "default"}),
+            Node(3, "VAELoader", (0, 300), (400, 58), {"vae_name": WAN_VAE}),
+            Node(4, "CausVidTextEncode", (440, 0), (480, 340), {"text": text}, {"clip": (2, 0)},
+                 title="Prompt timeline (seconds: prompt)", color=POSITIVE[0], bgcolor=POSITIVE[1]),
+            Node(5, "CausVidSampler", (960, 0), (340, 390),
+                 {"width": 832, "height": 480, "length": 81, "preset": "Self-Forcing / LongLive 1.3B",
+                  "custom_steps": "", "seed": 42, "num_fragments": 1, "fused_kernels": False,
+                  "cache": "sink", "window": 12, "sink_frames": 3, "seconds": ONE_MINUTE_SECONDS},
+                 {"model": (1, 0), "positive": (4, 0)}, control="randomize"),
+            Node(6, "VAEDecode", (1340, 0), (220, 46), {}, {"samples": (5, 0), "vae": (3, 0)}),
+            Node(7, "CreateVideo", (1340, 100), (270, 78), {"fps": 16.0}, {"images": (6, 0)}),
+            Node(8, "SaveVideo", (1640, 0), (480, 420),
+                 {"filename_prefix": "video/causvid_one_minute", "format": "auto", "codec": "auto"},
+                 {"video": (7, 0)}),
+        ],
+        note=Note(9, (-500, 0), (460, 900), note),
+        groups=[("Models", [1, 2, 3]), ("Prompt timeline", [4]), ("Sample 60 s", [5]),
+                ("Decode and save", [6, 7, 8])],
+        files=files,
+    )
+
+
+def _image_to_video() -> Workflow:
+    files = {"diffusion_models": [CAUSVID_13B], "text_encoders": [UMT5], "vae": [WAN_VAE]}
+    note = f"""## Image to video: CausVid 1.3B from a start image
+
+*CausVid Sampler* continues a video from a start latent: here the VAE encoding of one image.
+
+### Models (this pack never downloads weights)
+- **`{CAUSVID_13B}`** {ARROW} `ComfyUI/models/diffusion_models/`: download `autoregressive_checkpoint/model.pt`
+  from [tianweiy/CausVid](https://huggingface.co/tianweiy/CausVid) and **rename** it to `{CAUSVID_13B}`.
+{DOWNLOAD_COMMON}
+- The image: *Load Image* starts with ComfyUI's own `{START_IMAGE}` (in `ComfyUI/input/`); pick or
+  upload your own there.
+
+```
+{_tree(files)}
+```
+
+### How it works
+1. *Load Image* {ARROW} *Upscale Image* to the sampler's size, **832{TIMES}480**, crop *center* (keep the
+   two sizes equal) {ARROW} *VAE Encode* with the Wan 2.1 VAE: **one latent frame**.
+2. The sampler caches that frame before the first block; every block attends to it through the KV
+   cache and the video continues from it. The returned latent **begins with the image**: 1 + 18 =
+   19 latent frames = **73 frames** (4.6 s at 16 fps): length 81 is 21 latent frames, the image and
+   then the 6 whole 3-frame blocks that fit after it.
+3. Describe the image in the prompt, and the motion you want (the prompt here describes ComfyUI's
+   `{START_IMAGE}`, a child's drawing).
+
+### Be aware
+None of the released chunk-wise checkpoints (CausVid, Self-Forcing, LongLive, LightX2V's CausVid 14B)
+was trained to start from a single image: they are text-to-video models, used here zero-shot. The
+first block attends to the image and the video continues from it, but how faithfully it follows
+(colours, layout, identity) varies with the image, the prompt and the seed: try a few seeds.
+
+- Preset **CausVid 1.3B**: steps 1000, 757, 522 (shift 8) and a clean pass per block.
+- {NO_CFG}
+"""
+    return Workflow(
+        name="causvid_image_to_video",
+        nodes=[
+            Node(1, "CausVidModelLoader", (0, 0), (400, 82),
+                 {"ckpt_name": CAUSVID_13B, "weight_dtype": "default"}),
+            Node(2, "CLIPLoader", (0, 140), (400, 106), {"clip_name": UMT5, "type": "wan", "device": "default"}),
+            Node(3, "VAELoader", (0, 300), (400, 58), {"vae_name": WAN_VAE}),
+            Node(4, "LoadImage", (440, 0), (320, 330), {"image": START_IMAGE}, title="Start image"),
+            Node(5, "ImageScale", (440, 380), (320, 130),
+                 {"upscale_method": "lanczos", "width": 832, "height": 480, "crop": "center"},
+                 {"image": (4, 0)}),
+            Node(6, "VAEEncode", (440, 560), (220, 46), {}, {"pixels": (5, 0), "vae": (3, 0)}),
+            Node(7, "CausVidTextEncode", (800, 0), (440, 260), {
+                "text": "A child's colourful drawing of a smiling girl with big yellow hair and a pink dress "
+                        "comes to life on a green hill under a blue sky: she waves her outstretched arms, her "
+                        "hair blows in the wind and the white clouds drift slowly by, hand-drawn style."},
+                 {"clip": (2, 0)}, title="CausVid Text Encode (Prompt)", color=POSITIVE[0], bgcolor=POSITIVE[1]),
+            Node(8, "CausVidSampler", (1280, 0), (340, 390),
+                 {"width": 832, "height": 480, "length": 81, "preset": "CausVid 1.3B", "custom_steps": "",
+                  "seed": 42, "num_fragments": 1, "fused_kernels": False},
+                 {"model": (1, 0), "positive": (7, 0), "start_latent": (6, 0)}, control="randomize"),
+            Node(9, "VAEDecode", (1660, 0), (220, 46), {}, {"samples": (8, 0), "vae": (3, 0)}),
+            Node(10, "CreateVideo", (1660, 100), (270, 78), {"fps": 16.0}, {"images": (9, 0)}),
+            Node(11, "SaveVideo", (1960, 0), (480, 420),
+                 {"filename_prefix": "video/causvid_i2v", "format": "auto", "codec": "auto"}, {"video": (10, 0)}),
+        ],
+        note=Note(12, (-500, 0), (460, 820), note),
+        groups=[("Models", [1, 2, 3]), ("Start image", [4, 5, 6]), ("Prompt", [7]), ("Sample", [8]),
+                ("Decode and save", [9, 10, 11])],
+        files=files,
+        images=[START_IMAGE],
+    )
+
+
+WORKFLOWS: dict[str, Workflow] = {w.name: w for w in (_t2v_13b(), _lightx2v_14b(), _long_video(), _one_minute(),
+                                                      _image_to_video())}
 
 
 # -------------------------------------------------------------------------------------------------
@@ -412,6 +593,8 @@ def build_ui(wf: Workflow, object_info: dict) -> dict:
                 if node.control not in ("fixed", "increment", "decrement", "randomize"):
                     raise ValueError(f"node {node.id}: give control= for the '{slot.name}' widget")
                 values.append(node.control)
+        if any(slot.options.get("image_upload") for slot in widget_slots(schema)):
+            values.append(UPLOAD_BUTTON_VALUE)
         entry: dict[str, Any] = {"id": node.id, "type": node.type, "pos": list(node.pos), "size": list(node.size),
                                  "flags": {}, "order": order[node.id], "mode": 0, "inputs": inputs,
                                  "outputs": outputs}
@@ -485,14 +668,36 @@ def tiny_config():
     return WanConfig(dim=128, ffn_dim=256, num_layers=2, text_dim=TINY_TEXT_DIM)
 
 
-STANDIN_LAYOUTS = {CAUSVID_13B: "causvid", LIGHTX2V_14B: "lightx2v_safetensors"}
+STANDIN_LAYOUTS = {CAUSVID_13B: "causvid", LIGHTX2V_14B: "lightx2v_safetensors", SELF_FORCING_13B: "self_forcing"}
 """Checkpoint file -> the layout its family ships in (causal.synthetic.LAYOUTS)."""
 
+STANDIN_IMAGE_SIZE = (120, 80)
+"""Width, height of the stand-in start image: another aspect ratio than the stand-in video, so that
+ImageScale really resizes and crops."""
 
-def write_standin_models(models_dir: str | Path, seed: int = 0) -> list[Path]:
+
+def write_standin_image(path: str | Path) -> Path:
+    """A small deterministic RGB PNG (a colour gradient) for LoadImage."""
+    import numpy as np
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    width, height = STANDIN_IMAGE_SIZE
+    y, x = np.mgrid[0:height, 0:width]
+    rgb = np.stack([255 * x / (width - 1), 255 * y / (height - 1), 128 + 0 * x], axis=-1).astype(np.uint8)
+    tmp = path.with_name(path.stem + ".partial" + path.suffix)
+    Image.fromarray(rgb, "RGB").save(tmp, format="PNG")
+    tmp.replace(path)
+    return path
+
+
+def write_standin_models(models_dir: str | Path, seed: int = 0, input_dir: str | Path | None = None) -> list[Path]:
     """Tiny random-weight files under the exact names the workflows use (existing files are kept):
     the causal checkpoints in their families' layouts and a tiny Wan 2.1 VAE. The umT5 has no file
-    stand-in: `standin_prompt` swaps CLIPLoader for the test pack's CausVidTestTinyCLIP."""
+    stand-in: `standin_prompt` swaps CLIPLoader for the test pack's CausVidTestTinyCLIP.
+    The images the workflows load (LoadImage) get a small stand-in PNG in `input_dir` (default: the
+    `input` folder beside `models_dir`, as in a ComfyUI --base-directory)."""
     import torch
 
     from causal.synthetic import random_state_dict, write_checkpoint
@@ -513,44 +718,133 @@ def write_standin_models(models_dir: str | Path, seed: int = 0) -> list[Path]:
     vae = models_dir / "vae" / WAN_VAE
     if not vae.exists():
         written.append(make_tiny_wan_vae(vae, seed=seed))
+    input_dir = models_dir.parent / "input" if input_dir is None else Path(input_dir)
+    for name in sorted({image for wf in WORKFLOWS.values() for image in wf.images}):
+        if not (input_dir / name).exists():
+            written.append(write_standin_image(input_dir / name))
     return written
 
 
+_TIMED_LINE = re.compile(r"^(\s*)(\d+(?:\.\d*)?|\.\d+)(\s*s?\s*:.*)$")
+"""A `seconds: prompt` line of CausVid Text Encode (the pattern of causal.text.split_timed_prompts)."""
+
+
+def _rescale_timeline(text: str, scale: float) -> str:
+    lines = []
+    for line in text.splitlines():
+        m = _TIMED_LINE.match(line)
+        lines.append(f"{m.group(1)}{float(m.group(2)) * scale:g}{m.group(3)}" if m else line)
+    return "\n".join(lines)
+
+
 def standin_prompt(api: dict, *, width: int = 64, height: int = 48, length: int | None = 21,
-                   clip_width: int = TINY_TEXT_DIM) -> dict:
+                   clip_width: int = TINY_TEXT_DIM, seconds: float | None = None) -> dict:
     """A copy of an API prompt for the tiny stand-ins: every CLIPLoader becomes CausVidTestTinyCLIP
-    (same node id, so links still hold) and every CausVidSampler gets the small size."""
+    (same node id, so links still hold), every CausVidSampler and ImageScale gets the small size.
+    `seconds` shortens a sampler that is set to a length in seconds; the timed prompt lines of the
+    CausVid Text Encode feeding it are scaled by the same factor, so the timeline keeps its shape."""
     prompt = json.loads(json.dumps(api))
     for node in prompt.values():
         if node["class_type"] == "CLIPLoader":
             node["class_type"] = "CausVidTestTinyCLIP"
             node["inputs"] = {"width": clip_width, "seed": 0}
             node["_meta"] = {"title": "CausVid Test Tiny umT5 CLIP (stand-in for CLIPLoader)"}
-        elif node["class_type"] == "CausVidSampler":
+        elif node["class_type"] == "ImageScale":
             node["inputs"]["width"], node["inputs"]["height"] = width, height
+        elif node["class_type"] == "CausVidSampler":
+            inputs = node["inputs"]
+            inputs["width"], inputs["height"] = width, height
             if length is not None:
-                node["inputs"]["length"] = length
+                inputs["length"] = length
+            if seconds is not None and inputs.get("seconds", 0) > 0:
+                scale = seconds / inputs["seconds"]
+                inputs["seconds"] = seconds
+                text_node = prompt[inputs["positive"][0]]
+                if text_node["class_type"] == "CausVidTextEncode":
+                    text_node["inputs"]["text"] = _rescale_timeline(text_node["inputs"]["text"], scale)
     return prompt
 
 
+FRAMES_PER_BLOCK = 3
+FPS = 16
+
+
+def frames_for_seconds(seconds: float, start_frames: int = 0) -> int:
+    """Latent frames a sampler generates for a video of `seconds` (start latent included): the video
+    frames ceil(s * 16) take ceil((v - 1) / 4) + 1 latent frames; the start frames are given, the rest
+    is generated in whole 3-frame blocks, at least one. (Written out here, independently of
+    causal.prompts, so that the frame-count checks test the node.)"""
+    video = math.ceil(seconds * FPS)
+    total = math.ceil((video - 1) / 4) + 1
+    generated = max(total - start_frames, 1)
+    return math.ceil(generated / FRAMES_PER_BLOCK) * FRAMES_PER_BLOCK
+
+
+def _images_of(prompt: dict, node_id: str) -> int:
+    """Images (batch size) an IMAGE output holds."""
+    node = prompt[node_id]
+    kind, inputs = node["class_type"], node["inputs"]
+    if kind == "LoadImage":
+        return 1  # a still image (an animated file would give more)
+    if kind == "EmptyImage":
+        return inputs["batch_size"]
+    if kind == "ImageScale":
+        return _images_of(prompt, inputs["image"][0])
+    raise NotImplementedError(f"images of a {kind}")
+
+
+def start_frames_of(prompt: dict, link: Any) -> int:
+    """Latent frames of a sampler's `start_latent` (0 when none is linked): a Wan VAE Encode of N images
+    gives 1 + (N - 1) // 4 (one image: 1), an empty video latent of L frames (L - 1) // 4 + 1."""
+    if not isinstance(link, list):
+        return 0
+    node = prompt[link[0]]
+    kind, inputs = node["class_type"], node["inputs"]
+    if kind == "VAEEncode":
+        return 1 + (_images_of(prompt, inputs["pixels"][0]) - 1) // 4
+    if kind == "EmptyHunyuanLatentVideo":
+        return (inputs["length"] - 1) // 4 + 1
+    raise NotImplementedError(f"start latent from a {kind}")
+
+
 def latent_frames_of(prompt: dict, node_id: str, output: int = 0) -> int:
-    """Latent frames a CausVidSampler / CausVidContinue output holds, from the prompt's settings:
-    a fragment of F latent frames (F = (length − 1)/4 + 1), each later one F − 3 more; Continue's
-    `video` output (slot 1) adds its fragments to everything before it."""
+    """Latent frames a CausVidSampler / CausVidContinue output holds, from the prompt's settings.
+
+    Sampler: the start latent's S frames (when linked; the output begins with them), then the new ones:
+    with `seconds` > 0, whole blocks up to that length; else a first fragment of the whole blocks of
+    F - S (F = (length - 1) / 4 + 1), each later fragment F - 3 more. Continue: `num_fragments` x
+    (F - 3) new frames (or whole blocks for its `seconds`); its `video` output (slot 1) adds them to
+    everything before it."""
     node = prompt[node_id]
     inputs = node["inputs"]
     if node["class_type"] == "CausVidSampler":
-        frames = (inputs["length"] - 1) // 4 + 1
-        total = frames + (frames - 3) * (inputs["num_fragments"] - 1)
         if isinstance(inputs.get("state"), list):
             raise NotImplementedError("sampler continued from a state")
-        return total if output in (0, 1) else 0
+        frames = (inputs["length"] - 1) // 4 + 1
+        start = start_frames_of(prompt, inputs.get("start_latent"))
+        if inputs.get("seconds", 0) > 0:
+            new = frames_for_seconds(inputs["seconds"], start)
+        else:
+            first = (frames - start) // FRAMES_PER_BLOCK * FRAMES_PER_BLOCK
+            new = first + (frames - FRAMES_PER_BLOCK) * (inputs["num_fragments"] - 1)
+        return start + new if output in (0, 1) else 0
     if node["class_type"] == "CausVidContinue":
         src, _ = inputs["state"]
-        frames = (_root_length(prompt, src) - 1) // 4 + 1
-        new = (frames - 3) * inputs["num_fragments"]
+        if inputs.get("seconds", 0) > 0:
+            new = frames_for_seconds(inputs["seconds"])
+        else:
+            frames = (_root_length(prompt, src) - 1) // 4 + 1
+            new = (frames - FRAMES_PER_BLOCK) * inputs["num_fragments"]
         return new if output == 0 else latent_frames_of(prompt, src, 1) + new
     raise ValueError(f"node {node_id} is a {node['class_type']}, not a CausVid sampler")
+
+
+def new_latent_frames_of(prompt: dict, node_id: str) -> int:
+    """Latent frames a CausVidSampler / CausVidContinue generates (its start latent not counted)."""
+    inputs = prompt[node_id]["inputs"]
+    start = start_frames_of(prompt, inputs.get("start_latent")) if prompt[node_id]["class_type"] == "CausVidSampler" \
+        else 0
+    return latent_frames_of(prompt, node_id, 0) - start
 
 
 def _root_length(prompt: dict, node_id: str) -> int:
@@ -561,7 +855,7 @@ def _root_length(prompt: dict, node_id: str) -> int:
 
 
 def decoded_frames(prompt: dict, decode_id: str) -> int:
-    """Frames a VAEDecode of a CausVid latent yields: 1 + 4·(T − 1)."""
+    """Frames a VAEDecode of a CausVid latent yields: 1 + 4 (T - 1)."""
     src, out = prompt[decode_id]["inputs"]["samples"]
     return 1 + 4 * (latent_frames_of(prompt, src, out) - 1)
 
