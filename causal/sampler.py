@@ -169,6 +169,7 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
              frames_per_block: int = FRAMES_PER_BLOCK,
              dtype: torch.dtype = torch.bfloat16, device: torch.device | str | None = None,
              output_device: torch.device | str | None = None, record: bool = False,
+             on_block: Callable[[torch.Tensor], None] | None = None, keep_latents: bool = True,
              progress: Callable[[Progress], None] | None = None, fused_kernels: bool = False,
              graphs: CudaGraphs | None = None) -> Generation:
     """Sample a video block by block; see `sample_video` for the arguments."""
@@ -300,11 +301,16 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
                 else:
                     window.finish(x_in, float(timestep[0, 0]), clean=block)
                 last_block = block
-                blocks.append(block.to(output_device))
+                if on_block is not None:
+                    on_block(block)
+                if keep_latents:
+                    blocks.append(block.to(output_device))
     finally:
         cache = None  # an exception's traceback keeps this frame alive: release the cache's memory now
         window.cache = None  # type: ignore[assignment]
-    return Generation(latents=torch.cat(blocks, dim=2), last_block=last_block, history=window.history)
+    latents = torch.cat(blocks, dim=2) if blocks else last_block.new_empty(*last_block.shape[:2], 0,
+                                                                           *last_block.shape[3:])
+    return Generation(latents=latents.to(output_device), last_block=last_block, history=window.history)
 
 
 def sample_video(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tensor] | Sequence[PromptChange], *,
@@ -335,6 +341,9 @@ def sample_video(model: CausalWanModel, context: torch.Tensor | Sequence[torch.T
     record: keep the `History` (on the CPU) in the result.
     output_device: where finished blocks go (default: the compute device); the CPU keeps device memory
         flat however long the video is.
+    on_block: called with each finished block's clean latents [B, 16, frames_per_block, h, w] (model
+        space, on the compute device) as soon as it is done, e.g. to decode and write it (streaming).
+    keep_latents: False returns no latents (zero frames): with `on_block`, memory stays flat on every device.
     fused_kernels: run the elementwise glue as compiled kernels (CUDA + Triton): faster, within bf16
         tolerance of the exact path but not bitwise equal (bench/RESULTS.md). Off: the exact path.
     graphs: a `CudaGraphs` for this model and video shape, reused across calls: its KV cache is used and
