@@ -6,9 +6,11 @@ from comfy_api.latest import ComfyExtension, io
 
 from .loader import CausVidModelLoader
 from .sampler import CausVidContinue, CausVidSampler
+from .stream import CausVidStreamToVideo
 from .text import CausVidTextEncode
 
-NODES: list[type[io.ComfyNode]] = [CausVidModelLoader, CausVidTextEncode, CausVidSampler, CausVidContinue]
+NODES: list[type[io.ComfyNode]] = [CausVidModelLoader, CausVidTextEncode, CausVidSampler, CausVidContinue,
+                                   CausVidStreamToVideo]
 
 
 class CausVidExtension(ComfyExtension):

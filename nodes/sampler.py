@@ -34,8 +34,9 @@ class CausVidState:
 
     history: History
     """The cache writes that rebuild the context (replayed by the next run: one forward per cached chunk)."""
-    video: torch.Tensor
-    """Every latent frame so far [B, 16, T, h, w], VAE space (start latent included)."""
+    video: torch.Tensor | None
+    """Every latent frame so far [B, 16, T, h, w], VAE space (start latent included); None when the video was
+    streamed to a file instead."""
     rng_state: torch.Tensor
     rng_device: str
     schedule: Schedule
@@ -120,22 +121,44 @@ def prompt_timeline(conditioning, segments: list[int], start_frames: int) -> lis
     return [PromptChange(start, p) for start, p in zip(starts, prompts)]
 
 
-def run(model, conditioning, *, schedule: Schedule, policy: CachePolicy, width: int, height: int, num_frames: int,
-        num_fragments: int, seconds: float, generator: torch.Generator, start: torch.Tensor | None,
-        prefix: torch.Tensor | None, resume: CausVidState | None, fused_kernels: bool,
-        node_id: str | None) -> tuple[torch.Tensor, CausVidState]:
-    """Sample and package the result: (new latents in VAE space, the state after them)."""
+@dataclass(frozen=True)
+class Job:
+    """What one sampling run does, from the widgets or from a state."""
+
+    schedule: Schedule
+    policy: CachePolicy
+    width: int
+    height: int
+    num_frames: int
+    num_fragments: int
+    seconds: float
+    generator: torch.Generator
+    fused_kernels: bool
+    start: torch.Tensor | None = None
+    """Start latents in model space (one image or a video), cached before the first block."""
+    prefix: torch.Tensor | None = None
+    """VAE-space latents the returned video begins with (the start latent, or the video so far)."""
+    resume: CausVidState | None = None
+
+
+def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, keep_video: bool = True,
+        extra_models: tuple = (), extra_memory: int = 0, preview=None) -> tuple[torch.Tensor, CausVidState]:
+    """Sample and package the result: (new latents in VAE space, the state after them). With `on_block`, each
+    finished block (VAE space, CPU) goes there as soon as it is done; without `keep_video` nothing else is kept.
+    `preview()`, when given, supplies the progress preview (e.g. the newest decoded frame) instead of the latent
+    previewer's."""
     network = causal_network(model)
-    start_frames = 0 if start is None else start.shape[2]
+    start_frames = 0 if job.start is None else job.start.shape[2]
     # a continuation adds fragments that each start from a re-cached block (its length with any policy)
-    segments = fragment_lengths(num_frames, num_fragments, start_frames if resume is None else FRAMES_PER_BLOCK)
-    total = frames_for_seconds(seconds, start_frames) if seconds > 0 else sum(segments)
+    segments = fragment_lengths(job.num_frames, job.num_fragments,
+                                start_frames if job.resume is None else FRAMES_PER_BLOCK)
+    total = frames_for_seconds(job.seconds, start_frames) if job.seconds > 0 else sum(segments)
     timeline = prompt_timeline(conditioning, segments, start_frames)
     device, dtype = model.load_device, compute_dtype(model)
     mm.throw_exception_if_processing_interrupted()
-    memory = working_memory_bytes(network, batch=timeline[0].context.shape[0], num_frames=policy.window, height=height,
-                                  width=width, dtype=dtype)
-    mm.load_models_gpu([model], memory_required=memory)
+    memory = working_memory_bytes(network, batch=timeline[0].context.shape[0], num_frames=job.policy.window,
+                                  height=job.height, width=job.width, dtype=dtype)
+    mm.load_models_gpu([model, *extra_models], memory_required=memory + extra_memory)
     previewer = latent_preview.get_previewer(device, model.model.latent_format)
     bars: list[comfy.utils.ProgressBar] = []
 
@@ -143,21 +166,29 @@ def run(model, conditioning, *, schedule: Schedule, policy: CachePolicy, width: 
         mm.throw_exception_if_processing_interrupted()
         if not bars:
             bars.append(comfy.utils.ProgressBar(p.total, node_id=node_id))
-        preview = None
-        if previewer is not None:
-            preview = previewer.decode_latent_to_preview_image("JPEG", p.denoised[:, :, -1:].float())
-        bars[0].update_absolute(p.completed, p.total, preview)
+        image = preview() if preview is not None else None
+        if image is None and previewer is not None:
+            image = previewer.decode_latent_to_preview_image("JPEG", p.denoised[:, :, -1:].float())
+        bars[0].update_absolute(p.completed, p.total, image)
 
-    result = generate(network, timeline, height=height, width=width, schedule=schedule, policy=policy,
-                      num_frames=num_frames, total_frames=total, generator=generator, start_latents=start,
-                      resume=None if resume is None else resume.history, device=device, dtype=dtype,
-                      output_device="cpu", record=True, progress=progress, fused_kernels=fused_kernels)
+    def block_done(block: torch.Tensor) -> None:
+        on_block(model.model.process_latent_out(block.float()).cpu())
+
+    result = generate(network, timeline, height=job.height, width=job.width, schedule=job.schedule,
+                      policy=job.policy, num_frames=job.num_frames, total_frames=total, generator=job.generator,
+                      start_latents=job.start, resume=None if job.resume is None else job.resume.history,
+                      device=device, dtype=dtype, output_device="cpu", record=True, progress=progress,
+                      on_block=None if on_block is None else block_done, keep_latents=keep_video,
+                      fused_kernels=job.fused_kernels)
     out_device = mm.intermediate_device()
     new = model.model.process_latent_out(result.latents.float()).to(out_device)
-    video = new if prefix is None else torch.cat([prefix.to(out_device), new], dim=2)
-    state = CausVidState(history=result.history, video=video.cpu(), rng_state=generator.get_state(),
-                         rng_device=str(device), schedule=schedule, policy=policy, fused_kernels=fused_kernels,
-                         num_frames=num_frames, width=width, height=height)
+    video = None
+    if keep_video:
+        video = (new if job.prefix is None else torch.cat([job.prefix.to(out_device), new], dim=2)).cpu()
+    state = CausVidState(history=result.history, video=video, rng_state=job.generator.get_state(),
+                         rng_device=str(device), schedule=job.schedule, policy=job.policy,
+                         fused_kernels=job.fused_kernels, num_frames=job.num_frames, width=job.width,
+                         height=job.height)
     return new, state
 
 
@@ -190,6 +221,69 @@ def _video_inputs() -> list:
     ]
 
 
+def sampling_inputs() -> list:
+    """The widgets and sockets a sampling node takes after its model and prompt (Sampler and Stream to Video)."""
+    return [
+        io.Int.Input("width", default=832, min=16, max=4096, step=16),
+        io.Int.Input("height", default=480, min=16, max=4096, step=16),
+        io.Int.Input("length", default=81, min=9, max=MAX_LENGTH, step=12,
+                     tooltip="Frames per fragment: 81 = 21 latent frames = 5 s at 16 fps (the trained "
+                             "length). Must be 9 + 12k."),
+        io.Combo.Input("preset", options=list(SCHEDULES), default="CausVid 1.3B",
+                       tooltip="Step list, shift, clean pass and cache policy of the checkpoint family."),
+        io.String.Input("custom_steps", default="", tooltip="Optional step list replacing the preset's, "
+                        "e.g. '1000, 757, 522'; shift, warp and clean pass stay the preset's."),
+        io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                     tooltip="Noise seed. With a state connected the noise continues from the state and "
+                             "the seed is not used."),
+        io.Int.Input("num_fragments", default=1, min=1, max=256,
+                     tooltip="Fragments to chain: each later one adds length - 12 frames."),
+        io.Boolean.Input("fused_kernels", default=False, optional=True,
+                         tooltip="Compiled elementwise kernels (CUDA + Triton): ~1.3x faster on an H100 "
+                                 "(bench/RESULTS.md), within bf16 tolerance of the reference numerics "
+                                 "but not bitwise equal. The first run compiles for a while."),
+        io.Latent.Input("start_latent", optional=True, tooltip="Optional start: VAE Encode of one image "
+                        "(1 latent frame) or of a video. It is cached before the first block, which "
+                        "attends to it, and the returned video begins with it."),
+        CausVidStateType.Input("state", optional=True, tooltip="Continue from an earlier sampler's state."),
+        *_video_inputs(),
+    ]
+
+
+def prepare(model, *, width: int, height: int, length: int, preset: str, custom_steps: str, seed: int,
+            num_fragments: int, fused_kernels: bool = False, start_latent=None, state: CausVidState | None = None,
+            cache: str = PRESET_POLICY, window: int = 0, sink_frames: int = -1, seconds: float = 0.0) -> Job:
+    """Check the sampling widgets and turn them into a Job (raises ValueError saying what to change)."""
+    if (message := CausVidSampler.validate_inputs(width, height, length, custom_steps)) is not True:
+        raise ValueError(message)
+    schedule = choose_schedule(preset, custom_steps)
+    num_frames = latent_frames(length)
+    policy = choose_policy(preset, cache, window, sink_frames, num_frames)
+    common = dict(schedule=schedule, policy=policy, width=width, height=height, num_frames=num_frames,
+                  num_fragments=num_fragments, seconds=seconds, fused_kernels=fused_kernels)
+    if state is not None:
+        if start_latent is not None:
+            raise ValueError("connect either a start latent or a state, not both")
+        if (state.width, state.height, state.num_frames) != (width, height, num_frames):
+            raise ValueError(f"the state was sampled at {state.width}x{state.height}, "
+                             f"{4 * state.num_frames - 3} frames per fragment; set the same size and length")
+        if state.policy != policy:
+            raise ValueError(f"the state was sampled with a {state.policy.describe()}; this node is set to a "
+                             f"{policy.describe()}: set the same cache settings")
+        return Job(**common, generator=restore_generator(state, model.load_device), prefix=state.video,
+                   resume=state)
+    generator = torch.Generator(model.load_device).manual_seed(seed)
+    if start_latent is None:
+        return Job(**common, generator=generator)
+    prefix = start_latent["samples"]
+    expected = (height // 8, width // 8)
+    if prefix.dim() != 5 or tuple(prefix.shape[3:]) != expected or prefix.shape[1] != 16:
+        raise ValueError(f"the start latent is {list(prefix.shape)}; it must be a Wan video latent of "
+                         f"{width}x{height} ([B, 16, frames, {height // 8}, {width // 8}]): VAE Encode "
+                         "an image or a video of that size with the Wan 2.1 VAE")
+    return Job(**common, generator=generator, start=model.model.process_latent_in(prefix.float()), prefix=prefix)
+
+
 class CausVidSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -204,29 +298,7 @@ class CausVidSampler(io.ComfyNode):
                 io.Model.Input("model", tooltip="From CausVid Model Loader."),
                 io.Conditioning.Input("positive", tooltip="CausVid Text Encode (one prompt per fragment, or "
                                                           "'seconds: prompt' lines) or CLIPTextEncode."),
-                io.Int.Input("width", default=832, min=16, max=4096, step=16),
-                io.Int.Input("height", default=480, min=16, max=4096, step=16),
-                io.Int.Input("length", default=81, min=9, max=MAX_LENGTH, step=12,
-                             tooltip="Frames per fragment: 81 = 21 latent frames = 5 s at 16 fps (the trained "
-                                     "length). Must be 9 + 12k."),
-                io.Combo.Input("preset", options=list(SCHEDULES), default="CausVid 1.3B",
-                               tooltip="Step list, shift, clean pass and cache policy of the checkpoint family."),
-                io.String.Input("custom_steps", default="", tooltip="Optional step list replacing the preset's, "
-                                "e.g. '1000, 757, 522'; shift, warp and clean pass stay the preset's."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Noise seed. With a state connected the noise continues from the state and "
-                                     "the seed is not used."),
-                io.Int.Input("num_fragments", default=1, min=1, max=256,
-                             tooltip="Fragments to chain: each later one adds length - 12 frames."),
-                io.Boolean.Input("fused_kernels", default=False, optional=True,
-                                 tooltip="Compiled elementwise kernels (CUDA + Triton): ~1.3x faster on an H100 "
-                                         "(bench/RESULTS.md), within bf16 tolerance of the reference numerics "
-                                         "but not bitwise equal. The first run compiles for a while."),
-                io.Latent.Input("start_latent", optional=True, tooltip="Optional start: VAE Encode of one image "
-                                "(1 latent frame) or of a video. It is cached before the first block, which "
-                                "attends to it, and the returned latent begins with it."),
-                CausVidStateType.Input("state", optional=True, tooltip="Continue from an earlier sampler's state."),
-                *_video_inputs(),
+                *sampling_inputs(),
             ],
             outputs=[io.Latent.Output(display_name="latent"), CausVidStateType.Output(display_name="state")],
             hidden=[io.Hidden.unique_id],
@@ -248,41 +320,13 @@ class CausVidSampler(io.ComfyNode):
         return True
 
     @classmethod
-    def execute(cls, model, positive, width: int, height: int, length: int, preset: str, custom_steps: str,
-                seed: int, num_fragments: int, fused_kernels: bool = False, start_latent=None,
-                state: CausVidState | None = None, cache: str = PRESET_POLICY, window: int = 0,
-                sink_frames: int = -1, seconds: float = 0.0) -> io.NodeOutput:
-        if (message := cls.validate_inputs(width, height, length, custom_steps)) is not True:
-            raise ValueError(message)
-        schedule = choose_schedule(preset, custom_steps)
-        num_frames = latent_frames(length)
-        policy = choose_policy(preset, cache, window, sink_frames, num_frames)
-        if state is not None:
-            if start_latent is not None:
-                raise ValueError("connect either a start latent or a state, not both")
-            if (state.width, state.height, state.num_frames) != (width, height, num_frames):
-                raise ValueError(f"the state was sampled at {state.width}x{state.height}, "
-                                 f"{4 * state.num_frames - 3} frames per fragment; set the same size and length")
-            if state.policy != policy:
-                raise ValueError(f"the state was sampled with a {state.policy.describe()}; this sampler is set to a "
-                                 f"{policy.describe()}: set the same cache settings")
-            generator, start, prefix = restore_generator(state, model.load_device), None, state.video
-        else:
-            generator = torch.Generator(model.load_device).manual_seed(seed)
-            start = prefix = None
-            if start_latent is not None:
-                prefix = start_latent["samples"]
-                expected = (height // 8, width // 8)
-                if prefix.dim() != 5 or tuple(prefix.shape[3:]) != expected or prefix.shape[1] != 16:
-                    raise ValueError(f"the start latent is {list(prefix.shape)}; it must be a Wan video latent of "
-                                     f"{width}x{height} ([B, 16, frames, {height // 8}, {width // 8}]): VAE Encode "
-                                     "an image or a video of that size with the Wan 2.1 VAE")
-                start = model.model.process_latent_in(prefix.float())
-        new, next_state = run(model, positive, schedule=schedule, policy=policy, width=width, height=height,
-                              num_frames=num_frames, num_fragments=num_fragments, seconds=seconds,
-                              generator=generator, start=start, prefix=prefix, resume=state,
-                              fused_kernels=fused_kernels, node_id=cls.hidden.unique_id)
-        latent = new if prefix is None or state is not None else next_state.video
+    def execute(cls, model, positive, **widgets) -> io.NodeOutput:
+        job = prepare(model, **widgets)
+        if job.resume is not None and job.resume.video is None:
+            raise ValueError("this state comes from a streamed video, which keeps no latents: continue it with "
+                             "CausVid Stream to Video")
+        new, next_state = run(model, positive, job, cls.hidden.unique_id)
+        latent = new if job.prefix is None or job.resume is not None else next_state.video
         return io.NodeOutput({"samples": latent}, next_state)
 
 
@@ -314,9 +358,12 @@ class CausVidContinue(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, state: CausVidState, positive, num_fragments: int, seconds: float = 0.0) -> io.NodeOutput:
-        new, next_state = run(model, positive, schedule=state.schedule, policy=state.policy, width=state.width,
-                              height=state.height, num_frames=state.num_frames, num_fragments=num_fragments,
-                              seconds=seconds, generator=restore_generator(state, model.load_device), start=None,
-                              prefix=state.video, resume=state, fused_kernels=state.fused_kernels,
-                              node_id=cls.hidden.unique_id)
+        if state.video is None:
+            raise ValueError("this state comes from a streamed video, which keeps no latents: continue it with "
+                             "CausVid Stream to Video (its state input)")
+        job = Job(schedule=state.schedule, policy=state.policy, width=state.width, height=state.height,
+                  num_frames=state.num_frames, num_fragments=num_fragments, seconds=seconds,
+                  generator=restore_generator(state, model.load_device), fused_kernels=state.fused_kernels,
+                  prefix=state.video, resume=state)
+        new, next_state = run(model, positive, job, cls.hidden.unique_id)
         return io.NodeOutput({"samples": new}, {"samples": next_state.video}, next_state)

@@ -1,0 +1,140 @@
+"""Streaming output: each finished block is decoded by the user's Wan VAE and written to an mp4 at once.
+
+`StreamingDecoder` drives ComfyUI's own Wan 2.1 VAE (`comfy.ldm.wan.vae.WanVAE`: its `conv2` and `decoder`,
+the loop its `decode` runs) one latent frame at a time with one causal feature cache kept for the whole
+video, so block-by-block decoding gives the frames of one whole-video decode: no seams, nothing re-encoded.
+`Mp4Writer` encodes frames to H.264 with PyAV (ComfyUI's own dependency) as they arrive; closing it in any
+case leaves a playable file with every frame written so far. `BlockStream` runs both on a worker thread fed
+through a bounded queue, so the next block samples while the last one decodes and memory stays flat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable
+
+import av
+import comfy.model_management as mm
+import torch
+
+FPS = 16
+
+
+class StreamingDecoder:
+    """Decode a Wan 2.1 latent video a chunk at a time, carrying the decoder's causal cache between chunks."""
+
+    def __init__(self, vae) -> None:
+        model = getattr(vae, "first_stage_model", None)
+        if model is None or not all(hasattr(model, name) for name in ("conv2", "decoder")):
+            raise ValueError("streaming needs the Wan 2.1 VAE (wan_2.1_vae.safetensors loaded with VAE Loader); "
+                             f"this VAE is a {type(model).__name__}")
+        from comfy.ldm.wan.vae import CausalConv3d
+
+        self.vae = vae
+        self.model = model
+        self.cache: list = [None] * sum(isinstance(m, CausalConv3d) for m in model.decoder.modules())
+        self.frames = 0  # latent frames decoded so far
+
+    def load(self, latent_shape: tuple[int, ...]) -> None:
+        """Put the VAE on its device with room to decode one latent frame (ComfyUI's model management)."""
+        one_frame = (*latent_shape[:2], 1, *latent_shape[3:])
+        mm.load_models_gpu([self.vae.patcher], memory_required=self.vae.memory_used_decode(one_frame, self.vae.vae_dtype))
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """VAE-space latents [1, 16, n, h, w] -> frames [F, H, W, 3] in [0, 1] (float32, CPU): 1 + 4 (n - 1)
+        frames for the video's first chunk, 4 n after it."""
+        z = latents.to(device=self.vae.device, dtype=self.vae.vae_dtype)
+        x = self.model.conv2(z)
+        out = []
+        for i in range(x.shape[2]):
+            out.append(self.model.decoder(x[:, :, i:i + 1], feat_cache=self.cache, feat_idx=[0]))
+        self.frames += x.shape[2]
+        pixels = self.vae.process_output(torch.cat(out, dim=2).float())  # [1, 3, F, H, W]
+        return pixels[0].permute(1, 2, 3, 0).cpu()
+
+
+class Mp4Writer:
+    """H.264 (yuv420p) at 16 fps, frames appended as they come; `close` flushes the encoder."""
+
+    def __init__(self, path: Path, width: int, height: int, fps: int = FPS) -> None:
+        self.path = path
+        self.container = av.open(str(path), mode="w")
+        self.stream = self.container.add_stream("h264", rate=Fraction(fps, 1))
+        self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
+        self.frames = 0
+        self.closed = False
+
+    def write(self, frames: torch.Tensor) -> None:
+        """frames [F, H, W, 3] in [0, 1]."""
+        pixels = (frames.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+        for image in pixels:
+            for packet in self.stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                self.container.mux(packet)
+            self.frames += 1
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            for packet in self.stream.encode(None):
+                self.container.mux(packet)
+        finally:
+            self.container.close()
+
+
+class BlockStream:
+    """Decode-and-write on a worker thread; `put` blocks while `depth` blocks wait (backpressure)."""
+
+    def __init__(self, decoder: StreamingDecoder, writer: Mp4Writer, *, depth: int = 2,
+                 on_frames: Callable[[int, torch.Tensor], None] | None = None) -> None:
+        self.decoder, self.writer = decoder, writer
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.on_frames = on_frames
+        self.closed = False
+        self.thread = threading.Thread(target=self._work, name="causvid-stream", daemon=True)
+        self.thread.start()
+
+    def _work(self) -> None:
+        device = torch.device(self.decoder.vae.device)
+        # its own CUDA stream, so the decode can run beside the sampler's kernels
+        with torch.cuda.stream(torch.cuda.Stream(device)) if device.type == "cuda" else contextlib.nullcontext():
+            self._loop()
+
+    def _loop(self) -> None:
+        while True:
+            latents = self.queue.get()
+            if latents is None:
+                return
+            if self.error is not None:
+                continue  # keep draining so `put` never blocks on a dead worker
+            try:
+                frames = self.decoder.decode(latents)
+                self.writer.write(frames)
+                if self.on_frames is not None:
+                    self.on_frames(self.writer.frames, frames[-1])
+            except BaseException as e:  # noqa: BLE001 (re-raised on the sampling thread)
+                self.error = e
+
+    def put(self, latents: torch.Tensor) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(latents)
+
+    def close(self) -> None:
+        """Decode and write what is queued, then finish the file (also after an error or a cancel); raise the
+        worker's error, if any, the first time."""
+        if self.closed:
+            return
+        self.closed = True
+        self.queue.put(None)
+        self.thread.join()
+        self.writer.close()
+        if self.error is not None:
+            raise self.error

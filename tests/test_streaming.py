@@ -1,0 +1,209 @@
+"""Streaming output: ComfyUI's own Wan VAE decoding block by block equals one whole-video decode, the mp4
+grows as blocks arrive, memory stays flat, and an interrupted or failing stream leaves a playable file.
+In-process tests (ComfyUI imported, CPU) and end-to-end runs of CausVid Stream to Video over HTTP."""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from comfyui_harness import REPO_ROOT, add_comfyui_to_sys_path, comfyui_available, make_tiny_wan_vae
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "workflows_api"))
+import example_graphs as eg  # noqa: E402
+
+pytestmark = pytest.mark.comfyui
+
+if not comfyui_available():
+    pytest.skip("ComfyUI is not installed (scripts/setup.sh)", allow_module_level=True)
+
+H, W = 48, 64
+h, w = H // 8, W // 8
+
+
+@pytest.fixture(scope="module")
+def streaming():
+    add_comfyui_to_sys_path(cpu=True)
+    if "comfyui_causvid" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("comfyui_causvid", REPO_ROOT / "__init__.py",
+                                                      submodule_search_locations=[str(REPO_ROOT)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["comfyui_causvid"] = module
+        spec.loader.exec_module(module)
+    return importlib.import_module("comfyui_causvid.nodes.streaming")
+
+
+@pytest.fixture(scope="module")
+def vae(streaming, tmp_path_factory):
+    import comfy.sd
+    import comfy.utils
+
+    path = make_tiny_wan_vae(tmp_path_factory.mktemp("vae") / "tiny_wan21_vae.safetensors", seed=1)
+    return comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(path)))
+
+
+def _latents(frames: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(1, 16, frames, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+def test_block_by_block_decode_equals_one_whole_decode(streaming, vae):
+    latents = _latents(1 + 3 * 4)
+    whole = vae.decode(latents)[0]  # [F, H, W, 3]
+    decoder = streaming.StreamingDecoder(vae)
+    chunks = [latents[:, :, :1]] + [latents[:, :, i:i + 3] for i in range(1, 13, 3)]
+    parts = [decoder.decode(c) for c in chunks]
+    assert [p.shape[0] for p in parts] == [1, 12, 12, 12, 12]
+    streamed = torch.cat(parts)
+    assert streamed.shape == whole.shape == (1 + 4 * 12, H, W, 3)
+    error = (streamed - whole.float()).abs().max().item()
+    # a fresh decoder on a later chunk alone is not the same video: the causal cache matters
+    alone = streaming.StreamingDecoder(vae).decode(chunks[2])
+    seam = (alone[-8:] - parts[2][-8:]).abs().max().item()
+    print(f"streamed vs whole: {error:.3g}; without the cache: {seam:.3g}")
+    assert alone.shape[0] == 9 and error <= 1e-6 < seam
+
+
+def test_non_wan_vae_is_refused(streaming):
+    class Other:
+        first_stage_model = torch.nn.Linear(1, 1)
+
+    with pytest.raises(ValueError, match="Wan 2.1 VAE"):
+        streaming.StreamingDecoder(Other())
+
+
+def _frames_in(path) -> tuple[int, float]:
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return sum(1 for _ in container.decode(stream)), float(stream.average_rate)
+
+
+def test_a_failing_stream_leaves_a_playable_file(streaming, vae, tmp_path):
+    """The decoder fails on the third block: close() re-raises it, and the file holds the two blocks before it."""
+    decoder = streaming.StreamingDecoder(vae)
+    real = decoder.decode
+    calls = []
+
+    def failing(latents):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("out of memory (simulated)")
+        return real(latents)
+
+    decoder.decode = failing
+    writer = streaming.Mp4Writer(tmp_path / "broken.mp4", W, H)
+    stream = streaming.BlockStream(decoder, writer)
+    stream.put(_latents(1))
+    stream.put(_latents(3, seed=1))
+    stream.put(_latents(3, seed=2))
+    with pytest.raises(RuntimeError, match="simulated"):
+        try:  # the node's pattern: sample into the stream, close it in any case
+            for i in range(5):
+                stream.put(_latents(3, seed=3 + i))  # may raise already: the worker's error surfaces here
+        finally:
+            stream.close()
+    stream.close()  # closing twice is harmless
+    assert _frames_in(tmp_path / "broken.mp4") == (1 + 12, 16.0)
+
+
+def _live_cpu_tensor_bytes() -> int:
+    gc.collect()
+    seen, total = set(), 0
+    for obj in gc.get_objects():
+        if type(obj) is torch.Tensor and obj.device.type == "cpu":
+            storage = obj.untyped_storage()
+            if storage.data_ptr() not in seen:
+                seen.add(storage.data_ptr())
+                total += storage.nbytes()
+    return total
+
+
+def test_memory_is_flat_over_many_blocks(streaming, vae, tmp_path):
+    """42 blocks decoded and written: after the first few, no tensor memory is left behind per block."""
+    decoder = streaming.StreamingDecoder(vae)
+    writer = streaming.Mp4Writer(tmp_path / "long.mp4", W, H)
+    samples = []
+    block = _latents(3, seed=5)
+    writer.write(decoder.decode(_latents(1)))
+    for _ in range(42):
+        writer.write(decoder.decode(block))
+        samples.append(_live_cpu_tensor_bytes())
+    writer.close()
+    assert max(samples[3:]) == min(samples[3:]), samples
+    assert _frames_in(tmp_path / "long.mp4")[0] == 1 + 42 * 12
+
+
+# -------------------------------------------------------------------------------------------------
+# End to end: CausVid Stream to Video in a real ComfyUI
+
+
+@pytest.fixture(scope="module")
+def standins(comfy_server):
+    eg.write_standin_models(comfy_server.models_dir, seed=0)
+    return comfy_server.models_dir
+
+
+def _stream_prompt(prefix: str = "video/stream_test", **sampler) -> dict:
+    prompt = eg.standin_prompt(eg.load_api("causvid_1.3b_t2v"), width=W, height=H, length=21)
+    (sampler_id,) = eg.find_nodes(prompt, "CausVidSampler")
+    (vae_id,) = eg.find_nodes(prompt, "VAELoader")
+    node = prompt[sampler_id]
+    for nid in eg.find_nodes(prompt, "VAEDecode") + eg.find_nodes(prompt, "CreateVideo") + \
+            eg.find_nodes(prompt, "SaveVideo"):
+        del prompt[nid]
+    node["class_type"] = "CausVidStreamToVideo"
+    node["inputs"].update(vae=[vae_id, 0], filename_prefix=prefix, **sampler)
+    return prompt, sampler_id
+
+
+def test_stream_to_video_writes_the_whole_video(comfy_server, standins):
+    """A sink video past its window, 2 s (9 latent frames, 33 video frames), written while it samples; the
+    node returns it like Save Video (in the history) and the frames equal the sampler + VAE Decode path."""
+    prompt, node_id = _stream_prompt(cache="sink", window=6, sink_frames=3, seconds=2.0, seed=3)
+    result = comfy_server.run(prompt, timeout=120)
+    assert result.status == "success", result.describe() + comfy_server.log_tail(3000)
+    (path,) = comfy_server.output_paths(result, node_id=node_id)
+    assert path.suffix == ".mp4" and _frames_in(path) == (33, 16.0)
+    assert len([p for p in result.of_type("progress") if p["node"] == node_id]) == 3 * 3
+
+
+def test_interrupted_stream_leaves_a_playable_file(comfy_server, standins):
+    prompt, node_id = _stream_prompt("video/interrupted", cache="rolling", window=6, seconds=6.0, seed=4)  # 8 blocks
+    seen = []
+
+    def interrupt_after_three_blocks(mtype, data, server):
+        if mtype == "progress" and data.get("node") == node_id:
+            seen.append(1)
+            if len(seen) == 3 * 3 + 1:
+                assert server.interrupt() == 200
+
+    result = comfy_server.run(prompt, timeout=120, on_message=interrupt_after_three_blocks)
+    assert result.status == "interrupted", result.describe()
+    (path,) = (comfy_server.base_dir / "output" / "video").glob("interrupted_*.mp4")
+    frames, fps = _frames_in(path)
+    # stopped in the 4th block: the 3 blocks finished before (9 latent frames) are in the file
+    assert fps == 16.0 and frames in (1 + 4 * 8, 1 + 4 * 11), frames
+
+
+def test_stream_benchmark_smoke(tmp_path):
+    """bench/stream.py (the GPU figures' script) on the CPU with tiny models: it writes and reports."""
+    import json
+    import subprocess
+
+    from comfyui_harness import COMFY_DIR
+
+    out = tmp_path / "stream.json"
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "stream.py"), "--comfyui", str(COMFY_DIR),
+                           "--tiny", "--device", "cpu", "--seconds", "1", "--out", str(tmp_path), "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["written_frames"] == 21 and report["first_frame_s"] > 0 and report["marks"]
+    assert _frames_in(tmp_path / "stream.mp4") == (21, 16.0)
