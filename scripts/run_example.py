@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.workflow}.json for what to download and where to put it; then set "
                 "CAUSVID_MODELS_DIR to the folder holding diffusion_models/, text_encoders/ and vae/).")
         width, height = TINY_SIZE
-        sampler = api[eg.find_nodes(api, "CausVidSampler")[0]]["inputs"]
+        sampler = api[(eg.find_nodes(api, "CausVidSampler") or eg.find_nodes(api, "CausVidStreamToVideo"))[0]]["inputs"]
         prompt = eg.standin_prompt(api, width=width, height=height, length=None)
         say("Running the SAME graph on TINY RANDOM-WEIGHT STAND-INS, so it shows the pipeline working, not a "
             "real video:")
@@ -179,9 +179,14 @@ def main(argv: list[str] | None = None) -> int:
             "length and fragments unchanged")
         server = Server(cpu=not gpu)
 
-    (decode_id,) = eg.find_nodes(prompt, "VAEDecode")
-    (save_id,) = eg.find_nodes(prompt, "SaveVideo")
-    expected_frames = eg.decoded_frames(prompt, decode_id)
+    streams = eg.find_nodes(prompt, "CausVidStreamToVideo")
+    if streams:  # the stream node decodes and saves the video itself
+        (save_id,) = streams
+        expected_frames = eg.decoded_frames(prompt, save_id)
+    else:
+        (decode_id,) = eg.find_nodes(prompt, "VAEDecode")
+        (save_id,) = eg.find_nodes(prompt, "SaveVideo")
+        expected_frames = eg.decoded_frames(prompt, decode_id)
     timeout = args.timeout or (6 * 3600 if real else 600)
 
     t0 = time.monotonic()
@@ -209,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         paths = server.output_paths(result, node_id=save_id)
         if len(paths) != 1 or not paths[0].is_file():
-            say(f"FAILED: SaveVideo reported {paths}")
+            say(f"FAILED: the saving node reported {paths}")
             return 1
         args.output_dir.mkdir(parents=True, exist_ok=True)
         target = args.output_dir / f"{args.workflow}{'' if real else '_tiny_standins'}{paths[0].suffix}"

@@ -53,7 +53,7 @@ def expected_progress(prompt: dict, node_id: str) -> int:
     from causal.schedule import SCHEDULES
 
     node = prompt[node_id]
-    if node["class_type"] == "CausVidSampler":
+    if node["class_type"] in eg.SAMPLING_NODES:
         preset = node["inputs"]["preset"]
     else:  # Continue: the preset of the sampler it continues
         src = node["inputs"]["state"][0]
@@ -64,9 +64,14 @@ def expected_progress(prompt: dict, node_id: str) -> int:
 
 
 def check_video(server, result, prompt: dict) -> int:
-    """The saved mp4 has 1 + 4·(T − 1) frames of W×H at 16 fps; returns the frame count."""
-    (decode_id,) = eg.find_nodes(prompt, "VAEDecode")
-    (save_id,) = eg.find_nodes(prompt, "SaveVideo")
+    """The saved mp4 has 1 + 4·(T − 1) frames of W×H at 16 fps; returns the frame count. The file comes
+    from SaveVideo (after VAEDecode), or from CausVidStreamToVideo, which writes it itself."""
+    streams = eg.find_nodes(prompt, "CausVidStreamToVideo")
+    if streams:
+        (decode_id,) = (save_id,) = streams
+    else:
+        (decode_id,) = eg.find_nodes(prompt, "VAEDecode")
+        (save_id,) = eg.find_nodes(prompt, "SaveVideo")
     (path,) = server.output_paths(result, node_id=save_id)
     frames, width, height, fps = video_info(path)
     assert (width, height, round(fps)) == (W, H, 16)
@@ -78,9 +83,13 @@ def check_video(server, result, prompt: dict) -> int:
 # The example workflows
 
 
+SHORTENED = {"causvid_stream_ten_minutes": 3.0}
+"""Seconds a workflow runs for here instead of its own (its prompt timeline scaled along)."""
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_example_workflow_runs(comfy_server, standins, name):
-    prompt = eg.standin_prompt(eg.load_api(name), width=W, height=H, length=LENGTH)
+    prompt = eg.standin_prompt(eg.load_api(name), width=W, height=H, length=LENGTH, seconds=SHORTENED.get(name))
     assert not eg.find_nodes(prompt, "CLIPLoader")
     result = run_ok(comfy_server, prompt)
     frames = check_video(comfy_server, result, prompt)
@@ -88,9 +97,11 @@ def test_example_workflow_runs(comfy_server, standins, name):
                       "causvid_14b_lightx2v_3_fragments": 45,  # 6 + 3 + 3
                       "causvid_long_video_prompt_per_fragment": 57,  # (6 + 3 + 3) + 3
                       "causvid_one_minute_three_prompts": 969,  # seconds = 60: 243 latent frames
-                      "causvid_image_to_video": 13}[name]  # the image + one block = 4 latent frames
+                      "causvid_image_to_video": 13,  # the image + one block = 4 latent frames
+                      "causvid_stream_ten_minutes": 57}[name]  # 3 s instead of 600: 5 blocks = 15 latent frames
     # progress: one message per denoising step of every sampling node, each with a latent preview
-    samplers = eg.find_nodes(prompt, "CausVidSampler") + eg.find_nodes(prompt, "CausVidContinue")
+    samplers = eg.find_nodes(prompt, "CausVidSampler") + eg.find_nodes(prompt, "CausVidContinue") + \
+        eg.find_nodes(prompt, "CausVidStreamToVideo")
     progress = result.of_type("progress")
     for nid in samplers:
         mine = [p for p in progress if p["node"] == nid]

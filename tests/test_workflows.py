@@ -215,13 +215,13 @@ def frontend_schema_problems(ui: dict) -> list[str]:
 # Files
 
 
-def test_example_files_are_the_five_workflows():
+def test_example_files_are_the_six_workflows():
     ui_files = sorted(p.stem for p in eg.UI_DIR.glob("*.json"))
     api_files = sorted(p.stem for p in eg.API_DIR.glob("*.json"))
     assert ui_files == NAMES == api_files
     assert set(NAMES) == {"causvid_1.3b_t2v", "causvid_14b_lightx2v_3_fragments",
                           "causvid_long_video_prompt_per_fragment", "causvid_one_minute_three_prompts",
-                          "causvid_image_to_video"}
+                          "causvid_image_to_video", "causvid_stream_ten_minutes"}
 
 
 def test_files_are_generated_and_current(object_info):
@@ -403,15 +403,21 @@ def test_common_parts(name):
     api, ui = eg.load_api(name), eg.load_ui(name)
     _, clip = _one(api, "CLIPLoader")
     assert clip["type"] == "wan" and clip["clip_name"] == "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
-    _, vae = _one(api, "VAELoader")
+    vae_id, vae = _one(api, "VAELoader")
     assert vae["vae_name"] == "wan_2.1_vae.safetensors"
-    decode_id, decode = _one(api, "VAEDecode")
-    assert decode["vae"][0] == eg.find_nodes(api, "VAELoader")[0]
-    create_id, create = _one(api, "CreateVideo")
-    assert create["fps"] == 16 and create["images"] == [decode_id, 0]
-    _, save = _one(api, "SaveVideo")
-    assert save["video"] == [create_id, 0]
     loader_id, loader = _one(api, "CausVidModelLoader")
+    if eg.find_nodes(api, "CausVidStreamToVideo"):  # it decodes and saves the video itself
+        _, stream = _one(api, "CausVidStreamToVideo")
+        assert stream["vae"] == [vae_id, 0] and stream["model"] == [loader_id, 0]
+        for kind in ("VAEDecode", "CreateVideo", "SaveVideo", "CausVidSampler"):
+            assert not eg.find_nodes(api, kind), kind
+    else:
+        decode_id, decode = _one(api, "VAEDecode")
+        assert decode["vae"][0] == vae_id
+        create_id, create = _one(api, "CreateVideo")
+        assert create["fps"] == 16 and create["images"] == [decode_id, 0]
+        _, save = _one(api, "SaveVideo")
+        assert save["video"] == [create_id, 0]
     note = _note(ui)
     for folder, files in eg.WORKFLOWS[name].files.items():
         for f in files:
@@ -492,6 +498,36 @@ def test_one_minute_three_prompts():
     note = _note(ui)
     for words in ("gdhe17/Self-Forcing", "checkpoints/self_forcing_dmd.pt", "generator_ema", "seconds 60", "969",
                   "sink", "window 12", "constant", "re-cache", "LongLive"):
+        assert words in note, words
+
+
+def test_stream_ten_minutes():
+    name = "causvid_stream_ten_minutes"
+    api, ui = eg.load_api(name), eg.load_ui(name)
+    _, loader = _one(api, "CausVidModelLoader")
+    assert loader["ckpt_name"] == eg.SELF_FORCING_13B == "self_forcing_dmd.pt"
+    sid, s = _one(api, "CausVidStreamToVideo")
+    assert (s["width"], s["height"], s["seconds"], s["num_fragments"]) == (832, 480, 600.0, 1)
+    assert s["preset"] == "Self-Forcing / LongLive 1.3B"
+    assert (s["cache"], s["window"], s["sink_frames"]) == ("sink", 12, 3)
+    assert s["filename_prefix"] == "video/causvid_stream"
+    assert "start_latent" not in s and "state" not in s
+    assert s["vae"] == [eg.find_nodes(api, "VAELoader")[0], 0]
+    text = api[s["positive"][0]]
+    assert text["class_type"] == "CausVidTextEncode"
+    lines = [line for line in text["inputs"]["text"].splitlines() if line.strip()]
+    times = [float(line.split(":", 1)[0]) for line in lines]
+    assert times == [0, 150, 300, 450], lines
+    assert all(len(line.split(":", 1)[1].strip()) > 40 for line in lines)
+    # 600 s at 16 fps = 9600 frames -> 2401 latent frames -> 801 whole blocks = 2403 latent frames = 9609 frames
+    assert eg.latent_frames_of(api, sid) == 2403
+    assert eg.decoded_frames(api, sid) == 9609 >= 600 * 16
+    # what CausVid Sampler + VAE Decode would hold in RAM: the float32 frames at 832 x 480
+    assert round(9609 * 832 * 480 * 3 * 4 / 1e9) == 46
+    note = _note(ui)
+    for words in ("gdhe17/Self-Forcing", "checkpoints/self_forcing_dmd.pt", "generator_ema", "seconds 600",
+                  "9609", "sink", "window 12", "constant", "Cancel", "playable", "ComfyUI/output/video/",
+                  "46 GB", "VAE Decode"):
         assert words in note, words
 
 

@@ -459,8 +459,95 @@ first block attends to the image and the video continues from it, but how faithf
     )
 
 
+TEN_MINUTES_SECONDS = 600.0
+TEN_MINUTES_TIMELINE = [
+    (0, "A small wooden sailboat leaves a quiet harbour at sunrise, calm water, fishing boats at anchor, gulls "
+        "overhead, a slow aerial shot following the boat out to sea, cinematic."),
+    (150, "The small wooden sailboat sails along a rocky green coastline under a bright midday sun, white waves "
+          "breaking on the cliffs, the camera gliding beside it at water level."),
+    (300, "The small wooden sailboat crosses the open sea as storm clouds gather, grey waves rising around it, "
+          "rain starting to fall, the camera following it from above."),
+    (450, "The small wooden sailboat drifts into a calm bay at sunset after the storm, golden light on the water, "
+          "the lights of a village coming on along the shore, a slow wide shot."),
+]
+STREAM_PREFIX = "video/causvid_stream"
+
+
+def _stream_ten_minutes() -> Workflow:
+    files = {"diffusion_models": [SELF_FORCING_13B], "text_encoders": [UMT5], "vae": [WAN_VAE]}
+    note = f"""## Ten minutes, streamed to an mp4: CausVid Stream to Video
+
+A **10-minute** video from one run, written to disk **while it is generated**, at constant memory.
+
+### Models (this pack never downloads weights)
+- **`{SELF_FORCING_13B}`** {ARROW} `ComfyUI/models/diffusion_models/`: download
+  `checkpoints/{SELF_FORCING_13B}` from [gdhe17/Self-Forcing](https://huggingface.co/gdhe17/Self-Forcing)
+  (keep its name). The loader reads the `.pt` with torch's safe loader (no pickled code runs) and takes
+  its `generator_ema` weights.
+{DOWNLOAD_COMMON}
+
+```
+{_tree(files)}
+```
+
+### What streaming does
+- *CausVid Stream to Video* samples like *CausVid Sampler* and, as soon as a 3-latent-frame block is
+  finished, **decodes it with the Wan 2.1 VAE and appends it to an mp4** (H.264, 16 fps) while the next
+  block samples. The VAE keeps its causal cache from block to block, so the frames are those of one
+  whole-video decode: no seams.
+- **Memory stays constant** however long the video: no latent video, no decoded frames pile up in RAM
+  (only the couple of blocks on their way to the file), and the sink cache keeps the sampler's memory
+  flat too.
+- **Cancel** stops it at any time and keeps a **playable file** with every block finished so far.
+- The file: **`ComfyUI/output/video/`** (`filename_prefix` `{STREAM_PREFIX}`, numbered like Save Video's),
+  shown on the node when the run ends. Once the first block is written, the progress preview shows the
+  newest frame in the file.
+- No *VAE Decode* / *Save Video* here: the node saves. Its `state` output can continue the video with
+  another *CausVid Stream to Video* (its `state` input), into a new file.
+
+### Why this node
+*CausVid Sampler* + *VAE Decode* would hold all 10 minutes of frames at once: 9609 frames at
+832{TIMES}480 need about **46 GB of RAM** for the decoded images alone (before *Create Video* / *Save
+Video* encode them). Streaming writes each block and forgets it.
+
+### Settings
+- **seconds 600**: blocks are added until the video lasts 10 min at 16 fps: 2403 latent frames =
+  **9609 frames** (600.6 s), 801 blocks. `length` and `num_fragments` no longer decide the length.
+- **A prompt timeline**: one `seconds: prompt` line per prompt in *CausVid Text Encode* (`0:`, `150:`,
+  `300:`, `450:`). A prompt takes over at the first block that starts at or after its time, with
+  LongLive's KV re-cache at each switch.
+- Preset **Self-Forcing / LongLive 1.3B** (steps 1000, 750, 500, 250, shift 5, warped, clean pass) and
+  **cache sink, window 12, sink_frames 3**: the first 3 latent frames plus the 9 most recent ones, so
+  every block costs the same (see the one-minute example for the details).
+- Self-Forcing was trained on 5 s clips: expect drift over 10 minutes. The CausVid 1.3B file works here
+  too: preset **CausVid 1.3B** with cache **rolling**.
+- CausVid models are distilled: no negative prompt, no CFG, a few steps per 3-latent-frame block.
+"""
+    text = "\n".join(f"{t}: {prompt}" for t, prompt in TEN_MINUTES_TIMELINE)
+    return Workflow(
+        name="causvid_stream_ten_minutes",
+        nodes=[
+            Node(1, "CausVidModelLoader", (0, 0), (400, 82),
+                 {"ckpt_name": SELF_FORCING_13B, "weight_dtype": "default"}),
+            Node(2, "CLIPLoader", (0, 140), (400, 106), {"clip_name": UMT5, "type": "wan", "device": "default"}),
+            Node(3, "VAELoader", (0, 300), (400, 58), {"vae_name": WAN_VAE}),
+            Node(4, "CausVidTextEncode", (440, 0), (480, 400), {"text": text}, {"clip": (2, 0)},
+                 title="Prompt timeline (seconds: prompt)", color=POSITIVE[0], bgcolor=POSITIVE[1]),
+            Node(5, "CausVidStreamToVideo", (960, 0), (520, 760),
+                 {"filename_prefix": STREAM_PREFIX, "width": 832, "height": 480, "length": 81,
+                  "preset": "Self-Forcing / LongLive 1.3B", "custom_steps": "", "seed": 42, "num_fragments": 1,
+                  "fused_kernels": False, "cache": "sink", "window": 12, "sink_frames": 3,
+                  "seconds": TEN_MINUTES_SECONDS},
+                 {"model": (1, 0), "positive": (4, 0), "vae": (3, 0)}, control="randomize"),
+        ],
+        note=Note(6, (-500, 0), (460, 1040), note),
+        groups=[("Models", [1, 2, 3]), ("Prompt timeline", [4]), ("Sample 10 min, stream to mp4", [5])],
+        files=files,
+    )
+
+
 WORKFLOWS: dict[str, Workflow] = {w.name: w for w in (_t2v_13b(), _lightx2v_14b(), _long_video(), _one_minute(),
-                                                      _image_to_video())}
+                                                      _image_to_video(), _stream_ten_minutes())}
 
 
 # -------------------------------------------------------------------------------------------------
@@ -740,9 +827,10 @@ def _rescale_timeline(text: str, scale: float) -> str:
 def standin_prompt(api: dict, *, width: int = 64, height: int = 48, length: int | None = 21,
                    clip_width: int = TINY_TEXT_DIM, seconds: float | None = None) -> dict:
     """A copy of an API prompt for the tiny stand-ins: every CLIPLoader becomes CausVidTestTinyCLIP
-    (same node id, so links still hold), every CausVidSampler and ImageScale gets the small size.
-    `seconds` shortens a sampler that is set to a length in seconds; the timed prompt lines of the
-    CausVid Text Encode feeding it are scaled by the same factor, so the timeline keeps its shape."""
+    (same node id, so links still hold), every CausVidSampler, CausVidStreamToVideo and ImageScale gets
+    the small size. `seconds` shortens a sampling node that is set to a length in seconds; the timed
+    prompt lines of the CausVid Text Encode feeding it are scaled by the same factor, so the timeline
+    keeps its shape."""
     prompt = json.loads(json.dumps(api))
     for node in prompt.values():
         if node["class_type"] == "CLIPLoader":
@@ -751,7 +839,7 @@ def standin_prompt(api: dict, *, width: int = 64, height: int = 48, length: int 
             node["_meta"] = {"title": "CausVid Test Tiny umT5 CLIP (stand-in for CLIPLoader)"}
         elif node["class_type"] == "ImageScale":
             node["inputs"]["width"], node["inputs"]["height"] = width, height
-        elif node["class_type"] == "CausVidSampler":
+        elif node["class_type"] in SAMPLING_NODES:
             inputs = node["inputs"]
             inputs["width"], inputs["height"] = width, height
             if length is not None:
@@ -767,6 +855,9 @@ def standin_prompt(api: dict, *, width: int = 64, height: int = 48, length: int 
 
 FRAMES_PER_BLOCK = 3
 FPS = 16
+SAMPLING_NODES = ("CausVidSampler", "CausVidStreamToVideo")
+"""Nodes that sample from their own widgets (CausVid Stream to Video takes CausVid Sampler's widgets and
+writes the video itself)."""
 
 
 def frames_for_seconds(seconds: float, start_frames: int = 0) -> int:
@@ -808,16 +899,20 @@ def start_frames_of(prompt: dict, link: Any) -> int:
 
 
 def latent_frames_of(prompt: dict, node_id: str, output: int = 0) -> int:
-    """Latent frames a CausVidSampler / CausVidContinue output holds, from the prompt's settings.
+    """Latent frames a CausVidSampler / CausVidContinue output holds, from the prompt's settings; for a
+    CausVidStreamToVideo, the latent frames of the video it writes (its only output is a state).
 
     Sampler: the start latent's S frames (when linked; the output begins with them), then the new ones:
     with `seconds` > 0, whole blocks up to that length; else a first fragment of the whole blocks of
     F - S (F = (length - 1) / 4 + 1), each later fragment F - 3 more. Continue: `num_fragments` x
     (F - 3) new frames (or whole blocks for its `seconds`); its `video` output (slot 1) adds them to
-    everything before it."""
+    everything before it. Stream to Video counts as the sampler does (its file begins with the start
+    latent)."""
     node = prompt[node_id]
     inputs = node["inputs"]
-    if node["class_type"] == "CausVidSampler":
+    if node["class_type"] == "CausVidStreamToVideo":
+        output = 0
+    if node["class_type"] in SAMPLING_NODES:
         if isinstance(inputs.get("state"), list):
             raise NotImplementedError("sampler continued from a state")
         frames = (inputs["length"] - 1) // 4 + 1
@@ -840,22 +935,26 @@ def latent_frames_of(prompt: dict, node_id: str, output: int = 0) -> int:
 
 
 def new_latent_frames_of(prompt: dict, node_id: str) -> int:
-    """Latent frames a CausVidSampler / CausVidContinue generates (its start latent not counted)."""
+    """Latent frames a CausVidSampler / CausVidContinue / CausVidStreamToVideo generates (its start latent
+    not counted)."""
     inputs = prompt[node_id]["inputs"]
-    start = start_frames_of(prompt, inputs.get("start_latent")) if prompt[node_id]["class_type"] == "CausVidSampler" \
+    start = start_frames_of(prompt, inputs.get("start_latent")) if prompt[node_id]["class_type"] in SAMPLING_NODES \
         else 0
     return latent_frames_of(prompt, node_id, 0) - start
 
 
 def _root_length(prompt: dict, node_id: str) -> int:
     node = prompt[node_id]
-    if node["class_type"] == "CausVidSampler":
+    if node["class_type"] in SAMPLING_NODES:
         return node["inputs"]["length"]
     return _root_length(prompt, node["inputs"]["state"][0])
 
 
 def decoded_frames(prompt: dict, decode_id: str) -> int:
-    """Frames a VAEDecode of a CausVid latent yields: 1 + 4 (T - 1)."""
+    """Frames a VAEDecode of a CausVid latent yields: 1 + 4 (T - 1); given a CausVidStreamToVideo, the
+    frames of the mp4 it writes (the same count: one whole decode of its latents)."""
+    if prompt[decode_id]["class_type"] == "CausVidStreamToVideo":
+        return 1 + 4 * (latent_frames_of(prompt, decode_id) - 1)
     src, out = prompt[decode_id]["inputs"]["samples"]
     return 1 + 4 * (latent_frames_of(prompt, src, out) - 1)
 
