@@ -624,3 +624,31 @@ class ComfyServer:
                         root = roots.get(item.get("type", "output"), self.output_dir)
                         paths.append(root / item.get("subfolder", "") / item["filename"])
         return paths
+
+
+def video_info(path: str | os.PathLike) -> tuple[int, int, int, float]:
+    """(frames, width, height, fps) of a saved video, read back with PyAV."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(stream))
+        return frames, stream.codec_context.width, stream.codec_context.height, float(stream.average_rate)
+
+
+def import_pack():
+    """The pack imported in this process the way ComfyUI imports it: as the package `comfyui_causvid` from the
+    repo root (ComfyUI itself on sys.path, CPU), its nodes loaded. Returns the package."""
+    import importlib
+    import importlib.util
+
+    add_comfyui_to_sys_path(cpu=True)
+    if "comfyui_causvid" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("comfyui_causvid", REPO_ROOT / "__init__.py",
+                                                      submodule_search_locations=[str(REPO_ROOT)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["comfyui_causvid"] = module
+        spec.loader.exec_module(module)
+    importlib.import_module("comfyui_causvid.nodes")
+    return sys.modules["comfyui_causvid"]
+

@@ -64,3 +64,14 @@ def tiny_vae_name(comfy_server):
     name = "tiny_wan21_vae.safetensors"
     make_tiny_wan_vae(comfy_server.models_dir / "vae" / name, seed=0)
     return name
+
+
+@pytest.fixture(scope="module")
+def standins(comfy_server):
+    """The example workflows' model files as tiny random stand-ins in the server's models folder."""
+    sys.path.insert(0, str(TESTS_DIR / "workflows_api"))
+    import example_graphs as eg
+
+    eg.write_standin_models(comfy_server.models_dir)
+    return comfy_server.models_dir
+

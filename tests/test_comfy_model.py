@@ -4,13 +4,12 @@ and stores fp8 weights while computing in bf16."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import importlib
 
 import pytest
 import torch
 
-from comfyui_harness import REPO_ROOT, add_comfyui_to_sys_path, comfyui_available
+from comfyui_harness import comfyui_available, import_pack
 
 pytestmark = pytest.mark.comfyui
 
@@ -21,14 +20,7 @@ if not comfyui_available():
 @pytest.fixture(scope="module")
 def pack():
     """The pack imported the way ComfyUI imports it: as a package from the repo root."""
-    add_comfyui_to_sys_path(cpu=True)
-    if "comfyui_causvid" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("comfyui_causvid", REPO_ROOT / "__init__.py",
-                                                      submodule_search_locations=[str(REPO_ROOT)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["comfyui_causvid"] = module
-        spec.loader.exec_module(module)
-    importlib.import_module("comfyui_causvid.nodes")
+    import_pack()
     return importlib.import_module("comfyui_causvid.nodes.comfy_model")
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from comfyui_harness import PromptRejected
+from comfyui_harness import PromptRejected, video_info
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "workflows_api"))
 import example_graphs as eg  # noqa: E402
@@ -24,22 +24,6 @@ pytestmark = pytest.mark.comfyui
 
 NAMES = sorted(eg.WORKFLOWS)
 W, H, LENGTH = 64, 48, 21  # 21 frames = 6 latent frames = 2 blocks per fragment
-
-
-@pytest.fixture(scope="module")
-def standins(comfy_server):
-    eg.write_standin_models(comfy_server.models_dir)
-    return comfy_server.models_dir
-
-
-def video_info(path: Path) -> tuple[int, int, int, float]:
-    """(frames, width, height, fps) of a saved video, read back with PyAV."""
-    import av
-
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        frames = sum(1 for _ in container.decode(stream))
-        return frames, stream.codec_context.width, stream.codec_context.height, float(stream.average_rate)
 
 
 def run_ok(server, prompt: dict, timeout: float = 90, **kw):

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import gc
 import importlib
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from comfyui_harness import REPO_ROOT, add_comfyui_to_sys_path, comfyui_available, make_tiny_wan_vae
+from comfyui_harness import REPO_ROOT, comfyui_available, import_pack, make_tiny_wan_vae, video_info
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "workflows_api"))
 import example_graphs as eg  # noqa: E402
@@ -29,13 +28,7 @@ h, w = H // 8, W // 8
 
 @pytest.fixture(scope="module")
 def streaming():
-    add_comfyui_to_sys_path(cpu=True)
-    if "comfyui_causvid" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("comfyui_causvid", REPO_ROOT / "__init__.py",
-                                                      submodule_search_locations=[str(REPO_ROOT)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["comfyui_causvid"] = module
-        spec.loader.exec_module(module)
+    import_pack()
     return importlib.import_module("comfyui_causvid.nodes.streaming")
 
 
@@ -78,11 +71,8 @@ def test_non_wan_vae_is_refused(streaming):
 
 
 def _frames_in(path) -> tuple[int, float]:
-    import av
-
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        return sum(1 for _ in container.decode(stream)), float(stream.average_rate)
+    frames, _, _, fps = video_info(path)
+    return frames, fps
 
 
 def test_a_failing_stream_leaves_a_playable_file(streaming, vae, tmp_path):
@@ -142,12 +132,6 @@ def test_memory_is_flat_over_many_blocks(streaming, vae, tmp_path):
 
 # -------------------------------------------------------------------------------------------------
 # End to end: CausVid Stream to Video in a real ComfyUI
-
-
-@pytest.fixture(scope="module")
-def standins(comfy_server):
-    eg.write_standin_models(comfy_server.models_dir, seed=0)
-    return comfy_server.models_dir
 
 
 def _stream_prompt(prefix: str = "video/stream_test", **sampler) -> dict:

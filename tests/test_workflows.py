@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from comfyui_harness import MAIN_PACK_NAME
+from comfyui_harness import MAIN_PACK_NAME, video_info
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "workflows_api"))
 import example_graphs as eg  # noqa: E402
@@ -572,22 +572,6 @@ def test_image_to_video():
 
 
 W, H = 64, 48
-
-
-@pytest.fixture(scope="module")
-def standins(comfy_server):
-    eg.write_standin_models(comfy_server.models_dir)
-    return comfy_server.models_dir
-
-
-def video_info(path: Path) -> tuple[int, int, int, float]:
-    """(frames, width, height, fps) of a saved video, read back with PyAV."""
-    import av
-
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        frames = sum(1 for _ in container.decode(stream))
-        return frames, stream.codec_context.width, stream.codec_context.height, float(stream.average_rate)
 
 
 def run_and_check_video(server, prompt: dict, timeout: float = 120):

@@ -320,6 +320,13 @@ ONE_MINUTE_TIMELINE = [
 ]
 
 
+SELF_FORCING_DOWNLOAD = f"""- **`{SELF_FORCING_13B}`** {ARROW} `ComfyUI/models/diffusion_models/`: download
+  `checkpoints/{SELF_FORCING_13B}` from [gdhe17/Self-Forcing](https://huggingface.co/gdhe17/Self-Forcing)
+  (keep its name). The loader reads the `.pt` with torch's safe loader (no pickled code runs) and takes
+  its `generator_ema` weights.
+{DOWNLOAD_COMMON}"""
+
+
 def _one_minute() -> Workflow:
     files = {"diffusion_models": [SELF_FORCING_13B], "text_encoders": [UMT5], "vae": [WAN_VAE]}
     note = f"""## One minute, three prompts: Self-Forcing 1.3B with a sink cache
@@ -327,11 +334,7 @@ def _one_minute() -> Workflow:
 A 60 s video from **one** sampler run whose prompt changes at 20 s and 40 s, at constant memory.
 
 ### Models (this pack never downloads weights)
-- **`{SELF_FORCING_13B}`** {ARROW} `ComfyUI/models/diffusion_models/`: download
-  `checkpoints/{SELF_FORCING_13B}` from [gdhe17/Self-Forcing](https://huggingface.co/gdhe17/Self-Forcing)
-  (keep its name). The loader reads the `.pt` with torch's safe loader (no pickled code runs) and takes
-  its `generator_ema` weights.
-{DOWNLOAD_COMMON}
+{SELF_FORCING_DOWNLOAD}
 
 ```
 {_tree(files)}
@@ -480,11 +483,7 @@ def _stream_ten_minutes() -> Workflow:
 A **10-minute** video from one run, written to disk **while it is generated**, at constant memory.
 
 ### Models (this pack never downloads weights)
-- **`{SELF_FORCING_13B}`** {ARROW} `ComfyUI/models/diffusion_models/`: download
-  `checkpoints/{SELF_FORCING_13B}` from [gdhe17/Self-Forcing](https://huggingface.co/gdhe17/Self-Forcing)
-  (keep its name). The loader reads the `.pt` with torch's safe loader (no pickled code runs) and takes
-  its `generator_ema` weights.
-{DOWNLOAD_COMMON}
+{SELF_FORCING_DOWNLOAD}
 
 ```
 {_tree(files)}
