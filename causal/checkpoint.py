@@ -117,9 +117,9 @@ def _check_not_text(path: Path) -> None:
     else:
         return
     if text and all(c.isprintable() or c in "\r\n\t" for c in text):
-        preview = text[:60].splitlines()[0] if text.strip() else repr(text[:20])
-        raise CheckpointError(f"{path}: is a text file (it starts with '{preview}'), not a model checkpoint; "
-                              "download the actual model file")
+        kind = "an HTML page" if text.lstrip().lower().startswith(("<!doctype html", "<html")) else "a text file"
+        # never quote the file: a server must not hand its files' contents to whoever sent the prompt
+        raise CheckpointError(f"{path}: is {kind}, not a model checkpoint; download the actual model file")
 
 
 _SAFETENSORS_DTYPES = {

@@ -120,6 +120,8 @@ def _check_inputs(model: CausalWanModel, timeline: list[PromptChange], height: i
         n = got[2]
         if n < 1:
             raise ValueError("the start latent has no frames")
+        if not torch.isfinite(start_latents).all():
+            raise ValueError("the start latents contain NaN or Inf values: encode the image or video again")
         if not policy.evicts and n + frames_per_block > policy.window:
             raise ValueError(f"start latents ({n} frames) must leave room for a {frames_per_block}-frame block in "
                              f"a fragment of {policy.window} latent frames")
@@ -138,6 +140,12 @@ def _check_inputs(model: CausalWanModel, timeline: list[PromptChange], height: i
         if change.context.shape[1] > model.config.text_len:
             raise ValueError(f"a prompt has {change.context.shape[1]} tokens; the model reads at most "
                              f"{model.config.text_len}")
+        if change.context.shape[1] == 0:
+            raise ValueError("a prompt embedding has 0 tokens: encode a prompt (even an empty one gives the end "
+                             "token)")
+        if not torch.isfinite(change.context).all():
+            raise ValueError("a prompt embedding contains NaN or Inf values: the text encoder's output is broken; "
+                             "re-encode the prompt (and check the text encoder file)")
 
 
 def _prefill_chunks(frames: int, frames_per_block: int) -> list[int]:
@@ -295,6 +303,11 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
                         eps = eps.to(device).view(batch, frames_per_block, LATENT_CHANNELS, h, w)
                         x = ((1 - next_sigma) * x0.float() + next_sigma * eps.float()).to(dtype)
                 block = x0.to(dtype).transpose(1, 2)
+                if not torch.isfinite(block).all():
+                    raise FloatingPointError(
+                        f"block {b} (latent frames {first}..{first + frames_per_block - 1}) came out NaN/Inf: the "
+                        "checkpoint may hold NaN/Inf weights, or the numbers overflowed (fp16); nothing after it "
+                        "could be valid, so sampling stopped")
                 if schedule.clean_pass:
                     window.forward(block, clean_t, slot, position)
                     window.finish(block, 0.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import folder_paths
 from comfy_api.latest import io
 
+from ..causal.checkpoint import CheckpointError
 from .comfy_model import WEIGHT_DTYPES, load_causal_model
 
 EXTENSIONS = (".safetensors", ".sft", ".pt", ".pth", ".ckpt")
@@ -37,4 +38,7 @@ class CausVidModelLoader(io.ComfyNode):
     @classmethod
     def execute(cls, ckpt_name: str, weight_dtype: str) -> io.NodeOutput:
         path = folder_paths.get_full_path_or_raise("diffusion_models", ckpt_name)
-        return io.NodeOutput(load_causal_model(path, weight_dtype))
+        try:
+            return io.NodeOutput(load_causal_model(path, weight_dtype))
+        except CheckpointError as e:  # name the file as the user picked it, never the server's folders
+            raise CheckpointError(str(e).replace(str(path), f"diffusion_models/{ckpt_name}")) from None

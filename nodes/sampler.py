@@ -45,6 +45,8 @@ class CausVidState:
     num_frames: int
     width: int
     height: int
+    model: str = ""
+    """The network's shape (`WanConfig.name`): a state continues only on the model that made it."""
 
 
 def latent_frames(length: int) -> int:
@@ -148,6 +150,9 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
     `preview()`, when given, supplies the progress preview (e.g. the newest decoded frame) instead of the latent
     previewer's."""
     network = causal_network(model)
+    if job.resume is not None and job.resume.model != network.config.name:
+        raise ValueError(f"this state was made by the {job.resume.model} model; connect the same model to continue "
+                         f"it (this one is {network.config.name})")
     start_frames = 0 if job.start is None else job.start.shape[2]
     # a continuation adds fragments that each start from a re-cached block (its length with any policy)
     segments = fragment_lengths(job.num_frames, job.num_fragments,
@@ -158,6 +163,12 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
     mm.throw_exception_if_processing_interrupted()
     memory = working_memory_bytes(network, batch=timeline[0].context.shape[0], num_frames=job.policy.window,
                                   height=job.height, width=job.width, dtype=dtype)
+    if device.type == "cpu" and memory + extra_memory > mm.get_free_memory(device):
+        # on the GPU model management makes room or fails cleanly; on the CPU an allocation this large could
+        # get the whole server killed by the OS instead
+        raise MemoryError(f"sampling {job.width}x{job.height} with a {job.policy.window}-frame window needs "
+                          f"{(memory + extra_memory) / 2**30:.1f} GiB of RAM for its KV cache and activations, but "
+                          f"{mm.get_free_memory(device) / 2**30:.1f} GiB are free: lower the size or the window")
     mm.load_models_gpu([model, *extra_models], memory_required=memory + extra_memory)
     previewer = latent_preview.get_previewer(device, model.model.latent_format)
     bars: list[comfy.utils.ProgressBar] = []
@@ -188,7 +199,7 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
     state = CausVidState(history=result.history, video=video, rng_state=job.generator.get_state(),
                          rng_device=str(device), schedule=job.schedule, policy=job.policy,
                          fused_kernels=job.fused_kernels, num_frames=job.num_frames, width=job.width,
-                         height=job.height)
+                         height=job.height, model=network.config.name)
     return new, state
 
 
@@ -306,12 +317,18 @@ class CausVidSampler(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, width: int, height: int, length: int, custom_steps: str) -> bool | str:
-        # linked inputs arrive as None here: they are checked again when the node runs
+        # linked inputs arrive as None here: they are checked again when the node runs. ComfyUI skips its own
+        # type and range checks for the inputs this function names, so the types are checked here first.
+        for name, value in (("width", width), ("height", height), ("length", length)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                return f"{name} must be a whole number, got {value!r}"
         for name, value in (("width", width), ("height", height)):
             if value is not None and (value < PIXEL_MULTIPLE or value % PIXEL_MULTIPLE or value > 4096):
                 return f"{name} must be a multiple of {PIXEL_MULTIPLE} between 16 and 4096, got {value}"
         if length is not None and (message := check_length(length)):
             return message
+        if custom_steps is not None and not isinstance(custom_steps, str):
+            return f"custom_steps must be text such as '1000, 757, 522', got {custom_steps!r}"
         if isinstance(custom_steps, str) and custom_steps.strip():
             try:
                 parse_steps(custom_steps)

@@ -278,7 +278,9 @@ def test_text_files_renamed_as_models(tmp_path, suffix):
     text.write_text("these are my notes about the model\nline two\n")
     with pytest.raises(CheckpointError) as excinfo:
         read_checkpoint(text)
-    assert "is a text file" in message(excinfo) and "these are my notes" in message(excinfo)
+    # the file's content is never quoted: a message may reach whoever sent the prompt
+    assert "is a text file" in message(excinfo) and "these are my notes" not in message(excinfo)
+
 
     lfs = tmp_path / ("lfs" + suffix)
     lfs.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 5680000000\n")
@@ -442,3 +444,11 @@ def test_validate_in_memory_returns_config(tiny, tiny_sd):
     assert validate_state_dict(tiny_sd) == tiny
     with pytest.raises(CheckpointError, match="^state dict: "):
         validate_state_dict({})
+
+
+def test_html_pages_saved_as_models_are_named_without_their_content(tmp_path):
+    page = tmp_path / "model.safetensors"
+    page.write_text("<!DOCTYPE html><html><head><title>secret token 1234</title></head></html>")
+    with pytest.raises(CheckpointError) as excinfo:
+        read_checkpoint(page)
+    assert "is an HTML page" in message(excinfo) and "secret" not in message(excinfo)

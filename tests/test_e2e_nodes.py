@@ -174,7 +174,14 @@ def test_bad_cache_settings_say_what_to_change(comfy_server, standins, inputs, w
 # Errors
 
 
-@pytest.mark.parametrize("field,value,words", [("width", 40, "multiple of 16"), ("length", 10, "length 10")])
+@pytest.mark.parametrize("field,value,words", [
+    ("width", 40, "multiple of 16"),
+    ("length", 10, "length 10"),
+    ("width", "abc", "whole number, got 'abc'"),
+    ("length", 13, "9 + 12k"),
+    ("length", 4101, "over the maximum of 4089"),
+    ("custom_steps", "1000, __import__('os')", "numbers separated by commas"),
+])
 def test_bad_widget_value_is_rejected(comfy_server, standins, field, value, words):
     prompt = eg.standin_prompt(eg.load_api("causvid_1.3b_t2v"), width=W, height=H, length=LENGTH)
     (sampler_id,) = eg.find_nodes(prompt, "CausVidSampler")
@@ -224,6 +231,8 @@ BAD_FILES = {
     "truncated.pt": (lambda p: _truncated(p, "causvid"), "truncated or corrupt"),
     "wan2.1_i2v_480p.safetensors": (_i2v, "image-to-video"),
     "wan_lora.safetensors": (_lora, "this is a LoRA"),
+    "html_page.safetensors": (lambda p: p.write_text("<!DOCTYPE html><html><title>private</title></html>"),
+                              "is an HTML page"),
 }
 
 
@@ -246,7 +255,9 @@ def test_bad_checkpoint_ends_in_execution_error(comfy_server, file_name):
     error = result.error
     assert error["node_id"] == "1" and error["node_type"] == "CausVidModelLoader", error
     assert words in error["exception_message"], error["exception_message"]
-    assert path.name in error["exception_message"]
+    # named as the user picked it; neither the server's folders nor the file's content reach the client
+    assert f"diffusion_models/{path.name}" in error["exception_message"]
+    assert str(comfy_server.base_dir) not in error["exception_message"] and "private" not in error["exception_message"]
 
 
 # -------------------------------------------------------------------------------------------------
@@ -339,3 +350,63 @@ def test_continue_equals_one_longer_sampler_run(comfy_server, standins):
     (continued_mp4,) = comfy_server.output_paths(result, node_id="19")
     (single_mp4,) = comfy_server.output_paths(result, node_id="25")
     assert video_info(continued_mp4)[0] == video_info(single_mp4)[0] == 1 + 4 * (12 - 1)
+
+
+def test_bad_start_latent_and_the_next_prompt_still_runs(comfy_server, standins):
+    """A 4-channel start latent (an SD latent, say) is refused with our message before any conversion; the
+    server then runs the next valid prompt."""
+    prompt = eg.standin_prompt(eg.load_api("causvid_1.3b_t2v"), width=W, height=H, length=LENGTH)
+    (sampler_id,) = eg.find_nodes(prompt, "CausVidSampler")
+    bad = dict(prompt)
+    bad["90"] = {"class_type": "EmptyLatentImage", "inputs": {"width": W, "height": H, "batch_size": 1}}
+    bad[sampler_id] = {**prompt[sampler_id], "inputs": {**prompt[sampler_id]["inputs"], "start_latent": ["90", 0]}}
+    result = comfy_server.run(bad, timeout=90)
+    assert result.status == "error", result.describe()
+    assert "must be a Wan video latent" in result.error["exception_message"], result.describe()
+    run_ok(comfy_server, prompt)
+
+
+
+def test_a_state_continues_only_on_the_model_that_made_it(comfy_server, standins):
+    import torch
+
+    from causal.config import WanConfig
+    from causal.synthetic import random_state_dict, write_checkpoint
+
+    other = comfy_server.models_dir / "diffusion_models" / "other_width.safetensors"
+    if not other.exists():
+        config = WanConfig(dim=256, ffn_dim=512, num_layers=2, text_dim=eg.TINY_TEXT_DIM)
+        write_checkpoint(random_state_dict(config, dtype=torch.bfloat16, seed=1), other, "lightx2v_safetensors")
+    prompt = {
+        "1": {"class_type": "CausVidModelLoader", "inputs": {"ckpt_name": eg.CAUSVID_13B, "weight_dtype": "default"}},
+        "2": {"class_type": "CausVidModelLoader", "inputs": {"ckpt_name": other.name, "weight_dtype": "default"}},
+        "3": {"class_type": "CausVidTestConditioning", "inputs": {"text": "a cat", "width": eg.TINY_TEXT_DIM}},
+        "4": {"class_type": "CausVidSampler", "inputs": {
+            "model": ["1", 0], "positive": ["3", 0], "width": W, "height": H, "length": LENGTH,
+            "preset": "CausVid 1.3B", "custom_steps": "", "seed": 0, "num_fragments": 1}},
+        "5": {"class_type": "CausVidContinue", "inputs": {"model": ["2", 0], "state": ["4", 1], "positive": ["3", 0],
+                                                          "num_fragments": 1}},
+        "6": {"class_type": "CausVidTestShowShape", "inputs": {"latent": ["5", 0]}},
+    }
+    result = comfy_server.run(prompt, timeout=90)
+    assert result.status == "error" and result.error["node_id"] == "5", result.describe()
+    assert "made by the custom (dim 128, 2 layers) model" in result.error["exception_message"], result.describe()
+
+
+def test_a_cache_larger_than_free_ram_is_refused_before_allocation(comfy_server, standins):
+    """On the CPU nothing makes room the way model management does on a GPU: a 1020-frame window at 4096x4096
+    (hundreds of GB of KV cache) is refused with the sizes, and the server goes on serving."""
+    prompt = eg.standin_prompt(eg.load_api("causvid_1.3b_t2v"), width=W, height=H, length=LENGTH)
+    (sampler_id,) = eg.find_nodes(prompt, "CausVidSampler")
+    big = json_copy(prompt)
+    big[sampler_id]["inputs"].update(width=4096, height=4096, cache="rolling", window=1020)
+    result = comfy_server.run(big, timeout=90)
+    assert result.status == "error", result.describe()
+    assert "GiB of RAM" in result.error["exception_message"] and "are free" in result.error["exception_message"]
+    run_ok(comfy_server, prompt)
+
+
+def json_copy(prompt: dict) -> dict:
+    import json
+
+    return json.loads(json.dumps(prompt))

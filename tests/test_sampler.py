@@ -244,3 +244,27 @@ def test_cuda_graphs_need_cuda(model):
 
     with pytest.raises(ValueError, match="CUDA"):
         CudaGraphs(model, batch=1, height=H, width=W, num_frames=6, device="cpu")
+
+
+def test_nan_weights_stop_sampling_with_a_message():
+    broken = tiny_model(torch.bfloat16)
+    with torch.no_grad():
+        broken.blocks[1].ffn[2].weight[0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="block 0 .* NaN/Inf: the checkpoint may hold NaN/Inf weights"):
+        sample_video(broken, prompt(), num_frames=6, height=H, width=W, schedule=FAST, seed=0)
+
+
+@pytest.mark.parametrize("context, match", [
+    (torch.full((1, 4, TINY.text_dim), float("nan")), "NaN or Inf"),
+    (torch.cat([prompt(), torch.full((1, 1, TINY.text_dim), float("inf"))], dim=1), "NaN or Inf"),
+    (torch.zeros(1, 0, TINY.text_dim), "0 tokens"),
+])
+def test_broken_prompt_embeddings_are_refused(model, context, match):
+    with pytest.raises(ValueError, match=match):
+        sample_video(model, context, num_frames=3, height=H, width=W, schedule=FAST, seed=0)
+
+
+def test_non_finite_start_latents_are_refused(model):
+    start = torch.full((1, 16, 3, h, w), float("nan"))
+    with pytest.raises(ValueError, match="start latents contain NaN"):
+        sample_video(model, prompt(), num_frames=9, height=H, width=W, schedule=FAST, seed=0, start_latents=start)
