@@ -452,3 +452,15 @@ def test_html_pages_saved_as_models_are_named_without_their_content(tmp_path):
     with pytest.raises(CheckpointError) as excinfo:
         read_checkpoint(page)
     assert "is an HTML page" in message(excinfo) and "secret" not in message(excinfo)
+
+
+@pytest.mark.parametrize("header", [
+    (2 ** 60).to_bytes(8, "little") + b"{}",  # a header length far past the file
+    (12).to_bytes(8, "little") + b"{not json!!}",  # malformed JSON
+    (40).to_bytes(8, "little") + b'{"a": {"dtype": "F32", "shape": [1000000000], "data_offsets": [0, 4]}}'[:40],
+])
+def test_hostile_safetensors_headers_are_refused_without_reading_data(tmp_path, header):
+    path = tmp_path / "hostile.safetensors"
+    path.write_bytes(header + b"\0" * 64)
+    with pytest.raises(CheckpointError, match="truncated or corrupt|not a Wan2.1|no tensors"):
+        read_checkpoint(path)

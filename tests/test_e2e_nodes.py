@@ -410,3 +410,23 @@ def json_copy(prompt: dict) -> dict:
     import json
 
     return json.loads(json.dumps(prompt))
+
+
+@pytest.mark.parametrize("name", ["../../../etc/passwd", "/etc/passwd", "..\\..\\secret.safetensors"])
+def test_checkpoint_names_outside_the_models_folder_are_rejected(comfy_server, standins, name):
+    """A file name resolves only inside the models folder: anything else is refused (at validation, or by the
+    loader as not found), nothing outside is read, and the next prompt runs."""
+    prompt = eg.standin_prompt(eg.load_api("causvid_1.3b_t2v"), width=W, height=H, length=LENGTH)
+    (loader_id,) = eg.find_nodes(prompt, "CausVidModelLoader")
+    bad = json_copy(prompt)
+    bad[loader_id]["inputs"]["ckpt_name"] = name
+    try:
+        result = comfy_server.run(bad, timeout=60)
+    except PromptRejected as e:
+        assert e.status == 400 and loader_id in e.body["node_errors"]
+        assert "root:" not in repr(e.body)
+    else:
+        assert result.status == "error" and result.error["node_id"] == loader_id, result.describe()
+        message = result.error["exception_message"]
+        assert "not found" in message and "root:" not in message, message
+    run_ok(comfy_server, prompt)
