@@ -145,18 +145,53 @@ def _read_safetensors(path: Path, dtype: torch.dtype | None) -> Checkpoint:
             info = f.get_slice(key)
             dt = _SAFETENSORS_DTYPES.get(info.get_dtype()) or torch.uint8
             meta[key] = torch.empty(info.get_shape(), dtype=dt, device="meta")
+        scales = _fp8_scales(meta, where=path)
         rename, layout = _rename_plan(meta.keys(), container="", where=path)
         bare_meta = {new: meta[old] for new, old in rename.items()}
         config = _validate(bare_meta, where=path)
         source_dtype = _dominant_dtype(bare_meta)
+        if scales:
+            layout += " (fp8_scaled, dequantised)"
+            source_dtype = torch.bfloat16
+            dtype = dtype or torch.bfloat16
         state_dict: dict[str, Tensor] = {}
         try:
             for new, old in rename.items():
-                state_dict[new] = _cast(f.get_tensor(old), dtype)
+                tensor = f.get_tensor(old)
+                if old in scales:
+                    # w = fp8 * scale, the product in float32, rounded once to the load dtype
+                    tensor = tensor.to(torch.float32) * f.get_tensor(scales[old]).to(torch.float32)
+                state_dict[new] = _cast(tensor, dtype)
         except Exception as e:
             raise CheckpointError(f"{path}: is truncated or corrupt (reading tensor '{old}' failed: {e}); "
                                   "download the file again") from e
     return Checkpoint(state_dict=state_dict, config=config, layout=layout, source_dtype=source_dtype)
+
+
+_FP8_SCALE_SUFFIXES = (".scale_weight", ".scale_input")
+
+
+def _fp8_scales(meta: dict[str, Tensor], where: Path) -> dict[str, str]:
+    """ComfyUI's 'fp8_scaled' files: float8 weights with a float32 `scale_weight` each (and `scale_input`, which
+    only matters for fp8 matmuls) plus a `scaled_fp8` marker. Removes the scale and marker keys from `meta` and
+    returns weight key -> scale key, so the reader can dequantise; {} for any other file."""
+    marker = [k for k in meta if k.endswith("scaled_fp8")]
+    extra = [k for k in meta if k.endswith(_FP8_SCALE_SUFFIXES)]
+    if not marker and not extra:
+        return {}
+    scales = {}
+    for key in extra:
+        if key.endswith(".scale_weight"):
+            weight = key[:-len("scale_weight")] + "weight"
+            if weight not in meta:
+                raise CheckpointError(f"{where}: fp8 scale '{key}' has no weight '{weight}'; the file is damaged")
+            if meta[key].numel() != 1:
+                raise CheckpointError(f"{where}: fp8 scale '{key}' holds {meta[key].numel()} values; this loader "
+                                      "reads per-tensor scales only")
+            scales[weight] = key
+    for key in marker + extra:
+        del meta[key]
+    return scales
 
 
 def _read_pickle(path: Path, dtype: torch.dtype | None) -> Checkpoint:
@@ -417,9 +452,9 @@ def _identify_foreign(tensors: Mapping[str, Tensor]) -> str | None:
                  or k.endswith((".alpha", ".diff", ".diff_b"))):
         return (f"this is a LoRA (e.g. key '{k}'), not a full model; load it with LoraLoaderModelOnly "
                 "on top of a causal Wan model")
-    if k := some(lambda k: k.endswith((".scale_weight", ".scale_input")) or k == "scaled_fp8"):
-        return (f"this is a ComfyUI 'fp8_scaled' file (key '{k}') whose weights need per-tensor scales, which this "
-                "loader does not apply; use the bf16/fp16 file or a plain float8_e4m3fn file of the same model")
+    if k := some(lambda k: k.endswith((".scale_weight", ".scale_input")) or k.endswith("scaled_fp8")):
+        return (f"this is a ComfyUI 'fp8_scaled' file (key '{k}') saved as a pickle; its scales are applied for "
+                ".safetensors files only: use the .safetensors download")
     if k := some(lambda k: k.startswith(("encoder.block.", "token_embedding.")) or k == "shared.weight"):
         return (f"this is a umT5 text encoder (e.g. key '{k}'), not a diffusion model; put it in "
                 "models/text_encoders and load it with the CLIP/text-encoder loader (type 'wan')")

@@ -423,12 +423,57 @@ def test_vae_and_text_encoder_named(tmp_path):
         read_checkpoint(save_st(umt5_hf, tmp_path / "t5.safetensors"))
 
 
-def test_comfyui_fp8_scaled_refused(tmp_path, tiny_sd):
-    sd = {"model.diffusion_model." + k: v.to(torch.float8_e4m3fn) for k, v in tiny_sd.items()}
-    sd["scaled_fp8"] = torch.zeros(0, dtype=torch.float8_e4m3fn)
-    sd["model.diffusion_model.blocks.0.ffn.0.scale_weight"] = torch.ones(1)
-    with pytest.raises(CheckpointError, match="fp8_scaled"):
+def _fp8_scaled(sd: dict, prefix: str = "model.diffusion_model.") -> dict:
+    """A ComfyUI 'fp8_scaled' file of a state dict: every block matrix as float8_e4m3fn with a per-tensor
+    float32 scale (amax / 448), a scale_input beside it, the small tensors left as they are, a marker."""
+    out = {}
+    for k, v in sd.items():
+        if k.startswith("blocks.") and v.dim() == 2:
+            scale = v.abs().amax().float() / 448.0
+            out[prefix + k] = (v.float() / scale).to(torch.float8_e4m3fn)
+            out[prefix + k[:-len("weight")] + "scale_weight"] = scale.reshape(1)
+            out[prefix + k[:-len("weight")] + "scale_input"] = torch.ones(1)
+        else:
+            out[prefix + k] = v
+    out[prefix + "scaled_fp8"] = torch.zeros(0, dtype=torch.float8_e4m3fn)
+    return out
+
+
+@pytest.mark.parametrize("prefix", ["model.diffusion_model.", ""])
+def test_comfyui_fp8_scaled_files_are_dequantised(tmp_path, tiny, tiny_sd, prefix):
+    """Weights come back as fp8 x scale (within fp8's rounding of the bf16 file they were made from), and the
+    model built from them predicts what the original does within fp8 tolerance."""
+    from causal.model import CausalWanModel
+
+    original = {k: v.to(torch.bfloat16) for k, v in tiny_sd.items()}
+    checkpoint = read_checkpoint(save_st(_fp8_scaled(original, prefix), tmp_path / "wan_fp8_scaled.safetensors"))
+    assert "fp8_scaled" in checkpoint.layout and checkpoint.source_dtype == torch.bfloat16
+    assert set(checkpoint.state_dict) == set(original)
+    for k, v in original.items():
+        got = checkpoint.state_dict[k]
+        assert got.dtype == torch.bfloat16
+        if k.startswith("blocks.") and v.dim() == 2:
+            rel = ((got.float() - v.float()).norm() / v.float().norm()).item()
+            assert 0 < rel < 0.05, (k, rel)  # e4m3 keeps 3 mantissa bits: ~2-3 % relative error
+        else:
+            assert torch.equal(got, v)
+    a = CausalWanModel.from_state_dict(original, tiny, dtype=torch.float32)
+    b = CausalWanModel.from_state_dict(checkpoint.state_dict, tiny, dtype=torch.float32)
+    g = torch.Generator().manual_seed(0)
+    x, t = torch.randn(1, 16, 3, 4, 6, generator=g), torch.full((1, 3), 500.0)
+    text = torch.randn(1, 8, tiny.text_dim, generator=g)
+    ya, yb = a(x, t, a.text_kv(text, torch.float32)), b(x, t, b.text_kv(text, torch.float32))
+    assert ((ya - yb).norm() / ya.norm()).item() < 0.1
+
+
+def test_fp8_scaled_damage_and_pickles_are_named(tmp_path, tiny_sd):
+    sd = _fp8_scaled({k: v.to(torch.bfloat16) for k, v in tiny_sd.items()})
+    sd["model.diffusion_model.blocks.0.ffn.0.scale_weight"] = torch.ones(3)
+    with pytest.raises(CheckpointError, match="per-tensor scales only"):
         read_checkpoint(save_st(sd, tmp_path / "s.safetensors"))
+    sd = _fp8_scaled({k: v.to(torch.bfloat16) for k, v in tiny_sd.items()})
+    with pytest.raises(CheckpointError, match="fp8_scaled.*safetensors files only"):
+        read_checkpoint(save_pt(sd, tmp_path / "s.pt"))
 
 
 def test_shard_hint(tmp_path, tiny_sd):
