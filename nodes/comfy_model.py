@@ -13,6 +13,7 @@ import comfy.supported_models
 import torch
 
 from ..causal.checkpoint import read_checkpoint
+from ..causal.lora import Lora, apply_unmerged, check_fits, merge_into
 from ..causal.config import WanConfig
 from ..causal.model import CausalWanModel
 
@@ -56,13 +57,25 @@ class CausalWanT2V(comfy.supported_models.WAN21_T2V):
         return WAN21Causal(self, device=device)
 
 
-def load_causal_model(path: str | Path, weight_dtype: str = "default") -> comfy.model_patcher.ModelPatcher:
-    """Read any causal checkpoint layout and wrap it as a ComfyUI MODEL (ModelPatcher)."""
+LORA_MODES = ("merged", "unmerged")
+"""merged: W + BA at load (no cost per step); unmerged: LongLive's own arithmetic, an extra low-rank product."""
+
+
+def load_causal_model(path: str | Path, weight_dtype: str = "default", lora: Lora | None = None,
+                      lora_mode: str = "merged") -> comfy.model_patcher.ModelPatcher:
+    """Read any causal checkpoint layout and wrap it as a ComfyUI MODEL (ModelPatcher), with a LongLive LoRA
+    merged into the weights or applied unmerged in the forward (LongLive's exact arithmetic)."""
     if weight_dtype not in WEIGHT_DTYPES:
         raise ValueError(f"unknown weight dtype '{weight_dtype}'; choose one of {', '.join(WEIGHT_DTYPES)}")
+    if lora_mode not in LORA_MODES:
+        raise ValueError(f"unknown LoRA mode '{lora_mode}'; choose one of {', '.join(LORA_MODES)}")
     checkpoint = read_checkpoint(path)
     config = checkpoint.config
     state_dict = checkpoint.state_dict
+    if lora is not None:
+        check_fits(lora, config)
+        if lora_mode == "merged":
+            merge_into(state_dict, lora)
     unet_config = {"image_model": "wan2.1", "model_type": "t2v", "dim": config.dim, "ffn_dim": config.ffn_dim,
                    "num_layers": config.num_layers, "text_dim": config.text_dim, "in_dim": config.in_dim,
                    "out_dim": config.out_dim, "num_heads": config.num_heads}
@@ -84,6 +97,8 @@ def load_causal_model(path: str | Path, weight_dtype: str = "default") -> comfy.
     if missing or unexpected:  # read_checkpoint validated the keys; this would be a pack bug
         raise RuntimeError(f"causal model keys did not match: missing {missing[:5]}, unexpected {unexpected[:5]}")
     del state_dict
+    if lora is not None and lora_mode == "unmerged":
+        apply_unmerged(model.diffusion_model, lora)
     return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
 
 

@@ -6,13 +6,20 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..causal.checkpoint import CheckpointError
-from .comfy_model import WEIGHT_DTYPES, load_causal_model
+from ..causal.lora import read_lora
+from .comfy_model import LORA_MODES, WEIGHT_DTYPES, load_causal_model
+
+NO_LORA = "none"
 
 EXTENSIONS = (".safetensors", ".sft", ".pt", ".pth", ".ckpt")
 
 
 def checkpoint_files() -> list[str]:
     return [name for name in folder_paths.get_filename_list("diffusion_models") if name.lower().endswith(EXTENSIONS)]
+
+
+def lora_files() -> list[str]:
+    return [NO_LORA] + [name for name in folder_paths.get_filename_list("loras") if name.lower().endswith(EXTENSIONS)]
 
 
 class CausVidModelLoader(io.ComfyNode):
@@ -31,14 +38,28 @@ class CausVidModelLoader(io.ComfyNode):
                                tooltip="Storage dtype of the large matrices; fp8_e4m3fn halves their memory and "
                                        "computes in bf16/fp16, fp8_e4m3fn_fast also multiplies in fp8 where the "
                                        "GPU can (neither is bit-exact with the reference)."),
+                io.Combo.Input("lora_name", options=lora_files(), default=NO_LORA, optional=True,
+                               tooltip="LongLive's LoRA (longlive_models/models/lora.pt, in models/loras), the "
+                                       "part that makes the LongLive base LongLive. Use with the LongLive 1.3B "
+                                       "preset. (Ordinary ComfyUI LoRAs go through LoraLoaderModelOnly.)"),
+                io.Combo.Input("lora_mode", options=list(LORA_MODES), default="merged", optional=True,
+                               tooltip="merged: added to the weights at load (no cost per step, bf16 rounding "
+                                       "differs slightly). unmerged: applied in every forward as LongLive does "
+                                       "(its exact numbers, a little slower)."),
             ],
             outputs=[io.Model.Output()],
         )
 
     @classmethod
-    def execute(cls, ckpt_name: str, weight_dtype: str) -> io.NodeOutput:
+    def execute(cls, ckpt_name: str, weight_dtype: str, lora_name: str = NO_LORA,
+                lora_mode: str = "merged") -> io.NodeOutput:
         path = folder_paths.get_full_path_or_raise("diffusion_models", ckpt_name)
+        lora_path = None if lora_name == NO_LORA else folder_paths.get_full_path_or_raise("loras", lora_name)
         try:
-            return io.NodeOutput(load_causal_model(path, weight_dtype))
-        except CheckpointError as e:  # name the file as the user picked it, never the server's folders
-            raise CheckpointError(str(e).replace(str(path), f"diffusion_models/{ckpt_name}")) from None
+            lora = None if lora_path is None else read_lora(lora_path)
+            return io.NodeOutput(load_causal_model(path, weight_dtype, lora=lora, lora_mode=lora_mode))
+        except ValueError as e:  # name the files as the user picked them, never the server's folders
+            message = str(e).replace(str(path), f"diffusion_models/{ckpt_name}")
+            if lora_path is not None:
+                message = message.replace(str(lora_path), f"loras/{lora_name}")
+            raise type(e)(message) from None

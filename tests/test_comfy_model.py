@@ -107,3 +107,47 @@ def test_a_core_loaded_model_is_refused_by_the_sampler(pack):
 
     with pytest.raises(ValueError, match="CausVid Model Loader"):
         pack.causal_network(NotCausal())
+
+
+def _longlive_lora(tmp_path, rank=4):
+    """A LongLive-style PEFT adapter file for the module's 256-wide, 2-layer checkpoint."""
+    lora = importlib.import_module("comfyui_causvid.causal.lora")
+    g, sd = torch.Generator().manual_seed(7), {}
+    for i in range(2):
+        for target in lora.TARGETS:
+            out_dim, in_dim = (512, 256) if target == "ffn.0" else (256, 512) if target == "ffn.2" else (256, 256)
+            sd[f"base_model.model.blocks.{i}.{target}.lora_A.weight"] = torch.randn(rank, in_dim, generator=g) * 0.1
+            sd[f"base_model.model.blocks.{i}.{target}.lora_B.weight"] = torch.randn(out_dim, rank, generator=g) * 0.1
+    path = tmp_path / "longlive_lora.pt"
+    torch.save({"generator_lora": sd}, path)
+    return lora.read_lora(path)
+
+
+def test_longlive_lora_merged_and_unmerged_in_the_loader(pack, checkpoint, tmp_path):
+    """Merged: the MODEL's weights are W + BA. Unmerged: the weights are untouched, the adapter runs in the
+    forward, and sampling equals the library's unmerged model; both differ from no LoRA and stay close."""
+    causal_lora = importlib.import_module("comfyui_causvid.causal.lora")
+    path, sd = checkpoint
+    lora = _longlive_lora(tmp_path)
+    merged = pack.load_causal_model(path, "default", lora=lora, lora_mode="merged")
+    a, b = lora.pairs["blocks.1.ffn.2"]
+    assert torch.allclose(merged.model.diffusion_model.blocks[1].ffn[2].weight, sd["blocks.1.ffn.2.weight"] + b @ a,
+                          atol=1e-6)
+    unmerged = pack.load_causal_model(path, "default", lora=lora, lora_mode="unmerged")
+    assert torch.equal(unmerged.model.diffusion_model.blocks[1].ffn[2].weight, sd["blocks.1.ffn.2.weight"])
+    plain = _sample(pack, pack.load_causal_model(path, "default"))
+    with_merged, with_unmerged = _sample(pack, merged), _sample(pack, unmerged)
+    assert not torch.equal(plain, with_unmerged)
+    rel = ((with_merged.float() - with_unmerged.float()).norm() / with_unmerged.float().norm()).item()
+    assert rel < 1e-3, rel  # float32 weights: merging only reorders the sum
+    library = importlib.import_module("comfyui_causvid.causal.model").CausalWanModel.from_state_dict(
+        dict(sd), pack.causal_network(unmerged).config, dtype=torch.float32)
+    causal_lora.apply_unmerged(library, lora)
+
+    class Patcher:  # _sample's view of a MODEL
+        model = type("M", (), {"diffusion_model": library, "manual_cast_dtype": None,
+                               "get_dtype": staticmethod(lambda: torch.float32)})()
+
+    assert torch.equal(_sample(pack, Patcher()), with_unmerged)
+    with pytest.raises(ValueError, match="unknown LoRA mode"):
+        pack.load_causal_model(path, "default", lora=lora, lora_mode="sideways")
