@@ -59,11 +59,36 @@ def cuda_available() -> bool:
         return False
 
 
-def missing_files(models_dir: Path | None, workflow: eg.Workflow) -> list[str]:
-    wanted = [f"{folder}/{name}" for folder, names in workflow.files.items() for name in names]
-    if models_dir is None:
-        return wanted
-    return [rel for rel in wanted if not (models_dir / rel).is_file()]
+def find_files(models_dir: Path, workflow: eg.Workflow) -> tuple[dict[str, str], list[str]]:
+    """The workflow's files in the user's folder, each under the workflow's name or the name it is published
+    with: ({workflow name: name found}, [what is missing, with the names accepted and where to get it])."""
+    found, missing = {}, []
+    for folder, names in workflow.files.items():
+        for name in names:
+            published, source = eg.PUBLISHED.get(name, (name, "the workflow's Note"))
+            accepted = list(dict.fromkeys([name, published]))
+            present = [n for n in accepted if (models_dir / folder / n).is_file()]
+            if present:
+                found[name] = present[0]
+            else:
+                missing.append(f"{folder}/{' or '.join(accepted)}  (from {source})")
+    return found, missing
+
+
+NOISE = ("alembic", "comfyui-workflow-templates", "comfyui_workflow_templates", "comfyui-embedded-docs",
+         "torchaudio missing", "frontend package", "pip install -r requirements.txt")
+"""Start-up notices of ComfyUI about optional packages this run does not use."""
+
+
+def relevant_log(text: str) -> tuple[str, int]:
+    """The server log without ComfyUI's notices about optional packages: (text, lines hidden)."""
+    kept, hidden = [], 0
+    for line in text.splitlines():
+        if any(n in line for n in NOISE):
+            hidden += 1
+        else:
+            kept.append(line)
+    return "\n".join(kept), hidden
 
 
 def extra_model_paths(models_dir: Path, workflow: eg.Workflow, where: Path) -> Path:
@@ -138,16 +163,33 @@ def main(argv: list[str] | None = None) -> int:
     workflow = eg.WORKFLOWS[args.workflow]
     api = eg.load_api(args.workflow)
     models_dir = Path(args.models_dir).expanduser() if args.models_dir else None
-    missing = missing_files(models_dir, workflow)
-    real = not missing and not args.tiny
     gpu = cuda_available()
     say(f"== comfyui-causvid example: {args.workflow} ({'CUDA GPU' if gpu else 'CPU'}) ==")
-
+    real = models_dir is not None and not args.tiny
     if real:
+        # a folder was given: its files are what the user asked for, so never fall back to stand-ins
+        if not models_dir.is_dir():
+            say(f"FAILED: the models folder {models_dir} (CAUSVID_MODELS_DIR / --models-dir) does not exist. "
+                "Point it at the folder holding diffusion_models/, text_encoders/ and vae/, or unset it to run "
+                "the graph on tiny stand-ins.")
+            return 2
+        found, missing = find_files(models_dir, workflow)
+        if missing:
+            say(f"FAILED: {models_dir} lacks what the {args.workflow} workflow needs:")
+            for line in missing:
+                say(f"  missing {line}")
+            say("Either name is accepted. This pack never downloads weights; the workflow's Note (example_workflows/"
+                f"{args.workflow}.json) says where each file comes from. Unset CAUSVID_MODELS_DIR (or pass --tiny) "
+                "to run the graph on tiny stand-ins instead.")
+            return 2
         say(f"Using the real models in {models_dir} as they are:")
         for folder, names in workflow.files.items():
             for name in names:
-                say(f"  {folder}/{name}")
+                say(f"  {folder}/{found[name]}")
+        for node in api.values():  # files kept under their published names
+            for key, value in node["inputs"].items():
+                if isinstance(value, str) and value in found:
+                    node["inputs"][key] = found[value]
         if not gpu:
             say("WARNING: no CUDA GPU; sampling a real Wan2.1 model on the CPU takes hours.")
         prompt = api
@@ -157,10 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if args.tiny:
             say("--tiny: using tiny random-weight stand-ins.")
-        elif models_dir is None:
-            say("CAUSVID_MODELS_DIR is not set, so the real models are not available.")
         else:
-            say(f"Not found in {models_dir}: {', '.join(missing)}")
+            say("CAUSVID_MODELS_DIR is not set, so the real models are not available.")
         if not args.tiny:
             say("This pack never downloads weights (see the Note in example_workflows/"
                 f"{args.workflow}.json for what to download and where to put it; then set "
@@ -210,7 +250,11 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         if not result.ok:
             say(f"FAILED: {result.describe()}")
-            say(server.log_tail(4000))
+            log, hidden = relevant_log(server.log_text())
+            say("ComfyUI's log (end):")
+            say(log[-4000:])
+            if hidden:
+                say(f"({hidden} start-up notices about optional ComfyUI packages this run does not use were hidden)")
             return 1
         paths = server.output_paths(result, node_id=save_id)
         if len(paths) != 1 or not paths[0].is_file():
@@ -220,15 +264,22 @@ def main(argv: list[str] | None = None) -> int:
         target = args.output_dir / f"{args.workflow}{'' if real else '_tiny_standins'}{paths[0].suffix}"
         shutil.copy2(paths[0], target)
         frames, width, height, fps = video_frames(target)
-        say(f"Done in {result.elapsed:.1f}s: {len(result.of_type('progress'))} progress messages, "
-            f"{result.preview_frames} previews")
+        steps = len(result.of_type("progress"))
+        say(f"Done in {result.elapsed:.1f}s: {steps} denoising steps, {result.preview_frames} previews")
+        samplers = [nid for kind in ("CausVidSampler", "CausVidStreamToVideo", "CausVidContinue")
+                    for nid in eg.find_nodes(prompt, kind)]
+        blocks = sum(eg.new_latent_frames_of(prompt, nid) for nid in samplers) // 3
+        if blocks:
+            say(f"  {blocks} blocks of 3 latent frames: {result.elapsed / blocks:.2f} s per block (whole run)")
         say(f"Output video: {target}")
         say(f"  {frames} frames, {width}×{height}, {fps:g} fps ({frames / fps:.2f} s)")
         if frames != expected_frames:
             say(f"FAILED: expected {expected_frames} frames (1 + 4·(latent frames − 1))")
             return 1
         if not real:
-            say("(random weights: the video is noise. Set CAUSVID_MODELS_DIR for a real one.)")
+            say("(stand-in weights: the picture is the tiny random VAE's rendering of a random model's latents. It "
+                "moves because every block is sampled anew, and shows the pipeline running, not a real video. Set "
+                "CAUSVID_MODELS_DIR for a real one.)")
         return 0
     finally:
         server.cleanup()

@@ -49,6 +49,14 @@ WAN_VAE = "wan_2.1_vae.safetensors"
 CAUSVID_13B = "causvid_1.3b_autoregressive.pt"
 LIGHTX2V_14B = "lightx2v_causvid_14b.safetensors"
 SELF_FORCING_13B = "self_forcing_dmd.pt"  # gdhe17/Self-Forcing checkpoints/self_forcing_dmd.pt, name kept
+
+PUBLISHED = {
+    CAUSVID_13B: ("model.pt", "tianweiy/CausVid: autoregressive_checkpoint/model.pt"),
+    LIGHTX2V_14B: ("causal_model.safetensors", "lightx2v/Wan2.1-T2V-14B-CausVid: causvid_models/causal_model.safetensors"),
+    SELF_FORCING_13B: (SELF_FORCING_13B, "gdhe17/Self-Forcing: checkpoints/self_forcing_dmd.pt"),
+}
+"""Workflow file name -> (the name it is published under, where): a file kept under its published name is
+found too (scripts/run_example.py)."""
 START_IMAGE = "example.png"  # ComfyUI ships input/example.png; the image-to-video example starts from it
 
 REPACKAGED = "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files"
@@ -754,6 +762,9 @@ def tiny_config():
     return WanConfig(dim=128, ffn_dim=256, num_layers=2, text_dim=TINY_TEXT_DIM)
 
 
+STANDIN_VAE_STD = 0.2
+"""Weight scale of the stand-in Wan VAE: large enough that its frames show the latents moving."""
+
 STANDIN_LAYOUTS = {CAUSVID_13B: "causvid", LIGHTX2V_14B: "lightx2v_safetensors", SELF_FORCING_13B: "self_forcing"}
 """Checkpoint file -> the layout its family ships in (causal.synthetic.LAYOUTS)."""
 
@@ -803,7 +814,8 @@ def write_standin_models(models_dir: str | Path, seed: int = 0, input_dir: str |
             written.append(path)
     vae = models_dir / "vae" / WAN_VAE
     if not vae.exists():
-        written.append(make_tiny_wan_vae(vae, seed=seed))
+        # std 0.2: the random decoder renders latent structure as visible colour (0.02 would give flat grey)
+        written.append(make_tiny_wan_vae(vae, seed=seed, std=STANDIN_VAE_STD))
     input_dir = models_dir.parent / "input" if input_dir is None else Path(input_dir)
     for name in sorted({image for wf in WORKFLOWS.values() for image in wf.images}):
         if not (input_dir / name).exists():

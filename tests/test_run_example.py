@@ -1,0 +1,77 @@
+"""The README's first command (scripts/run_example.py) as a newcomer meets it: a mistyped models folder or a
+missing file is an error that says what was looked for (published file names accepted), stand-ins run only
+when no folder was given and make a picture that visibly moves, and a failure shows the pack's error above a
+log without ComfyUI's unrelated start-up notices."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from comfyui_harness import REPO_ROOT, comfyui_available
+
+
+@pytest.fixture(scope="module")
+def run_example():
+    spec = importlib.util.spec_from_file_location("run_example", REPO_ROOT / "scripts" / "run_example.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_models_folder_that_does_not_exist_is_an_error(run_example, tmp_path, capsys):
+    assert run_example.main(["--models-dir", str(tmp_path / "no_such_folder")]) == 2
+    out = capsys.readouterr().out
+    assert "FAILED" in out and "does not exist" in out and "stand-ins" in out
+    assert "Running the SAME graph" not in out  # no silent substitute
+
+
+def test_missing_files_are_listed_with_the_names_accepted(run_example, tmp_path, capsys):
+    (tmp_path / "vae").mkdir()
+    (tmp_path / "vae" / "wan_2.1_vae.safetensors").write_bytes(b"x")
+    assert run_example.main(["--models-dir", str(tmp_path)]) == 2
+    out = capsys.readouterr().out
+    assert "missing diffusion_models/causvid_1.3b_autoregressive.pt or model.pt" in out
+    assert "tianweiy/CausVid" in out and "missing text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors" in out
+    assert "missing vae/" not in out
+
+
+def test_a_checkpoint_under_its_published_name_is_found(run_example, tmp_path):
+    eg = run_example.eg
+    for folder, names in eg.WORKFLOWS["causvid_1.3b_t2v"].files.items():
+        (tmp_path / folder).mkdir()
+        for name in names:
+            (tmp_path / folder / eg.PUBLISHED.get(name, (name,))[0]).write_bytes(b"x")
+    found, missing = run_example.find_files(tmp_path, eg.WORKFLOWS["causvid_1.3b_t2v"])
+    assert not missing and found[eg.CAUSVID_13B] == "model.pt"
+
+
+def test_comfyui_start_up_notices_are_hidden_from_failure_output(run_example):
+    log = "\n".join([
+        "Failed to initialize database. Please ensure you have installed the latest requirements. "
+        "No module named 'alembic'",
+        "comfyui-workflow-templates is not installed.",
+        "!!! Exception during processing !!! the state was sampled at 64x48",
+        "ValueError: the state was sampled at 64x48",
+    ])
+    text, hidden = run_example.relevant_log(log)
+    assert hidden == 2 and "alembic" not in text and text.startswith("!!! Exception during processing")
+
+
+@pytest.mark.comfyui
+@pytest.mark.skipif(not comfyui_available(), reason="needs ComfyUI (scripts/setup.sh)")
+def test_stand_in_video_visibly_moves(run_example, tmp_path, capsys, monkeypatch):
+    import av
+    import numpy as np
+
+    monkeypatch.delenv("CAUSVID_MODELS_DIR", raising=False)
+    assert run_example.main(["--output-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "81 frames" in out and "s per block" in out and "Output video:" in out
+    (video,) = tmp_path.glob("*.mp4")
+    with av.open(str(video)) as container:
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(container.streams.video[0])])
+    assert frames.shape[0] == 81
+    assert int(frames.max()) - int(frames.min()) > 100  # a picture, not one flat colour
+    assert np.abs(np.diff(frames.astype(np.int16), axis=0)).mean() > 5  # and it moves
