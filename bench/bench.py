@@ -242,7 +242,7 @@ def make_context(config: WanConfig, setup: Setup) -> torch.Tensor:
 
 
 def prepare_model(name: str, setup: Setup, log: Callable[[str], None]) -> tuple[Any, dict[str, Any]]:
-    """Random weights → checkpoint file (real layout) → causal.load_model. Returns (model, info)."""
+    """Random weights -> checkpoint file (real layout) -> causal.load_model. Returns (model, info)."""
     config = model_config(name, setup.tiny)
     layout = LAYOUT_FOR_MODEL["tiny" if setup.tiny else name]
     nbytes = config.num_parameters() * 2
@@ -378,7 +378,7 @@ def time_config(model: Any, context: torch.Tensor, cfg: BenchConfig, setup: Setu
 
 
 def parse_overlap_variant(item: str) -> tuple[str, str, str]:
-    """'1.3B-4step[:DiT option][:plain|fast]' → (configuration, DiT option of bench/options.py, decoder)."""
+    """'1.3B-4step[:DiT option][:plain|fast]' -> (configuration, DiT option of bench/options.py, decoder)."""
     from options import OPTIONS
 
     key, *parts = [s.strip() for s in item.split(":")]
@@ -401,7 +401,7 @@ def time_overlapped_decode(model: Any, context: torch.Tensor, cfg: BenchConfig, 
     """End to end with the VAE: each finished block is decoded while the next one samples, fed from the
     progress callback. `plain`: wan_vae.OverlappedDecode (the reference decoder on a second stream, launched
     from the sampler's thread); `fast`: wan_vae.ThreadedDecode (FastDecoder on its own thread and stream).
-    Clip = sampling + finishing the decode; also the first block's latency (start → its frames decoded) and
+    Clip = sampling + finishing the decode; also the first block's latency (start -> its frames decoded) and
     the sustained rate (frames decoded between the first and the last block's decode)."""
     import wan_vae
     from options import OPTIONS
@@ -634,7 +634,7 @@ def profile_forwards(model: Any, context: torch.Tensor, setup: Setup, n_forwards
     kernel_total = sum(v[0] for v in kernels.values())
     if on_gpu and kernel_total:
         total = kernel_total
-    per = 1000.0 * n_forwards  # µs → ms per forward
+    per = 1000.0 * n_forwards  # µs -> ms per forward
     rows = [{"category": c, "ms": v / per, "share": v / total if total else 0.0}
             for c, v in sorted(categories.items(), key=lambda kv: -kv[1])]
     other = total - sum(categories.values())
@@ -732,7 +732,7 @@ def baseline_table(rows: list[dict[str, Any]], tiny: bool = False) -> list[str]:
         ref = {} if tiny else REFERENCE.get(r["config"], {})
         tgt = {} if tiny else TARGETS.get(r["config"], {})
         ref_clip = f"{ref['clip']:.2f} s ({r['video_frames'] / ref['clip']:.1f} fps)" if "clip" in ref else "–"
-        target = " / ".join(f"≤ {tgt[k]:g}{' GiB' if k == 'vram' else ' s'}" if k in tgt else "–"
+        target = " / ".join(f"<= {tgt[k]:g}{' GiB' if k == 'vram' else ' s'}" if k in tgt else "–"
                             for k in ("clip", "first", "vram"))
         out.append(
             f"| {r['label']} | {r['forwards_per_block']} | {r['clip_s']:.2f} s ({r['fps']:.1f} fps) | "
@@ -788,7 +788,7 @@ def vae_tables(v: dict[str, Any], configs: list[dict[str, Any]]) -> list[str]:
     fast = [r for r in v.get("fast", []) if "decode_s" in r]
     if fast:
         lines += ["`wan_vae.FastDecoder` (the same weights and function; each row adds one speed-up to the row "
-                  "above; rel-L2 = ‖video − plain video‖ / ‖plain video‖ in bf16, where any change of rounding "
+                  "above; rel-L2 = ||video - plain video|| / ||plain video|| in bf16, where any change of rounding "
                   "shows):", "",
                   "| decoder | adds | decode (ms / frame) | speed-up | first latent frame | first block | later "
                   "block | peak VRAM | rel-L2 vs plain | finite |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -860,8 +860,8 @@ def markdown_section(results: dict[str, Any]) -> str:
                   "plain: the reference decoder on a second CUDA stream launched from the sampler's thread, "
                   "`wan_vae.OverlappedDecode`; fast: `wan_vae.FastDecoder` on its own thread and stream, "
                   "`wan_vae.ThreadedDecode`). fps = frames / (sampling + finishing the decode); first block = start "
-                  "→ the first block's frames decoded; sustained = frames decoded between the first and the last "
-                  "block's decode, per second; DiT = start → sampling done (GPU); tail = sampling done → video "
+                  "-> the first block's frames decoded; sustained = frames decoded between the first and the last "
+                  "block's decode, per second; DiT = start -> sampling done (GPU); tail = sampling done -> video "
                   "ready:", "",
                   "| configuration | DiT path | decoder | clip incl. decode | end-to-end fps | first block decoded | "
                   "sustained fps | DiT | decode tail | runs |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -927,7 +927,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default=None, help="default: cuda if available (cpu with --tiny)")
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--width", type=int, default=832)
-    p.add_argument("--frames", type=int, default=21, help="latent frames (21 → 81 video frames)")
+    p.add_argument("--frames", type=int, default=21, help="latent frames (21 -> 81 video frames)")
     p.add_argument("--text-tokens", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ckpt-dir", default=None,

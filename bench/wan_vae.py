@@ -2,9 +2,9 @@
 order as the Wan2.1 VAE (design/causal_algorithm.md §7.2), written for this benchmark.
 
 Layout (base width 96, multipliers 1, 2, 4, 4, two residual blocks per level + 1 on the way up, the
-first two up-steps also double time): 16 latent channels → causal 3×3×3 conv to 384 → middle (residual,
-single-head spatial attention, residual) → 4 levels of residual blocks with nearest ×2 up-sampling
-(+ a causal 3×1×1 conv that doubles the frame count on the first two) → RMS norm, SiLU, 3×3×3 conv to
+first two up-steps also double time): 16 latent channels -> causal 3×3×3 conv to 384 -> middle (residual,
+single-head spatial attention, residual) -> 4 levels of residual blocks with nearest ×2 up-sampling
+(+ a causal 3×1×1 conv that doubles the frame count on the first two) -> RMS norm, SiLU, 3×3×3 conv to
 RGB. `Decoder` (the reference) decodes latent frames one at a time; every causal 3-tap convolution keeps
 the last two input frames of the stream (the reference's `feat_cache`), so 21 latent frames give
 1 + 4·20 = 81 frames.
@@ -56,7 +56,7 @@ class CausalConv3d(nn.Conv3d):
 
 
 class RMSNorm(nn.Module):
-    """F.normalize over channels · √C · γ (Wan's RMS_norm, no bias)."""
+    """F.normalize over channels · sqrtC · gamma (Wan's RMS_norm, no bias)."""
 
     def __init__(self, dim: int, images: bool) -> None:
         super().__init__()
@@ -86,11 +86,11 @@ class ResidualBlock(nn.Module):
 class AttentionBlock(nn.Module):
     """Single-head self-attention over the pixels of each frame."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, operations=nn) -> None:
         super().__init__()
         self.norm = RMSNorm(dim, images=True)
-        self.to_qkv = nn.Conv2d(dim, dim * 3, 1)
-        self.proj = nn.Conv2d(dim, dim, 1)
+        self.to_qkv = operations.Conv2d(dim, dim * 3, 1)
+        self.proj = operations.Conv2d(dim, dim, 1)
 
     def forward(self, x: torch.Tensor, stream: Stream) -> torch.Tensor:
         b, c, t, h, w = x.shape
@@ -105,9 +105,9 @@ class Upsample(nn.Module):
     """Nearest ×2 in space and a 3×3 conv halving the channels; with `temporal`, a causal 3×1×1 conv to
     2·C channels first turns each frame into two (skipped for the stream's first chunk)."""
 
-    def __init__(self, dim: int, temporal: bool) -> None:
+    def __init__(self, dim: int, temporal: bool, operations=nn) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(dim, dim // 2, 3, padding=1)
+        self.conv = operations.Conv2d(dim, dim // 2, 3, padding=1)
         self.time_conv = CausalConv3d(dim, dim * 2, (3, 1, 1), padding=(1, 0, 0)) if temporal else None
 
     def forward(self, x: torch.Tensor, stream: Stream) -> torch.Tensor:
@@ -169,7 +169,7 @@ class Decoder(nn.Module):
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, chunk_done: Callable[[int], None] | None = None) -> torch.Tensor:
-        """latents [B, 16, F, h, w] (model space) → video [B, 3, 1 + 4(F − 1), 8h, 8w] in [−1, 1]."""
+        """latents [B, 16, F, h, w] (model space) -> video [B, 3, 1 + 4(F - 1), 8h, 8w] in [-1, 1]."""
         z = latents * self.std.view(1, -1, 1, 1, 1) + self.mean.view(1, -1, 1, 1, 1)
         x = self.conv2(z)
         stream: Stream = {}
@@ -240,7 +240,7 @@ def residual_sum(y: torch.Tensor, bias: torch.Tensor | None, residual: torch.Ten
 
 def _conv_input(x: torch.Tensor, gamma: torch.Tensor, scale: float, past: torch.Tensor) -> torch.Tensor:
     """[past frames, silu(RMSNorm(x))] along time, RMSNorm with the reference arithmetic (F.normalize
-    over channels · √C · γ)."""
+    over channels · sqrtC · gamma)."""
     out = torch.cat([past, F.silu(F.normalize(x, dim=1) * scale * gamma)], 2)
     if x.is_contiguous(memory_format=torch.channels_last_3d):
         # as eager lays it out; compiled, Inductor may otherwise pick another layout for the concatenation,
@@ -329,8 +329,8 @@ class FastDecoder(nn.Module):
     @torch.no_grad()
     def push(self, latents: torch.Tensor, stream: DecodeStream,
              chunk_done: Callable[[int], None] | None = None) -> list[torch.Tensor]:
-        """Decode the next latent frames [B, 16, n, h, w] of `stream` (model space) → video chunks in
-        [−1, 1]; the stream's first frame is a chunk of its own, the rest as `chunk_plan` splits them.
+        """Decode the next latent frames [B, 16, n, h, w] of `stream` (model space) -> video chunks in
+        [-1, 1]; the stream's first frame is a chunk of its own, the rest as `chunk_plan` splits them.
         `chunk_done(i)` is called after each chunk with the stream index of its last latent frame."""
         sizes = chunk_plan(latents.shape[2], self.options.chunk_frames, started=stream.latent_frames > 0)
         return self.decode_chunks(latents, sizes, stream, chunk_done)
@@ -359,13 +359,13 @@ class FastDecoder(nn.Module):
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, chunk_done: Callable[[int], None] | None = None) -> torch.Tensor:
-        """Whole video, as `Decoder.decode`: latents [B, 16, F, h, w] → video [B, 3, 1 + 4(F − 1), 8h, 8w]."""
+        """Whole video, as `Decoder.decode`: latents [B, 16, F, h, w] -> video [B, 3, 1 + 4(F - 1), 8h, 8w]."""
         return torch.cat(self.push(latents, self.start(), chunk_done), 2)
 
     # ---- one chunk
 
     def decode_chunk(self, z: torch.Tensor, cache: Stream) -> torch.Tensor:
-        """One chunk (after conv2) → its video frames, clamped to [−1, 1]."""
+        """One chunk (after conv2) -> its video frames, clamped to [-1, 1]."""
         net = self.net
         out = Pending(self._conv(net.conv1, self._with_past(net.conv1, z, cache)), net.conv1.bias)
         for layer in (*net.middle, *net.ups):
@@ -627,7 +627,7 @@ def make_decoder(device: torch.device, tiny: bool = False, seed: int = 0) -> Dec
 
 
 def video_rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
-    """‖a − b‖ / ‖b‖ in float64, frame by frame (no float64 copy of a whole video)."""
+    """||a - b|| / ||b|| in float64, frame by frame (no float64 copy of a whole video)."""
     num = den = 0.0
     for i in range(b.shape[2]):
         x, y = a[:, :, i].double(), b[:, :, i].double()
@@ -687,7 +687,7 @@ def _time_decode(decode: Callable[[torch.Tensor, Callable[[int], None]], torch.T
     ends = [statistics.median(r[1][k] for r in runs) for k in range(len(runs[0][1]))]
     video = runs[0][2]
     frames = video.shape[2]
-    blocks = [b - a for a, b in zip(ends[1:], ends[2:])]  # 3 latent frames → 12 video frames each
+    blocks = [b - a for a, b in zip(ends[1:], ends[2:])]  # 3 latent frames -> 12 video frames each
     return {
         "decode_s": round(total, 4),
         "frames": frames,

@@ -1,4 +1,4 @@
-"""Scaled dot-product attention over [B, heads, L, head_dim] tensors, softmax(q kᵀ/√d) v.
+"""Scaled dot-product attention over [B, heads, L, head_dim] tensors, softmax(q k^T/sqrtd) v.
 
 One place to choose the kernel: PyTorch's SDPA dispatcher (flash / cuDNN / efficient / math).
 Keys and values may be strided views into the KV cache; only their last dim must be contiguous.

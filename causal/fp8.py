@@ -1,8 +1,8 @@
 """fp8 (e4m3) matrix products for the transformer blocks' linears, through `torch._scaled_mm`.
 
 Weights are stored as e4m3 with one float32 scale per output row; activations are quantised per
-token (row) on the fly: y = bf16((q(x)·s_x) (q(W)·s_W)ᵀ + b), with q(u) = e4m3(u / s), s = amax(|u|)/448.
-Halves the weights' memory (14B: 28.6 → 14.3 GB) and runs the products on the fp8 tensor cores
+token (row) on the fly: y = bf16((q(x)·s_x) (q(W)·s_W)^T + b), with q(u) = e4m3(u / s), s = amax(|u|)/448.
+Halves the weights' memory (14B: 28.6 -> 14.3 GB) and runs the products on the fp8 tensor cores
 (Hopper, Ada). Not bit-exact: bench/RESULTS.md gives its error against the exact path.
 """
 
@@ -18,7 +18,7 @@ E4M3_MAX = 448.0
 
 
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """x [M, K] → (e4m3 [M, K], float32 scales [M, 1]) with x ≈ q·s per row."""
+    """x [M, K] -> (e4m3 [M, K], float32 scales [M, 1]) with x ~ q·s per row."""
     scale = x.abs().amax(dim=1, keepdim=True).float().clamp(min=1e-12) / E4M3_MAX
     return (x.float() / scale).to(E4M3), scale
 
@@ -41,7 +41,7 @@ class Fp8Linear(nn.Module):
 
 
 def quantize_blocks_fp8(model: nn.Module) -> nn.Module:
-    """Replace every nn.Linear inside the transformer blocks by an Fp8Linear, in place (CUDA, sm ≥ 8.9)."""
+    """Replace every nn.Linear inside the transformer blocks by an Fp8Linear, in place (CUDA, sm >= 8.9)."""
     for block in model.blocks:
         for name, module in list(block.named_modules()):
             if isinstance(module, nn.Linear):

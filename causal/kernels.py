@@ -61,7 +61,7 @@ def rope_rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.
 
 def rms_norm_rope(x: torch.Tensor, weight: torch.Tensor, eps: float, cos: torch.Tensor, sin: torch.Tensor,
                   heads: int) -> torch.Tensor:
-    """RoPE(RMSNorm(x)) of a query or key projection x [B, L, heads·D] → [B, L, heads, D]."""
+    """RoPE(RMSNorm(x)) of a query or key projection x [B, L, heads·D] -> [B, L, heads, D]."""
     return rope_rotate(rms_norm(x, weight, eps).unflatten(-1, (heads, -1)), cos, sin)
 
 

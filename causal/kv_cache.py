@@ -71,7 +71,7 @@ class KVCache:
 
     def evict(self, start: int, count: int, end: int) -> None:
         """Drop tokens [start, start + count) of every layer; tokens [start + count, end) move to
-        [start, end − count). Copied in pieces of `count` tokens, front to back, so no piece overlaps
+        [start, end - count). Copied in pieces of `count` tokens, front to back, so no piece overlaps
         the one it overwrites and no temporary is needed."""
         if count <= 0:
             return

@@ -32,7 +32,7 @@ def default_cast(t: torch.Tensor, dtype: torch.dtype, device: torch.device) -> t
 
 
 def sinusoidal_embedding(dim: int, positions: torch.Tensor) -> torch.Tensor:
-    """[cos(p·ω_k), sin(p·ω_k)], ω_k = 10000^(−k/(dim/2)), k < dim/2, in float64 (cosines first)."""
+    """[cos(p·omega_k), sin(p·omega_k)], omega_k = 10000^(-k/(dim/2)), k < dim/2, in float64 (cosines first)."""
     half = dim // 2
     p = positions.to(torch.float64)
     angles = torch.outer(p, torch.pow(10000, -torch.arange(half, dtype=p.dtype, device=p.device).div(half)))
@@ -40,7 +40,7 @@ def sinusoidal_embedding(dim: int, positions: torch.Tensor) -> torch.Tensor:
 
 
 class RMSNorm(nn.Module):
-    """RMSNorm(u) = bf16(u₃₂ · rsqrt(mean(u₃₂²) + eps)) · w over the full width (not per head)."""
+    """RMSNorm(u) = bf16(u_32 · rsqrt(mean(u_32²) + eps)) · w over the full width (not per head)."""
 
     def __init__(self, dim: int, eps: float, cast: Cast, device=None, dtype=None) -> None:
         super().__init__()
@@ -119,7 +119,7 @@ class CrossAttention(Projections):
 
 
 class AttentionBlock(nn.Module):
-    """x += g₁·SelfAttn(LN(x)(1+s₁)+b₁); x += CrossAttn(LN_affine(x)); x += g₂·FFN(LN(x)(1+s₂)+b₂)."""
+    """x += g_1·SelfAttn(LN(x)(1+s_1)+b_1); x += CrossAttn(LN_affine(x)); x += g_2·FFN(LN(x)(1+s_2)+b_2)."""
 
     def __init__(self, config: WanConfig, ops: Operations, cast: Cast, device=None, dtype=None,
                  small_dtype=None) -> None:
@@ -141,7 +141,7 @@ class AttentionBlock(nn.Module):
                 text_k: torch.Tensor,
                 text_v: torch.Tensor, cache: KVCache | None, layer: int, cache_start: int,
                 mask: torch.Tensor | None) -> torch.Tensor:
-        # (shift₁, scale₁, gate₁, shift₂, scale₂, gate₂), each [B, F, 1, D]
+        # (shift_1, scale_1, gate_1, shift_2, scale_2, gate_2), each [B, F, 1, D]
         m = (self.cast(self.modulation, x.dtype, x.device).unsqueeze(1) + e0).chunk(6, dim=2)
         h = kernels.run(kernels.layer_norm_modulate, x, m[1], m[0], self.eps)
         x = kernels.run(kernels.gated_add, x, self.self_attn(h, phases, cache, layer, cache_start, mask), m[2])
@@ -207,7 +207,7 @@ class CausalWanModel(nn.Module):
         return self._freqs[device]
 
     def text_kv(self, context: torch.Tensor, dtype: torch.dtype) -> CrossAttentionKV:
-        """Embed a prompt [B, ≤512, text_dim] (zero rows appended up to 512, never masked) and
+        """Embed a prompt [B, <=512, text_dim] (zero rows appended up to 512, never masked) and
         compute every layer's cross-attention keys and values once, on the context's device."""
         b, length, width = context.shape
         if width != self.config.text_dim:
@@ -223,7 +223,7 @@ class CausalWanModel(nn.Module):
         return CrossAttentionKV(keys=[k for k, _ in pairs], values=[v for _, v in pairs])
 
     def _time(self, timestep: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        # timestep [B, F] → e [B, F, D] (for the head) and e0 [B, F, 6, D] (for the blocks)
+        # timestep [B, F] -> e [B, F, D] (for the head) and e0 [B, F, 6, D] (for the blocks)
         emb = sinusoidal_embedding(self.config.freq_dim, timestep.flatten()).to(dtype)
         e = self.time_embedding(emb)
         e0 = self.time_projection(e).unflatten(1, (6, self.config.dim))
@@ -263,7 +263,7 @@ class CausalWanModel(nn.Module):
         return self.forward(x, timestep, text, mask=mask)
 
     def _unpatchify(self, out: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
-        # out [B, F, S, p·q·r·C] with C fastest → [B, C, F·p, H·q, W·r]
+        # out [B, F, S, p·q·r·C] with C fastest -> [B, C, F·p, H·q, W·r]
         b = out.shape[0]
         f, h, w = grid
         p, q, r = self.config.patch_size

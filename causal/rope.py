@@ -3,7 +3,7 @@
 A head of width 128 is 64 complex numbers z_m = x[2m] + i·x[2m+1] (interleaved pairs). Pairs
 0..21 turn with the latent-frame index, 22..42 with the token row, 43..63 with the token column:
 
-    z_m ← z_m · exp(i · pos · θ_j),   θ_j = 10000^(−2j/44) (time) or 10000^(−2j/42) (space)
+    z_m <- z_m · exp(i · pos · theta_j),   theta_j = 10000^(-2j/44) (time) or 10000^(-2j/42) (space)
 
 The product is taken in complex128 and rounded once to the activation dtype.
 """
@@ -20,14 +20,14 @@ ROPE_POSITIONS = 1024
 
 
 def _rope_params(positions: torch.Tensor, dim: int) -> torch.Tensor:
-    # exp(i · p · θ_j) with θ_j = θ^(−2j/dim), j = 0 .. dim/2 − 1, in float64 angles
+    # exp(i · p · theta_j) with theta_j = theta^(-2j/dim), j = 0 .. dim/2 - 1, in float64 angles
     inv = 1.0 / torch.pow(ROPE_THETA, torch.arange(0, dim, 2).to(torch.float64).div(dim))
     angles = torch.outer(positions, inv)
     return torch.polar(torch.ones_like(angles), angles)
 
 
 def rope_frequencies(head_dim: int, max_positions: int = ROPE_POSITIONS, start: int = 0) -> torch.Tensor:
-    """complex128 table [max_positions, head_dim / 2] of positions start .. start + max_positions − 1:
+    """complex128 table [max_positions, head_dim / 2] of positions start .. start + max_positions - 1:
     temporal, height and width columns."""
     temporal = head_dim - 4 * (head_dim // 6)
     spatial = 2 * (head_dim // 6)
@@ -50,10 +50,10 @@ def rope_phases(freqs: torch.Tensor, start_frame: int, frames: int, height: int,
     RoPE position `start_frame`: complex128 [frames·height·width, 1, head_dim / 2].
 
     Temporal positions past the table (the references stop at 1023) are computed from the same closed
-    form exp(i·p·θ_j): a rotation by p·θ_j in float64, whose angle error stays below 1e-9 rad for any
+    form exp(i·p·theta_j): a rotation by p·theta_j in float64, whose angle error stays below 1e-9 rad for any
     p < 2^30, rounded once like every other position. Attention depends only on the difference of
     query and key positions, so a rolling window that has moved past frame 1023 sees the same offsets
-    (0..window − 1) it saw before, and frames below 1024 keep the table's exact values."""
+    (0..window - 1) it saw before, and frames below 1024 keep the table's exact values."""
     if height > freqs.shape[0] or width > freqs.shape[0]:
         raise ValueError(f"a latent grid of {height}x{width} tokens is past the RoPE table ({freqs.shape[0]} rows)")
     if start_frame < 0:

@@ -3,16 +3,16 @@
 Blocks of `frames_per_block` (3) latent frames are denoised in turn; each attends to the K/V that the cache
 policy kept (`cache_policy`, `context.ContextWindow`) and to itself. Per block and step k:
 
-    v  = Net(x, τ_k)                          (writes the block's K/V at its slot)
-    x0 = bf16(x − σ_k·v)                      (float64; LightX2V mode: float32, not rounded)
-    x  = bf16((1 − σ_{k+1})·x0 + σ_{k+1}·ε)   (float32, fresh ε ~ N(0, I); not after the last step)
+    v  = Net(x, tau_k)                          (writes the block's K/V at its slot)
+    x0 = bf16(x - sigma_k·v)                      (float64; LightX2V mode: float32, not rounded)
+    x  = bf16((1 - sigma_{k+1})·x0 + sigma_{k+1}·eps)   (float32, fresh eps ~ N(0, I); not after the last step)
 
-then, with the clean pass on, Net(x0, τ = 0) re-writes the slot with the clean block's K/V.
+then, with the clean pass on, Net(x0, tau = 0) re-writes the slot with the clean block's K/V.
 
 With the `fragments` policy a window of `num_frames` latent frames (21 = 81 video frames) is filled, then
 the next fragment starts from a fresh window: the previous fragment's last clean block is re-cached at slot 0
 (RoPE positions restart at 0, timestep 0, under the new fragment's prompt) and 6 new blocks follow, so n
-fragments give 21 + 18·(n − 1) latent frames. LightX2V intends the same chaining but re-caches a latent it
+fragments give 21 + 18·(n - 1) latent frames. LightX2V intends the same chaining but re-caches a latent it
 never sets (its multi-fragment path crashes, §5.7); this sampler always uses the clean last block. The
 `rolling` and `sink` policies never restart: the window slides, the video can go on without end, and a prompt
 change re-caches the window under the new prompt (LongLive). Given `start_latents` (one image, or a video),
@@ -72,7 +72,7 @@ class Generation:
 
 def fragment_lengths(num_frames: int, num_fragments: int, start_frames: int = 0,
                      frames_per_block: int = FRAMES_PER_BLOCK) -> list[int]:
-    """New latent frames per fragment: the whole blocks after the start latents, then num_frames −
+    """New latent frames per fragment: the whole blocks after the start latents, then num_frames -
     frames_per_block each. Window policies use the same segments to count a video's length."""
     first = (num_frames - start_frames) // frames_per_block * frames_per_block
     return [first] + [num_frames - frames_per_block] * (num_fragments - 1)
@@ -91,7 +91,7 @@ def kv_cache_bytes(model: CausalWanModel, *, batch: int, num_frames: int, height
 def working_memory_bytes(model: CausalWanModel, *, batch: int, num_frames: int, height: int, width: int,
                          dtype: torch.dtype = torch.bfloat16, frames_per_block: int = FRAMES_PER_BLOCK) -> int:
     """What sampling needs beside the weights: the KV cache, the text K/V and one block's activations
-    (L tokens: the FFN hidden 2·L·ffn, about ten L·D tensors, and the float64 RoPE temporaries ≈ 32·L·D
+    (L tokens: the FFN hidden 2·L·ffn, about ten L·D tensors, and the float64 RoPE temporaries ~ 32·L·D
     bytes)."""
     c = model.config
     element = torch.empty((), dtype=dtype).element_size()
@@ -149,7 +149,7 @@ def _check_inputs(model: CausalWanModel, timeline: list[PromptChange], height: i
 
 
 def _prefill_chunks(frames: int, frames_per_block: int) -> list[int]:
-    """Start latents are cached in blocks, a leftover first: 1 → [1], 21 → [3]·7, 22 → [1] + [3]·7. A single
+    """Start latents are cached in blocks, a leftover first: 1 -> [1], 21 -> [3]·7, 22 -> [1] + [3]·7. A single
     image is then one frame at slot 0, the way Self-Forcing caches an image (its `independent_first_frame`)."""
     first = frames % frames_per_block
     return ([first] if first else []) + [frames_per_block] * (frames // frames_per_block)
@@ -331,14 +331,14 @@ def sample_video(model: CausalWanModel, context: torch.Tensor | Sequence[torch.T
     """Generate latents [B, 16, F, height/8, width/8] (model space, i.e. VAE-normalised); start latents
     are not included. The options are `generate`'s:
 
-    context: prompt embeddings [B, ≤512, text_dim] (umT5 output, zero rows after the prompt), a list with
+    context: prompt embeddings [B, <=512, text_dim] (umT5 output, zero rows after the prompt), a list with
         one per fragment (the last repeats), or a timeline of `PromptChange(frame, embedding)`.
     height, width: video size in pixels, multiples of 16.
     schedule: a `Schedule` (see `SCHEDULES` for the presets).
     policy: a `CachePolicy` (`cache_policy.rolling(21)`, `sink(3, 12)`, ...); default: fragments of
         `num_frames` latent frames.
-    num_frames: latent frames of a fragment window, a multiple of `frames_per_block` (21 → 81 frames).
-    num_fragments: chained windows (21 + 18·(n − 1) latent frames in all by default). Window policies
+    num_frames: latent frames of a fragment window, a multiple of `frames_per_block` (21 -> 81 frames).
+    num_fragments: chained windows (21 + 18·(n - 1) latent frames in all by default). Window policies
         make a video of the same length unless `total_frames` says otherwise.
     total_frames: generated latent frames in all (a multiple of `frames_per_block`), any length.
     seed / generator: where noise comes from when it is not given (a new generator on `device`

@@ -1,9 +1,9 @@
 """Few-step schedules: the flow-matching sigma table and the step lists of each checkpoint family
 (design §4.1–§4.2, §4.7).
 
-Each denoising step carries two numbers: the timestep τ fed to the network and the noise level σ
+Each denoising step carries two numbers: the timestep tau fed to the network and the noise level sigma
 used to turn its flow prediction into x0 and to re-noise. They are separate because the unwarped
-lists (CausVid, CausVid-Plus) feed τ = 757 while σ is the table's nearest entry, 0.7567567.
+lists (CausVid, CausVid-Plus) feed tau = 757 while sigma is the table's nearest entry, 0.7567567.
 """
 
 from __future__ import annotations
@@ -17,22 +17,22 @@ TABLE_SIZE = 1000
 
 
 def sigma_table(shift: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """float32 (σ_i, T_i), i = 0..999: u_i = linspace(1, 0, 1001)[i], σ_i = s·u_i / (1 + (s−1)·u_i),
-    T_i = 1000·σ_i (FlowMatchScheduler(shift=s, sigma_min=0, extra_one_step=True), 1000 steps)."""
+    """float32 (sigma_i, T_i), i = 0..999: u_i = linspace(1, 0, 1001)[i], sigma_i = s·u_i / (1 + (s-1)·u_i),
+    T_i = 1000·sigma_i (FlowMatchScheduler(shift=s, sigma_min=0, extra_one_step=True), 1000 steps)."""
     u = torch.linspace(1.0, 0.0, TABLE_SIZE + 1, dtype=torch.float32)[:-1]
     sigmas = shift * u / (1 + (shift - 1) * u)
     return sigmas, sigmas * TABLE_SIZE
 
 
 def nearest_sigma(timestep: float, shift: float) -> float:
-    """σ_{i*} with i* = argmin_i |T_i − τ| (compared in float64)."""
+    """sigma_{i*} with i* = argmin_i |T_i - tau| (compared in float64)."""
     sigmas, timesteps = sigma_table(shift)
     index = int(torch.argmin((timesteps.double() - timestep).abs()))
     return float(sigmas[index])
 
 
 def warp_timestep(step: int, shift: float) -> float:
-    """τ_warp(m) = T_{1000−m}, with T_1000 = 0."""
+    """tau_warp(m) = T_{1000-m}, with T_1000 = 0."""
     _, timesteps = sigma_table(shift)
     table = torch.cat([timesteps, torch.zeros(1, dtype=torch.float32)])
     return float(table[TABLE_SIZE - step])
@@ -40,7 +40,7 @@ def warp_timestep(step: int, shift: float) -> float:
 
 @dataclass(frozen=True)
 class Schedule:
-    """What the sampler does for every block: the (τ, σ) steps and how it finishes a block."""
+    """What the sampler does for every block: the (tau, sigma) steps and how it finishes a block."""
 
     name: str
     step_list: tuple[float, ...]
@@ -53,7 +53,7 @@ class Schedule:
     (CausVid, CausVid-Plus, Self-Forcing). LightX2V skips it (§3.4)."""
     lightx2v_arithmetic: bool = False
     """LightX2V's step: x0 in float32 and re-noised without rounding it to bf16 first (§4.7),
-    instead of the references' x0 = bf16(x − σ·v) in float64."""
+    instead of the references' x0 = bf16(x - sigma·v) in float64."""
 
     def __post_init__(self) -> None:
         steps = [float(s) for s in self.step_list]

@@ -1,4 +1,4 @@
-"""CausVid Model Loader: a causal Wan2.1 checkpoint from models/diffusion_models → MODEL."""
+"""CausVid Model Loader: a causal Wan2.1 checkpoint from models/diffusion_models -> MODEL."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CausVid Sampler and CausVid Continue: ComfyUI inputs → `causal.generate` → LATENT + CAUSVID_STATE.
+"""CausVid Sampler and CausVid Continue: ComfyUI inputs -> `causal.generate` -> LATENT + CAUSVID_STATE.
 
 Latents cross the node boundary in VAE space (like KSampler's output) and are turned into model space
 with the model's latent format on the way in. The KV cache lives only inside one execution; what

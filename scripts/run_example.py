@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"Output video: {target}")
         say(f"  {frames} frames, {width}×{height}, {fps:g} fps ({frames / fps:.2f} s)")
         if frames != expected_frames:
-            say(f"FAILED: expected {expected_frames} frames (1 + 4·(latent frames − 1))")
+            say(f"FAILED: expected {expected_frames} frames (1 + 4·(latent frames - 1))")
             return 1
         if not real:
             say("(stand-in weights: the picture is the tiny random VAE's rendering of a random model's latents. It "

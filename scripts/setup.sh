@@ -55,6 +55,7 @@ COMFY_RUNTIME_PKGS=(
     "pydantic~=2.0"
     "pydantic-settings~=2.0"
     "pytest"
+    "comfy-test==0.4.15"  # the ecosystem's install tester: its lint (Windows-safe source) runs in the tests
 )
 
 # ---------------------------------------------------------------------------------------------

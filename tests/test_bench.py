@@ -73,7 +73,7 @@ def test_bench_tiny_end_to_end(bench_module, tmp_path):
 
 
 def test_kernel_bound_matches_landscape(bench_module):
-    # landscape.md §5.2: Self-Forcing-1.3B (4 steps + refresh = 5 forwards, 7 blocks) ≈ 1.67 s DiT
+    # landscape.md §5.2: Self-Forcing-1.3B (4 steps + refresh = 5 forwards, 7 blocks) ~ 1.67 s DiT
     assert bench_module.kernel_bound_s("1.3B", 5, 7) == pytest.approx(1.67, abs=0.02)
     # LightX2V CausVid-14B, 9 forwards per block: 17.3 s
     assert bench_module.kernel_bound_s("14B", 9, 7) == pytest.approx(17.3, rel=0.02)

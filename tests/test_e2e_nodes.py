@@ -48,7 +48,7 @@ def expected_progress(prompt: dict, node_id: str) -> int:
 
 
 def check_video(server, result, prompt: dict) -> int:
-    """The saved mp4 has 1 + 4·(T − 1) frames of W×H at 16 fps; returns the frame count. The file comes
+    """The saved mp4 has 1 + 4·(T - 1) frames of W×H at 16 fps; returns the frame count. The file comes
     from SaveVideo (after VAEDecode), or from CausVidStreamToVideo, which writes it itself."""
     streams = eg.find_nodes(prompt, "CausVidStreamToVideo")
     if streams:

@@ -9,16 +9,18 @@ from causal import SCHEDULES, generate
 from causal.kv_cache import KVCache
 from tiny import TINY, prompt, tiny_model
 
+CUDA = torch.device("cuda")
+
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
 def test_cached_blocks_equal_block_causal_pass_on_cuda():
-    model = tiny_model(torch.bfloat16).cuda()
+    model = tiny_model(torch.bfloat16).to(CUDA)
     g = torch.Generator("cuda").manual_seed(0)
     x = torch.randn(1, 16, 9, 16, 24, generator=g, device="cuda").bfloat16()
     t = torch.rand(1, 9, generator=g, device="cuda") * 1000
-    text = model.text_kv(prompt().cuda(), torch.bfloat16)
+    text = model.text_kv(prompt().to(CUDA), torch.bfloat16)
     full = model.forward_block_causal(x, t, text, frames_per_block=3).double()
     cache = KVCache(TINY.num_layers, 1, 9 * 96, TINY.num_heads, 128, dtype=torch.bfloat16, device="cuda")
     cached = torch.cat([model(x[:, :, i:i + 3], t[:, i:i + 3], text, cache=cache, cache_frame=i, rope_frame=i)
@@ -27,10 +29,10 @@ def test_cached_blocks_equal_block_causal_pass_on_cuda():
 
 
 def test_seeded_sampling_is_deterministic_on_cuda():
-    model = tiny_model(torch.bfloat16).cuda()
+    model = tiny_model(torch.bfloat16).to(CUDA)
     args = dict(height=128, width=192, num_frames=9, num_fragments=2, schedule=SCHEDULES["CausVid 1.3B"], seed=3)
-    a = generate(model, prompt().cuda(), **args).latents
-    b = generate(model, prompt().cuda(), **args).latents
+    a = generate(model, prompt().to(CUDA), **args).latents
+    b = generate(model, prompt().to(CUDA), **args).latents
     assert a.is_cuda and torch.equal(a, b)
     assert a.shape == (1, 16, 15, 16, 24) and torch.isfinite(a.float()).all()
 
@@ -48,7 +50,7 @@ def _rel(a, b):
 
 
 def _clip(model, fused=False, **kw):
-    contexts = [prompt(seed=1).cuda(), prompt(seed=2).cuda()]
+    contexts = [prompt(seed=1).to(CUDA), prompt(seed=2).to(CUDA)]
     return generate(model, contexts, height=128, width=192, num_frames=9, num_fragments=2,
                     schedule=SCHEDULES["CausVid 1.3B"], seed=5, fused_kernels=fused, **kw).latents
 
@@ -58,7 +60,7 @@ def test_fused_kernels_stay_within_bf16_tolerance():
 
     if why := kernels.fused_unavailable(torch.device("cuda")):
         pytest.skip(why)
-    model = tiny_model(torch.bfloat16).cuda()
+    model = tiny_model(torch.bfloat16).to(CUDA)
     exact, fused = _clip(model), _clip(model, fused=True)
     assert 0 <= _rel(fused, exact) < 5e-2
     assert torch.equal(_clip(model, fused=True), fused)  # deterministic
@@ -67,7 +69,7 @@ def test_fused_kernels_stay_within_bf16_tolerance():
 def test_fp8_block_linears_on_cuda():
     from causal import quantize_blocks_fp8
 
-    model = tiny_model(torch.bfloat16).cuda()
+    model = tiny_model(torch.bfloat16).to(CUDA)
     exact = _clip(model)
     fp8 = _clip(quantize_blocks_fp8(model))
     assert torch.isfinite(fp8.float()).all() and 0 < _rel(fp8, exact) < 0.15
@@ -76,7 +78,7 @@ def test_fp8_block_linears_on_cuda():
 def test_cuda_graphs_replay_the_same_numbers_across_calls():
     from causal import CudaGraphs
 
-    model = tiny_model(torch.bfloat16).cuda()
+    model = tiny_model(torch.bfloat16).to(CUDA)
     graphs = CudaGraphs(model, batch=1, height=128, width=192, num_frames=9)
     exact = _clip(model)
     assert torch.equal(_clip(model, graphs=graphs), exact)  # first call: eager + capture per slot
@@ -86,7 +88,7 @@ def test_cuda_graphs_replay_the_same_numbers_across_calls():
         assert torch.equal(_clip(model, fused=True, graphs=graphs), fused)
         assert torch.equal(_clip(model, fused=True, graphs=graphs), fused)
     with pytest.raises(ValueError, match="another model or video shape"):
-        generate(model, prompt().cuda(), height=64, width=192, num_frames=9, schedule=SCHEDULES["CausVid 1.3B"],
+        generate(model, prompt().to(CUDA), height=64, width=192, num_frames=9, schedule=SCHEDULES["CausVid 1.3B"],
                  seed=0, graphs=graphs)
 
 
@@ -97,7 +99,7 @@ def test_device_memory_is_flat_over_many_blocks(policy_name):
     from causal.cache_policy import rolling, sink
 
     policy = rolling(9) if policy_name == "rolling" else sink(3, 9)
-    model = tiny_model(torch.bfloat16).cuda()
+    model = tiny_model(torch.bfloat16).to(CUDA)
     allocated, peaks = [], []
 
     def measure(p):
@@ -107,7 +109,7 @@ def test_device_memory_is_flat_over_many_blocks(policy_name):
             peaks.append(torch.cuda.max_memory_allocated())
             torch.cuda.reset_peak_memory_stats()
 
-    generate(model, prompt().cuda(), height=128, width=192, schedule=SCHEDULES["CausVid 1.3B"], policy=policy,
+    generate(model, prompt().to(CUDA), height=128, width=192, schedule=SCHEDULES["CausVid 1.3B"], policy=policy,
              total_frames=135, seed=0, output_device="cpu", progress=measure)
     assert len(allocated) == 45
     assert max(allocated[5:]) == min(allocated[5:]), allocated
@@ -119,8 +121,8 @@ def test_sink_and_prompt_switch_on_cuda_match_the_cpu_bookkeeping():
     from causal import PromptChange
     from causal.cache_policy import sink
 
-    model = tiny_model(torch.bfloat16).cuda()
-    timeline = [PromptChange(0, prompt(seed=1).cuda()), PromptChange(12, prompt(seed=2).cuda())]
+    model = tiny_model(torch.bfloat16).to(CUDA)
+    timeline = [PromptChange(0, prompt(seed=1).to(CUDA)), PromptChange(12, prompt(seed=2).to(CUDA))]
     args = dict(height=64, width=96, schedule=SCHEDULES["CausVid 1.3B"], policy=sink(3, 9))
     whole = generate(model, timeline, total_frames=24, generator=torch.Generator("cuda").manual_seed(1), **args)
     g = torch.Generator("cuda").manual_seed(1)

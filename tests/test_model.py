@@ -108,7 +108,7 @@ def test_rope_rotates_in_float64_and_rounds_once():
 
 
 def test_rope_positions_past_the_table_follow_the_closed_form():
-    """Frames past the references' 1024-row table are rotated by the same exp(i·p·θ) in float64: a longer
+    """Frames past the references' 1024-row table are rotated by the same exp(i·p·theta) in float64: a longer
     table agrees with the short one on its rows (bitwise) and the positions past it match the closed form."""
     table = rope_frequencies(128)
     longer = rope_frequencies(128, 4096)
@@ -120,7 +120,7 @@ def test_rope_positions_past_the_table_follow_the_closed_form():
         assert torch.equal(phases.view(3, 2, 2, -1)[:, 0, 0, :temporal], expected)
         assert torch.isfinite(torch.view_as_real(phases)).all()
     assert torch.equal(rope_phases(table, 1019, 3, 2, 2), rope_phases(longer, 1019, 3, 2, 2))
-    # rows past the table equal what a long enough table holds, to float64 rounding of p·θ
+    # rows past the table equal what a long enough table holds, to float64 rounding of p·theta
     assert torch.allclose(rope_phases(table, 3000, 3, 2, 2), rope_phases(longer, 3000, 3, 2, 2), atol=1e-12, rtol=0)
     with pytest.raises(ValueError, match="start at 0"):
         rope_phases(table, -1, 3, 2, 2)

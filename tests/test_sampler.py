@@ -12,7 +12,7 @@ from causal import SCHEDULES, Schedule, fragment_lengths, generate, sample_video
 from causal.kv_cache import KVCache
 from tiny import TINY, prompt, tiny_model
 
-H, W = 32, 48  # pixels → latents 4×6, 2×3 = 6 tokens per frame
+H, W = 32, 48  # pixels -> latents 4×6, 2×3 = 6 tokens per frame
 h, w = H // 8, W // 8
 FAST = Schedule("two steps", (1000, 500), shift=8.0, warp=False)
 
@@ -42,8 +42,8 @@ class Draws:
 
 
 def _oracle(model, context, noise, eps, schedule, frames):
-    """§4.6 written out plainly for one fragment: per block, K steps with x0 = bf16(x − σv) in float64
-    and x = bf16((1−σ')x0 + σ'ε) in float32, then the clean pass at t = 0. LightX2V: float32 x0."""
+    """§4.6 written out plainly for one fragment: per block, K steps with x0 = bf16(x - sigmav) in float64
+    and x = bf16((1-sigma')x0 + sigma'eps) in float32, then the clean pass at t = 0. LightX2V: float32 x0."""
     text = model.text_kv(context, torch.bfloat16)
     cache = KVCache(TINY.num_layers, 1, frames * 6, TINY.num_heads, 128, dtype=torch.bfloat16, device="cpu")
     draws = iter(eps)
@@ -76,7 +76,7 @@ def test_matches_the_reference_procedure_bit_for_bit(model, name):
     context = prompt()
     got = sample_video(model, context, num_frames=6, height=H, width=W, schedule=schedule, noise=noise,
                        renoise=draws)
-    assert draws.shapes == [(3, 16, h, w)] * 4  # 2 blocks × (3 − 1) re-noise draws, block by block
+    assert draws.shapes == [(3, 16, h, w)] * 4  # 2 blocks × (3 - 1) re-noise draws, block by block
     expected = _oracle(model, context, noise, draws.tensors, schedule, 6)
     assert got.dtype == torch.bfloat16 and got.shape == (1, 16, 6, h, w)
     assert torch.equal(got, expected)

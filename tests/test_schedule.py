@@ -35,7 +35,7 @@ def test_self_forcing_warp():
     s = SCHEDULES["Self-Forcing / LongLive 1.3B"]
     assert s.timesteps == pytest.approx((1000.0, 937.5, 833.3333, 625.0), abs=1e-4)
     assert s.sigmas == pytest.approx((1.0, 0.9375, 0.8333333, 0.625), abs=1e-7)
-    # after warping τ = 1000·σ exactly in float32
+    # after warping tau = 1000·sigma exactly in float32
     assert all(torch.tensor(t, dtype=torch.float32) == torch.tensor(sg, dtype=torch.float32) * 1000
                for t, sg in zip(s.timesteps, s.sigmas))
 

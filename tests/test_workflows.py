@@ -308,7 +308,7 @@ def test_ui_workflow_matches_object_info(name, object_info):
                     problems.append(f"{where}: upload button value {value!r}, the editor writes 'image'")
             else:
                 problems += check_widget_value(where, n["type"], wname, kind, opts, value, promised)
-        # socket slots in schema order; widget inputs (frontend ≥ 1.16 style) must name a widget
+        # socket slots in schema order; widget inputs (frontend >= 1.16 style) must name a widget
         socket_list = [i for i in n["inputs"] if "widget" not in i]
         want = sockets(schema)
         if [(i["name"], i["type"]) for i in socket_list] != [(s, k) for s, k, _ in want]:

@@ -3,7 +3,7 @@
 Every example exists twice:
 
 * ``example_workflows/<name>.json``: the UI workflow (LiteGraph JSON, what the ComfyUI editor opens and
-  what *Workflow → Browse Templates* lists for this pack);
+  what *Workflow \u2192 Browse Templates* lists for this pack);
 * ``tests/workflows_api/<name>.json``: its API-format twin (what ``POST /prompt`` takes), used by the
   tests and by ``scripts/run_example.py``. It lives outside ``example_workflows/`` because ComfyUI
   lists every ``*.json`` there as a template.
@@ -129,10 +129,10 @@ class Workflow:
 POSITIVE = ("#232", "#353")  # the core templates' green prompt nodes
 
 DOWNLOAD_COMMON = f"""\
-- **`{UMT5}`** → `ComfyUI/models/text_encoders/` (umT5-XXL, from
+- **`{UMT5}`** \u2192 `ComfyUI/models/text_encoders/` (umT5-XXL, from
   [Comfy-Org/Wan_2.1_ComfyUI_repackaged](https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged),
   `split_files/text_encoders/`)
-- **`{WAN_VAE}`** → `ComfyUI/models/vae/` (same repository, `split_files/vae/`)"""
+- **`{WAN_VAE}`** \u2192 `ComfyUI/models/vae/` (same repository, `split_files/vae/`)"""
 
 NO_CFG = ("CausVid models are distilled: no negative prompt, no CFG, a few steps per 3-latent-frame "
           "block. The preview shows each block as it is denoised.")
@@ -144,7 +144,7 @@ def _t2v_13b() -> Workflow:
 Autoregressive (block-causal, KV-cached) Wan2.1 1.3B from **CausVid** (Yin et al., CVPR 2025).
 
 ### Models (this pack never downloads weights)
-- **`{CAUSVID_13B}`** → `ComfyUI/models/diffusion_models/`: download `autoregressive_checkpoint/model.pt`
+- **`{CAUSVID_13B}`** \u2192 `ComfyUI/models/diffusion_models/`: download `autoregressive_checkpoint/model.pt`
   from [tianweiy/CausVid](https://huggingface.co/tianweiy/CausVid) and **rename** it to
   `{CAUSVID_13B}`. The loader reads the `.pt` with torch's safe loader (no pickled code runs) and takes
   its `generator` weights.
@@ -152,9 +152,9 @@ Autoregressive (block-causal, KV-cached) Wan2.1 1.3B from **CausVid** (Yin et al
 
 ```
 ComfyUI/models/
-├── diffusion_models/{CAUSVID_13B}
-├── text_encoders/{UMT5}
-└── vae/{WAN_VAE}
+\u251c\u2500\u2500 diffusion_models/{CAUSVID_13B}
+\u251c\u2500\u2500 text_encoders/{UMT5}
+\u2514\u2500\u2500 vae/{WAN_VAE}
 ```
 
 ### Settings
@@ -197,16 +197,16 @@ def _lightx2v_14b() -> Workflow:
 Wan2.1 14B made block-causal by CausVid training, as released by **LightX2V**.
 
 ### Models (this pack never downloads weights)
-- **`{LIGHTX2V_14B}`** → `ComfyUI/models/diffusion_models/`: download LightX2V's `causal_model.safetensors`
+- **`{LIGHTX2V_14B}`** \u2192 `ComfyUI/models/diffusion_models/`: download LightX2V's `causal_model.safetensors`
   from [lightx2v/Wan2.1-T2V-14B-CausVid](https://huggingface.co/lightx2v/Wan2.1-T2V-14B-CausVid) and
   **rename** it to `{LIGHTX2V_14B}` (their `causal_model.pt` works too, under a `.pt` name).
 {DOWNLOAD_COMMON}
 
 ```
 ComfyUI/models/
-├── diffusion_models/{LIGHTX2V_14B}
-├── text_encoders/{UMT5}
-└── vae/{WAN_VAE}
+\u251c\u2500\u2500 diffusion_models/{LIGHTX2V_14B}
+\u251c\u2500\u2500 text_encoders/{UMT5}
+\u2514\u2500\u2500 vae/{WAN_VAE}
 ```
 
 ### Settings
@@ -256,7 +256,7 @@ def _long_video() -> Workflow:
 A video grown fragment by fragment, each with its own prompt, decoded **once** at the end.
 
 ### Models (this pack never downloads weights)
-- **`{CAUSVID_13B}`** → `ComfyUI/models/diffusion_models/`: download `autoregressive_checkpoint/model.pt`
+- **`{CAUSVID_13B}`** \u2192 `ComfyUI/models/diffusion_models/`: download `autoregressive_checkpoint/model.pt`
   from [tianweiy/CausVid](https://huggingface.co/tianweiy/CausVid) and **rename** it to `{CAUSVID_13B}`.
 {DOWNLOAD_COMMON}
 
