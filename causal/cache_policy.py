@@ -90,11 +90,17 @@ FAMILY_POLICIES: dict[str, CachePolicy] = {
     "LightX2V CausVid 14B": fragments(21),
     "Self-Forcing / LongLive 1.3B": rolling(21),
     "LongLive 1.3B": sink(3, 12),
+    "Causal-Forcing chunk-wise 1.3B": rolling(21),
+    "Causal-Forcing frame-wise 1.3B": rolling(21),
+    "Causal-Forcing++ frame-wise 2-step": rolling(21),
+    "Causal-Forcing++ frame-wise 1-step": rolling(21),
 }
 """Each preset's own policy: CausVid restarts windows (its long-video script re-caches the last frames of
 each 21-frame rollout), CausVid-Plus slides a 21-frame window (the 14B's training code), LightX2V chains
 fragments, Self-Forcing rolls a local window (beyond its trained 21 frames), LongLive keeps a 3-frame sink in
-a 12-frame cache (its inference config)."""
+a 12-frame cache (its inference config). Causal-Forcing keeps a full 21-frame cache in its own 81-frame videos
+(its README warns that its 5-second models are not made for long ones); past 21 frames the window rolls, as
+Self-Forcing's does."""
 
 
 def family_policy(preset: str) -> CachePolicy:

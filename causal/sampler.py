@@ -174,13 +174,14 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
              seed: int | None = None, generator: torch.Generator | None = None,
              noise: torch.Tensor | None = None, renoise: Renoise | None = None,
              start_latents: torch.Tensor | None = None, resume: History | None = None,
-             frames_per_block: int = FRAMES_PER_BLOCK,
+             frames_per_block: int | None = None,
              dtype: torch.dtype = torch.bfloat16, device: torch.device | str | None = None,
              output_device: torch.device | str | None = None, record: bool = False,
              on_block: Callable[[torch.Tensor], None] | None = None, keep_latents: bool = True,
              progress: Callable[[Progress], None] | None = None, fused_kernels: bool = False,
              graphs: CudaGraphs | None = None) -> Generation:
     """Sample a video block by block; see `sample_video` for the arguments."""
+    frames_per_block = frames_per_block or schedule.frames_per_block
     policy = policy or fragments(num_frames)
     if num_fragments < 1:
         raise ValueError(f"num_fragments must be at least 1 (got {num_fragments})")
@@ -211,10 +212,13 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
         return torch.randn(shape, generator=generator, dtype=noise_dtype, device=device)
 
     renoise = renoise or draw
-    steps = list(zip(schedule.timesteps, schedule.sigmas))
-    progress_total = total // frames_per_block * len(steps)
-    timesteps = [torch.full((batch, frames_per_block), tau, dtype=torch.float64, device=device)
-                 for tau, _ in steps]
+    # the video's first block may have its own step list (Causal-Forcing++); a resumed video is past it
+    step_lists = {first: schedule.steps_for(first) for first in (True, False)}
+    num_blocks = total // frames_per_block
+    progress_total = num_blocks * len(step_lists[False]) + (
+        len(step_lists[True]) - len(step_lists[False]) if resume is None and num_blocks else 0)
+    block_timesteps = {first: [torch.full((batch, frames_per_block), tau, dtype=torch.float64, device=device)
+                               for tau, _ in steps] for first, steps in step_lists.items()}
     clean_t = torch.zeros(batch, frames_per_block, dtype=torch.float64, device=device)
     tokens_per_frame = model.config.tokens_per_frame(height, width)
     if graphs is None:
@@ -286,6 +290,8 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
                 x = chunk[:, :frames_per_block].to(device=device, dtype=dtype)
                 chunk = chunk[:, frames_per_block:]
                 slot, position = window.place(frames_per_block)
+                first_block = b == 0 and resume is None
+                steps, timesteps = step_lists[first_block], block_timesteps[first_block]
                 for k, (timestep, (_, sigma)) in enumerate(zip(timesteps, steps)):
                     # the references' layout: x [B, frames, 16, h, w]; the network takes [B, 16, frames, h, w]
                     x_in = x.transpose(1, 2)

@@ -54,6 +54,11 @@ class Schedule:
     lightx2v_arithmetic: bool = False
     """LightX2V's step: x0 in float32 and re-noised without rounding it to bf16 first (§4.7),
     instead of the references' x0 = bf16(x - sigma·v) in float64."""
+    frames_per_block: int = 3
+    """Latent frames denoised together: 3 for chunk-wise models, 1 for frame-wise ones (Causal-Forcing)."""
+    first_block_steps: tuple[float, ...] | None = None
+    """A step list for the video's first block only (Causal-Forcing++'s `denoising_step_list_first_chunk`), warped
+    like the main list; None: every block uses the main list."""
 
     def __post_init__(self) -> None:
         steps = [float(s) for s in self.step_list]
@@ -77,6 +82,18 @@ class Schedule:
         object.__setattr__(self, "step_list", tuple(steps))
         object.__setattr__(self, "timesteps", tuple(taus))
         object.__setattr__(self, "sigmas", tuple(nearest_sigma(t, self.shift) for t in taus))
+        if self.frames_per_block < 1:
+            raise ValueError(f"frames_per_block must be at least 1, got {self.frames_per_block}")
+        if self.first_block_steps is not None:
+            first = Schedule(self.name, self.first_block_steps, self.shift, self.warp)
+            object.__setattr__(self, "first_block_steps", first.step_list)
+
+    def steps_for(self, first_block: bool) -> list[tuple[float, float]]:
+        """The (model timestep, sigma) pairs of a block: the first block's own list where there is one."""
+        if first_block and self.first_block_steps is not None:
+            first = Schedule(self.name, self.first_block_steps, self.shift, self.warp)
+            return list(zip(first.timesteps, first.sigmas))
+        return list(zip(self.timesteps, self.sigmas))
 
     @property
     def num_steps(self) -> int:
@@ -89,7 +106,8 @@ class Schedule:
     def with_steps(self, step_list: Sequence[float]) -> "Schedule":
         """The same family settings with another step list."""
         return Schedule(name=f"{self.name} (custom steps)", step_list=tuple(step_list), shift=self.shift,
-                        warp=self.warp, clean_pass=self.clean_pass, lightx2v_arithmetic=self.lightx2v_arithmetic)
+                        warp=self.warp, clean_pass=self.clean_pass, lightx2v_arithmetic=self.lightx2v_arithmetic,
+                        frames_per_block=self.frames_per_block, first_block_steps=self.first_block_steps)
 
 
 SCHEDULES: dict[str, Schedule] = {s.name: s for s in (
@@ -100,6 +118,12 @@ SCHEDULES: dict[str, Schedule] = {s.name: s for s in (
              clean_pass=False, lightx2v_arithmetic=True),
     Schedule("Self-Forcing / LongLive 1.3B", (1000, 750, 500, 250), shift=5.0, warp=True),
     Schedule("LongLive 1.3B", (1000, 750, 500, 250), shift=5.0, warp=True),
+    Schedule("Causal-Forcing chunk-wise 1.3B", (1000, 750, 500, 250), shift=5.0, warp=True),
+    Schedule("Causal-Forcing frame-wise 1.3B", (1000, 750, 500, 250), shift=5.0, warp=True, frames_per_block=1),
+    Schedule("Causal-Forcing++ frame-wise 2-step", (1000, 500), shift=5.0, warp=True, frames_per_block=1,
+             first_block_steps=(1000, 750, 500, 250)),
+    Schedule("Causal-Forcing++ frame-wise 1-step", (1000,), shift=5.0, warp=True, frames_per_block=1,
+             first_block_steps=(1000, 750, 500, 250)),
 )}
 """Presets per checkpoint family (§4.2, §9.2). "CausVid-Plus 14B" is the schedule the 14B weights
 were trained with; "LightX2V CausVid 14B" reproduces LightX2V's runner (warped, no clean pass). "LongLive

@@ -53,13 +53,17 @@ def latent_frames(length: int) -> int:
     return (length - 1) // 4 + 1
 
 
-def check_length(length: int) -> str | None:
+def check_length(length: int, frames_per_block: int = FRAMES_PER_BLOCK) -> str | None:
     frames = latent_frames(length)
     if length > MAX_LENGTH:
         return f"length {length} is over the maximum of {MAX_LENGTH} frames per fragment"
-    if (length - 1) % 4 or frames % FRAMES_PER_BLOCK or length < 9:
-        return (f"length {length} is not a whole number of {FRAMES_PER_BLOCK}-latent-frame blocks: use 9 + 12k "
-                f"frames, e.g. 9, 21, 33, 45, 57, 69 or 81 (21 latent frames, the trained length)")
+    shortest = max(9, 1 + 4 * (frames_per_block - 1))
+    if (length - 1) % 4 or frames % frames_per_block or length < shortest:
+        if frames_per_block == 1:
+            return f"length {length} is not 1 + 4k frames (k >= 2): use e.g. 9, 13, 17, ... or 81"
+        return (f"length {length} is not a whole number of {frames_per_block}-latent-frame blocks: use "
+                f"{shortest} + {4 * frames_per_block}k frames, e.g. 9, 21, 33, 45, 57, 69 or 81 (21 latent frames, "
+                "the trained length)")
     return None
 
 
@@ -155,9 +159,10 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
                          f"it (this one is {network.config.name})")
     start_frames = 0 if job.start is None else job.start.shape[2]
     # a continuation adds fragments that each start from a re-cached block (its length with any policy)
-    segments = fragment_lengths(job.num_frames, job.num_fragments,
-                                start_frames if job.resume is None else FRAMES_PER_BLOCK)
-    total = frames_for_seconds(job.seconds, start_frames) if job.seconds > 0 else sum(segments)
+    block = job.schedule.frames_per_block
+    segments = fragment_lengths(job.num_frames, job.num_fragments, start_frames if job.resume is None else block,
+                                block)
+    total = frames_for_seconds(job.seconds, start_frames, block) if job.seconds > 0 else sum(segments)
     timeline = prompt_timeline(conditioning, segments, start_frames)
     device, dtype = model.load_device, compute_dtype(model)
     mm.throw_exception_if_processing_interrupted()
@@ -265,7 +270,7 @@ def prepare(model, *, width: int, height: int, length: int, preset: str, custom_
             num_fragments: int, fused_kernels: bool = False, start_latent=None, state: CausVidState | None = None,
             cache: str = PRESET_POLICY, window: int = 0, sink_frames: int = -1, seconds: float = 0.0) -> Job:
     """Check the sampling widgets and turn them into a Job (raises ValueError saying what to change)."""
-    if (message := CausVidSampler.validate_inputs(width, height, length, custom_steps)) is not True:
+    if (message := CausVidSampler.validate_inputs(width, height, length, custom_steps, preset)) is not True:
         raise ValueError(message)
     schedule = choose_schedule(preset, custom_steps)
     num_frames = latent_frames(length)
@@ -316,7 +321,8 @@ class CausVidSampler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, width: int, height: int, length: int, custom_steps: str) -> bool | str:
+    def validate_inputs(cls, width: int, height: int, length: int, custom_steps: str,
+                        preset: str | None = None) -> bool | str:
         # linked inputs arrive as None here: they are checked again when the node runs. ComfyUI skips its own
         # type and range checks for the inputs this function names, so the types are checked here first.
         for name, value in (("width", width), ("height", height), ("length", length)):
@@ -325,7 +331,9 @@ class CausVidSampler(io.ComfyNode):
         for name, value in (("width", width), ("height", height)):
             if value is not None and (value < PIXEL_MULTIPLE or value % PIXEL_MULTIPLE or value > 4096):
                 return f"{name} must be a multiple of {PIXEL_MULTIPLE} between 16 and 4096, got {value}"
-        if length is not None and (message := check_length(length)):
+        block = SCHEDULES[preset].frames_per_block if isinstance(preset, str) and preset in SCHEDULES \
+            else FRAMES_PER_BLOCK
+        if length is not None and (message := check_length(length, block)):
             return message
         if custom_steps is not None and not isinstance(custom_steps, str):
             return f"custom_steps must be text such as '1000, 757, 522', got {custom_steps!r}"

@@ -61,10 +61,11 @@ class CausVidStreamToVideo(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, width: int, height: int, length: int, custom_steps: str) -> bool | str:
+    def validate_inputs(cls, width: int, height: int, length: int, custom_steps: str,
+                        preset: str | None = None) -> bool | str:
         from .sampler import CausVidSampler
 
-        return CausVidSampler.validate_inputs(width, height, length, custom_steps)
+        return CausVidSampler.validate_inputs(width, height, length, custom_steps, preset)
 
     @classmethod
     def execute(cls, model, positive, vae, filename_prefix: str, **widgets) -> io.NodeOutput:

@@ -509,3 +509,13 @@ def test_hostile_safetensors_headers_are_refused_without_reading_data(tmp_path, 
     path.write_bytes(header + b"\0" * 64)
     with pytest.raises(CheckpointError, match="truncated or corrupt|not a Wan2.1|no tensors"):
         read_checkpoint(path)
+
+
+@pytest.mark.parametrize("container", ["generator", "generator_ema"])
+def test_causal_forcing_layouts_load(tmp_path, tiny_sd, container):
+    """Causal-Forcing's .pt files (chunkwise/causal_forcing.pt, framewise/causal_forcing.pt,
+    causal-forcing++/framewise-*step.pt): a dict with `generator` and/or `generator_ema` of `model.` keys."""
+    raw = {container: {"model." + k: v for k, v in tiny_sd.items()}}
+    checkpoint = read_checkpoint(save_pt(raw, tmp_path / "causal_forcing.pt"))
+    assert set(checkpoint.state_dict) == set(tiny_sd)
+    assert torch.equal(checkpoint.state_dict["blocks.0.ffn.0.weight"], tiny_sd["blocks.0.ffn.0.weight"])

@@ -430,3 +430,30 @@ def test_checkpoint_names_outside_the_models_folder_are_rejected(comfy_server, s
         message = result.error["exception_message"]
         assert "not found" in message and "root:" not in message, message
     run_ok(comfy_server, prompt)
+
+
+def test_frame_wise_preset_samples_one_latent_frame_per_block(comfy_server, standins):
+    """Causal-Forcing++ frame-wise 2-step through the node: length 13 = 4 latent frames = 4 one-frame blocks, the
+    first with 4 steps and the others with 2 (10 progress steps); lengths are checked against 1-frame blocks."""
+    prompt = eg.standin_prompt(eg.load_api("causvid_1.3b_t2v"), width=W, height=H, length=13)
+    (sampler_id,) = eg.find_nodes(prompt, "CausVidSampler")
+    (save_id,) = eg.find_nodes(prompt, "SaveVideo")
+    prompt[sampler_id]["inputs"]["preset"] = "Causal-Forcing++ frame-wise 2-step"
+    result = run_ok(comfy_server, prompt)
+    assert len([p for p in result.of_type("progress") if p["node"] == sampler_id]) == 4 + 3 * 2
+    (path,) = comfy_server.output_paths(result, node_id=save_id)
+    assert video_info(path)[0] == 13
+
+
+def test_our_node_ids_never_clash_with_core_autoregressive_video_nodes():
+    """Newer ComfyUI versions ship their own autoregressive Wan nodes and model types (EmptyARVideoLatent,
+    SamplerARVideo, ARVideoI2V, WAN21_CausalAR): ours keep the CausVid prefix."""
+    import ast
+
+    ids = set()
+    for path in (Path(__file__).resolve().parents[1] / "nodes").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.keyword) and node.arg == "node_id" and isinstance(node.value, ast.Constant):
+                ids.add(node.value.value)
+    assert len(ids) == 5 and all(i.startswith("CausVid") for i in ids), ids
+    assert not ids & {"EmptyARVideoLatent", "SamplerARVideo", "ARVideoI2V", "LoadARVideoModel"}

@@ -268,3 +268,22 @@ def test_non_finite_start_latents_are_refused(model):
     start = torch.full((1, 16, 3, h, w), float("nan"))
     with pytest.raises(ValueError, match="start latents contain NaN"):
         sample_video(model, prompt(), num_frames=9, height=H, width=W, schedule=FAST, seed=0, start_latents=start)
+
+
+def test_frame_wise_blocks_and_a_first_block_step_list(model):
+    """Causal-Forcing++ frame-wise: one latent frame per block, the first block with its own 4-step list, the
+    later ones with 2 steps; every block's clean pass at t = 0 at its own slot and position."""
+    schedule = SCHEDULES["Causal-Forcing++ frame-wise 2-step"]
+    assert schedule.frames_per_block == 1 and schedule.first_block_steps == (1000, 750, 500, 250)
+    assert [round(t, 2) for t, _ in schedule.steps_for(True)] == [1000.0, 937.5, 833.33, 625.0]
+    assert [round(t, 2) for t, _ in schedule.steps_for(False)] == [1000.0, 833.33]
+    with Recorder(model) as rec:
+        seen = []
+        out = generate(model, prompt(), height=H, width=W, schedule=schedule, num_frames=4, seed=0,
+                       progress=seen.append)
+    assert out.latents.shape == (1, 16, 4, h, w)
+    calls = [(c[0], c[1], c[2], round(c[3], 2)) for c in rec.calls]
+    first = [(0, 0, 1, t) for t in (1000.0, 937.5, 833.33, 625.0)] + [(0, 0, 1, 0.0)]
+    later = lambda s: [(s, s, 1, 1000.0), (s, s, 1, 833.33), (s, s, 1, 0.0)]  # noqa: E731
+    assert calls == first + later(1) + later(2) + later(3)
+    assert [p.completed for p in seen] == list(range(1, 11)) and {p.total for p in seen} == {10}
