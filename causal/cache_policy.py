@@ -58,11 +58,6 @@ class CachePolicy:
         """Whether blocks beyond the window push old frames out (rather than starting a new window)."""
         return self.kind != "fragments"
 
-    @property
-    def kept(self) -> int:
-        """Leading frames eviction never touches."""
-        return self.sink
-
     def describe(self) -> str:
         if self.kind == "fragments":
             return f"fragments of {self.window} latent frames"

@@ -134,6 +134,17 @@ class ContextWindow:
         if recache:
             self._recache()
 
+    def use_prompt(self, context: torch.Tensor, text_for: Callable[[torch.Tensor], CrossAttentionKV], *,
+                   recache: bool) -> None:
+        """Switch to `context` (see `set_prompt`) unless it is the prompt in use: the same tensor, or one with the
+        same values (a continued video given its prompt again), which then needs no re-cache."""
+        if context is self.context:
+            return
+        if same_prompt(context, self.context):
+            self.context = context
+            return
+        self.set_prompt(context, text_for(context), recache=recache)
+
     # -- placing chunks -------------------------------------------------------------------------
 
     def fits(self, frames: int) -> bool:
@@ -151,7 +162,7 @@ class ContextWindow:
         return slot, position
 
     def _evict(self, frames: int) -> None:
-        keep = self.policy.kept
+        keep = self.policy.sink
         if frames > self.filled - keep:
             raise ValueError(f"cannot evict {frames} frames: only {self.filled - keep} are outside the sink")
         tpf = self.tokens_per_frame
@@ -168,12 +179,13 @@ class ContextWindow:
             self.history.events.append(Write(latents.detach().cpu(), float(timestep),
                                              None if clean is None else clean.detach().cpu()))
 
-    def write(self, latents: torch.Tensor, timestep: float) -> None:
-        """Cache a chunk of given latents [B, 16, n, h, w] at one timestep (a prefilled start, a re-cache)."""
+    def write(self, latents: torch.Tensor, timestep: float, clean: torch.Tensor | None = None) -> None:
+        """Cache a chunk of given latents [B, 16, n, h, w] at one timestep (a prefilled start, a re-cache, a
+        replayed write)."""
         slot, position = self.place(latents.shape[2])
         t = torch.full((latents.shape[0], latents.shape[2]), timestep, dtype=torch.float64, device=latents.device)
         self.forward(latents, t, slot, position)
-        self.finish(latents, timestep)
+        self.finish(latents, timestep, clean)
 
     def start_fragment(self) -> None:
         """An empty window with positions from 0; the previous window's last block is re-cached by the caller."""
@@ -215,20 +227,12 @@ class ContextWindow:
         if history.policy != self.policy:
             raise ValueError(f"this history was recorded with a {history.policy.describe()}, not a "
                              f"{self.policy.describe()}")
-        texts: dict[int, CrossAttentionKV] = {}
         for event in history.events:
             if isinstance(event, NewFragment):
                 self.start_fragment()
             elif isinstance(event, Switch):
-                context = history.prompts[event.prompt]
-                if event.prompt not in texts:
-                    texts[event.prompt] = text_for(context.to(device))
-                self.set_prompt(context, texts[event.prompt], recache=event.recache)
+                context = history.prompts[event.prompt]  # text_for caches its K/V per prompt object
+                self.set_prompt(context, text_for(context), recache=event.recache)
             else:
-                latents = event.latents.to(device=device, dtype=dtype)
-                slot, position = self.place(latents.shape[2])
-                t = torch.full((latents.shape[0], latents.shape[2]), event.timestep, dtype=torch.float64,
-                               device=device)
-                self.forward(latents, t, slot, position)
-                self.finish(latents, event.timestep,
-                            None if event.clean is None else event.clean.to(device=device, dtype=dtype))
+                self.write(event.latents.to(device=device, dtype=dtype), event.timestep,
+                           None if event.clean is None else event.clean.to(device=device, dtype=dtype))

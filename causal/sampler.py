@@ -33,7 +33,7 @@ import torch
 from . import kernels
 from .cache_policy import CachePolicy, fragments
 from .config import LATENT_CHANNELS, VAE_STRIDE
-from .context import ContextWindow, History, same_prompt
+from .context import ContextWindow, History
 from .graphs import CudaGraphs
 from .kv_cache import CrossAttentionKV, KVCache
 from .model import CausalWanModel
@@ -77,8 +77,6 @@ def fragment_lengths(num_frames: int, num_fragments: int, start_frames: int = 0,
     first = (num_frames - start_frames) // frames_per_block * frames_per_block
     return [first] + [num_frames - frames_per_block] * (num_fragments - 1)
 
-
-segment_lengths = fragment_lengths
 
 
 def kv_cache_bytes(model: CausalWanModel, *, batch: int, num_frames: int, height: int, width: int,
@@ -148,6 +146,10 @@ def _check_inputs(model: CausalWanModel, timeline: list[PromptChange], height: i
                              "re-encode the prompt (and check the text encoder file)")
 
 
+_NON_FINITE = ("{what} came out NaN/Inf: the checkpoint may hold NaN/Inf weights, or the numbers overflowed "
+               "(fp16); nothing after it could be valid")
+
+
 def _prefill_chunks(frames: int, frames_per_block: int) -> list[int]:
     """Start latents are cached in blocks, a leftover first: 1 -> [1], 21 -> [3]·7, 22 -> [1] + [3]·7. A single
     image is then one frame at slot 0, the way Self-Forcing caches an image (its `independent_first_frame`)."""
@@ -188,7 +190,7 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
     if start_latents is not None and resume is not None:
         raise ValueError("give either start latents or a history to resume, not both")
     start = 0 if start_latents is None else start_latents.shape[2]
-    segments = segment_lengths(num_frames, num_fragments, start, frames_per_block)
+    segments = fragment_lengths(num_frames, num_fragments, start, frames_per_block)
     total = total_frames if total_frames is not None else sum(segments)
     timeline = _timeline(context, segments)
     _check_inputs(model, timeline, height, width, total, frames_per_block, policy, start_latents)
@@ -249,6 +251,7 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
         return text
 
     blocks: list[torch.Tensor] = []
+    all_finite: torch.Tensor | None = None
     completed = 0
     fragment = 0
     chunk: torch.Tensor | None = None  # initial noise drawn but not used yet [B, frames, 16, h, w]
@@ -258,7 +261,7 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
             if resume is not None:
                 window.replay(resume, device, dtype, text_for)
             else:
-                window.set_prompt(timeline[0].context, text_for(timeline[0].context), recache=False)
+                window.use_prompt(timeline[0].context, text_for, recache=False)
             if start_latents is not None:
                 latents = start_latents.to(device=device, dtype=dtype)
                 offset = 0
@@ -273,11 +276,7 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
                 if new_fragment:
                     window.start_fragment()
                     fragment += 1
-                context = prompt_at(timeline, first)
-                if context is not window.context and same_prompt(context, window.context):
-                    window.context = context  # the same prompt again (a continued video): nothing to re-cache
-                elif context is not window.context:
-                    window.set_prompt(context, text_for(context), recache=not new_fragment)
+                window.use_prompt(prompt_at(timeline, first), text_for, recache=not new_fragment)
                 if new_fragment:
                     window.write(last_block, 0.0)  # the previous window's last clean block at slot 0
                 if chunk is None or chunk.shape[1] == 0:
@@ -309,11 +308,12 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
                         eps = eps.to(device).view(batch, frames_per_block, LATENT_CHANNELS, h, w)
                         x = ((1 - next_sigma) * x0.float() + next_sigma * eps.float()).to(dtype)
                 block = x0.to(dtype).transpose(1, 2)
-                if not torch.isfinite(block).all():
-                    raise FloatingPointError(
-                        f"block {b} (latent frames {first}..{first + frames_per_block - 1}) came out NaN/Inf: the "
-                        "checkpoint may hold NaN/Inf weights, or the numbers overflowed (fp16); nothing after it "
-                        "could be valid, so sampling stopped")
+                # NaN/Inf weights or prompts show in the first block: checked at once (one host sync); later blocks
+                # only add to a flag on the device, read once at the end, so no block waits for the host
+                finite = torch.isfinite(block).all()
+                all_finite = finite if all_finite is None else all_finite & finite
+                if b == 0 and not finite:
+                    raise FloatingPointError(_NON_FINITE.format(what="block 0"))
                 if schedule.clean_pass:
                     window.forward(block, clean_t, slot, position)
                     window.finish(block, 0.0)
@@ -327,6 +327,8 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
     finally:
         cache = None  # an exception's traceback keeps this frame alive: release the cache's memory now
         window.cache = None  # type: ignore[assignment]
+    if all_finite is not None and not all_finite:
+        raise FloatingPointError(_NON_FINITE.format(what="a block of the video"))
     latents = torch.cat(blocks, dim=2) if blocks else last_block.new_empty(*last_block.shape[:2], 0,
                                                                            *last_block.shape[3:])
     return Generation(latents=latents.to(output_device), last_block=last_block, history=window.history)

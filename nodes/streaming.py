@@ -37,12 +37,12 @@ class StreamingDecoder:
         self.vae = vae
         self.model = model
         self.cache: list = [None] * sum(isinstance(m, CausalConv3d) for m in model.decoder.modules())
-        self.frames = 0  # latent frames decoded so far
 
     def load(self, latent_shape: tuple[int, ...]) -> None:
         """Put the VAE on its device with room to decode one latent frame (ComfyUI's model management)."""
         one_frame = (*latent_shape[:2], 1, *latent_shape[3:])
-        mm.load_models_gpu([self.vae.patcher], memory_required=self.vae.memory_used_decode(one_frame, self.vae.vae_dtype))
+        memory = self.vae.memory_used_decode(one_frame, self.vae.vae_dtype)
+        mm.load_models_gpu([self.vae.patcher], memory_required=memory)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -53,7 +53,6 @@ class StreamingDecoder:
         out = []
         for i in range(x.shape[2]):
             out.append(self.model.decoder(x[:, :, i:i + 1], feat_cache=self.cache, feat_idx=[0]))
-        self.frames += x.shape[2]
         pixels = self.vae.process_output(torch.cat(out, dim=2).float())  # [1, 3, F, H, W]
         return pixels[0].permute(1, 2, 3, 0).cpu()
 

@@ -287,3 +287,17 @@ def test_frame_wise_blocks_and_a_first_block_step_list(model):
     later = lambda s: [(s, s, 1, 1000.0), (s, s, 1, 833.33), (s, s, 1, 0.0)]  # noqa: E731
     assert calls == first + later(1) + later(2) + later(3)
     assert [p.completed for p in seen] == list(range(1, 11)) and {p.total for p in seen} == {10}
+
+
+def test_a_later_non_finite_block_fails_the_call(model):
+    """Only block 0 is checked at once (no host sync per block); a NaN later still fails the whole call."""
+    draws = []
+
+    def renoise(shape):
+        draws.append(shape)
+        value = float("nan") if len(draws) == 2 else 0.0  # the second block's re-noise
+        return torch.full(shape, value, dtype=torch.bfloat16)
+
+    with pytest.raises(FloatingPointError, match="a block of the video came out NaN/Inf"):
+        sample_video(model, prompt(), num_frames=6, height=H, width=W, schedule=FAST, noise=_noise(6),
+                     renoise=renoise)
