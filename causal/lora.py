@@ -159,6 +159,8 @@ def apply_unmerged(model: nn.Module, lora: Lora) -> list:
 
 def _add_lora(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> Tensor:
     x = inputs[0]
-    a = module.lora_a.to(device=x.device, dtype=x.dtype)
-    b = module.lora_b.to(device=x.device, dtype=x.dtype)
-    return output + F.linear(F.linear(x, a), b) * module.lora_scale
+    if module.lora_a.dtype != x.dtype or module.lora_a.device != x.device:
+        # converted once and kept (the buffers follow later .to() of the module), not on every forward
+        module.lora_a = module.lora_a.to(device=x.device, dtype=x.dtype)
+        module.lora_b = module.lora_b.to(device=x.device, dtype=x.dtype)
+    return output + F.linear(F.linear(x, module.lora_a), module.lora_b) * module.lora_scale
