@@ -168,12 +168,12 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
     mm.throw_exception_if_processing_interrupted()
     memory = working_memory_bytes(network, batch=timeline[0].context.shape[0], num_frames=job.policy.window,
                                   height=job.height, width=job.width, dtype=dtype)
-    if device.type == "cpu" and memory + extra_memory > mm.get_free_memory(device):
-        # on the GPU model management makes room or fails cleanly; on the CPU an allocation this large could
-        # get the whole server killed by the OS instead
+    # on the GPU model management makes room or fails cleanly; on the CPU an allocation this large could get the
+    # whole server killed by the OS instead
+    if device.type == "cpu" and memory + extra_memory > (free := mm.get_free_memory(device)):
         raise MemoryError(f"sampling {job.width}x{job.height} with a {job.policy.window}-frame window needs "
                           f"{(memory + extra_memory) / 2**30:.1f} GiB of RAM for its KV cache and activations, but "
-                          f"{mm.get_free_memory(device) / 2**30:.1f} GiB are free: lower the size or the window")
+                          f"{free / 2**30:.1f} GiB are free: lower the size or the window")
     mm.load_models_gpu([model, *extra_models], memory_required=memory + extra_memory)
     previewer = latent_preview.get_previewer(device, model.model.latent_format)
     bars: list[comfy.utils.ProgressBar] = []
