@@ -17,7 +17,7 @@ from comfy_api.latest import io
 
 from ..causal.cache_policy import KINDS, CachePolicy, family_policy
 from ..causal.context import History
-from ..causal.prompts import PromptChange, frames_for_seconds, timeline_from_seconds
+from ..causal.prompts import PromptChange, frames_for_seconds, per_segment, timeline_from_seconds
 from ..causal.sampler import FRAMES_PER_BLOCK, PIXEL_MULTIPLE, fragment_lengths, generate, working_memory_bytes
 from ..causal.schedule import SCHEDULES, Schedule
 from .comfy_model import causal_network, compute_dtype
@@ -123,8 +123,7 @@ def prompt_timeline(conditioning, segments: list[int], start_frames: int) -> lis
     if len(prompts) > len(segments):
         raise ValueError(f"{len(prompts)} prompts for {len(segments)} fragment(s): raise num_fragments or remove "
                          "prompt lines")
-    starts = [sum(segments[:i]) for i in range(len(prompts))]
-    return [PromptChange(start, p) for start, p in zip(starts, prompts)]
+    return per_segment(prompts, segments)
 
 
 @dataclass(frozen=True)
