@@ -47,14 +47,20 @@ class StreamingDecoder:
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """VAE-space latents [1, 16, n, h, w] -> frames [F, H, W, 3] in [0, 1] (float32, CPU): 1 + 4 (n - 1)
-        frames for the video's first chunk, 4 n after it."""
-        z = latents.to(device=self.vae.device, dtype=self.vae.vae_dtype)
-        x = self.model.conv2(z)
-        out = []
-        for i in range(x.shape[2]):
-            out.append(self.model.decoder(x[:, :, i:i + 1], feat_cache=self.cache, feat_idx=[0]))
-        pixels = self.vae.process_output(torch.cat(out, dim=2).float())  # [1, 3, F, H, W]
-        return pixels[0].permute(1, 2, 3, 0).cpu()
+        frames for the video's first chunk, 4 n after it. All or nothing: if it raises, the causal cache is
+        as it was before the call, so the same chunk can be decoded again."""
+        before = list(self.cache)  # the decoder replaces cache entries, it never writes into them
+        try:
+            z = latents.to(device=self.vae.device, dtype=self.vae.vae_dtype)
+            x = self.model.conv2(z)
+            out = []
+            for i in range(x.shape[2]):
+                out.append(self.model.decoder(x[:, :, i:i + 1], feat_cache=self.cache, feat_idx=[0]))
+            pixels = self.vae.process_output(torch.cat(out, dim=2).float())  # [1, 3, F, H, W]
+            return pixels[0].permute(1, 2, 3, 0).cpu()
+        except BaseException:
+            self.cache[:] = before
+            raise
 
 
 class Mp4Writer:
@@ -97,6 +103,8 @@ class BlockStream:
         self.error: BaseException | None = None
         self.on_frames = on_frames
         self.closed = False
+        self.closing = threading.Event()
+        self.cancelled = False  # the user pressed Cancel while the worker was decoding
         self.thread = threading.Thread(target=self._work, name="causvid-stream", daemon=True)
         self.thread.start()
 
@@ -114,12 +122,28 @@ class BlockStream:
             if self.error is not None:
                 continue  # keep draining so `put` never blocks on a dead worker
             try:
-                frames = self.decoder.decode(latents)
+                frames = self._decode(latents)
                 self.writer.write(frames)
                 if self.on_frames is not None:
                     self.on_frames(self.writer.frames, frames[-1])
             except BaseException as e:  # noqa: BLE001 (re-raised on the sampling thread)
                 self.error = e
+
+    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Decode one finished block, also when the user cancels meanwhile. ComfyUI's Cancel is one global flag
+        that the first op to see it clears (every comfy.ops layer checks it, the VAE's too); when this thread
+        sees it, it hands it back so that the sampler stops at its next step, waits until the sampler has taken
+        it (or the stream is closing) and decodes the block again from the unchanged cache: blocks already
+        sampled are never lost to a cancel."""
+        while True:
+            try:
+                return self.decoder.decode(latents)
+            except mm.InterruptProcessingException:
+                self.cancelled = True
+                if not self.closing.is_set():
+                    mm.interrupt_current_processing(True)
+                    while mm.processing_interrupted() and not self.closing.wait(0.02):
+                        pass
 
     def put(self, latents: torch.Tensor) -> None:
         if self.error is not None:
@@ -128,12 +152,17 @@ class BlockStream:
 
     def close(self) -> None:
         """Decode and write what is queued, then finish the file (also after an error or a cancel); raise the
-        worker's error, if any, the first time."""
+        worker's error, if any, or the cancel it saw, the first time."""
         if self.closed:
             return
         self.closed = True
+        self.closing.set()
         self.queue.put(None)
         self.thread.join()
         self.writer.close()
         if self.error is not None:
             raise self.error
+        if self.cancelled:
+            # a Cancel the worker saw after the sampler's last step: it still stops the prompt
+            mm.interrupt_current_processing(False)
+            raise mm.InterruptProcessingException()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import importlib
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,64 @@ def test_a_failing_stream_leaves_a_playable_file(streaming, vae, tmp_path):
             stream.close()
     stream.close()  # closing twice is harmless
     assert _frames_in(tmp_path / "broken.mp4") == (1 + 12, 16.0)
+
+
+def _cancel_during_decode(streaming, vae, tmp_path, cancelled_call: int):
+    """A stream whose decoder sees ComfyUI's Cancel flag go up during its `cancelled_call`-th decode."""
+    import comfy.model_management as mm
+
+    decoder = streaming.StreamingDecoder(vae)
+    real, calls = decoder.decode, []
+
+    def cancel_then_decode(latents):
+        calls.append(1)
+        if len(calls) == cancelled_call:
+            mm.interrupt_current_processing(True)  # what /interrupt does, seen first by the VAE's ops
+        return real(latents)
+
+    decoder.decode = cancel_then_decode
+    written = []
+    writer = streaming.Mp4Writer(tmp_path / "cancelled.mp4", W, H)
+    real_write = writer.write
+    writer.write = lambda frames: (written.append(frames), real_write(frames))
+    return streaming.BlockStream(decoder, writer), calls, written
+
+
+def test_cancel_seen_by_the_decoder_stops_the_sampler_and_keeps_every_block(streaming, vae, tmp_path):
+    """The worker's VAE ops take ComfyUI's Cancel flag first: the worker hands it back (the sampler stops at
+    its next step), then decodes the interrupted block again from the unchanged cache; the file holds every
+    block put, frames equal to one whole decode."""
+    import comfy.model_management as mm
+
+    blocks = [_latents(1)] + [_latents(3, seed=s) for s in (1, 2)]
+    stream, calls, written = _cancel_during_decode(streaming, vae, tmp_path, cancelled_call=2)
+    with pytest.raises(mm.InterruptProcessingException):
+        try:
+            for block in blocks:
+                stream.put(block)
+            for _ in range(1000):  # the sampler's per-step check, until the cancel reaches it
+                mm.throw_exception_if_processing_interrupted()
+                time.sleep(0.01)
+        finally:
+            stream.close()
+    assert not mm.processing_interrupted() and len(calls) == 4  # the second block was decoded twice
+    whole = vae.decode(torch.cat(blocks, dim=2))[0].float()
+    assert torch.equal(torch.cat(written), whole)
+    assert _frames_in(tmp_path / "cancelled.mp4") == (1 + 4 * 6, 16.0)
+
+
+def test_cancel_after_the_last_step_still_stops_the_prompt(streaming, vae, tmp_path):
+    """Cancel during the last block's decode, when the sampler has finished: close() writes everything, clears
+    the flag and raises the cancel itself."""
+    import comfy.model_management as mm
+
+    stream, calls, written = _cancel_during_decode(streaming, vae, tmp_path, cancelled_call=3)
+    for block in [_latents(1)] + [_latents(3, seed=s) for s in (1, 2)]:
+        stream.put(block)
+    with pytest.raises(mm.InterruptProcessingException):
+        stream.close()
+    assert not mm.processing_interrupted() and len(calls) == 4
+    assert _frames_in(tmp_path / "cancelled.mp4") == (1 + 4 * 6, 16.0)
 
 
 def _live_cpu_tensor_bytes() -> int:
