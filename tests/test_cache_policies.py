@@ -20,7 +20,7 @@ from causal import PromptChange, Schedule, generate
 from causal.cache_policy import family_policy, fragments, rolling, sink
 from causal.context import ContextWindow
 from causal.kv_cache import KVCache
-from tiny import TINY, prompt, tiny_model
+from tools.tiny import TINY, prompt, tiny_model
 
 H, W = 32, 48
 h, w = H // 8, W // 8

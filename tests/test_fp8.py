@@ -7,7 +7,7 @@ import torch
 
 from causal.fp8 import E4M3, Fp8Linear, quantize_blocks_fp8, quantize_rows
 from causal.kv_cache import KVCache
-from tiny import prompt, tiny_model
+from tools.tiny import prompt, tiny_model
 
 
 def test_quantize_rows_round_trip():

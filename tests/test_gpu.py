@@ -7,7 +7,7 @@ import torch
 
 from causal import SCHEDULES, generate
 from causal.kv_cache import KVCache
-from tiny import TINY, prompt, tiny_model
+from tools.tiny import TINY, prompt, tiny_model
 
 CUDA = torch.device("cuda")
 
@@ -131,3 +131,31 @@ def test_sink_and_prompt_switch_on_cuda_match_the_cpu_bookkeeping():
                     total_frames=15, generator=g, resume=first.history, **args)
     assert torch.equal(whole.latents, torch.cat([first.latents, rest.latents], dim=2))
     assert torch.isfinite(whole.latents.float()).all()
+
+
+def test_out_of_memory_mid_video_leaves_nothing_behind_and_the_next_run_is_clean():
+    """A real CUDA out-of-memory error in the fourth block (something else takes the card's memory): once the
+    error is handled, device memory is back at its baseline and the next run equals a clean run bit for bit."""
+    import gc
+
+    from causal.cache_policy import rolling
+
+    model = tiny_model(torch.bfloat16).to(CUDA)
+    args = dict(height=128, width=192, schedule=SCHEDULES["CausVid 1.3B"], policy=rolling(9), total_frames=18,
+                seed=0)
+    clean = generate(model, prompt().to(CUDA), **args).latents.cpu()
+    gc.collect()
+    torch.cuda.synchronize()
+    baseline = torch.cuda.memory_allocated()
+    too_much = torch.cuda.get_device_properties(0).total_memory + 2**30
+
+    def exhaust_memory_in_block_3(p):
+        if p.block == 3 and p.step == 1:
+            torch.empty(too_much, dtype=torch.uint8, device=CUDA)
+
+    with pytest.raises(torch.OutOfMemoryError):
+        generate(model, prompt().to(CUDA), progress=exhaust_memory_in_block_3, **args)
+    gc.collect()
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_allocated() == baseline
+    assert torch.equal(generate(model, prompt().to(CUDA), **args).latents.cpu(), clean)

@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from causal.lora import TARGETS, LoraError, apply_unmerged, check_fits, merge_into, read_lora
 from causal.model import CausalWanModel
 from causal.synthetic import random_state_dict
-from tiny import TINY, prompt
+from tools.tiny import TINY, prompt
 
 RANK = 8
 

@@ -11,7 +11,7 @@ import torch
 from causal.kv_cache import KVCache
 from causal.model import RMSNorm, default_cast, sinusoidal_embedding
 from causal.rope import apply_rope, rope_frequencies, rope_phases, split_sizes
-from tiny import TINY, prompt, tiny_model
+from tools.tiny import TINY, prompt, tiny_model
 
 
 def _cached_blocks(model, x, t, text, frames_per_block=3):

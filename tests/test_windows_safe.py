@@ -15,7 +15,7 @@ import torch
 
 import causal
 from causal.cache_policy import CachePolicy, rolling, sink
-from tiny import TINY, prompt, tiny_model
+from tools.tiny import TINY, prompt, tiny_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

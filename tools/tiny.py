@@ -1,4 +1,4 @@
-"""Tiny random-weight models shared by the CPU tests."""
+"""The one tiny model configuration (and prompt) of the tests, the benchmarks' smoke runs and the stand-ins."""
 
 from __future__ import annotations
 
