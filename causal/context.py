@@ -31,6 +31,7 @@ from typing import Callable
 import torch
 
 from .cache_policy import CachePolicy
+from .kernels import EAGER, Glue
 from .kv_cache import CrossAttentionKV, KVCache
 from .model import CausalWanModel
 
@@ -99,7 +100,7 @@ class ContextWindow:
     """The KV cache of one video under a cache policy: where each chunk goes, and its RoPE position."""
 
     def __init__(self, model: CausalWanModel, policy: CachePolicy, cache: KVCache, *, tokens_per_frame: int,
-                 forward: Forward | None = None, record: bool = False) -> None:
+                 forward: Forward | None = None, record: bool = False, glue: Glue = EAGER) -> None:
         if cache.capacity < policy.window * tokens_per_frame:
             raise ValueError(f"the KV cache holds {cache.capacity // tokens_per_frame} frames; the policy needs "
                              f"{policy.window}")
@@ -114,12 +115,14 @@ class ContextWindow:
         # clean latents of the last `window` frames placed, one per frame (what a re-cache recomputes)
         self.recent: deque[torch.Tensor] = deque(maxlen=policy.window)
         self.history = History(policy) if record else None
+        self.glue = glue
         self._forward = forward or self._model_forward
 
     # -- the network ----------------------------------------------------------------------------
 
     def _model_forward(self, x: torch.Tensor, timestep: torch.Tensor, slot: int, position: int) -> torch.Tensor:
-        return self.model(x, timestep, self.text, cache=self.cache, cache_frame=slot, rope_frame=position)
+        return self.model(x, timestep, self.text, cache=self.cache, cache_frame=slot, rope_frame=position,
+                          glue=self.glue)
 
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, slot: int, position: int) -> torch.Tensor:
         """Flow prediction for a chunk x [B, 16, n, h, w] whose K/V go to `slot` at RoPE `position`."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import kernels
+from .kernels import EAGER, Glue
 from .kv_cache import CrossAttentionKV, KVCache
 from .model import CausalWanModel
 
@@ -52,9 +52,9 @@ class CudaGraphs:
         for static, new in zip(self.text.keys + self.text.values, text.keys + text.values):
             static.copy_(new)
 
-    def forward(self, x: torch.Tensor, timestep: torch.Tensor, slot: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor, slot: int, glue: Glue = EAGER) -> torch.Tensor:
         """The model's forward at block slot `slot` (RoPE position = slot), eager the first time."""
-        key = (tuple(x.shape), x.dtype, slot, kernels.fused(x))
+        key = (tuple(x.shape), x.dtype, slot, glue.compiled)
         captured = self.graphs.get(key)
         if captured is not None:
             captured.x.copy_(x)
@@ -62,7 +62,7 @@ class CudaGraphs:
             captured.graph.replay()
             return captured.out.clone()
         static_x, static_t = x.contiguous().clone(), timestep.clone()
-        kwargs = dict(cache=self.cache, cache_frame=slot, rope_frame=slot)
+        kwargs = dict(cache=self.cache, cache_frame=slot, rope_frame=slot, glue=glue)
         self.stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(self.stream):
             out = self.model(static_x, static_t, self.text, **kwargs)  # eager; also warms this stream up

@@ -2,23 +2,25 @@
 
 Between the matrix products and the attention the network spends a third of a 1.3B forward in
 small elementwise ops (bench/RESULTS.md: RMSNorm, RoPE, LayerNorm + modulation, gated residuals).
-Each function below is the reference arithmetic with its rounding points. Inside `fused_kernels()`
-each runs as one compiled kernel (torch.compile, Inductor with `emulate_precision_casts`, so every
-bf16 op still rounds as in eager). The RoPE kernel gives bitwise the same numbers; the norms sum in
-another order, which moves final latents by the same ~1e-2 (relative L2, random weights) as changing
-the attention backend does, and leaves them as far from float32 as the exact path is.
+Each function below is the reference arithmetic with its rounding points. A `Glue` says how they run:
+`EAGER` (the exact path) calls them, `COMPILED` (`generate(fused_kernels=True)`) runs each as one
+compiled kernel (torch.compile, Inductor with `emulate_precision_casts`, so every bf16 op still rounds
+as in eager). The model takes the glue as an argument and passes it down to every block, so the path
+from the sampler's switch to a kernel is plain to follow. The RoPE kernel gives bitwise the same
+numbers; the norms sum in another order, which moves final latents by the same ~1e-2 (relative L2,
+random weights) as changing the attention backend does, and leaves them as far from float32 as the
+exact path is.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-_fused = contextvars.ContextVar("causvid_fused_kernels", default=False)
+from .rope import apply_rope
+
 RECOMPILE_LIMIT = 128
 _compiled: dict[Callable, Callable] = {}
 
@@ -79,16 +81,6 @@ def add_layer_norm_modulate(x: torch.Tensor, y: torch.Tensor, scale: torch.Tenso
     return x, layer_norm_modulate(x, scale, shift, eps)
 
 
-@contextlib.contextmanager
-def fused_kernels(enabled: bool = True) -> Iterator[None]:
-    """Run the glue as compiled kernels on CUDA tensors inside this block."""
-    token = _fused.set(enabled)
-    try:
-        yield
-    finally:
-        _fused.reset(token)
-
-
 def fused_unavailable(device: torch.device) -> str | None:
     """None when compiled kernels can run on `device`, else why not."""
     if device.type != "cuda":
@@ -98,11 +90,6 @@ def fused_unavailable(device: torch.device) -> str | None:
     except ImportError:
         return "fused kernels need Triton (pip install triton; on Windows triton-windows)"
     return None
-
-
-def fused(x: torch.Tensor) -> bool:
-    """Whether glue on x runs as compiled kernels: fused kernels are on and x is on CUDA."""
-    return _fused.get() and x.is_cuda
 
 
 def compiled(fn: Callable) -> Callable:
@@ -115,6 +102,39 @@ def compiled(fn: Callable) -> Callable:
     return _compiled[fn]
 
 
-def run(fn: Callable, *args):
-    """fn(*args), compiled when fused kernels are on and the tensors are on CUDA."""
-    return compiled(fn)(*args) if fused(args[0]) else fn(*args)
+class Glue:
+    """How the glue runs: each function eagerly (`EAGER`) or as its compiled kernel (`COMPILED`)."""
+
+    def __init__(self, compiled: bool) -> None:
+        self.compiled = compiled
+
+    def __repr__(self) -> str:
+        return "COMPILED" if self.compiled else "EAGER"
+
+    def run(self, fn: Callable, *args):
+        return compiled(fn)(*args) if self.compiled else fn(*args)
+
+    def norm_rope(self, x: torch.Tensor, weight: torch.Tensor, eps: float, phases: torch.Tensor,
+                  heads: int) -> torch.Tensor:
+        """RoPE(RMSNorm(x)) of a query or key projection x [B, L, heads·D] -> [B, L, heads, D]; eagerly the
+        rotation is the references' complex128 product, compiled the same arithmetic in real float64."""
+        if self.compiled:
+            return compiled(rms_norm_rope)(x, weight, eps, phases.real, phases.imag, heads)
+        return apply_rope(rms_norm(x, weight, eps).unflatten(-1, (heads, -1)), phases)
+
+    def store(self, cache, layer: int, start: int, k: torch.Tensor, v: torch.Tensor, weight: torch.Tensor,
+              eps: float, phases: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Put RoPE(RMSNorm(k)) and v [B, L, heads·D] into `cache` (a `KVCache`) at token `start` and return its
+        visible keys and values. Eagerly through `cache.store`; compiled, one kernel writes the keys straight
+        into their slots (all but protected sink rows)."""
+        if not self.compiled:
+            return cache.store(layer, start, self.norm_rope(k, weight, eps, phases, heads),
+                               v.unflatten(-1, (heads, -1)))
+        keys, values, skip = cache.writable(layer, start, k.shape[1])
+        compiled(store_keys_values)(keys, values, k[:, skip:], v[:, skip:], weight, eps, phases.real[skip:],
+                                    phases.imag[skip:])
+        return cache.visible(layer, start + k.shape[1])
+
+
+EAGER = Glue(compiled=False)
+COMPILED = Glue(compiled=True)

@@ -20,8 +20,9 @@ from torch import nn
 from . import kernels
 from .attention import attention
 from .config import WanConfig
+from .kernels import EAGER, Glue
 from .kv_cache import CrossAttentionKV, KVCache
-from .rope import apply_rope, rope_frequencies, rope_phases
+from .rope import rope_frequencies, rope_phases
 
 Cast = Callable[[torch.Tensor, torch.dtype, torch.device], torch.Tensor]
 Operations = Any  # a namespace with Linear, Conv3d, LayerNorm classes (torch.nn or comfy.ops.*)
@@ -48,8 +49,11 @@ class RMSNorm(nn.Module):
         self.cast = cast
         self.weight = nn.Parameter(torch.empty(dim, device=device, dtype=dtype))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return kernels.run(kernels.rms_norm, x, self.cast(self.weight, x.dtype, x.device), self.eps)
+    def forward(self, x: torch.Tensor, glue: Glue = EAGER) -> torch.Tensor:
+        return glue.run(kernels.rms_norm, x, self.weight_for(x), self.eps)
+
+    def weight_for(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cast(self.weight, x.dtype, x.device)
 
 
 class Projections(nn.Module):
@@ -71,35 +75,19 @@ class Projections(nn.Module):
 
 class SelfAttention(Projections):
     def forward(self, h: torch.Tensor, phases: torch.Tensor, cache: KVCache | None, layer: int,
-                cache_start: int, mask: torch.Tensor | None) -> torch.Tensor:
-        b, length, _ = h.shape
-        if kernels.fused(h):
-            return self._forward_fused(h, phases, cache, layer, cache_start, mask)
-        q = apply_rope(self.norm_q(self.q(h)).view(b, length, self.num_heads, -1), phases)
-        k = apply_rope(self.norm_k(self.k(h)).view(b, length, self.num_heads, -1), phases)
-        v = self.v(h).view(b, length, self.num_heads, -1)
+                cache_start: int, mask: torch.Tensor | None, glue: Glue = EAGER) -> torch.Tensor:
+        """With a cache, this input's keys and values go into their slots (all but protected sink rows) and
+        attention covers the cache up to the input's end; without one, the input attends to itself."""
+        heads = self.num_heads
+        norm_q, norm_k = self.norm_q, self.norm_k
+        q = glue.norm_rope(self.q(h), norm_q.weight_for(h), norm_q.eps, phases, heads)
+        k, v = self.k(h), self.v(h)
         if cache is not None:
-            keys, values = cache.store(layer, cache_start, k, v)
+            keys, values = glue.store(cache, layer, cache_start, k, v, norm_k.weight_for(h), norm_k.eps, phases,
+                                      heads)
         else:
-            keys, values = k.transpose(1, 2), v.transpose(1, 2)
-        out = attention(q.transpose(1, 2), keys, values, mask)
-        return self.o(out.transpose(1, 2).flatten(2))
-
-    def _forward_fused(self, h: torch.Tensor, phases: torch.Tensor, cache: KVCache | None, layer: int,
-                       cache_start: int, mask: torch.Tensor | None) -> torch.Tensor:
-        """The same arithmetic with RMSNorm + RoPE as one kernel, the keys written into the cache by it."""
-        cos, sin = phases.real, phases.imag
-        weight_q, weight_k = (self.cast(n.weight, h.dtype, h.device) for n in (self.norm_q, self.norm_k))
-        q = kernels.run(kernels.rms_norm_rope, self.q(h), weight_q, self.norm_q.eps, cos, sin, self.num_heads)
-        if cache is not None:
-            keys, values, skip = cache.writable(layer, cache_start, h.shape[1])
-            kernels.run(kernels.store_keys_values, keys, values, self.k(h)[:, skip:], self.v(h)[:, skip:], weight_k,
-                        self.norm_k.eps, cos[skip:], sin[skip:])
-            keys, values = cache.visible(layer, cache_start + h.shape[1])
-        else:
-            keys = kernels.run(kernels.rms_norm_rope, self.k(h), weight_k, self.norm_k.eps, cos, sin,
-                               self.num_heads).transpose(1, 2)
-            values = self.v(h).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+            keys = glue.norm_rope(k, norm_k.weight_for(h), norm_k.eps, phases, heads).transpose(1, 2)
+            values = v.unflatten(-1, (heads, -1)).transpose(1, 2)
         out = attention(q.transpose(1, 2), keys, values, mask)
         return self.o(out.transpose(1, 2).flatten(2))
 
@@ -111,9 +99,9 @@ class CrossAttention(Projections):
         v = self.v(text).view(b, length, self.num_heads, -1)
         return k.transpose(1, 2).contiguous(), v.transpose(1, 2).contiguous()
 
-    def forward(self, h: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, glue: Glue = EAGER) -> torch.Tensor:
         b, length, _ = h.shape
-        q = self.norm_q(self.q(h)).view(b, length, self.num_heads, -1)
+        q = self.norm_q(self.q(h), glue).view(b, length, self.num_heads, -1)
         out = attention(q.transpose(1, 2), keys, values)
         return self.o(out.transpose(1, 2).flatten(2))
 
@@ -140,14 +128,14 @@ class AttentionBlock(nn.Module):
     def forward(self, x: torch.Tensor, e0: torch.Tensor, phases: torch.Tensor,
                 text_k: torch.Tensor,
                 text_v: torch.Tensor, cache: KVCache | None, layer: int, cache_start: int,
-                mask: torch.Tensor | None) -> torch.Tensor:
+                mask: torch.Tensor | None, glue: Glue = EAGER) -> torch.Tensor:
         # (shift_1, scale_1, gate_1, shift_2, scale_2, gate_2), each [B, F, 1, D]
         m = (self.cast(self.modulation, x.dtype, x.device).unsqueeze(1) + e0).chunk(6, dim=2)
-        h = kernels.run(kernels.layer_norm_modulate, x, m[1], m[0], self.eps)
-        x = kernels.run(kernels.gated_add, x, self.self_attn(h, phases, cache, layer, cache_start, mask), m[2])
-        x, h = kernels.run(kernels.add_layer_norm_modulate, x, self.cross_attn(self.norm3(x), text_k, text_v),
-                           m[4], m[3], self.eps)
-        return kernels.run(kernels.gated_add, x, self.ffn(h), m[5])
+        h = glue.run(kernels.layer_norm_modulate, x, m[1], m[0], self.eps)
+        x = glue.run(kernels.gated_add, x, self.self_attn(h, phases, cache, layer, cache_start, mask, glue), m[2])
+        x, h = glue.run(kernels.add_layer_norm_modulate, x, self.cross_attn(self.norm3(x), text_k, text_v, glue),
+                        m[4], m[3], self.eps)
+        return glue.run(kernels.gated_add, x, self.ffn(h), m[5])
 
 
 class Head(nn.Module):
@@ -233,12 +221,13 @@ class CausalWanModel(nn.Module):
 
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, text: CrossAttentionKV, *,
                 cache: KVCache | None = None, cache_frame: int = 0, rope_frame: int = 0,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None, glue: Glue = EAGER) -> torch.Tensor:
         """Flow prediction v for latents x [B, 16, F, H, W] at per-frame timesteps [B, F].
 
         With `cache`, the tokens' K/V are written at latent-frame slot `cache_frame` and attention
         covers the cache up to the end of this input; RoPE places the first frame at `rope_frame`.
-        Without it, attention covers the input itself, restricted by `mask` if given.
+        Without it, attention covers the input itself, restricted by `mask` if given. `glue` runs the
+        elementwise ops eagerly (exact) or as compiled kernels (`kernels.COMPILED`).
         """
         frames, height, width = x.shape[2:]
         p = self.config.patch_size
@@ -248,11 +237,11 @@ class CausalWanModel(nn.Module):
         phases = rope_phases(self.rope_table(tokens.device), rope_frame, *grid)
         cache_start = cache_frame * grid[1] * grid[2]
         for i, block in enumerate(self.blocks):
-            tokens = block(tokens, e0, phases, text.keys[i], text.values[i], cache, i, cache_start, mask)
+            tokens = block(tokens, e0, phases, text.keys[i], text.values[i], cache, i, cache_start, mask, glue)
         return self._unpatchify(self.head(tokens, e), grid)
 
     def forward_block_causal(self, x: torch.Tensor, timestep: torch.Tensor, text: CrossAttentionKV,
-                             frames_per_block: int) -> torch.Tensor:
+                             frames_per_block: int, glue: Glue = EAGER) -> torch.Tensor:
         """The whole sequence in one pass under the training-time block-causal mask (§3.1): a token
         of block j sees every token of blocks 0..j. The KV-cached loop must reproduce this."""
         p = self.config.patch_size
@@ -260,7 +249,7 @@ class CausalWanModel(nn.Module):
         per_frame = (x.shape[3] // p[1]) * (x.shape[4] // p[2])
         block = torch.arange(frames, device=x.device).repeat_interleave(per_frame) // frames_per_block
         mask = block[None, :] <= block[:, None]
-        return self.forward(x, timestep, text, mask=mask)
+        return self.forward(x, timestep, text, mask=mask, glue=glue)
 
     def _unpatchify(self, out: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         # out [B, F, S, p·q·r·C] with C fastest -> [B, C, F·p, H·q, W·r]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import torch
 
-from . import kernels
 
 ROPE_THETA = 10000.0
 ROPE_POSITIONS = 1024
@@ -73,10 +72,8 @@ def rope_phases(freqs: torch.Tensor, start_frame: int, frames: int, height: int,
 
 
 def apply_rope(x: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
-    """Rotate x [B, L, heads, head_dim] by phases [L, 1, head_dim / 2]: float64 product, one rounding.
-    Eagerly one complex128 product; as a fused kernel the same arithmetic in real float64."""
-    if kernels.fused(x):
-        return kernels.run(kernels.rope_rotate, x, phases.real, phases.imag)
+    """Rotate x [B, L, heads, head_dim] by phases [L, 1, head_dim / 2]: one complex128 product, one rounding
+    (`kernels.rope_rotate` is the same arithmetic in real float64, for the compiled glue)."""
     b, length, heads, dim = x.shape
     z = torch.view_as_complex(x.to(torch.float64).reshape(b, length, heads, dim // 2, 2))
     return torch.view_as_real(z * phases).flatten(3).to(x.dtype)

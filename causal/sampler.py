@@ -200,6 +200,7 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
     output_device = torch.device(output_device) if output_device is not None else device
     if fused_kernels and (why := kernels.fused_unavailable(device)):
         raise RuntimeError(why)
+    glue = kernels.COMPILED if fused_kernels else kernels.EAGER
     batch = timeline[0].context.shape[0]
     h, w = height // 8, width // 8
     noise_dtype = torch.float32 if schedule.lightx2v_arithmetic else dtype
@@ -236,10 +237,10 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
         cache = graphs.cache
 
         def forward(x: torch.Tensor, timestep: torch.Tensor, slot: int, position: int) -> torch.Tensor:
-            return graphs.forward(x, timestep, slot)
+            return graphs.forward(x, timestep, slot, glue)
 
     window = ContextWindow(model, policy, cache, tokens_per_frame=tokens_per_frame, forward=forward,
-                           record=record or resume is not None)
+                           record=record or resume is not None, glue=glue)
     texts: dict[int, CrossAttentionKV] = {}
 
     def text_for(context: torch.Tensor) -> CrossAttentionKV:
@@ -257,73 +258,72 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
     chunk: torch.Tensor | None = None  # initial noise drawn but not used yet [B, frames, 16, h, w]
     used = 0  # frames of initial noise used so far
     try:
-        with kernels.fused_kernels(fused_kernels):
-            if resume is not None:
-                window.replay(resume, device, dtype, text_for)
-            else:
-                window.use_prompt(timeline[0].context, text_for, recache=False)
-            if start_latents is not None:
-                latents = start_latents.to(device=device, dtype=dtype)
-                offset = 0
-                for n in _prefill_chunks(start, frames_per_block):
-                    window.write(latents[:, :, offset:offset + n], 0.0)
-                    offset += n
-            last_block = None if resume is None or not window.recent else torch.cat(
-                list(window.recent)[-frames_per_block:], dim=2)
-            for b in range(total // frames_per_block):
-                first = b * frames_per_block
-                new_fragment = not window.policy.evicts and not window.fits(frames_per_block)
-                if new_fragment:
-                    window.start_fragment()
-                    fragment += 1
-                window.use_prompt(prompt_at(timeline, first), text_for, recache=not new_fragment)
-                if new_fragment:
-                    window.write(last_block, 0.0)  # the previous window's last clean block at slot 0
-                if chunk is None or chunk.shape[1] == 0:
-                    # fragments: one draw for the window's new frames; window policies: one per block
-                    frames = (min(policy.window - window.filled, total - first) // frames_per_block * frames_per_block
-                              if not policy.evicts else frames_per_block)
-                    chunk = (noise[:, used:used + frames] if noise is not None
-                             else draw((batch, frames, LATENT_CHANNELS, h, w)))
-                    used += frames
-                x = chunk[:, :frames_per_block].to(device=device, dtype=dtype)
-                chunk = chunk[:, frames_per_block:]
-                slot, position = window.place(frames_per_block)
-                first_block = b == 0 and resume is None
-                steps, timesteps = step_lists[first_block], block_timesteps[first_block]
-                for k, (timestep, (_, sigma)) in enumerate(zip(timesteps, steps)):
-                    # the references' layout: x [B, frames, 16, h, w]; the network takes [B, 16, frames, h, w]
-                    x_in = x.transpose(1, 2)
-                    v = window.forward(x_in, timestep, slot, position).transpose(1, 2)
-                    if schedule.lightx2v_arithmetic:
-                        x0 = x.float() - sigma * v.float()
-                    else:
-                        x0 = (x.double() - sigma * v.double()).to(dtype)
-                    completed += 1
-                    if progress is not None:
-                        progress(Progress(fragment, b, k, completed, progress_total, x0.transpose(1, 2).to(dtype)))
-                    if k + 1 < len(steps):
-                        next_sigma = steps[k + 1][1]
-                        eps = renoise((batch * frames_per_block, LATENT_CHANNELS, h, w))
-                        eps = eps.to(device).view(batch, frames_per_block, LATENT_CHANNELS, h, w)
-                        x = ((1 - next_sigma) * x0.float() + next_sigma * eps.float()).to(dtype)
-                block = x0.to(dtype).transpose(1, 2)
-                # NaN/Inf weights or prompts show in the first block: checked at once (one host sync); later blocks
-                # only add to a flag on the device, read once at the end, so no block waits for the host
-                finite = torch.isfinite(block).all()
-                all_finite = finite if all_finite is None else all_finite & finite
-                if b == 0 and not finite:
-                    raise FloatingPointError(_NON_FINITE.format(what="block 0"))
-                if schedule.clean_pass:
-                    window.forward(block, clean_t, slot, position)
-                    window.finish(block, 0.0)
+        if resume is not None:
+            window.replay(resume, device, dtype, text_for)
+        else:
+            window.use_prompt(timeline[0].context, text_for, recache=False)
+        if start_latents is not None:
+            latents = start_latents.to(device=device, dtype=dtype)
+            offset = 0
+            for n in _prefill_chunks(start, frames_per_block):
+                window.write(latents[:, :, offset:offset + n], 0.0)
+                offset += n
+        last_block = None if resume is None or not window.recent else torch.cat(
+            list(window.recent)[-frames_per_block:], dim=2)
+        for b in range(total // frames_per_block):
+            first = b * frames_per_block
+            new_fragment = not window.policy.evicts and not window.fits(frames_per_block)
+            if new_fragment:
+                window.start_fragment()
+                fragment += 1
+            window.use_prompt(prompt_at(timeline, first), text_for, recache=not new_fragment)
+            if new_fragment:
+                window.write(last_block, 0.0)  # the previous window's last clean block at slot 0
+            if chunk is None or chunk.shape[1] == 0:
+                # fragments: one draw for the window's new frames; window policies: one per block
+                frames = (min(policy.window - window.filled, total - first) // frames_per_block * frames_per_block
+                          if not policy.evicts else frames_per_block)
+                chunk = (noise[:, used:used + frames] if noise is not None
+                         else draw((batch, frames, LATENT_CHANNELS, h, w)))
+                used += frames
+            x = chunk[:, :frames_per_block].to(device=device, dtype=dtype)
+            chunk = chunk[:, frames_per_block:]
+            slot, position = window.place(frames_per_block)
+            first_block = b == 0 and resume is None
+            steps, timesteps = step_lists[first_block], block_timesteps[first_block]
+            for k, (timestep, (_, sigma)) in enumerate(zip(timesteps, steps)):
+                # the references' layout: x [B, frames, 16, h, w]; the network takes [B, 16, frames, h, w]
+                x_in = x.transpose(1, 2)
+                v = window.forward(x_in, timestep, slot, position).transpose(1, 2)
+                if schedule.lightx2v_arithmetic:
+                    x0 = x.float() - sigma * v.float()
                 else:
-                    window.finish(x_in, float(timestep[0, 0]), clean=block)
-                last_block = block
-                if on_block is not None:
-                    on_block(block)
-                if keep_latents:
-                    blocks.append(block.to(output_device))
+                    x0 = (x.double() - sigma * v.double()).to(dtype)
+                completed += 1
+                if progress is not None:
+                    progress(Progress(fragment, b, k, completed, progress_total, x0.transpose(1, 2).to(dtype)))
+                if k + 1 < len(steps):
+                    next_sigma = steps[k + 1][1]
+                    eps = renoise((batch * frames_per_block, LATENT_CHANNELS, h, w))
+                    eps = eps.to(device).view(batch, frames_per_block, LATENT_CHANNELS, h, w)
+                    x = ((1 - next_sigma) * x0.float() + next_sigma * eps.float()).to(dtype)
+            block = x0.to(dtype).transpose(1, 2)
+            # NaN/Inf weights or prompts show in the first block: checked at once (one host sync); later blocks
+            # only add to a flag on the device, read once at the end, so no block waits for the host
+            finite = torch.isfinite(block).all()
+            all_finite = finite if all_finite is None else all_finite & finite
+            if b == 0 and not finite:
+                raise FloatingPointError(_NON_FINITE.format(what="block 0"))
+            if schedule.clean_pass:
+                window.forward(block, clean_t, slot, position)
+                window.finish(block, 0.0)
+            else:
+                window.finish(x_in, float(timestep[0, 0]), clean=block)
+            last_block = block
+            if on_block is not None:
+                on_block(block)
+            if keep_latents:
+                blocks.append(block.to(output_device))
     finally:
         cache = None  # an exception's traceback keeps this frame alive: release the cache's memory now
         window.cache = None  # type: ignore[assignment]
