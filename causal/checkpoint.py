@@ -1,4 +1,4 @@
-"""Load a causal Wan2.1 T2V DiT checkpoint from any of the published formats (design §1.11).
+"""Load a causal Wan2.1 T2V DiT checkpoint from any of the published formats (docs/algorithm.md §7).
 
 Every known layout is normalised to the bare Wan keys (`blocks.0.self_attn.q.weight`, ...) and the
 result is checked key for key and shape for shape against `config.expected_shapes`:

@@ -73,7 +73,7 @@ PRESETS: dict[str, WanConfig] = {
 
 
 def expected_shapes(config: WanConfig) -> dict[str, tuple[int, ...]]:
-    """The exact bare key set of a Wan2.1 T2V DiT with its tensor shapes (design §1.11)."""
+    """The exact bare key set of a Wan2.1 T2V DiT with its tensor shapes (docs/algorithm.md §1.1)."""
     d, f = config.dim, config.ffn_dim
     patch_out = config.out_dim * config.patch_size[0] * config.patch_size[1] * config.patch_size[2]
     shapes: dict[str, tuple[int, ...]] = {

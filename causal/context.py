@@ -6,8 +6,8 @@ slot it is written to and its RoPE position:
 * `fragments`: slots and positions both count from the start of the current window (0, 3, 6, ...);
   `start_fragment()` begins a new window, whose slot 0 then receives the previous window's last block.
 * `rolling` / `sink`: the position is the frame index in the video and never decreases; the slot is the
-  fill level of the cache. A chunk that does not fit evicts the oldest frames after the sink (design
-  notes, causal_algorithm sections 3.3, 3.5 and 3.6 items 1-4): with window W, sink S and a full cache,
+  fill level of the cache. A chunk that does not fit evicts the oldest frames after the sink (docs/algorithm.md
+  §2.3, §3.2, §3.3): with window W, sink S and a full cache,
 
       slots [S, W - n) <- slots [S + n, W)   (every layer, keys and values)
       slots [W - n, W) <- the new chunk

@@ -1,4 +1,4 @@
-"""Key/value caches of the causal DiT (design §3.2, §3.7).
+"""Key/value caches of the causal DiT (docs/algorithm.md §2.2, §2.5).
 
 `KVCache` holds, per layer, preallocated self-attention keys (already RoPE-rotated) and values for a
 window of latent frames, token-major ([B, tokens, heads, head_dim]: the projections' own layout, so a

@@ -1,5 +1,5 @@
-"""LongLive's LoRA: a PEFT adapter on every linear layer of every transformer block (design notes,
-causal_algorithm section 1.11, "LongLive LoRA").
+"""LongLive's LoRA: a PEFT adapter on every linear layer of every transformer block (docs/algorithm.md
+§7.5).
 
 The file (`lora.pt`) is `{"generator_lora": peft_state_dict}` or the PEFT state dict itself, with keys
 `base_model.model.blocks.{i}.{self_attn,cross_attn}.{q,k,v,o}.lora_{A,B}.weight` and

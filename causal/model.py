@@ -1,4 +1,4 @@
-"""The Wan2.1 text-to-video DiT run block-causally over a KV cache (design §1–§3).
+"""The Wan2.1 text-to-video DiT run block-causally over a KV cache (docs/algorithm.md §1-§2).
 
 Numerics follow the references (CausVid, CausVid-Plus, Self-Forcing) op for op: bf16 weights and
 activations, the timestep sinusoid and the RoPE rotation in float64, RMSNorm statistics in float32
@@ -242,7 +242,8 @@ class CausalWanModel(nn.Module):
 
     def forward_block_causal(self, x: torch.Tensor, timestep: torch.Tensor, text: CrossAttentionKV,
                              frames_per_block: int, glue: Glue = EAGER) -> torch.Tensor:
-        """The whole sequence in one pass under the training-time block-causal mask (§3.1): a token
+        """The whole sequence in one pass under the training-time block-causal mask (docs/algorithm.md
+        §2.1): a token
         of block j sees every token of blocks 0..j. The KV-cached loop must reproduce this."""
         p = self.config.patch_size
         frames = x.shape[2] // p[0]

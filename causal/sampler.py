@@ -1,4 +1,4 @@
-"""Autoregressive block sampling (design causal_algorithm §4.6, §4.7, §5.4, §5.7) and the noise contract.
+"""Autoregressive block sampling and the noise contract (docs/algorithm.md §5).
 
 Blocks of `frames_per_block` (3) latent frames are denoised in turn; each attends to the K/V that the cache
 policy kept (`cache_policy`, `context.ContextWindow`) and to itself. Per block and step k:
@@ -13,7 +13,8 @@ With the `fragments` policy a window of `num_frames` latent frames (21 = 81 vide
 the next fragment starts from a fresh window: the previous fragment's last clean block is re-cached at slot 0
 (RoPE positions restart at 0, timestep 0, under the new fragment's prompt) and 6 new blocks follow, so n
 fragments give 21 + 18·(n - 1) latent frames. LightX2V intends the same chaining but re-caches a latent it
-never sets (its multi-fragment path crashes, §5.7); this sampler always uses the clean last block. The
+never sets (its multi-fragment path crashes, docs/algorithm.md §3.1); this sampler always uses the clean
+last block. The
 `rolling` and `sink` policies never restart: the window slides, the video can go on without end, and a prompt
 change re-caches the window under the new prompt (LongLive). Given `start_latents` (one image, or a video),
 they are cached at timestep 0 before the first block, which attends to them.

@@ -1,5 +1,5 @@
 """Few-step schedules: the flow-matching sigma table and the step lists of each checkpoint family
-(design §4.1–§4.2, §4.7).
+(docs/algorithm.md §4.1-§4.3, §4.7).
 
 Each denoising step carries two numbers: the timestep tau fed to the network and the noise level sigma
 used to turn its flow prediction into x0 and to re-noise. They are separate because the unwarped
@@ -50,10 +50,10 @@ class Schedule:
     sigmas: tuple[float, ...] = field(init=False)
     clean_pass: bool = True
     """Run the network once more on each finished block at timestep 0 so the cache holds clean K/V
-    (CausVid, CausVid-Plus, Self-Forcing). LightX2V skips it (§3.4)."""
+    (CausVid, CausVid-Plus, Self-Forcing). LightX2V skips it (docs/algorithm.md §4.6)."""
     lightx2v_arithmetic: bool = False
-    """LightX2V's step: x0 in float32 and re-noised without rounding it to bf16 first (§4.7),
-    instead of the references' x0 = bf16(x - sigma·v) in float64."""
+    """LightX2V's step (docs/algorithm.md §4.7): x0 in float32 and re-noised without rounding it to bf16
+    first, instead of the references' x0 = bf16(x - sigma·v) in float64."""
     frames_per_block: int = 3
     """Latent frames denoised together: 3 for chunk-wise models, 1 for frame-wise ones (Causal-Forcing)."""
     first_block_steps: tuple[float, ...] | None = None
@@ -125,6 +125,6 @@ SCHEDULES: dict[str, Schedule] = {s.name: s for s in (
     Schedule("Causal-Forcing++ frame-wise 1-step", (1000,), shift=5.0, warp=True, frames_per_block=1,
              first_block_steps=(1000, 750, 500, 250)),
 )}
-"""Presets per checkpoint family (§4.2, §9.2). "CausVid-Plus 14B" is the schedule the 14B weights
-were trained with; "LightX2V CausVid 14B" reproduces LightX2V's runner (warped, no clean pass). "LongLive
-1.3B" has Self-Forcing's steps; it differs in its cache policy (`cache_policy.FAMILY_POLICIES`)."""
+"""Presets per checkpoint family (docs/algorithm.md §4.3, §10.1). "CausVid-Plus 14B" is the schedule the
+14B weights were trained with; "LightX2V CausVid 14B" reproduces LightX2V's runner (warped, no clean pass).
+"LongLive 1.3B" has Self-Forcing's steps; it differs in its cache policy (`cache_policy.FAMILY_POLICIES`)."""

@@ -1,4 +1,4 @@
-"""Prompt text preparation as the references do it before umT5 tokenisation (design §7.1):
+"""Prompt text preparation as the references do it before umT5 tokenisation (docs/algorithm.md §6.1-§6.2):
 ftfy's fix_text, HTML unescaped twice, outer whitespace stripped, runs of whitespace collapsed to one
 space. Prompts longer than 512 tokens (end token included) are cut by the tokenizer's caller."""
 

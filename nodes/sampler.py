@@ -24,7 +24,8 @@ from .comfy_model import causal_network, compute_dtype
 from .text import FRAGMENT_KEY, START_KEY
 
 CausVidStateType = io.Custom("CAUSVID_STATE")
-MAX_LENGTH = 4089  # 1 + 4 * (1023 - 2): the longest fragment whose blocks stay inside Wan's RoPE table
+# 1 + 4 * (1023 - 1) video frames = 1023 latent frames: the longest fragment whose blocks stay inside Wan's RoPE table
+MAX_LENGTH = 4089
 PRESET_POLICY = "preset default"
 
 

@@ -1,4 +1,5 @@
-"""CausVid Text Encode: umT5 prompts prepared the reference way (§7.1), one prompt per fragment."""
+"""CausVid Text Encode: umT5 prompts prepared the reference way (docs/algorithm.md §6), one prompt per
+fragment or a timeline."""
 
 from __future__ import annotations
 
