@@ -4,7 +4,7 @@
 
 ComfyUI 0.3.75 (from scripts/setup.sh) is started with this pack in a temporary base directory
 (`--cpu` unless CUDA is available), the API-format twin of the workflow
-(tests/workflows_api/<NAME>.json) is queued over HTTP and followed on the websocket, and the saved video
+(tools/workflows/api/<NAME>.json) is queued over HTTP and followed on the websocket, and the saved video
 is copied to example_output/.
 
 Models: with CAUSVID_MODELS_DIR (or --models-dir) pointing at a folder holding
@@ -25,10 +25,11 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO_ROOT / "tests" / "workflows_api"), str(REPO_ROOT / "tests"), str(REPO_ROOT)]
+if str(REPO_ROOT) not in sys.path:  # the root is the node pack, never imported: `tools` is imported from it
+    sys.path.insert(0, str(REPO_ROOT))
 
-import example_graphs as eg  # noqa: E402
-from comfyui_harness import MAIN_PACK_NAME, ComfyServer, ComfyStartupError, PromptRejected  # noqa: E402
+from tools import workflows as eg  # noqa: E402
+from tools.comfy_server import MAIN_PACK_NAME, ComfyServer, ComfyStartupError, PromptRejected  # noqa: E402
 
 DEFAULT_WORKFLOW = "causvid_1.3b_t2v"
 TINY_SIZE = (128, 96)  # width, height of the stand-in run; the workflow's length is kept
@@ -39,7 +40,7 @@ def say(message: str = "") -> None:
 
 
 class Server(ComfyServer):
-    """The test harness's server, on the GPU when there is one."""
+    """The tools' headless server, on the GPU when there is one."""
 
     def __init__(self, *args, cpu: bool = True, **kwargs):
         super().__init__(*args, **kwargs)

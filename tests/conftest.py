@@ -1,12 +1,14 @@
-"""Shared pytest setup: make `causal` importable as a top-level package.
+"""Shared pytest setup: make `causal` and `tools` importable as top-level packages.
 
 The repository root is the ComfyUI node pack itself (its __init__.py imports ComfyUI), so it is never
-imported as a package; its directory goes on sys.path instead so that `import causal.checkpoint` works.
-Do not add tests/__init__.py: pytest would then import the tests as part of the root package.
+imported as a package; its directory goes on sys.path instead so that `import causal.checkpoint` and
+`from tools.comfy_server import ComfyServer` work. Do not add tests/__init__.py: pytest would then import the
+tests as part of the root package.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -26,22 +28,17 @@ def tiny_config():
 
 
 # ------------------------------------------------------------------------------------------------
-# End-to-end fixtures: a real headless ComfyUI 0.3.75 (see tests/comfyui_harness.py).
-TESTS_DIR = Path(__file__).resolve().parent
-if str(TESTS_DIR) not in sys.path:
-    sys.path.insert(0, str(TESTS_DIR))
+# End-to-end fixtures: a real headless ComfyUI 0.3.75 (see tools/comfy_server.py).
 
 
 @pytest.fixture(scope="session")
 def comfy_server(tmp_path_factory):
-    """One ComfyUI server per test session (``comfyui_harness.ComfyServer``), started on first use.
+    """One ComfyUI server per test session (``tools.comfy_server.ComfyServer``), started on first use.
 
     Skipped when ComfyUI is not installed (run scripts/setup.sh), except under CI (env CI set),
     where that is an error.
     """
-    import os
-
-    from comfyui_harness import ComfyServer, comfyui_available
+    from tools.comfy_server import ComfyServer, comfyui_available
 
     if not comfyui_available():
         if os.environ.get("CI"):
@@ -59,7 +56,7 @@ def comfy_server(tmp_path_factory):
 def tiny_vae_name(comfy_server):
     """File name (for ``VAELoader.vae_name``) of a random tiny Wan 2.1 VAE in the server's
     models/vae folder."""
-    from comfyui_harness import make_tiny_wan_vae
+    from tools.standins import make_tiny_wan_vae
 
     name = "tiny_wan21_vae.safetensors"
     make_tiny_wan_vae(comfy_server.models_dir / "vae" / name, seed=0)
@@ -69,9 +66,7 @@ def tiny_vae_name(comfy_server):
 @pytest.fixture(scope="module")
 def standins(comfy_server):
     """The example workflows' model files as tiny random stand-ins in the server's models folder."""
-    sys.path.insert(0, str(TESTS_DIR / "workflows_api"))
-    import example_graphs as eg
+    from tools import workflows as eg
 
     eg.write_standin_models(comfy_server.models_dir)
     return comfy_server.models_dir
-

@@ -9,7 +9,7 @@ import importlib
 import pytest
 import torch
 
-from comfyui_harness import comfyui_available, import_pack
+from tools.comfy_server import comfyui_available, import_pack
 
 pytestmark = pytest.mark.comfyui
 

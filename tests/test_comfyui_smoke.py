@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from comfyui_harness import MAIN_PACK_NAME, TEST_PACK_NAME, PromptRejected, main_pack_present
+from tools.comfy_server import MAIN_PACK_NAME, TEST_PACK_NAME, PromptRejected, main_pack_present
 
 pytestmark = pytest.mark.comfyui
 

@@ -1,7 +1,7 @@
 """The pack's nodes end to end, through the HTTP/websocket API of a real headless ComfyUI 0.3.75.
 
 Tiny stand-ins replace the real weights under the exact file names the example workflows use
-(tests/workflows_api/example_graphs.py `write_standin_models`): a 2-layer random causal DiT as
+(tools/workflows/standins.py `write_standin_models`): a 2-layer random causal DiT as
 `causvid_1.3b_autoregressive.pt` (CausVid's .pt layout) and `lightx2v_causvid_14b.safetensors`
 (LightX2V's bare safetensors), a random tiny Wan 2.1 VAE as `wan_2.1_vae.safetensors`, and the test
 pack's CausVidTestTinyCLIP (a real umT5 of width 64 through ComfyUI's classes) instead of CLIPLoader.
@@ -9,16 +9,13 @@ pack's CausVidTestTinyCLIP (a real umT5 of width 64 through ComfyUI's classes) i
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from comfyui_harness import PromptRejected, video_info
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "workflows_api"))
-import example_graphs as eg  # noqa: E402
+from tools import workflows as eg
+from tools.comfy_server import PromptRejected, video_info
 
 pytestmark = pytest.mark.comfyui
 

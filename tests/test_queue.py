@@ -5,16 +5,13 @@ outputs; the server's memory comes back to where it was; and a prompt run again 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from comfyui_harness import video_info
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "workflows_api"))
-import example_graphs as eg  # noqa: E402
+from tools import workflows as eg
+from tools.comfy_server import video_info
 
 pytestmark = pytest.mark.comfyui
 

@@ -9,7 +9,7 @@ import importlib.util
 
 import pytest
 
-from comfyui_harness import REPO_ROOT, comfyui_available
+from tools.comfy_server import REPO_ROOT, comfyui_available
 
 
 @pytest.fixture(scope="module")

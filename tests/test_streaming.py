@@ -8,15 +8,13 @@ import gc
 import importlib
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
-from comfyui_harness import REPO_ROOT, comfyui_available, import_pack, make_tiny_wan_vae, video_info
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "workflows_api"))
-import example_graphs as eg  # noqa: E402
+from tools import workflows as eg
+from tools.comfy_server import REPO_ROOT, comfyui_available, import_pack, video_info
+from tools.standins import make_tiny_wan_vae
 
 pytestmark = pytest.mark.comfyui
 
@@ -240,7 +238,7 @@ def test_stream_benchmark_smoke(tmp_path):
     import json
     import subprocess
 
-    from comfyui_harness import COMFY_DIR
+    from tools.comfy_server import COMFY_DIR
 
     out = tmp_path / "stream.json"
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "stream.py"), "--comfyui", str(COMFY_DIR),

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from comfyui_harness import REPO_ROOT, TEST_NODES_DIR, add_comfyui_to_sys_path, comfyui_available
+from tools.comfy_server import REPO_ROOT, TEST_NODES_DIR, add_comfyui_to_sys_path, comfyui_available
 
 pytestmark = pytest.mark.comfyui
 

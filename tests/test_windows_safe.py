@@ -68,7 +68,7 @@ def test_every_validation_message_prints_on_a_cp1252_console():
 
 
 def test_node_validation_messages_print_on_a_cp1252_console():
-    from comfyui_harness import comfyui_available, import_pack
+    from tools.comfy_server import comfyui_available, import_pack
 
     if not comfyui_available():
         pytest.skip("ComfyUI is not installed (scripts/setup.sh)")
@@ -92,7 +92,7 @@ def test_node_validation_messages_print_on_a_cp1252_console():
 def test_comfy_test_levels_attached_to_the_suites_comfyui(comfy_server):
     """REGISTRATION, INSTANTIATION and VALIDATION (with SYNTAX, INSTALL and JAVASCRIPT before them) against the
     suite's own headless ComfyUI, run from the pack's folder inside its custom_nodes/ as comfy-test asks."""
-    from comfyui_harness import COMFY_DIR, MAIN_PACK_NAME
+    from tools.comfy_server import COMFY_DIR, MAIN_PACK_NAME
 
     tool = _comfy_test()
     if tool is None:
@@ -110,10 +110,9 @@ def test_comfy_test_levels_attached_to_the_suites_comfyui(comfy_server):
 def test_every_node_is_used_by_an_example_workflow():
     """What comfy-test's COVERAGE level checks, done here: it reads NODE_CLASS_MAPPINGS and so cannot see the
     nodes of a V3 pack (comfy_entrypoint)."""
-    sys.path.insert(0, str(REPO_ROOT / "tests" / "workflows_api"))
     import ast
 
-    import example_graphs as eg
+    from tools import workflows as eg
 
     source = (REPO_ROOT / "nodes" / "__init__.py").read_text()
     node_list = next(n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.AnnAssign)

@@ -1,8 +1,7 @@
 """The example workflows (example_workflows/*.json, UI format) and their API-format twins
-(tests/workflows_api/*.json), checked against the node schemas of a real ComfyUI 0.3.75 (/object_info).
+(tools/workflows/api/*.json), checked against the node schemas of a real ComfyUI 0.3.75 (/object_info).
 
-* both twins are what tests/workflows_api/example_graphs.py generates (regenerate with
-  `.venv/bin/python tests/workflows_api/example_graphs.py`);
+* both twins are what tools/workflows/ generates (regenerate with `.venv/bin/python -m tools.workflows`);
 * the UI files have the structure the frontend (1.32.9, pinned by ComfyUI 0.3.75) validates on load
   (a port of its zod schema `zComfyWorkflow`), and consistent links, slots and execution order;
 * every node type exists, widget values match the schema (count, combo options, min/max/step), linked
@@ -18,15 +17,11 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-from comfyui_harness import MAIN_PACK_NAME, video_info
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "workflows_api"))
-import example_graphs as eg  # noqa: E402
+from tools import workflows as eg
+from tools.comfy_server import MAIN_PACK_NAME, video_info
 
 pytestmark = pytest.mark.comfyui
 
@@ -41,7 +36,7 @@ def object_info(comfy_server):
 
 
 # -------------------------------------------------------------------------------------------------
-# Schema reading, independent of example_graphs (so that a bug there does not hide itself)
+# Schema reading, independent of tools/workflows (so that a bug there does not hide itself)
 
 
 def schema_inputs(schema: dict) -> list[tuple[str, str, dict, bool]]:
@@ -225,9 +220,9 @@ def test_example_files_are_the_six_workflows():
 
 
 def test_files_are_generated_and_current(object_info):
-    """Hand edits get lost: change the spec in example_graphs.py and regenerate."""
+    """Hand edits get lost: change the spec in tools/workflows/examples.py and regenerate."""
     for path, text in eg.generated_files(object_info).items():
-        assert path.read_text() == text, f"{path} is out of date: run .venv/bin/python tests/workflows_api/example_graphs.py"
+        assert path.read_text() == text, f"{path} is out of date: run .venv/bin/python -m tools.workflows"
 
 
 # -------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""End-to-end test harness: a real, headless ComfyUI 0.3.75 server on the CPU.
+"""A real, headless ComfyUI 0.3.75 server driven over HTTP and websocket, for the tests and scripts/run_example.py.
 
 ComfyUI lives in ``<repo>/.comfyui/ComfyUI`` (installed by ``scripts/setup.sh``). A ``ComfyServer``
 gets a temporary ``--base-directory`` with
@@ -17,7 +17,8 @@ Typical use (the session-scoped fixtures ``comfy_server`` and ``tiny_vae_name`` 
         assert result.status == "success", result.describe()
         (mp4,) = comfy_server.output_paths(result, node_id="5")
 
-Only the standard library and aiohttp (a ComfyUI dependency) are used.
+``add_comfyui_to_sys_path`` and ``import_pack`` import ComfyUI and the pack in *this* process instead.
+Only the standard library and aiohttp (a ComfyUI dependency) are used; PyAV for ``video_info``.
 """
 
 from __future__ import annotations
@@ -104,55 +105,6 @@ def add_comfyui_to_sys_path(cpu: bool = True) -> Path:
     if cpu:
         comfy.cli_args.args.cpu = True
     return COMFY_DIR
-
-
-# --------------------------------------------------------------------------------------------
-# Tiny random Wan 2.1 VAE
-
-_TINY_VAE_SCRIPT = r"""
-import sys
-sys.path.insert(0, sys.argv[1])
-import comfy.options
-comfy.options.enable_args_parsing(False)
-import comfy.cli_args
-comfy.cli_args.args.cpu = True
-import torch
-from safetensors.torch import save_file
-from comfy.ldm.wan.vae import WanVAE
-
-path, seed, dim, std = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
-torch.manual_seed(seed)
-vae = WanVAE(dim=dim, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
-             temperal_downsample=[False, True, True])
-gen = torch.Generator().manual_seed(seed)
-sd = {}
-for k, v in vae.state_dict().items():
-    sd[k] = (torch.randn(v.shape, generator=gen) * std).to(torch.float16).contiguous()
-save_file(sd, path)
-print(len(sd), sum(t.numel() for t in sd.values()))
-"""
-
-
-def make_tiny_wan_vae(path: str | os.PathLike, seed: int = 0, dim: int = 8, std: float = 0.02) -> Path:
-    """Write a random-weight Wan 2.1 VAE (ComfyUI's own ``WanVAE`` class, ``dim=8``: ~0.9 M
-    params, ~1.9 MB fp16 safetensors) to ``path``. ``VAELoader`` detects it as a Wan 2.1 VAE (0.3.75
-    reads ``dim`` from ``decoder.head.0.gamma``). Built in a subprocess so the test process never
-    imports ComfyUI. Deterministic for a given seed.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    proc = subprocess.run(
-        [sys.executable, "-c", _TINY_VAE_SCRIPT, str(COMFY_DIR), str(tmp), str(seed), str(dim), str(std)],
-        cwd=str(COMFY_DIR),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"building the tiny Wan VAE failed:\n{proc.stdout}\n{proc.stderr[-4000:]}")
-    os.replace(tmp, path)
-    return path
 
 
 # --------------------------------------------------------------------------------------------
@@ -651,4 +603,3 @@ def import_pack():
         spec.loader.exec_module(module)
     importlib.import_module("comfyui_causvid.nodes")
     return sys.modules["comfyui_causvid"]
-

@@ -1,0 +1,34 @@
+"""The files the example workflows use (the pack never downloads weights): their names, the names they are
+published under, where the frontend can download the core ones, and the widgets that name files."""
+
+from __future__ import annotations
+
+UMT5 = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
+WAN_VAE = "wan_2.1_vae.safetensors"
+CAUSVID_13B = "causvid_1.3b_autoregressive.pt"
+LIGHTX2V_14B = "lightx2v_causvid_14b.safetensors"
+SELF_FORCING_13B = "self_forcing_dmd.pt"  # gdhe17/Self-Forcing checkpoints/self_forcing_dmd.pt, name kept
+
+PUBLISHED = {
+    CAUSVID_13B: ("model.pt", "tianweiy/CausVid: autoregressive_checkpoint/model.pt"),
+    LIGHTX2V_14B: ("causal_model.safetensors", "lightx2v/Wan2.1-T2V-14B-CausVid: causvid_models/causal_model.safetensors"),
+    SELF_FORCING_13B: (SELF_FORCING_13B, "gdhe17/Self-Forcing: checkpoints/self_forcing_dmd.pt"),
+}
+"""Workflow file name -> (the name it is published under, where): a file kept under its published name is
+found too (scripts/run_example.py)."""
+START_IMAGE = "example.png"  # ComfyUI ships input/example.png; the image-to-video example starts from it
+
+REPACKAGED = "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files"
+MODEL_LINKS = {  # the frontend's "missing models" dialog reads these from node properties
+    UMT5: {"name": UMT5, "url": f"{REPACKAGED}/text_encoders/{UMT5}", "directory": "text_encoders"},
+    WAN_VAE: {"name": WAN_VAE, "url": f"{REPACKAGED}/vae/{WAN_VAE}", "directory": "vae"},
+}
+
+FILE_WIDGETS = {
+    ("CLIPLoader", "clip_name"): "text_encoders",
+    ("VAELoader", "vae_name"): "vae",
+    ("CausVidModelLoader", "ckpt_name"): "diffusion_models",
+    ("LoadImage", "image"): "input",
+}
+"""(node type, widget) -> models folder (or ComfyUI's input folder): combos listing files, which a fresh
+install may not have."""

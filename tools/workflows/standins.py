@@ -1,0 +1,102 @@
+"""The example workflows on tiny stand-ins: random-weight files under the exact names the workflows use, and a
+copy of a workflow's API prompt made small (tests/test_e2e_nodes.py, scripts/run_example.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from causal.config import WanConfig
+from causal.synthetic import random_state_dict, write_checkpoint
+from tools.standins import make_tiny_wan_vae, write_standin_image
+from tools.workflows.examples import WORKFLOWS
+from tools.workflows.files import CAUSVID_13B, LIGHTX2V_14B, SELF_FORCING_13B, WAN_VAE
+from tools.workflows.frames import SAMPLING_NODES
+
+TINY_TEXT_DIM = 64
+"""Width of the tiny umT5 (CausVidTestTinyCLIP) and text_dim of the tiny causal checkpoints."""
+
+
+def tiny_config():
+    return WanConfig(dim=128, ffn_dim=256, num_layers=2, text_dim=TINY_TEXT_DIM)
+
+
+STANDIN_VAE_STD = 0.2
+"""Weight scale of the stand-in Wan VAE: large enough that its frames show the latents moving."""
+
+STANDIN_LAYOUTS = {CAUSVID_13B: "causvid", LIGHTX2V_14B: "lightx2v_safetensors", SELF_FORCING_13B: "self_forcing"}
+"""Checkpoint file -> the layout its family ships in (causal.synthetic.LAYOUTS)."""
+
+
+def write_standin_models(models_dir: str | Path, seed: int = 0, input_dir: str | Path | None = None) -> list[Path]:
+    """Tiny random-weight files under the exact names the workflows use (existing files are kept):
+    the causal checkpoints in their families' layouts and a tiny Wan 2.1 VAE. The umT5 has no file
+    stand-in: `standin_prompt` swaps CLIPLoader for the test pack's CausVidTestTinyCLIP.
+    The images the workflows load (LoadImage) get a small stand-in PNG in `input_dir` (default: the
+    `input` folder beside `models_dir`, as in a ComfyUI --base-directory)."""
+    models_dir = Path(models_dir)
+    written = []
+    state_dict = None
+    for name, layout in STANDIN_LAYOUTS.items():
+        path = models_dir / "diffusion_models" / name
+        if not path.exists():
+            if state_dict is None:
+                state_dict = random_state_dict(tiny_config(), dtype=torch.bfloat16, seed=seed)
+            tmp = path.with_name(path.stem + ".partial" + path.suffix)
+            write_checkpoint(state_dict, tmp, layout)
+            tmp.replace(path)
+            written.append(path)
+    vae = models_dir / "vae" / WAN_VAE
+    if not vae.exists():
+        # std 0.2: the random decoder renders latent structure as visible colour (0.02 would give flat grey)
+        written.append(make_tiny_wan_vae(vae, seed=seed, std=STANDIN_VAE_STD))
+    input_dir = models_dir.parent / "input" if input_dir is None else Path(input_dir)
+    for name in sorted({image for wf in WORKFLOWS.values() for image in wf.images}):
+        if not (input_dir / name).exists():
+            written.append(write_standin_image(input_dir / name))
+    return written
+
+
+_TIMED_LINE = re.compile(r"^(\s*)(\d+(?:\.\d*)?|\.\d+)(\s*s?\s*:.*)$")
+"""A `seconds: prompt` line of CausVid Text Encode (the pattern of causal.text.split_timed_prompts)."""
+
+
+def _rescale_timeline(text: str, scale: float) -> str:
+    lines = []
+    for line in text.splitlines():
+        m = _TIMED_LINE.match(line)
+        lines.append(f"{m.group(1)}{float(m.group(2)) * scale:g}{m.group(3)}" if m else line)
+    return "\n".join(lines)
+
+
+def standin_prompt(api: dict, *, width: int = 64, height: int = 48, length: int | None = 21,
+                   clip_width: int = TINY_TEXT_DIM, seconds: float | None = None) -> dict:
+    """A copy of an API prompt for the tiny stand-ins: every CLIPLoader becomes CausVidTestTinyCLIP
+    of width `clip_width` (default: the text_dim of the stand-in checkpoints; same node id, so links still
+    hold), every CausVidSampler, CausVidStreamToVideo and ImageScale gets
+    the small size. `seconds` shortens a sampling node that is set to a length in seconds; the timed
+    prompt lines of the CausVid Text Encode feeding it are scaled by the same factor, so the timeline
+    keeps its shape."""
+    prompt = json.loads(json.dumps(api))
+    for node in prompt.values():
+        if node["class_type"] == "CLIPLoader":
+            node["class_type"] = "CausVidTestTinyCLIP"
+            node["inputs"] = {"width": clip_width, "seed": 0}
+            node["_meta"] = {"title": "CausVid Test Tiny umT5 CLIP (stand-in for CLIPLoader)"}
+        elif node["class_type"] == "ImageScale":
+            node["inputs"]["width"], node["inputs"]["height"] = width, height
+        elif node["class_type"] in SAMPLING_NODES:
+            inputs = node["inputs"]
+            inputs["width"], inputs["height"] = width, height
+            if length is not None:
+                inputs["length"] = length
+            if seconds is not None and inputs.get("seconds", 0) > 0:
+                scale = seconds / inputs["seconds"]
+                inputs["seconds"] = seconds
+                text_node = prompt[inputs["positive"][0]]
+                if text_node["class_type"] == "CausVidTextEncode":
+                    text_node["inputs"]["text"] = _rescale_timeline(text_node["inputs"]["text"], scale)
+    return prompt
