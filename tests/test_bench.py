@@ -7,31 +7,21 @@ path, the profile breakdown, the VAE decoder's frame count, and the markdown/JSO
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench.py"
+from bench import bench as bench_script
+from bench.configs import kernel_bound_s
+from bench.profiling import classify_kernel
 
 
-@pytest.fixture(scope="module")
-def bench_module():
-    spec = importlib.util.spec_from_file_location("causvid_bench_script", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_bench_tiny_end_to_end(bench_module, tmp_path):
+def test_bench_tiny_end_to_end(tmp_path):
     out = tmp_path / "RESULTS.md"
     out.write_text("# results\n")
     js = tmp_path / "results.json"
-    results = bench_module.main([
+    results = bench_script.main([
         "--tiny", "--configs", "1.3B-4step,14B-lightx2v", "--repeats", "2", "--profile", "--profile-forwards", "1",
         "--options", "sdpa_math", "--option-repeats", "1", "--vae", "--vae-overlap", "1.3B-4step,1.3B-4step:fast",
         "--out", str(out), "--json", str(js),
@@ -72,17 +62,17 @@ def test_bench_tiny_end_to_end(bench_module, tmp_path):
     assert not (tmp_path / "ckpt").exists() or not any((tmp_path / "ckpt").iterdir())  # checkpoints removed
 
 
-def test_kernel_bound_matches_landscape(bench_module):
+def test_kernel_bound_matches_landscape():
     # landscape.md §5.2: Self-Forcing-1.3B (4 steps + refresh = 5 forwards, 7 blocks) ~ 1.67 s DiT
-    assert bench_module.kernel_bound_s("1.3B", 5, 7) == pytest.approx(1.67, abs=0.02)
+    assert kernel_bound_s("1.3B", 5, 7) == pytest.approx(1.67, abs=0.02)
     # LightX2V CausVid-14B, 9 forwards per block: 17.3 s
-    assert bench_module.kernel_bound_s("14B", 9, 7) == pytest.approx(17.3, rel=0.02)
+    assert kernel_bound_s("14B", 9, 7) == pytest.approx(17.3, rel=0.02)
 
 
-def test_classify_kernel(bench_module):
-    assert bench_module.classify_kernel("sm90_xmma_gemm_bf16bf16_bf16f32") == "gemm"
-    assert bench_module.classify_kernel(
+def test_classify_kernel():
+    assert classify_kernel("sm90_xmma_gemm_bf16bf16_bf16f32") == "gemm"
+    assert classify_kernel(
         "void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<128, 128, 64, 4, cutlass::bfloat16_t>>") == \
         "attention"
-    assert bench_module.classify_kernel("void at::native::elementwise_kernel<c10::complex<double>>") == \
+    assert classify_kernel("void at::native::elementwise_kernel<c10::complex<double>>") == \
         "float64 / complex elementwise"
