@@ -31,25 +31,24 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # the repository root is a ComfyUI node pack: import `causal` alone
-    sys.path.insert(0, str(REPO))
+if not __package__:  # run as `python3 bench/endless.py`: `bench` is the package in the repository root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
 import causal  # noqa: E402
+from bench.environment import GiB, device_name, pick_device  # noqa: E402
+from bench.models import prompt_embedding  # noqa: E402
 from causal import cache_policy  # noqa: E402
 from causal.config import WanConfig  # noqa: E402
 from causal.synthetic import random_state_dict  # noqa: E402
+from tools.tiny import TINY  # noqa: E402
 
-GiB = 1024 ** 3
-TINY_CONFIG = WanConfig(dim=256, ffn_dim=512, num_layers=2, text_dim=64)
 DEFAULT_SCHEDULE = {"1.3B": "Self-Forcing / LongLive 1.3B", "14B": "CausVid-Plus 14B"}
 POLICIES = {"rolling": lambda: cache_policy.rolling(21), "sink": lambda: cache_policy.sink(3, 12)}
 TEXT_TOKENS = 20
@@ -87,16 +86,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def make_context(config: WanConfig, seed: int, device: torch.device) -> torch.Tensor:
     """A umT5-like prompt embedding [1, text_len, text_dim]: TEXT_TOKENS random rows, then zero rows."""
-    g = torch.Generator().manual_seed(seed + 1234)
-    ctx = torch.zeros(1, config.text_len, config.text_dim)
-    ctx[:, :TEXT_TOKENS] = torch.randn(1, TEXT_TOKENS, config.text_dim, generator=g)
-    return ctx.to(device=device, dtype=torch.bfloat16)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()})"
+    return prompt_embedding(config, TEXT_TOKENS, seed + 1234).to(device=device, dtype=torch.bfloat16)
 
 
 def gib(v: float | None) -> str:
@@ -105,13 +95,9 @@ def gib(v: float | None) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = pick_device(args.device)
     cuda = device.type == "cuda"
-    if cuda:
-        if device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
-        torch.cuda.set_device(device)
-    config = TINY_CONFIG if args.tiny else causal.PRESETS[args.model]
+    config = TINY if args.tiny else causal.PRESETS[args.model]
     schedule = causal.SCHEDULES[args.schedule]
     policy = POLICIES[args.policy]()
 

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+if not __package__:  # run as `python3 bench/stream.py`: `bench` is the package in the repository root
+    sys.path.insert(0, str(REPO))
 GIB = 1024 ** 3
 
 
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
 
-    sys.path[:0] = [str(Path(args.comfyui).resolve()), str(REPO)]
+    sys.path.insert(0, str(Path(args.comfyui).resolve()))
     import comfy.options
 
     comfy.options.enable_args_parsing(False)
@@ -77,11 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     from causal.cache_policy import rolling, sink
     from causal.synthetic import random_state_dict
 
+    from bench.models import prompt_embedding
+    from tools.tiny import TINY
+
     streaming = _load_streaming()
     device = torch.device(args.device)
     if args.tiny:
         args.height, args.width = 48, 64
-    config = causal.WanConfig(dim=256, ffn_dim=512, num_layers=2, text_dim=64) if args.tiny else causal.PRESETS["1.3B"]
+    config = TINY if args.tiny else causal.PRESETS["1.3B"]
     model = causal.CausalWanModel.from_state_dict(random_state_dict(config, dtype=torch.bfloat16, seed=0, device=device),
                                                   config, dtype=torch.bfloat16, device=device)
     torch.manual_seed(0)
@@ -89,10 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                  temperal_downsample=[False, True, True])
     vae = comfy.sd.VAE(sd={k: v * (0.02 if args.tiny else 1.0) for k, v in wan.state_dict().items()})
     latent_format = comfy.latent_formats.Wan21()
-    g = torch.Generator().manual_seed(1)
-    context = torch.zeros(1, 512, config.text_dim)
-    context[:, :20] = torch.randn(1, 20, config.text_dim, generator=g)
-    context = context.to(device)
+    context = prompt_embedding(config, 20, 1).to(device)
 
     seconds = args.seconds or args.minutes * 60
     total = causal.prompts.frames_for_seconds(seconds)

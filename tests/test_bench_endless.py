@@ -3,28 +3,14 @@ and evicts from block 8 on), the reported lines and finite per-block times."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import re
-import sys
-from pathlib import Path
 
-import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "endless.py"
+from bench import endless
 
 
-@pytest.fixture(scope="module")
-def endless():
-    spec = importlib.util.spec_from_file_location("causvid_bench_endless", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_endless_tiny_cpu(endless, capsys, tmp_path):
+def test_endless_tiny_cpu(capsys, tmp_path):
     out = tmp_path / "endless.json"
     results = endless.main(["--device", "cpu", "--tiny", "--blocks", "12", "--report", "7,12", "--json", str(out)])
     text = capsys.readouterr().out
