@@ -29,7 +29,8 @@ if str(REPO_ROOT) not in sys.path:  # the root is the node pack, never imported:
     sys.path.insert(0, str(REPO_ROOT))
 
 from tools import workflows as eg  # noqa: E402
-from tools.comfy_server import MAIN_PACK_NAME, ComfyServer, ComfyStartupError, PromptRejected  # noqa: E402
+from tools.comfy_server import (MAIN_PACK_NAME, ComfyServer, ComfyStartupError, PromptRejected,  # noqa: E402
+                                video_info)
 
 DEFAULT_WORKFLOW = "causvid_1.3b_t2v"
 TINY_SIZE = (128, 96)  # width, height of the stand-in run; the workflow's length is kept
@@ -140,15 +141,6 @@ class ProgressPrinter:
             self._end_line()
 
 
-def video_frames(path: Path) -> tuple[int, int, int, float]:
-    import av
-
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        frames = sum(1 for _ in container.decode(stream))
-        return frames, stream.codec_context.width, stream.codec_context.height, float(stream.average_rate)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workflow", default=DEFAULT_WORKFLOW, choices=sorted(eg.WORKFLOWS),
@@ -220,14 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             "length and fragments unchanged")
         server = Server(cpu=not gpu)
 
-    streams = eg.find_nodes(prompt, "CausVidStreamToVideo")
-    if streams:  # the stream node decodes and saves the video itself
-        (save_id,) = streams
-        expected_frames = eg.decoded_frames(prompt, save_id)
-    else:
-        (decode_id,) = eg.find_nodes(prompt, "VAEDecode")
-        (save_id,) = eg.find_nodes(prompt, "SaveVideo")
-        expected_frames = eg.decoded_frames(prompt, decode_id)
+    save_id, expected_frames = eg.saved_video(prompt)  # SaveVideo, or the stream node that writes it itself
     timeout = args.timeout or (6 * 3600 if real else 600)
 
     t0 = time.monotonic()
@@ -264,12 +249,10 @@ def main(argv: list[str] | None = None) -> int:
         args.output_dir.mkdir(parents=True, exist_ok=True)
         target = args.output_dir / f"{args.workflow}{'' if real else '_tiny_standins'}{paths[0].suffix}"
         shutil.copy2(paths[0], target)
-        frames, width, height, fps = video_frames(target)
+        frames, width, height, fps = video_info(target)
         steps = len(result.of_type("progress"))
         say(f"Done in {result.elapsed:.1f}s: {steps} denoising steps, {result.preview_frames} previews")
-        samplers = [nid for kind in ("CausVidSampler", "CausVidStreamToVideo", "CausVidContinue")
-                    for nid in eg.find_nodes(prompt, kind)]
-        blocks = sum(eg.new_latent_frames_of(prompt, nid) for nid in samplers) // 3
+        blocks = sum(eg.new_latent_frames_of(prompt, nid) for nid in eg.sampler_nodes(prompt)) // eg.FRAMES_PER_BLOCK
         if blocks:
             say(f"  {blocks} blocks of 3 latent frames: {result.elapsed / blocks:.2f} s per block (whole run)")
         say(f"Output video: {target}")

@@ -20,10 +20,10 @@ from causal import PromptChange, Schedule, generate
 from causal.cache_policy import family_policy, fragments, rolling, sink
 from causal.context import ContextWindow
 from causal.kv_cache import KVCache
-from tools.tiny import TINY, prompt, tiny_model
+from tools.tiny import TINY, latent_size, prompt, tiny_model
 
 H, W = 32, 48
-h, w = H // 8, W // 8
+h, w = latent_size(H, W)
 TPF = 6  # tokens per latent frame at 32x48
 FAST = Schedule("two steps", (1000, 500), shift=8.0, warp=False)
 ONE = Schedule("one step", (1000,), shift=8.0, warp=False)

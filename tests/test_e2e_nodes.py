@@ -29,35 +29,25 @@ def run_ok(server, prompt: dict, timeout: float = 90, **kw):
     return result
 
 
-def expected_progress(prompt: dict, node_id: str) -> int:
-    """Denoising steps a sampler node reports: (new latent frames / 3) blocks × steps of its preset."""
-    from causal.schedule import SCHEDULES
-
-    node = prompt[node_id]
-    if node["class_type"] in eg.SAMPLING_NODES:
-        preset = node["inputs"]["preset"]
-    else:  # Continue: the preset of the sampler it continues
-        src = node["inputs"]["state"][0]
-        while prompt[src]["class_type"] != "CausVidSampler":
-            src = prompt[src]["inputs"]["state"][0]
-        preset = prompt[src]["inputs"]["preset"]
-    return eg.latent_frames_of(prompt, node_id, 0) // 3 * SCHEDULES[preset].num_steps
-
-
 def check_video(server, result, prompt: dict) -> int:
     """The saved mp4 has 1 + 4·(T - 1) frames of W×H at 16 fps; returns the frame count. The file comes
     from SaveVideo (after VAEDecode), or from CausVidStreamToVideo, which writes it itself."""
-    streams = eg.find_nodes(prompt, "CausVidStreamToVideo")
-    if streams:
-        (decode_id,) = (save_id,) = streams
-    else:
-        (decode_id,) = eg.find_nodes(prompt, "VAEDecode")
-        (save_id,) = eg.find_nodes(prompt, "SaveVideo")
+    save_id, expected = eg.saved_video(prompt)
     (path,) = server.output_paths(result, node_id=save_id)
     frames, width, height, fps = video_info(path)
     assert (width, height, round(fps)) == (W, H, 16)
-    assert frames == eg.decoded_frames(prompt, decode_id)
+    assert frames == expected
     return frames
+
+
+def check_progress(result, prompt: dict) -> None:
+    """One progress message per denoising step of every sampling node (each block the steps of its preset)."""
+    progress = result.of_type("progress")
+    for nid in eg.sampler_nodes(prompt):
+        steps = eg.denoising_steps(prompt, nid)
+        mine = [p for p in progress if p["node"] == nid]
+        assert [p["value"] for p in mine] == list(range(1, steps + 1)), (nid, mine)
+        assert {p["max"] for p in mine} == {steps}
 
 
 # -------------------------------------------------------------------------------------------------
@@ -81,15 +71,8 @@ def test_example_workflow_runs(comfy_server, standins, name):
                       "causvid_image_to_video": 13,  # the image + one block = 4 latent frames
                       "causvid_stream_ten_minutes": 57}[name]  # 3 s instead of 600: 5 blocks = 15 latent frames
     # progress: one message per denoising step of every sampling node, each with a latent preview
-    samplers = eg.find_nodes(prompt, "CausVidSampler") + eg.find_nodes(prompt, "CausVidContinue") + \
-        eg.find_nodes(prompt, "CausVidStreamToVideo")
-    progress = result.of_type("progress")
-    for nid in samplers:
-        mine = [p for p in progress if p["node"] == nid]
-        steps = expected_progress(prompt, nid)
-        assert [p["value"] for p in mine] == list(range(1, steps + 1)), (nid, mine)
-        assert {p["max"] for p in mine} == {steps}
-    assert result.preview_frames == len(progress) > 0, result.describe()
+    check_progress(result, prompt)
+    assert result.preview_frames == len(result.of_type("progress")) > 0, result.describe()
 
 
 def test_new_continue_prompt_reuses_the_cached_sampler(comfy_server, standins):
@@ -280,7 +263,7 @@ def test_interrupt_stops_within_a_step(comfy_server, standins):
     assert result.status == "interrupted", result.describe()
     later = [t for t in progress_times if t > sent[0]]
     assert len(later) <= 2, f"{len(later)} progress messages after the interrupt"
-    assert len(progress_times) < expected_progress(prompt, sampler_id)
+    assert len(progress_times) < eg.denoising_steps(prompt, sampler_id)
     assert not result.of_type("executed")  # nothing was saved
     assert (result.history.get("status") or {}).get("status_str") == "error"
 

@@ -10,10 +10,10 @@ import causal
 import causal.cache_policy
 from causal import SCHEDULES, Schedule, fragment_lengths, generate, sample_video
 from causal.kv_cache import KVCache
-from tools.tiny import TINY, prompt, tiny_model
+from tools.tiny import TINY, latent_size, prompt, tiny_model
 
 H, W = 32, 48  # pixels -> latents 4×6, 2×3 = 6 tokens per frame
-h, w = H // 8, W // 8
+h, w = latent_size(H, W)
 FAST = Schedule("two steps", (1000, 500), shift=8.0, warp=False)
 
 

@@ -15,6 +15,7 @@ import torch
 from tools import workflows as eg
 from tools.comfy_server import REPO_ROOT, comfyui_available, import_pack, video_info
 from tools.standins import make_tiny_wan_vae
+from tools.tiny import latent_size
 
 pytestmark = pytest.mark.comfyui
 
@@ -22,7 +23,7 @@ if not comfyui_available():
     pytest.skip("ComfyUI is not installed (scripts/setup.sh)", allow_module_level=True)
 
 H, W = 48, 64
-h, w = H // 8, W // 8
+h, w = latent_size(H, W)
 
 
 @pytest.fixture(scope="module")

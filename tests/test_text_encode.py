@@ -3,13 +3,12 @@ truncation, literal brackets, zero padding, one tagged entry per prompt line."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import importlib
 
 import pytest
 import torch
 
-from tools.comfy_server import REPO_ROOT, TEST_NODES_DIR, add_comfyui_to_sys_path, comfyui_available
+from tools.comfy_server import TEST_NODES_DIR, add_comfyui_to_sys_path, comfyui_available, import_folder, import_pack
 
 pytestmark = pytest.mark.comfyui
 
@@ -17,29 +16,16 @@ if not comfyui_available():
     pytest.skip("ComfyUI is not installed (scripts/setup.sh)", allow_module_level=True)
 
 
-def _import(name, path):
-    spec = importlib.util.spec_from_file_location(name, path / "__init__.py", submodule_search_locations=[str(path)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def text_node():
-    add_comfyui_to_sys_path(cpu=True)
-    if "comfyui_causvid" not in sys.modules:
-        _import("comfyui_causvid", REPO_ROOT)
-    import importlib
-
+    import_pack()
     return importlib.import_module("comfyui_causvid.nodes.text")
 
 
 @pytest.fixture(scope="module")
 def clip():
     add_comfyui_to_sys_path(cpu=True)
-    module = sys.modules.get("causvid_test_nodes") or _import("causvid_test_nodes", TEST_NODES_DIR)
-    return module.build_tiny_clip(64, 0)
+    return import_folder("causvid_test_nodes", TEST_NODES_DIR).build_tiny_clip(64, 0)
 
 
 def _encode(text_node, clip, text):

@@ -22,6 +22,7 @@ import pytest
 
 from tools import workflows as eg
 from tools.comfy_server import MAIN_PACK_NAME, video_info
+from tools.tiny import latent_size
 
 pytestmark = pytest.mark.comfyui
 
@@ -387,6 +388,28 @@ def _one(api: dict, class_type: str) -> tuple[str, dict]:
     return ids[0], api[ids[0]]["inputs"]
 
 
+def _sink_sampler(api: dict, kind: str, seconds: float) -> tuple[str, dict]:
+    """The one sampling node (of `kind`) of a video in seconds on Self-Forcing with LongLive's sink cache (the
+    first 3 latent frames and the 9 most recent), from the text alone: (its id, its inputs)."""
+    _, loader = _one(api, "CausVidModelLoader")
+    assert loader["ckpt_name"] == eg.SELF_FORCING_13B == "self_forcing_dmd.pt"
+    sid, s = _one(api, kind)
+    assert (s["width"], s["height"], s["seconds"], s["num_fragments"]) == (832, 480, seconds, 1)
+    assert (s["cache"], s["window"], s["sink_frames"]) == ("sink", 12, 3)
+    assert "start_latent" not in s and "state" not in s
+    return sid, s
+
+
+def _timeline(api: dict, sampler: dict) -> list[float]:
+    """The times of the prompt timeline a sampler follows: one `seconds: prompt` line per prompt, each a real
+    description, in its CausVid Text Encode."""
+    text = api[sampler["positive"][0]]
+    assert text["class_type"] == "CausVidTextEncode"
+    lines = [line for line in text["inputs"]["text"].splitlines() if line.strip()]
+    assert all(len(line.split(":", 1)[1].strip()) > 40 for line in lines), lines
+    return [float(line.split(":", 1)[0]) for line in lines]
+
+
 def _note(ui: dict) -> str:
     notes = [n for n in ui["nodes"] if n["type"] in ("Note", "MarkdownNote")]
     assert len(notes) == 1
@@ -472,19 +495,9 @@ def test_long_video_prompt_per_fragment():
 def test_one_minute_three_prompts():
     name = "causvid_one_minute_three_prompts"
     api, ui = eg.load_api(name), eg.load_ui(name)
-    _, loader = _one(api, "CausVidModelLoader")
-    assert loader["ckpt_name"] == eg.SELF_FORCING_13B == "self_forcing_dmd.pt"
-    sid, s = _one(api, "CausVidSampler")
-    assert (s["width"], s["height"], s["seconds"], s["num_fragments"]) == (832, 480, 60.0, 1)
+    sid, s = _sink_sampler(api, "CausVidSampler", 60.0)
     assert s["preset"] in ("Self-Forcing / LongLive 1.3B", "LongLive 1.3B")
-    assert (s["cache"], s["window"], s["sink_frames"]) == ("sink", 12, 3)
-    assert "start_latent" not in s and "state" not in s
-    text = api[s["positive"][0]]
-    assert text["class_type"] == "CausVidTextEncode"
-    lines = [line for line in text["inputs"]["text"].splitlines() if line.strip()]
-    times = [float(line.split(":", 1)[0]) for line in lines]
-    assert times == [0, 20, 40], lines
-    assert all(len(line.split(":", 1)[1].strip()) > 40 for line in lines)
+    assert _timeline(api, s) == [0, 20, 40]
     # 60 s at 16 fps = 960 frames -> 241 latent frames -> 81 whole blocks = 243 latent frames = 969 frames
     assert eg.latent_frames_of(api, sid) == 243
     decode_id, decode = _one(api, "VAEDecode")
@@ -499,21 +512,11 @@ def test_one_minute_three_prompts():
 def test_stream_ten_minutes():
     name = "causvid_stream_ten_minutes"
     api, ui = eg.load_api(name), eg.load_ui(name)
-    _, loader = _one(api, "CausVidModelLoader")
-    assert loader["ckpt_name"] == eg.SELF_FORCING_13B == "self_forcing_dmd.pt"
-    sid, s = _one(api, "CausVidStreamToVideo")
-    assert (s["width"], s["height"], s["seconds"], s["num_fragments"]) == (832, 480, 600.0, 1)
+    sid, s = _sink_sampler(api, "CausVidStreamToVideo", 600.0)
     assert s["preset"] == "Self-Forcing / LongLive 1.3B"
-    assert (s["cache"], s["window"], s["sink_frames"]) == ("sink", 12, 3)
     assert s["filename_prefix"] == "video/causvid_stream"
-    assert "start_latent" not in s and "state" not in s
     assert s["vae"] == [eg.find_nodes(api, "VAELoader")[0], 0]
-    text = api[s["positive"][0]]
-    assert text["class_type"] == "CausVidTextEncode"
-    lines = [line for line in text["inputs"]["text"].splitlines() if line.strip()]
-    times = [float(line.split(":", 1)[0]) for line in lines]
-    assert times == [0, 150, 300, 450], lines
-    assert all(len(line.split(":", 1)[1].strip()) > 40 for line in lines)
+    assert _timeline(api, s) == [0, 150, 300, 450]
     # 600 s at 16 fps = 9600 frames -> 2401 latent frames -> 801 whole blocks = 2403 latent frames = 9609 frames
     assert eg.latent_frames_of(api, sid) == 2403
     assert eg.decoded_frames(api, sid) == 9609 >= 600 * 16
@@ -572,20 +575,15 @@ W, H = 64, 48
 def run_and_check_video(server, prompt: dict, timeout: float = 120):
     """Run the prompt; the saved video must have the frames the settings promise, at W x H and 16 fps, and
     each sampler must report one progress step per denoising step of its blocks."""
-    from causal.schedule import SCHEDULES
-
     result = server.run(prompt, timeout=timeout)
     assert result.status == "success", result.describe() + "\n" + server.log_tail(3000)
-    (decode_id,) = eg.find_nodes(prompt, "VAEDecode")
-    (save_id,) = eg.find_nodes(prompt, "SaveVideo")
+    save_id, expected = eg.saved_video(prompt)
     (path,) = server.output_paths(result, node_id=save_id)
     frames, width, height, fps = video_info(path)
-    assert (width, height, round(fps)) == (W, H, 16)
-    assert frames == eg.decoded_frames(prompt, decode_id)
-    for sid in eg.find_nodes(prompt, "CausVidSampler"):
-        steps = eg.new_latent_frames_of(prompt, sid) // 3 * SCHEDULES[prompt[sid]["inputs"]["preset"]].num_steps
+    assert (width, height, round(fps), frames) == (W, H, 16, expected)
+    for sid in eg.sampler_nodes(prompt):
         mine = [p["value"] for p in result.of_type("progress") if p["node"] == sid]
-        assert mine == list(range(1, steps + 1)), (sid, mine)
+        assert mine == list(range(1, eg.denoising_steps(prompt, sid) + 1)), (sid, mine)
     return result, frames
 
 
@@ -635,7 +633,8 @@ def test_image_to_video_workflow_runs(comfy_server, standins):
         return load_file(str(path))["latent_tensor"]
 
     start, video = latent("90"), latent("91")
-    assert start.shape == (1, 16, 1, H // 8, W // 8) and video.shape == (1, 16, 7, H // 8, W // 8)
+    h, w = latent_size(H, W)
+    assert start.shape == (1, 16, 1, h, w) and video.shape == (1, 16, 7, h, w)
     assert torch.equal(video[:, :, :1], start)
 
 

@@ -588,18 +588,27 @@ def video_info(path: str | os.PathLike) -> tuple[int, int, int, float]:
         return frames, stream.codec_context.width, stream.codec_context.height, float(stream.average_rate)
 
 
+def import_folder(name: str, path: str | os.PathLike):
+    """The folder `path` imported in this process as the package `name` (once), as ComfyUI imports a custom-node
+    pack. Returns the package."""
+    import importlib.util
+
+    if name not in sys.modules:
+        path = Path(path)
+        spec = importlib.util.spec_from_file_location(name, path / "__init__.py", submodule_search_locations=[str(path)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 def import_pack():
     """The pack imported in this process the way ComfyUI imports it: as the package `comfyui_causvid` from the
     repo root (ComfyUI itself on sys.path, CPU), its nodes loaded. Returns the package."""
     import importlib
-    import importlib.util
 
     add_comfyui_to_sys_path(cpu=True)
-    if "comfyui_causvid" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("comfyui_causvid", REPO_ROOT / "__init__.py",
-                                                      submodule_search_locations=[str(REPO_ROOT)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["comfyui_causvid"] = module
-        spec.loader.exec_module(module)
+    pack = import_folder("comfyui_causvid", REPO_ROOT)
     importlib.import_module("comfyui_causvid.nodes")
-    return sys.modules["comfyui_causvid"]
+    return pack
+

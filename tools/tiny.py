@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from causal.config import WanConfig
+from causal.config import VAE_STRIDE, WanConfig
 from causal.model import CausalWanModel
 from causal.synthetic import random_state_dict
 
@@ -19,3 +19,8 @@ def tiny_model(dtype: torch.dtype = torch.float32, seed: int = 0, config: WanCon
 def prompt(batch: int = 1, tokens: int = 12, width: int = TINY.text_dim, seed: int = 0) -> torch.Tensor:
     """A umT5-like prompt embedding: `tokens` rows, the rest of the 512 are zero (added by the model)."""
     return torch.randn(batch, tokens, width, generator=torch.Generator().manual_seed(seed))
+
+
+def latent_size(height: int, width: int) -> tuple[int, int]:
+    """(h, w) of the latent of a height x width video: the Wan VAE's spatial stride."""
+    return height // VAE_STRIDE[1], width // VAE_STRIDE[2]

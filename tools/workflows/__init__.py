@@ -26,8 +26,10 @@ Their public names are re-exported here: ``from tools import workflows as eg; eg
 from tools.workflows.examples import ONE_MINUTE_TIMELINE, TEN_MINUTES_TIMELINE, WORKFLOWS, generated_files
 from tools.workflows.files import (CAUSVID_13B, FILE_WIDGETS, LIGHTX2V_14B, MODEL_LINKS, PUBLISHED,
                                    SELF_FORCING_13B, START_IMAGE, UMT5, WAN_VAE)
-from tools.workflows.frames import (FPS, FRAMES_PER_BLOCK, SAMPLING_NODES, decoded_frames, find_nodes,
-                                    frames_for_seconds, latent_frames_of, new_latent_frames_of, start_frames_of)
+from tools.workflows.frames import (FPS, FRAMES_PER_BLOCK, SAMPLER_KINDS, SAMPLING_NODES, decoded_frames,
+                                    denoising_steps, find_nodes, frames_for_seconds, latent_frames_of,
+                                    new_latent_frames_of, preset_of, sampler_nodes, saved_video,
+                                    start_frames_of)
 from tools.workflows.graph import (API_DIR, FRONTEND_ONLY, UI_DIR, Node, Note, Slot, Workflow, build_api, build_ui,
                                    dumps, input_slots, load_api, load_ui, socket_slots, widget_slots)
 from tools.workflows.standins import (STANDIN_LAYOUTS, TINY_TEXT_DIM, standin_prompt, tiny_config,
@@ -35,11 +37,11 @@ from tools.workflows.standins import (STANDIN_LAYOUTS, TINY_TEXT_DIM, standin_pr
 
 __all__ = [
     "API_DIR", "CAUSVID_13B", "FILE_WIDGETS", "FPS", "FRAMES_PER_BLOCK", "FRONTEND_ONLY", "LIGHTX2V_14B",
-    "MODEL_LINKS", "Node", "Note", "ONE_MINUTE_TIMELINE", "PUBLISHED", "SAMPLING_NODES",
+    "MODEL_LINKS", "Node", "Note", "ONE_MINUTE_TIMELINE", "PUBLISHED", "SAMPLER_KINDS", "SAMPLING_NODES",
     "SELF_FORCING_13B", "STANDIN_LAYOUTS", "START_IMAGE", "Slot", "TEN_MINUTES_TIMELINE", "TINY_TEXT_DIM", "UI_DIR",
     "UMT5",
-    "WAN_VAE", "WORKFLOWS", "Workflow", "build_api", "build_ui", "decoded_frames", "dumps",
+    "WAN_VAE", "WORKFLOWS", "Workflow", "build_api", "build_ui", "decoded_frames", "denoising_steps", "dumps",
     "find_nodes", "frames_for_seconds", "generated_files", "input_slots", "latent_frames_of", "load_api",
-    "load_ui", "new_latent_frames_of", "socket_slots", "standin_prompt",
+    "load_ui", "new_latent_frames_of", "preset_of", "sampler_nodes", "saved_video", "socket_slots", "standin_prompt",
     "start_frames_of", "tiny_config", "widget_slots", "write_standin_models",
 ]

@@ -116,3 +116,42 @@ def decoded_frames(prompt: dict, decode_id: str) -> int:
 def find_nodes(prompt: dict, class_type: str) -> list[str]:
     return [nid for nid, node in prompt.items() if node["class_type"] == class_type]
 
+
+SAMPLER_KINDS = ("CausVidSampler", "CausVidContinue", "CausVidStreamToVideo")
+"""Every node that denoises blocks (and reports progress)."""
+
+
+def sampler_nodes(prompt: dict) -> list[str]:
+    """The ids of the prompt's sampling nodes: samplers, then Continue nodes, then Stream to Video nodes."""
+    return [nid for kind in SAMPLER_KINDS for nid in find_nodes(prompt, kind)]
+
+
+def preset_of(prompt: dict, node_id: str) -> str:
+    """The preset a sampling node runs: its own, or for a Continue that of the node its state comes from."""
+    node = prompt[node_id]
+    while node["class_type"] not in SAMPLING_NODES:
+        node = prompt[node["inputs"]["state"][0]]
+    return node["inputs"]["preset"]
+
+
+def denoising_steps(prompt: dict, node_id: str) -> int:
+    """Progress steps a sampling node reports: its new latent frames in blocks of the preset, each block the
+    preset's steps."""
+    from causal.schedule import SCHEDULES
+
+    schedule = SCHEDULES[preset_of(prompt, node_id)]
+    if schedule.first_block_steps is not None:
+        raise NotImplementedError(f"steps of {schedule.name}: its first block has steps of its own")
+    return new_latent_frames_of(prompt, node_id) // schedule.frames_per_block * schedule.num_steps
+
+
+def saved_video(prompt: dict) -> tuple[str, int]:
+    """(the node that saves the prompt's video, the frames the file must hold): a SaveVideo after a VAEDecode, or
+    a CausVid Stream to Video, which decodes and writes the video itself."""
+    streams = find_nodes(prompt, "CausVidStreamToVideo")
+    if streams:
+        (save_id,) = streams
+        return save_id, decoded_frames(prompt, save_id)
+    (decode_id,) = find_nodes(prompt, "VAEDecode")
+    (save_id,) = find_nodes(prompt, "SaveVideo")
+    return save_id, decoded_frames(prompt, decode_id)
