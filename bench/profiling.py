@@ -19,7 +19,7 @@ CATEGORY_PATCHES = (
     ("gemm", "torch.nn.Linear", "forward"),
     ("conv (patch embedding)", "torch.nn.Conv3d", "forward"),
     ("attention (SDPA)", "causal.model", "attention"),
-    ("rope (float64)", "causal.model", "apply_rope"),
+    ("rope (float64)", "causal.kernels", "apply_rope"),
     ("rope (float64)", "causal.model", "rope_phases"),
     ("rmsnorm (q/k)", "causal.kernels", "rms_norm"),
     ("layernorm + modulate", "causal.kernels", "layer_norm_modulate"),
@@ -91,12 +91,13 @@ def classify_kernel(name: str) -> str:
 
 
 def profile_forwards(model: Any, context: torch.Tensor, setup: Setup, n_forwards: int, option: str,
-                     log: Callable[[str], None], where: str = "last") -> dict[str, Any]:
+                     log: Callable[[str], None], where: str = "last", fused: bool = False) -> dict[str, Any]:
     """Profile `n_forwards` forwards of one block at the last slot (attention over all num_frames latent
-    frames) or the first (over 3 frames)."""
+    frames) or the first (over 3 frames); `fused`: the glue as compiled kernels (on CUDA; eager elsewhere)."""
     from torch.profiler import ProfilerActivity, profile
 
     device = setup.device
+    glue = causal.kernels.COMPILED if fused and device.type == "cuda" else causal.kernels.EAGER
     h, w = setup.height // 8, setup.width // 8
     cache = causal.KVCache.for_video(model.config, batch=1, height=setup.height, width=setup.width,
                                      num_frames=setup.num_frames, dtype=torch.bfloat16, device=device)
@@ -109,7 +110,7 @@ def profile_forwards(model: Any, context: torch.Tensor, setup: Setup, n_forwards
     timestep = torch.full((1, 3), 500.0, dtype=torch.float64, device=device)
 
     def forward() -> torch.Tensor:
-        return model(x, timestep, text, cache=cache, cache_frame=slot, rope_frame=slot)
+        return model(x, timestep, text, cache=cache, cache_frame=slot, rope_frame=slot, glue=glue)
 
     for _ in range(2):
         forward()

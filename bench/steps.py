@@ -187,10 +187,10 @@ def run_profiles(run: Run, name: str, model: causal.CausalWanModel) -> None:
             if not run.time_ok(f"profile [{opt}] {name} {where}", 20 if name == "14B" else 5):
                 continue
             try:
-                fused = causal.kernels.fused_kernels(OPTIONS[opt].fused_kernels)
-                with OPTIONS[opt].enter(), fused:
+                with OPTIONS[opt].enter():
                     run.results["profiles"].append(profile_forwards(model, run.contexts[name], run.setup,
-                                                                    run.plan.profile_forwards, opt, run.log, where))
+                                                                    run.plan.profile_forwards, opt, run.log, where,
+                                                                    fused=OPTIONS[opt].fused_kernels))
                 free_memory()  # the profile's cache and text K/V
             except Exception as e:
                 traceback.print_exc()
