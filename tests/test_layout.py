@@ -40,6 +40,11 @@ def test_registry_metadata():
     assert {"safetensors", "einops", "comfy-kitchen", "transformers"} <= set(project["project"]["dependencies"])
     assert not any(d.startswith("torch") for d in project["project"]["dependencies"])
     assert {"PublisherId", "DisplayName", "Icon"} <= set(project["tool"]["comfy"])
+    # the icon is a file of this repository, served from its default branch
+    repository = project["project"]["urls"]["Repository"].removeprefix("https://github.com/")
+    prefix = f"https://raw.githubusercontent.com/{repository}/main/"
+    icon = project["tool"]["comfy"]["Icon"]
+    assert icon.startswith(prefix) and (ROOT / icon.removeprefix(prefix)).is_file(), icon
     requirements = {line.strip() for line in (ROOT / "requirements.txt").read_text().splitlines()
                     if line.strip() and not line.startswith("#")}
     assert requirements == set(project["project"]["dependencies"])
