@@ -10,9 +10,10 @@ is copied to example_output/.
 Models: with CAUSVID_MODELS_DIR (or --models-dir) pointing at a folder holding
 diffusion_models/, text_encoders/ and vae/ with the files the workflow names, those real files are used
 as they are. Otherwise the same graph runs on tiny random-weight stand-ins (this pack never downloads
-weights): a 2-layer causal DiT under the checkpoint's file name, a tiny Wan 2.1 VAE, and the test pack's
-tiny umT5 in place of CLIPLoader, at a small size. The video is then noise, but every node of the graph
-really runs. Exits non-zero when the run fails or the video has the wrong number of frames.
+weights): a 2-layer causal DiT (tools/tiny.py) under the checkpoint's file name, a tiny Wan 2.1 VAE, and
+the test pack's tiny umT5 (tests/comfy_test_nodes, loaded by ComfyUI as a custom-node pack) in place of
+CLIPLoader, at a small size. The video is then noise, but every node of the graph really runs. Exits non-zero
+when the run fails or the video has the wrong number of frames.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ if str(REPO_ROOT) not in sys.path:  # the root is the node pack, never imported:
 from tools import workflows as eg  # noqa: E402
 from tools.comfy_server import (MAIN_PACK_NAME, ComfyServer, ComfyStartupError, PromptRejected,  # noqa: E402
                                 video_info)
+from tools.tiny import TINY  # noqa: E402
 
 DEFAULT_WORKFLOW = "causvid_1.3b_t2v"
 TINY_SIZE = (128, 96)  # width, height of the stand-in run; the workflow's length is kept
@@ -206,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"  diffusion model: 2-layer random causal Wan DiT as {', '.join(workflow.files['diffusion_models'])} "
             "(in the layout that family ships)")
         say(f"  VAE: tiny random Wan 2.1 VAE as {eg.WAN_VAE}")
-        say(f"  text encoder: CausVidTestTinyCLIP (a 2-layer umT5 of width {eg.TINY_TEXT_DIM}) instead of "
+        say(f"  text encoder: CausVidTestTinyCLIP (a 2-layer umT5 of width {TINY.text_dim}) instead of "
             f"CLIPLoader({eg.UMT5})")
         say(f"  size: {width}×{height} instead of the workflow's {sampler['width']}×{sampler['height']}; "
             "length and fragments unchanged")

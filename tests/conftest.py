@@ -19,14 +19,6 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 
-@pytest.fixture
-def tiny_config():
-    """A Wan2.1-shaped DiT small enough for CPU tests (one head of 128, two layers)."""
-    from causal.config import WanConfig
-
-    return WanConfig(dim=128, ffn_dim=256, num_layers=2, text_dim=64)
-
-
 # ------------------------------------------------------------------------------------------------
 # End-to-end fixtures: a real headless ComfyUI 0.3.75 (see tools/comfy_server.py).
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,9 @@ from safetensors.torch import save_file
 
 from causal.checkpoint import (Checkpoint, CheckpointError, normalise_state_dict, read_checkpoint,
                                validate_state_dict)
-from causal.config import PRESETS, WanConfig, expected_shapes
+from causal.config import PRESETS, expected_shapes
 from causal.synthetic import LAYOUTS, random_state_dict, write_checkpoint
+from tools.tiny import TINY
 
 STORAGE_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float8_e4m3fn]
 
@@ -39,7 +41,7 @@ def upcast(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def tiny():
-    return WanConfig(dim=128, ffn_dim=256, num_layers=2, text_dim=64)
+    return TINY
 
 
 @pytest.fixture(scope="module")
@@ -88,11 +90,14 @@ def test_random_state_dict_covers_expected_shapes_without_zeros(tiny):
     for key, t in sd.items():
         assert tuple(t.shape) == shapes[key], key
         assert t.dtype == torch.bfloat16
-        assert t.count_nonzero() == t.numel(), f"{key} has zeros"
+        # no tensor is zero-filled, in whole or in part. torch's CPU randn itself returns an exact 0.0 now and then
+        # (rarely, two at a time): seed 3 at TINY's size draws one pair, blocks.1.self_attn.k.weight[118, 87] and
+        # [118, 95], already zero in float32
+        assert t.numel() - t.count_nonzero() <= 2, f"{key} has zeros"
     f32 = random_state_dict(tiny, dtype=torch.float32, seed=3)
     assert abs(f32["blocks.0.norm3.weight"].mean().item() - 1.0) < 0.02
-    assert abs(f32["blocks.0.modulation"].std().item() - 128 ** -0.5) < 0.02
-    assert abs(f32["blocks.0.ffn.2.weight"].std().item() - 256 ** -0.5) < 0.01
+    assert abs(f32["blocks.0.modulation"].std().item() - tiny.dim ** -0.5) < 0.02
+    assert abs(f32["blocks.0.ffn.2.weight"].std().item() - tiny.ffn_dim ** -0.5) < 0.01  # fan_in ffn_dim
     assert abs(f32["patch_embedding.weight"].std().item() - 64 ** -0.5) < 0.02  # fan_in 16*1*2*2
     assert f32["blocks.1.self_attn.q.bias"].abs().max().item() < 0.2
 
@@ -135,7 +140,7 @@ def test_layout_round_trip(tmp_path, tiny, tiny_sd, layout, storage, read_dtype)
     assert_bit_identical(ckpt.state_dict, {k: upcast(v, read_dtype) for k, v in stored.items()})
     assert ckpt.config == tiny
     assert (ckpt.config.dim, ckpt.config.ffn_dim, ckpt.config.num_layers, ckpt.config.text_dim,
-            ckpt.config.num_heads) == (128, 256, 2, 64, 1)
+            ckpt.config.num_heads) == (256, 512, 2, 64, 2)  # two heads of 128
     assert LAYOUT_MARKERS[layout] in ckpt.layout
 
 
@@ -331,8 +336,8 @@ def test_missing_keys_listed_with_count(tmp_path, tiny_sd):
         validate_state_dict(no_head)
 
 
-def test_unexpected_keys_listed(tmp_path, tiny_sd):
-    extra = {**tiny_sd, "blocks.0.self_attn.extra_gate": torch.ones(128), "pos_embed": torch.ones(2)}
+def test_unexpected_keys_listed(tmp_path, tiny, tiny_sd):
+    extra = {**tiny_sd, "blocks.0.self_attn.extra_gate": torch.ones(tiny.dim), "pos_embed": torch.ones(2)}
     with pytest.raises(CheckpointError) as excinfo:
         read_checkpoint(write_checkpoint(extra, tmp_path / "model.pt", "causvid"))
     text = message(excinfo)
@@ -341,22 +346,22 @@ def test_unexpected_keys_listed(tmp_path, tiny_sd):
     assert "missing" not in text
 
 
-def test_wrong_shape_named(tmp_path, tiny_sd):
-    bad = {**tiny_sd, "blocks.1.cross_attn.o.weight": torch.randn(128, 64)}
+def test_wrong_shape_named(tmp_path, tiny, tiny_sd):
+    bad = {**tiny_sd, "blocks.1.cross_attn.o.weight": torch.randn(tiny.dim, 64)}
     with pytest.raises(CheckpointError) as excinfo:
         read_checkpoint(write_checkpoint(bad, tmp_path / "causal_model.pt", "lightx2v_pt"))
-    assert "'blocks.1.cross_attn.o.weight' expected [128, 128], found [128, 64]" in message(excinfo)
+    assert "'blocks.1.cross_attn.o.weight' expected [256, 256], found [256, 64]" in message(excinfo)
 
 
-def test_non_float_tensor_rejected(tiny_sd):
-    bad = {**tiny_sd, "blocks.0.norm3.bias": torch.ones(128, dtype=torch.int32)}
+def test_non_float_tensor_rejected(tiny, tiny_sd):
+    bad = {**tiny_sd, "blocks.0.norm3.bias": torch.ones(tiny.dim, dtype=torch.int32)}
     with pytest.raises(CheckpointError, match="not floating point"):
         validate_state_dict(bad)
 
 
-def _i2v_extra_keys(sd):
-    return {**sd, "img_emb.proj.1.weight": torch.randn(128, 1280),
-            "blocks.0.cross_attn.k_img.weight": torch.randn(128, 128)}
+def _i2v_extra_keys(sd, dim):
+    return {**sd, "img_emb.proj.1.weight": torch.randn(dim, 1280),
+            "blocks.0.cross_attn.k_img.weight": torch.randn(dim, dim)}
 
 
 @pytest.mark.parametrize("variant, expected", [
@@ -368,19 +373,19 @@ def _i2v_extra_keys(sd):
     ("other_in_dim", "takes 32 input"),
 ])
 def test_non_causal_wan_variants_named(tmp_path, tiny, tiny_sd, variant, expected):
+    d = tiny.dim
     if variant == "i2v_img_emb":
-        sd = _i2v_extra_keys(tiny_sd)
+        sd = _i2v_extra_keys(tiny_sd, d)
     elif variant == "i2v_in_dim_36":
-        sd = {**tiny_sd, "patch_embedding.weight": torch.randn(128, 36, 1, 2, 2)}
+        sd = {**tiny_sd, "patch_embedding.weight": torch.randn(d, 36, 1, 2, 2)}
     elif variant == "vace":
-        sd = {**tiny_sd, "vace_blocks.0.before_proj.weight": torch.randn(128, 128)}
+        sd = {**tiny_sd, "vace_blocks.0.before_proj.weight": torch.randn(d, d)}
     elif variant == "wan22_5b":
-        sd = random_state_dict(WanConfig(dim=128, ffn_dim=256, num_layers=2, text_dim=64, in_dim=48, out_dim=48),
-                               dtype=torch.float32)
+        sd = random_state_dict(replace(tiny, in_dim=48, out_dim=48), dtype=torch.float32)
     elif variant == "s2v":
         sd = {**tiny_sd, "casual_audio_encoder.encoder.conv.weight": torch.randn(4, 4)}
     else:
-        sd = {**tiny_sd, "patch_embedding.weight": torch.randn(128, 32, 1, 2, 2)}
+        sd = {**tiny_sd, "patch_embedding.weight": torch.randn(d, 32, 1, 2, 2)}
     path = save_st({"model.diffusion_model." + k: v for k, v in sd.items()}, tmp_path / "x.safetensors")
     with pytest.raises(CheckpointError) as excinfo:
         read_checkpoint(path)

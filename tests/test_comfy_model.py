@@ -4,12 +4,14 @@ and stores fp8 weights while computing in bf16."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 
 import pytest
 import torch
 
 from tools.comfy_server import comfyui_available, import_pack
+from tools.tiny import TINY
 
 pytestmark = pytest.mark.comfyui
 
@@ -28,7 +30,7 @@ def pack():
 def checkpoint(tmp_path_factory, pack):
     synthetic = importlib.import_module("comfyui_causvid.causal.synthetic")
     config_mod = importlib.import_module("comfyui_causvid.causal.config")
-    config = config_mod.WanConfig(dim=256, ffn_dim=512, num_layers=2, text_dim=64)
+    config = config_mod.WanConfig(**dataclasses.asdict(TINY))  # the pack's own WanConfig class, as ComfyUI loads it
     sd = synthetic.random_state_dict(config, dtype=torch.float32, seed=0)
     path = synthetic.write_checkpoint(sd, tmp_path_factory.mktemp("ckpt") / "model.pt", "causvid")
     return path, sd
@@ -37,7 +39,7 @@ def checkpoint(tmp_path_factory, pack):
 def _sample(pack, patcher, seed=0):
     causal = importlib.import_module("comfyui_causvid.causal")
     network = pack.causal_network(patcher)
-    ctx = torch.randn(1, 10, 64, generator=torch.Generator().manual_seed(1))
+    ctx = torch.randn(1, 10, TINY.text_dim, generator=torch.Generator().manual_seed(1))
     return causal.sample_video(network, ctx, num_frames=6, height=32, width=48,
                                schedule=causal.Schedule("2 steps", (1000, 500), shift=8.0, warp=False), seed=seed,
                                dtype=pack.compute_dtype(patcher), device="cpu")

@@ -8,10 +8,11 @@ import json
 import pytest
 
 from tools.comfy_server import MAIN_PACK_NAME, TEST_PACK_NAME, PromptRejected, main_pack_present
+from tools.tiny import TINY
 
 pytestmark = pytest.mark.comfyui
 
-WIDTH = 64  # tiny umT5 width == text_dim of the tiny causal models
+WIDTH = TINY.text_dim  # tiny umT5 width == text_dim of the tiny causal models
 CORE_NODES = ("CLIPTextEncode", "VAEDecode", "VAELoader", "EmptyHunyuanLatentVideo", "CreateVideo", "SaveVideo")
 TEST_NODES = ("CausVidTestTinyCLIP", "CausVidTestConditioning", "CausVidTestProgress", "CausVidTestShowShape")
 

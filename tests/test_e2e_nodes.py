@@ -1,21 +1,23 @@
 """The pack's nodes end to end, through the HTTP/websocket API of a real headless ComfyUI 0.3.75.
 
 Tiny stand-ins replace the real weights under the exact file names the example workflows use
-(tools/workflows/standins.py `write_standin_models`): a 2-layer random causal DiT as
+(tools/workflows/standins.py `write_standin_models`): the 2-layer random causal DiT of tools/tiny.py as
 `causvid_1.3b_autoregressive.pt` (CausVid's .pt layout) and `lightx2v_causvid_14b.safetensors`
 (LightX2V's bare safetensors), a random tiny Wan 2.1 VAE as `wan_2.1_vae.safetensors`, and the test
-pack's CausVidTestTinyCLIP (a real umT5 of width 64 through ComfyUI's classes) instead of CLIPLoader.
+pack's CausVidTestTinyCLIP (a real umT5 of the DiT's text width through ComfyUI's classes) instead of CLIPLoader.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from tools import workflows as eg
 from tools.comfy_server import PromptRejected, video_info
+from tools.tiny import TINY
 
 pytestmark = pytest.mark.comfyui
 
@@ -180,7 +182,7 @@ def _truncated(path: Path, layout: str) -> None:
 
     from causal.synthetic import random_state_dict, write_checkpoint
 
-    write_checkpoint(random_state_dict(eg.tiny_config(), dtype=torch.bfloat16), path, layout)
+    write_checkpoint(random_state_dict(TINY, dtype=torch.bfloat16), path, layout)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
 
@@ -191,10 +193,10 @@ def _i2v(path: Path) -> None:
 
     from causal.synthetic import random_state_dict
 
-    sd = random_state_dict(eg.tiny_config(), dtype=torch.bfloat16)
-    sd["patch_embedding.weight"] = torch.randn(128, 36, 1, 2, 2, dtype=torch.bfloat16)
-    sd["img_emb.proj.1.weight"] = torch.randn(128, 1280, dtype=torch.bfloat16)
-    sd["blocks.0.cross_attn.k_img.weight"] = torch.randn(128, 128, dtype=torch.bfloat16)
+    sd = random_state_dict(TINY, dtype=torch.bfloat16)
+    sd["patch_embedding.weight"] = torch.randn(TINY.dim, 36, 1, 2, 2, dtype=torch.bfloat16)
+    sd["img_emb.proj.1.weight"] = torch.randn(TINY.dim, 1280, dtype=torch.bfloat16)
+    sd["blocks.0.cross_attn.k_img.weight"] = torch.randn(TINY.dim, TINY.dim, dtype=torch.bfloat16)
     save_file(sd, str(path))
 
 
@@ -202,8 +204,8 @@ def _lora(path: Path) -> None:
     import torch
     from safetensors.torch import save_file
 
-    save_file({"diffusion_model.blocks.0.self_attn.q.lora_A.weight": torch.randn(8, 128),
-               "diffusion_model.blocks.0.self_attn.q.lora_B.weight": torch.randn(128, 8)}, str(path))
+    save_file({"diffusion_model.blocks.0.self_attn.q.lora_A.weight": torch.randn(8, TINY.dim),
+               "diffusion_model.blocks.0.self_attn.q.lora_B.weight": torch.randn(TINY.dim, 8)}, str(path))
 
 
 BAD_FILES = {
@@ -224,7 +226,7 @@ def test_bad_checkpoint_ends_in_execution_error(comfy_server, file_name):
         make(path)
     prompt = {
         "1": {"class_type": "CausVidModelLoader", "inputs": {"ckpt_name": path.name, "weight_dtype": "default"}},
-        "2": {"class_type": "CausVidTestConditioning", "inputs": {"text": "a cat", "width": eg.TINY_TEXT_DIM}},
+        "2": {"class_type": "CausVidTestConditioning", "inputs": {"text": "a cat", "width": TINY.text_dim}},
         "3": {"class_type": "CausVidSampler", "inputs": {
             "model": ["1", 0], "positive": ["2", 0], "width": W, "height": H, "length": LENGTH,
             "preset": "CausVid 1.3B", "custom_steps": "", "seed": 0, "num_fragments": 1}},
@@ -294,7 +296,7 @@ def test_continue_equals_one_longer_sampler_run(comfy_server, standins):
 
     prompt = {
         "1": {"class_type": "CausVidModelLoader", "inputs": {"ckpt_name": eg.CAUSVID_13B, "weight_dtype": "default"}},
-        "2": {"class_type": "CausVidTestTinyCLIP", "inputs": {"width": eg.TINY_TEXT_DIM, "seed": 0}},
+        "2": {"class_type": "CausVidTestTinyCLIP", "inputs": {"width": TINY.text_dim, "seed": 0}},
         "3": {"class_type": "VAELoader", "inputs": {"vae_name": eg.WAN_VAE}},
         # sampler (2 fragments) + continue (1 fragment)
         "10": {"class_type": "CausVidTextEncode", "inputs": {"clip": ["2", 0], "text": "a cat walks\na dog runs"}},
@@ -350,17 +352,16 @@ def test_bad_start_latent_and_the_next_prompt_still_runs(comfy_server, standins)
 def test_a_state_continues_only_on_the_model_that_made_it(comfy_server, standins):
     import torch
 
-    from causal.config import WanConfig
     from causal.synthetic import random_state_dict, write_checkpoint
 
     other = comfy_server.models_dir / "diffusion_models" / "other_width.safetensors"
     if not other.exists():
-        config = WanConfig(dim=256, ffn_dim=512, num_layers=2, text_dim=eg.TINY_TEXT_DIM)
+        config = replace(TINY, dim=2 * TINY.dim)
         write_checkpoint(random_state_dict(config, dtype=torch.bfloat16, seed=1), other, "lightx2v_safetensors")
     prompt = {
         "1": {"class_type": "CausVidModelLoader", "inputs": {"ckpt_name": eg.CAUSVID_13B, "weight_dtype": "default"}},
         "2": {"class_type": "CausVidModelLoader", "inputs": {"ckpt_name": other.name, "weight_dtype": "default"}},
-        "3": {"class_type": "CausVidTestConditioning", "inputs": {"text": "a cat", "width": eg.TINY_TEXT_DIM}},
+        "3": {"class_type": "CausVidTestConditioning", "inputs": {"text": "a cat", "width": TINY.text_dim}},
         "4": {"class_type": "CausVidSampler", "inputs": {
             "model": ["1", 0], "positive": ["3", 0], "width": W, "height": H, "length": LENGTH,
             "preset": "CausVid 1.3B", "custom_steps": "", "seed": 0, "num_fragments": 1}},
@@ -370,7 +371,8 @@ def test_a_state_continues_only_on_the_model_that_made_it(comfy_server, standins
     }
     result = comfy_server.run(prompt, timeout=90)
     assert result.status == "error" and result.error["node_id"] == "5", result.describe()
-    assert "made by the custom (dim 128, 2 layers) model" in result.error["exception_message"], result.describe()
+    # the stand-in checkpoint is TINY: "made by the custom (dim 256, 2 layers) model"
+    assert f"made by the {TINY.name} model" in result.error["exception_message"], result.describe()
 
 
 def test_a_cache_larger_than_free_ram_is_refused_before_allocation(comfy_server, standins):

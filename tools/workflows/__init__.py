@@ -32,16 +32,14 @@ from tools.workflows.frames import (FPS, FRAMES_PER_BLOCK, SAMPLER_KINDS, SAMPLI
                                     start_frames_of)
 from tools.workflows.graph import (API_DIR, FRONTEND_ONLY, UI_DIR, Node, Note, Slot, Workflow, build_api, build_ui,
                                    dumps, input_slots, load_api, load_ui, socket_slots, widget_slots)
-from tools.workflows.standins import (STANDIN_LAYOUTS, TINY_TEXT_DIM, standin_prompt, tiny_config,
-                                      write_standin_models)
+from tools.workflows.standins import STANDIN_LAYOUTS, standin_prompt, write_standin_models
 
 __all__ = [
     "API_DIR", "CAUSVID_13B", "FILE_WIDGETS", "FPS", "FRAMES_PER_BLOCK", "FRONTEND_ONLY", "LIGHTX2V_14B",
     "MODEL_LINKS", "Node", "Note", "ONE_MINUTE_TIMELINE", "PUBLISHED", "SAMPLER_KINDS", "SAMPLING_NODES",
-    "SELF_FORCING_13B", "STANDIN_LAYOUTS", "START_IMAGE", "Slot", "TEN_MINUTES_TIMELINE", "TINY_TEXT_DIM", "UI_DIR",
-    "UMT5",
+    "SELF_FORCING_13B", "STANDIN_LAYOUTS", "START_IMAGE", "Slot", "TEN_MINUTES_TIMELINE", "UI_DIR", "UMT5",
     "WAN_VAE", "WORKFLOWS", "Workflow", "build_api", "build_ui", "decoded_frames", "denoising_steps", "dumps",
     "find_nodes", "frames_for_seconds", "generated_files", "input_slots", "latent_frames_of", "load_api",
     "load_ui", "new_latent_frames_of", "preset_of", "sampler_nodes", "saved_video", "socket_slots", "standin_prompt",
-    "start_frames_of", "tiny_config", "widget_slots", "write_standin_models",
+    "start_frames_of", "widget_slots", "write_standin_models",
 ]

@@ -9,20 +9,12 @@ from pathlib import Path
 
 import torch
 
-from causal.config import WanConfig
 from causal.synthetic import random_state_dict, write_checkpoint
 from tools.standins import make_tiny_wan_vae, write_standin_image
+from tools.tiny import TINY
 from tools.workflows.examples import WORKFLOWS
 from tools.workflows.files import CAUSVID_13B, LIGHTX2V_14B, SELF_FORCING_13B, WAN_VAE
 from tools.workflows.frames import SAMPLING_NODES
-
-TINY_TEXT_DIM = 64
-"""Width of the tiny umT5 (CausVidTestTinyCLIP) and text_dim of the tiny causal checkpoints."""
-
-
-def tiny_config():
-    return WanConfig(dim=128, ffn_dim=256, num_layers=2, text_dim=TINY_TEXT_DIM)
-
 
 STANDIN_VAE_STD = 0.2
 """Weight scale of the stand-in Wan VAE: large enough that its frames show the latents moving."""
@@ -33,7 +25,7 @@ STANDIN_LAYOUTS = {CAUSVID_13B: "causvid", LIGHTX2V_14B: "lightx2v_safetensors",
 
 def write_standin_models(models_dir: str | Path, seed: int = 0, input_dir: str | Path | None = None) -> list[Path]:
     """Tiny random-weight files under the exact names the workflows use (existing files are kept):
-    the causal checkpoints in their families' layouts and a tiny Wan 2.1 VAE. The umT5 has no file
+    the causal checkpoints (`tools.tiny.TINY`) in their families' layouts and a tiny Wan 2.1 VAE. The umT5 has no file
     stand-in: `standin_prompt` swaps CLIPLoader for the test pack's CausVidTestTinyCLIP.
     The images the workflows load (LoadImage) get a small stand-in PNG in `input_dir` (default: the
     `input` folder beside `models_dir`, as in a ComfyUI --base-directory)."""
@@ -44,7 +36,7 @@ def write_standin_models(models_dir: str | Path, seed: int = 0, input_dir: str |
         path = models_dir / "diffusion_models" / name
         if not path.exists():
             if state_dict is None:
-                state_dict = random_state_dict(tiny_config(), dtype=torch.bfloat16, seed=seed)
+                state_dict = random_state_dict(TINY, dtype=torch.bfloat16, seed=seed)
             tmp = path.with_name(path.stem + ".partial" + path.suffix)
             write_checkpoint(state_dict, tmp, layout)
             tmp.replace(path)
@@ -73,7 +65,7 @@ def _rescale_timeline(text: str, scale: float) -> str:
 
 
 def standin_prompt(api: dict, *, width: int = 64, height: int = 48, length: int | None = 21,
-                   clip_width: int = TINY_TEXT_DIM, seconds: float | None = None) -> dict:
+                   clip_width: int = TINY.text_dim, seconds: float | None = None) -> dict:
     """A copy of an API prompt for the tiny stand-ins: every CLIPLoader becomes CausVidTestTinyCLIP
     of width `clip_width` (default: the text_dim of the stand-in checkpoints; same node id, so links still
     hold), every CausVidSampler, CausVidStreamToVideo and ImageScale gets
