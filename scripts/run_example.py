@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         if not result.ok:
             say(f"FAILED: {result.describe()}")
-            log, hidden = relevant_log(server.log_text())
+            log, hidden = relevant_log(server.log_text)
             say("ComfyUI's log (end):")
             say(log[-4000:])
             if hidden:
