@@ -1,5 +1,5 @@
 """The benchmark's matrix: the timed configurations, the issue's reference numbers and targets, and the
-§5.1 bare-kernel estimate of a clip."""
+bare-kernel estimate of a clip (docs/results.md §2)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ TARGETS: dict[str, dict[str, float]] = {
     "14B-9step": {"clip": 17.5, "first": 1.9, "vram": 58.0},
     "14B-lightx2v": {"first": 1.9, "vram": 58.0},
 }
-# Measured bare-kernel time of one forward (GEMMs + SDPA only, landscape.md §5.1, H100, eager), as a
+# Measured bare-kernel time of one forward (GEMMs + SDPA only, docs/results.md §2, H100, eager), as a
 # line in the number of cached latent frames L (incl. the current block): t(L) = a + b·L milliseconds.
 KERNEL_FIT_MS: dict[str, tuple[float, float]] = {"1.3B": (18.9, 2.4), "14B": (154.2, 10.28)}
 
@@ -48,7 +48,7 @@ def video_frames(latent_frames: int) -> int:
 
 
 def kernel_bound_s(model: str, forwards_per_block: int, num_blocks: int, frames_per_block: int = 3) -> float | None:
-    """Bare-kernel estimate of a clip from the §5.1 line fit (None for models without a fit)."""
+    """Bare-kernel estimate of a clip from the line fit of docs/results.md §2 (None for models without a fit)."""
     if model not in KERNEL_FIT_MS:
         return None
     a, b = KERNEL_FIT_MS[model]

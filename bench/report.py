@@ -20,7 +20,7 @@ def _ratio(ours: Any, ref: Any) -> str:
 def baseline_table(rows: list[dict[str, Any]], tiny: bool = False) -> list[str]:
     out = ["| configuration | fwd / block | clip (fps) | first block | steady s / block | peak VRAM | "
            "determinism rel-L2 | reference clip (fps) | ours / ref clip | ref first block | ours / ref first | "
-           "ref VRAM | target clip / first / VRAM | bare-kernel est. (§5.1) |",
+           "ref VRAM | target clip / first / VRAM | bare-kernel est. (docs/results.md §2) |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ref = {} if tiny else REFERENCE.get(r["config"], {})

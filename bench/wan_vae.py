@@ -1,5 +1,5 @@
 """A minimal Wan2.1 VAE *decoder* for timing (random weights): the same layers, shapes and streaming
-order as the Wan2.1 VAE (design/causal_algorithm.md §7.2), written for this benchmark.
+order as the Wan2.1 VAE (docs/algorithm.md §9.2), written for this benchmark.
 
 Layout (base width 96, multipliers 1, 2, 4, 4, two residual blocks per level + 1 on the way up, the
 first two up-steps also double time): 16 latent channels -> causal 3×3×3 conv to 384 -> middle (residual,

@@ -2,8 +2,8 @@
 with LongLive's re-cache, starting from an image, positions past Wan's 1024-frame RoPE table, flat memory,
 and continuing a video in a later call bit for bit.
 
-The oracles below are plain renditions of the references' bookkeeping (design notes, causal_algorithm
-sections 3.3, 3.5, 3.6), written independently of `causal.context`: CausVid-Plus rolls every layer's
+The oracles below are plain renditions of the references' bookkeeping (docs/algorithm.md
+§3.2-§3.4), written independently of `causal.context`: CausVid-Plus rolls every layer's
 tensors with `torch.roll` and zeroes the tail; LongLive keeps global/local end indices, writes into a clone
 of each layer's cache, reads the sink plus the window after the write, and commits after the last layer.
 """
@@ -50,7 +50,7 @@ class Draws:
 
 
 def _denoise_block(model, text, cache, x_noise, eps, schedule, cache_frame, rope_frame):
-    """section 4.6 for one block (steps, re-noise, clean pass) against any cache object."""
+    """docs/algorithm.md §5.1 for one block (steps, re-noise, clean pass) against any cache object."""
     x = x_noise.permute(0, 2, 1, 3, 4)
     for k, (tau, sigma) in enumerate(zip(schedule.timesteps, schedule.sigmas)):
         v = model(x, torch.full((1, 3), tau, dtype=torch.float64), text, cache=cache, cache_frame=cache_frame,
@@ -66,7 +66,7 @@ def _denoise_block(model, text, cache, x_noise, eps, schedule, cache_frame, rope
 
 
 def _causvid_plus(model, context, noise, eps, schedule, window):
-    """CausVid-Plus section 3.3: kv_start/kv_end/rope_start in tokens; after each block's clean pass, past the
+    """CausVid-Plus (docs/algorithm.md §3.2): kv_start/kv_end/rope_start in tokens; after each block's clean pass, past the
     window, torch.roll every layer's k and v left by one block and zero the vacated tail."""
     text = model.text_kv(context, torch.bfloat16)
     cache = KVCache(TINY.num_layers, 1, window * TPF, TINY.num_heads, 128, dtype=torch.bfloat16, device="cpu")
@@ -88,7 +88,7 @@ def _causvid_plus(model, context, noise, eps, schedule, window):
 
 
 class LongLiveCache:
-    """LongLive 1.0's self-attention cache (sections 3.5 and 3.6 items 1-3), one object for all layers.
+    """LongLive 1.0's self-attention cache (docs/algorithm.md §3.3-§3.4), one object for all layers.
     `store` gets the absolute token start of the call, as LongLive's `current_start`."""
 
     def __init__(self, window, sink_frames, *, sink_recache=False):

@@ -38,7 +38,7 @@ def test_seeded_sampling_is_deterministic_on_cuda():
 
 
 def test_bf16_noise_draw_equals_rounded_fp32_draw():
-    """The design's fact behind the noise contract (§4.5): on CUDA, randn in bf16 is randn in fp32 rounded."""
+    """The fact behind the noise contract (docs/algorithm.md §5.3): on CUDA, randn in bf16 is randn in fp32 rounded."""
     a = torch.randn(3, 16, 60, 104, generator=torch.Generator("cuda").manual_seed(0), device="cuda",
                     dtype=torch.bfloat16)
     b = torch.randn(3, 16, 60, 104, generator=torch.Generator("cuda").manual_seed(0), device="cuda").bfloat16()

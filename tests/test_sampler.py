@@ -1,4 +1,4 @@
-"""The block sampler: the per-block procedure of design §4.6/§4.7 number for number, the noise
+"""The block sampler: the per-block procedure of docs/algorithm.md §5.1 / §4.7 number for number, the noise
 contract, fragments and their cache/RoPE bookkeeping, prefill, and input validation."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class Draws:
 
 
 def _oracle(model, context, noise, eps, schedule, frames):
-    """§4.6 written out plainly for one fragment: per block, K steps with x0 = bf16(x - sigmav) in float64
+    """docs/algorithm.md §5.1 written out plainly for one fragment: per block, K steps with x0 = bf16(x - sigmav) in float64
     and x = bf16((1-sigma')x0 + sigma'eps) in float32, then the clean pass at t = 0. LightX2V: float32 x0."""
     text = model.text_kv(context, torch.bfloat16)
     cache = KVCache(TINY.num_layers, 1, frames * 6, TINY.num_heads, 128, dtype=torch.bfloat16, device="cpu")

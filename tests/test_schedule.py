@@ -1,4 +1,4 @@
-"""The flow-matching table and step lists reproduce the values tabulated in design §4.1–§4.2."""
+"""The flow-matching table and step lists reproduce the values tabulated in docs/algorithm.md §4.1-§4.3."""
 
 from __future__ import annotations
 
