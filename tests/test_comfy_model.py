@@ -10,7 +10,8 @@ import importlib
 import pytest
 import torch
 
-from tools.comfy_server import comfyui_available, import_pack
+from tools.comfy_inprocess import import_pack
+from tools.comfy_server import comfyui_available
 from tools.tiny import TINY
 
 pytestmark = pytest.mark.comfyui

@@ -148,7 +148,7 @@ def test_bad_cache_settings_say_what_to_change(comfy_server, standins, inputs, w
     prompt = eg.standin_prompt(eg.load_api("causvid_1.3b_t2v"), width=W, height=H, length=LENGTH)
     (sampler_id,) = eg.find_nodes(prompt, "CausVidSampler")
     prompt[sampler_id]["inputs"].update(inputs)
-    result = comfy_server.run(prompt, timeout=90)
+    result = comfy_server.run(prompt, timeout=300)
     assert result.status == "error" and words in result.error["exception_message"], result.describe()
 
 
@@ -342,7 +342,7 @@ def test_bad_start_latent_and_the_next_prompt_still_runs(comfy_server, standins)
     bad = dict(prompt)
     bad["90"] = {"class_type": "EmptyLatentImage", "inputs": {"width": W, "height": H, "batch_size": 1}}
     bad[sampler_id] = {**prompt[sampler_id], "inputs": {**prompt[sampler_id]["inputs"], "start_latent": ["90", 0]}}
-    result = comfy_server.run(bad, timeout=90)
+    result = comfy_server.run(bad, timeout=300)
     assert result.status == "error", result.describe()
     assert "must be a Wan video latent" in result.error["exception_message"], result.describe()
     run_ok(comfy_server, prompt)
@@ -369,7 +369,7 @@ def test_a_state_continues_only_on_the_model_that_made_it(comfy_server, standins
                                                           "num_fragments": 1}},
         "6": {"class_type": "CausVidTestShowShape", "inputs": {"latent": ["5", 0]}},
     }
-    result = comfy_server.run(prompt, timeout=90)
+    result = comfy_server.run(prompt, timeout=300)
     assert result.status == "error" and result.error["node_id"] == "5", result.describe()
     # the stand-in checkpoint is TINY: "made by the custom (dim 256, 2 layers) model"
     assert f"made by the {TINY.name} model" in result.error["exception_message"], result.describe()
@@ -382,7 +382,7 @@ def test_a_cache_larger_than_free_ram_is_refused_before_allocation(comfy_server,
     (sampler_id,) = eg.find_nodes(prompt, "CausVidSampler")
     big = json_copy(prompt)
     big[sampler_id]["inputs"].update(width=4096, height=4096, cache="rolling", window=1020)
-    result = comfy_server.run(big, timeout=90)
+    result = comfy_server.run(big, timeout=300)
     assert result.status == "error", result.describe()
     assert "GiB of RAM" in result.error["exception_message"] and "are free" in result.error["exception_message"]
     run_ok(comfy_server, prompt)

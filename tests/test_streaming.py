@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from tools import workflows as eg
-from tools.comfy_server import REPO_ROOT, comfyui_available, import_pack, video_info
+from tools.comfy_inprocess import import_pack
+from tools.comfy_server import REPO_ROOT, comfyui_available, video_info
 from tools.standins import make_tiny_wan_vae
 from tools.tiny import latent_size
 

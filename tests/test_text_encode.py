@@ -8,7 +8,8 @@ import importlib
 import pytest
 import torch
 
-from tools.comfy_server import TEST_NODES_DIR, add_comfyui_to_sys_path, comfyui_available, import_folder, import_pack
+from tools.comfy_inprocess import add_comfyui_to_sys_path, import_folder, import_pack
+from tools.comfy_server import TEST_NODES_DIR, comfyui_available
 
 pytestmark = pytest.mark.comfyui
 

@@ -68,7 +68,8 @@ def test_every_validation_message_prints_on_a_cp1252_console():
 
 
 def test_node_validation_messages_print_on_a_cp1252_console():
-    from tools.comfy_server import comfyui_available, import_pack
+    from tools.comfy_inprocess import import_pack
+    from tools.comfy_server import comfyui_available
 
     if not comfyui_available():
         pytest.skip("ComfyUI is not installed (scripts/setup.sh)")

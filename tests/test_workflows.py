@@ -572,7 +572,7 @@ def test_image_to_video():
 W, H = 64, 48
 
 
-def run_and_check_video(server, prompt: dict, timeout: float = 120):
+def run_and_check_video(server, prompt: dict, timeout: float = 300):
     """Run the prompt; the saved video must have the frames the settings promise, at W x H and 16 fps, and
     each sampler must report one progress step per denoising step of its blocks."""
     result = server.run(prompt, timeout=timeout)

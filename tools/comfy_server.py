@@ -17,8 +17,11 @@ Typical use (the session-scoped fixtures ``comfy_server`` and ``tiny_vae_name`` 
         assert result.status == "success", result.describe()
         (mp4,) = comfy_server.output_paths(result, node_id="5")
 
-``add_comfyui_to_sys_path`` and ``import_pack`` import ComfyUI and the pack in *this* process instead.
+``tools.comfy_inprocess`` imports ComfyUI and the pack in *this* process instead.
 Only the standard library and aiohttp (a ComfyUI dependency) are used; PyAV for ``video_info``.
+
+Over 500 lines because ``ComfyServer`` is one object of about 400 (start and stop, the websocket run loop,
+queue and history calls, output paths) that reads best whole.
 """
 
 from __future__ import annotations
@@ -83,28 +86,6 @@ def free_port() -> int:
 def main_pack_present() -> bool:
     """True when the repository root has its ComfyUI entry ``__init__.py``."""
     return (REPO_ROOT / "__init__.py").is_file()
-
-
-def add_comfyui_to_sys_path(cpu: bool = True) -> Path:
-    """Make ComfyUI importable in *this* process (for in-process tests).
-
-    Puts the ComfyUI root first on ``sys.path`` and forces ``--cpu`` before
-    ``comfy.model_management`` is imported (a CUDA build of torch on a machine without a driver
-    raises otherwise). Note: ComfyUI has top-level modules named ``nodes``, ``server``, ``utils``,
-    ``execution``...; after this call ``import nodes`` is ComfyUI's ``nodes.py``, not this repo's
-    ``nodes/`` package.
-    """
-    root = str(COMFY_DIR)
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    import comfy.options
-
-    comfy.options.enable_args_parsing(False)
-    import comfy.cli_args
-
-    if cpu:
-        comfy.cli_args.args.cpu = True
-    return COMFY_DIR
 
 
 # --------------------------------------------------------------------------------------------
@@ -586,29 +567,3 @@ def video_info(path: str | os.PathLike) -> tuple[int, int, int, float]:
         stream = container.streams.video[0]
         frames = sum(1 for _ in container.decode(stream))
         return frames, stream.codec_context.width, stream.codec_context.height, float(stream.average_rate)
-
-
-def import_folder(name: str, path: str | os.PathLike):
-    """The folder `path` imported in this process as the package `name` (once), as ComfyUI imports a custom-node
-    pack. Returns the package."""
-    import importlib.util
-
-    if name not in sys.modules:
-        path = Path(path)
-        spec = importlib.util.spec_from_file_location(name, path / "__init__.py", submodule_search_locations=[str(path)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-def import_pack():
-    """The pack imported in this process the way ComfyUI imports it: as the package `comfyui_causvid` from the
-    repo root (ComfyUI itself on sys.path, CPU), its nodes loaded. Returns the package."""
-    import importlib
-
-    add_comfyui_to_sys_path(cpu=True)
-    pack = import_folder("comfyui_causvid", REPO_ROOT)
-    importlib.import_module("comfyui_causvid.nodes")
-    return pack
-

@@ -252,8 +252,9 @@ A 60 s video from **one** sampler run whose prompt changes at 20 s and 40 s, at 
   under the prompt they follow (LongLive's method for switching prompts mid-video). The sink keeps the
   first prompt's frames.
 - Self-Forcing was trained on 5 s clips, so expect some drift over a minute; LongLive is its fine-tune
-  for long videos and prompt switches (its LoRA is not supported by this pack yet). The CausVid 1.3B file
-  works here too: preset **CausVid 1.3B** with cache **rolling**.
+  for long videos and prompt switches: `longlive_base.pt` with its `lora.pt` (the loader's `lora_name`) and
+  preset **LongLive 1.3B**. The CausVid 1.3B file works here too: preset **CausVid 1.3B** with cache
+  **rolling**.
 - Decoding 969 frames at 832{TIMES}480 keeps about 4.6 GB of images in RAM; *VAE Decode (Tiled)*
   lowers the VRAM the decode needs.
 - {NO_CFG}
