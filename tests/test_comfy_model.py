@@ -5,12 +5,11 @@ and stores fp8 weights while computing in bf16."""
 from __future__ import annotations
 
 import dataclasses
-import importlib
 
 import pytest
 import torch
 
-from tools.comfy_inprocess import import_pack
+from tools.comfy_inprocess import pack_module
 from tools.comfy_server import comfyui_available
 from tools.tiny import TINY
 
@@ -23,14 +22,13 @@ if not comfyui_available():
 @pytest.fixture(scope="module")
 def pack():
     """The pack imported the way ComfyUI imports it: as a package from the repo root."""
-    import_pack()
-    return importlib.import_module("comfyui_causvid.nodes.comfy_model")
+    return pack_module("nodes.comfy_model")
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, pack):
-    synthetic = importlib.import_module("comfyui_causvid.causal.synthetic")
-    config_mod = importlib.import_module("comfyui_causvid.causal.config")
+    synthetic = pack_module("causal.synthetic")
+    config_mod = pack_module("causal.config")
     config = config_mod.WanConfig(**dataclasses.asdict(TINY))  # the pack's own WanConfig class, as ComfyUI loads it
     sd = synthetic.random_state_dict(config, dtype=torch.float32, seed=0)
     path = synthetic.write_checkpoint(sd, tmp_path_factory.mktemp("ckpt") / "model.pt", "causvid")
@@ -38,7 +36,7 @@ def checkpoint(tmp_path_factory, pack):
 
 
 def _sample(pack, patcher, seed=0):
-    causal = importlib.import_module("comfyui_causvid.causal")
+    causal = pack_module("causal")
     network = pack.causal_network(patcher)
     ctx = torch.randn(1, 10, TINY.text_dim, generator=torch.Generator().manual_seed(1))
     return causal.sample_video(network, ctx, num_frames=6, height=32, width=48,
@@ -114,7 +112,7 @@ def test_a_core_loaded_model_is_refused_by_the_sampler(pack):
 
 def _longlive_lora(tmp_path, rank=4):
     """A LongLive-style PEFT adapter file for the module's 256-wide, 2-layer checkpoint."""
-    lora = importlib.import_module("comfyui_causvid.causal.lora")
+    lora = pack_module("causal.lora")
     g, sd = torch.Generator().manual_seed(7), {}
     for i in range(2):
         for target in lora.TARGETS:
@@ -129,7 +127,7 @@ def _longlive_lora(tmp_path, rank=4):
 def test_longlive_lora_merged_and_unmerged_in_the_loader(pack, checkpoint, tmp_path):
     """Merged: the MODEL's weights are W + BA. Unmerged: the weights are untouched, the adapter runs in the
     forward, and sampling equals the library's unmerged model; both differ from no LoRA and stay close."""
-    causal_lora = importlib.import_module("comfyui_causvid.causal.lora")
+    causal_lora = pack_module("causal.lora")
     path, sd = checkpoint
     lora = _longlive_lora(tmp_path)
     merged = pack.load_causal_model(path, "default", lora=lora, lora_mode="merged")
@@ -143,7 +141,7 @@ def test_longlive_lora_merged_and_unmerged_in_the_loader(pack, checkpoint, tmp_p
     assert not torch.equal(plain, with_unmerged)
     rel = ((with_merged.float() - with_unmerged.float()).norm() / with_unmerged.float().norm()).item()
     assert rel < 1e-3, rel  # float32 weights: merging only reorders the sum
-    library = importlib.import_module("comfyui_causvid.causal.model").CausalWanModel.from_state_dict(
+    library = pack_module("causal.model").CausalWanModel.from_state_dict(
         dict(sd), pack.causal_network(unmerged).config, dtype=torch.float32)
     causal_lora.apply_unmerged(library, lora)
 

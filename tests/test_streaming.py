@@ -5,7 +5,6 @@ In-process tests (ComfyUI imported, CPU) and end-to-end runs of CausVid Stream t
 from __future__ import annotations
 
 import gc
-import importlib
 import sys
 import time
 
@@ -13,7 +12,7 @@ import pytest
 import torch
 
 from tools import workflows as eg
-from tools.comfy_inprocess import import_pack
+from tools.comfy_inprocess import pack_module
 from tools.comfy_server import REPO_ROOT, comfyui_available, video_info
 from tools.standins import make_tiny_wan_vae
 from tools.tiny import latent_size
@@ -29,8 +28,7 @@ h, w = latent_size(H, W)
 
 @pytest.fixture(scope="module")
 def streaming():
-    import_pack()
-    return importlib.import_module("comfyui_causvid.nodes.streaming")
+    return pack_module("nodes.streaming")
 
 
 @pytest.fixture(scope="module")

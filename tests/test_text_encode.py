@@ -3,12 +3,11 @@ truncation, literal brackets, zero padding, one tagged entry per prompt line."""
 
 from __future__ import annotations
 
-import importlib
 
 import pytest
 import torch
 
-from tools.comfy_inprocess import add_comfyui_to_sys_path, import_folder, import_pack
+from tools.comfy_inprocess import add_comfyui_to_sys_path, import_folder, pack_module
 from tools.comfy_server import TEST_NODES_DIR, comfyui_available
 
 pytestmark = pytest.mark.comfyui
@@ -19,8 +18,7 @@ if not comfyui_available():
 
 @pytest.fixture(scope="module")
 def text_node():
-    import_pack()
-    return importlib.import_module("comfyui_causvid.nodes.text")
+    return pack_module("nodes.text")
 
 
 @pytest.fixture(scope="module")

@@ -55,3 +55,12 @@ def import_pack():
     pack = import_folder("comfyui_causvid", REPO_ROOT)
     importlib.import_module("comfyui_causvid.nodes")
     return pack
+
+
+def pack_module(name: str):
+    """A module of the pack (`nodes.text`, `causal.synthetic`, ...) as ComfyUI would see it, the pack imported
+    in this process first."""
+    import importlib
+
+    import_pack()
+    return importlib.import_module(f"comfyui_causvid.{name}")
