@@ -146,9 +146,16 @@ class BlockStream:
                         pass
 
     def put(self, latents: torch.Tensor) -> None:
-        if self.error is not None:
-            raise self.error
-        self.queue.put(latents)
+        """Queue a finished block; while the queue is full, the sampler still answers a Cancel (one the worker
+        handed back waits for it: blocking here for good would deadlock the two)."""
+        while True:
+            if self.error is not None:
+                raise self.error
+            try:
+                self.queue.put(latents, timeout=0.05)
+                return
+            except queue.Full:
+                mm.throw_exception_if_processing_interrupted()
 
     def close(self) -> None:
         """Decode and write what is queued, then finish the file (also after an error or a cancel); raise the

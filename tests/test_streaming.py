@@ -146,6 +146,35 @@ def test_cancel_seen_by_the_decoder_stops_the_sampler_and_keeps_every_block(stre
     assert _frames_in(tmp_path / "cancelled.mp4") == (1 + 4 * 6, 16.0)
 
 
+def test_cancel_while_the_sampler_waits_on_a_full_queue_does_not_deadlock(streaming, vae, tmp_path):
+    """The decoder takes the Cancel and hands it back while the sampler is blocked on a full queue: the sampler
+    must still see it (a blocking put would wait for the worker, the worker for the sampler)."""
+    import threading
+
+    import comfy.model_management as mm
+
+    stream, calls, _ = _cancel_during_decode(streaming, vae, tmp_path, cancelled_call=1)
+    stream.queue.maxsize = 1
+    outcome = []
+
+    def sampler():
+        try:
+            try:
+                for i in range(6):  # never drained while the worker waits: the queue is full after one
+                    stream.put(_latents(1) if i == 0 else _latents(3, seed=i))
+            finally:
+                stream.close()
+        except BaseException as e:  # noqa: BLE001
+            outcome.append(e)
+
+    thread = threading.Thread(target=sampler, daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "deadlock: the sampler never saw the Cancel the worker handed back"
+    assert len(outcome) == 1 and isinstance(outcome[0], mm.InterruptProcessingException)
+    assert not mm.processing_interrupted() and _frames_in(tmp_path / "cancelled.mp4")[0] >= 1
+
+
 def test_cancel_after_the_last_step_still_stops_the_prompt(streaming, vae, tmp_path):
     """Cancel during the last block's decode, when the sampler has finished: close() writes everything, clears
     the flag and raises the cancel itself."""
