@@ -94,10 +94,12 @@ def fused_unavailable(device: torch.device) -> str | None:
 
 def compiled(fn: Callable) -> Callable:
     """fn as one compiled kernel per input shape (made on first use, kept for the process)."""
+    # one compiled variant per shape (resolution, batch); past dynamo's default limit of 8 it would fail (fullgraph),
+    # so allow many more. Set on every call: newer torch (2.14; not 2.11) keeps dynamo's config per thread, and a
+    # decode worker or ComfyUI's prompt thread may run a kernel that another thread made
+    if torch._dynamo.config.recompile_limit < RECOMPILE_LIMIT:
+        torch._dynamo.config.recompile_limit = RECOMPILE_LIMIT
     if fn not in _compiled:
-        # one compiled variant per shape (resolution, batch); past dynamo's default limit of 8 it would
-        # silently fall back to eager numerics, so allow many more
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
         _compiled[fn] = torch.compile(fn, dynamic=False, fullgraph=True, options={"emulate_precision_casts": True})
     return _compiled[fn]
 

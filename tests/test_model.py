@@ -217,3 +217,20 @@ def test_compiled_glue_on_the_cpu_stays_within_bf16_rounding():
     print(f"compiled vs exact: {_rel(fused, exact):.3g}")
     assert 0 < _rel(fused, exact) < 2e-2
     assert torch.equal(_cached_blocks(model, x, t, text, glue=COMPILED, protected=20), fused)
+
+
+def test_compiled_kernels_allow_many_shapes_on_every_thread():
+    """A kernel first wrapped on one thread and then run on another (a decode worker, ComfyUI's prompt thread)
+    gets the raised recompile limit there too: newer torch keeps dynamo's config per thread, and past its
+    default of 8 shapes a fullgraph kernel would fail."""
+    import threading
+
+    from causal import kernels
+
+    kernels.compiled(kernels.rms_norm)  # wrapping compiles nothing yet
+    seen = []
+    thread = threading.Thread(target=lambda: (kernels.compiled(kernels.rms_norm),
+                                              seen.append(torch._dynamo.config.recompile_limit)))
+    thread.start()
+    thread.join()
+    assert seen[0] >= kernels.RECOMPILE_LIMIT
