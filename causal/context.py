@@ -116,7 +116,8 @@ class ContextWindow:
         self.recent: deque[torch.Tensor] = deque(maxlen=policy.window)
         self.history = History(policy) if record else None
         self.glue = glue
-        self._forward = forward or self._model_forward
+        self._forward = forward  # None: the model itself (a bound method kept here would be a reference cycle,
+        # holding the model, the text K/V and the recent latents until the garbage collector runs)
 
     # -- the network ----------------------------------------------------------------------------
 
@@ -126,6 +127,8 @@ class ContextWindow:
 
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, slot: int, position: int) -> torch.Tensor:
         """Flow prediction for a chunk x [B, 16, n, h, w] whose K/V go to `slot` at RoPE `position`."""
+        if self._forward is None:
+            return self._model_forward(x, timestep, slot, position)
         return self._forward(x, timestep, slot, position)
 
     def set_prompt(self, context: torch.Tensor, text: CrossAttentionKV, *, recache: bool) -> None:

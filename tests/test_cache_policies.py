@@ -230,7 +230,7 @@ def test_recache_rewrites_exactly_the_window(model):
     """Rolling: the re-cache is one forward over the cached frames at their own positions and slots."""
     window, cache = _window(model, rolling(6), 12)
     calls = []
-    original = window._forward
+    original = window._model_forward
 
     def spy(x, t, slot, position):
         calls.append((x.shape[2], float(t.max()), slot, position, x.clone()))

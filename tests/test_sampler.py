@@ -301,3 +301,24 @@ def test_a_later_non_finite_block_fails_the_call(model):
     with pytest.raises(FloatingPointError, match="a block of the video came out NaN/Inf"):
         sample_video(model, prompt(), num_frames=6, height=H, width=W, schedule=FAST, noise=_noise(6),
                      renoise=renoise)
+
+
+@pytest.mark.parametrize("policy", [causal.cache_policy.fragments(6), causal.cache_policy.sink(3, 6)])
+def test_a_finished_call_holds_nothing_until_the_garbage_collector_runs(policy):
+    """With the garbage collector off, dropping the model and the result frees the model at once: `generate` leaves
+    no reference cycle behind (one would keep the model, the text K/V and cached latents on the device until
+    some later collection, and make memory figures of the next call jump)."""
+    import gc
+    import weakref
+
+    model = tiny_model(torch.bfloat16)
+    alive = weakref.ref(model)
+    gc.collect()
+    gc.disable()
+    try:
+        result = generate(model, prompt(), height=32, width=48, schedule=SCHEDULES["CausVid 1.3B"], policy=policy,
+                          total_frames=9, seed=0, record=True)
+        del model, result
+        assert alive() is None
+    finally:
+        gc.enable()
