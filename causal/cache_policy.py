@@ -9,6 +9,9 @@
   offsets attention sees never exceed the window.
 * `sink` (LongLive, Self-Forcing with `sink_size`): as `rolling`, but the first `sink` frames of the
   video stay in the cache for ever (an attention sink) and eviction starts after them.
+* `recompute` (Krea Realtime): nothing is kept between blocks. Before every block the cache is rebuilt from
+  `window` clean latent frames (the first frame, or a decoded frame encoded again, and the latest ones) at RoPE
+  positions 0.., and the block follows at the next position, so positions stay bounded (`rebuilt_context`).
 
 A policy is a value: the sampler and its `ContextWindow` carry it out.
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-KINDS = ("fragments", "rolling", "sink")
+KINDS = ("fragments", "rolling", "sink", "recompute")
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,9 @@ class CachePolicy:
     refresh_sink: bool = False
     """On a prompt switch, re-cache the sink too (LongLive's `global_sink = false`): the re-cached frames
     become the new sink. Default: the sink keeps the first prompt's frames (`global_sink = true`)."""
+    keep_first_frame: bool = False
+    """Kind `recompute` only: the rebuilt context always starts with the video's own first latent frame (Krea's
+    `keep_first_frame`) instead of a decoded frame encoded again once the first frame is far behind."""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -41,11 +47,15 @@ class CachePolicy:
                 raise ValueError(f"a sink policy needs at least one sink frame, got {self.sink}")
         elif self.sink or self.refresh_sink:
             raise ValueError(f"only the sink policy keeps sink frames ({self.kind} got sink = {self.sink})")
+        if self.keep_first_frame and self.kind != "recompute":
+            raise ValueError(f"keep_first_frame applies to the recompute policy only (got {self.kind})")
         if self.sink >= self.window:
             raise ValueError(f"the sink ({self.sink} frames) must be smaller than the window ({self.window} frames)")
 
     def check(self, frames_per_block: int) -> None:
         """Raise ValueError when a block cannot be placed in this window."""
+        if self.kind == "recompute":
+            return  # the context is any number of frames; the block is placed after it
         if self.window < frames_per_block or self.window % frames_per_block:
             raise ValueError(f"the cache window ({self.window} latent frames) must be a whole number of "
                              f"{frames_per_block}-frame blocks")
@@ -58,9 +68,16 @@ class CachePolicy:
         """Whether blocks beyond the window push old frames out (rather than starting a new window)."""
         return self.kind != "fragments"
 
+    def cache_frames(self, frames_per_block: int) -> int:
+        """Latent frames the KV cache must hold: the window, or for `recompute` the context and the block."""
+        return self.window + frames_per_block if self.kind == "recompute" else self.window
+
     def describe(self) -> str:
         if self.kind == "fragments":
             return f"fragments of {self.window} latent frames"
+        if self.kind == "recompute":
+            first = ", the first frame kept" if self.keep_first_frame else ""
+            return f"context of {self.window} latent frames rebuilt before every block{first}"
         if self.kind == "rolling":
             return f"rolling window of {self.window} latent frames"
         return f"sink of {self.sink} + window of {self.window} latent frames"
@@ -78,6 +95,10 @@ def sink(sink_frames: int = 3, window: int = 12, *, refresh_sink: bool = False) 
     return CachePolicy("sink", window, sink_frames, refresh_sink)
 
 
+def recompute(context_frames: int = 3, *, keep_first_frame: bool = False) -> CachePolicy:
+    return CachePolicy("recompute", context_frames, keep_first_frame=keep_first_frame)
+
+
 FAMILY_POLICIES: dict[str, CachePolicy] = {
     "CausVid 1.3B": fragments(21),
     "CausVid 1.3B warped 4-step": fragments(21),
@@ -89,13 +110,15 @@ FAMILY_POLICIES: dict[str, CachePolicy] = {
     "Causal-Forcing frame-wise 1.3B": rolling(21),
     "Causal-Forcing++ frame-wise 2-step": rolling(21),
     "Causal-Forcing++ frame-wise 1-step": rolling(21),
+    "Krea Realtime 14B": recompute(3),
 }
 """Each preset's own policy: CausVid restarts windows (its long-video script re-caches the last frames of
 each 21-frame rollout), CausVid-Plus slides a 21-frame window (the 14B's training code), LightX2V chains
 fragments, Self-Forcing rolls a local window (beyond its trained 21 frames), LongLive keeps a 3-frame sink in
 a 12-frame cache (its inference config). Causal-Forcing keeps a full 21-frame cache in its own 81-frame videos
 (its README warns that its 5-second models are not made for long ones); past 21 frames the window rolls, as
-Self-Forcing's does."""
+Self-Forcing's does. Krea Realtime rebuilds a 3-frame context before every block (its server's
+`kv_cache_num_frames = 3`)."""
 
 
 def family_policy(preset: str) -> CachePolicy:

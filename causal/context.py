@@ -14,6 +14,9 @@ slot it is written to and its RoPE position:
 
   which is CausVid-Plus's `torch.roll` by one block (S = 0) and LongLive's eviction (S = 3, W = 12).
 
+* `recompute`: `rebuild` empties the cache and caches a short context from slot 0 at positions 0.. before each
+  block, which then goes right after it (`rebuilt_context`).
+
 Every forward whose keys/values stay in the cache (a block's last writer: its clean pass, or its last
 denoising step without one; a prefilled start latent; a re-cache after a prompt switch) is recorded in a
 `History`. Replaying a history through a fresh `ContextWindow` runs the same forwards on the same inputs
@@ -34,6 +37,7 @@ from .cache_policy import CachePolicy
 from .kernels import EAGER, Glue
 from .kv_cache import CrossAttentionKV, KVCache
 from .model import CausalWanModel
+from .rebuilt_context import RebuiltContext
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,9 @@ class History:
     policy: CachePolicy
     events: list[Event] = field(default_factory=list)
     prompts: list[torch.Tensor] = field(default_factory=list)
+    rebuilt: RebuiltContext | None = None
+    """`recompute` policy: the frames the next context is built from (on the CPU); the events then only hold the
+    prompt in use, since the next block rebuilds the cache from scratch anyway."""
 
     def prompt_index(self, context: torch.Tensor) -> int:
         for i, p in enumerate(self.prompts):
@@ -82,6 +89,8 @@ class History:
     def nbytes(self) -> int:
         tensors = [e.latents for e in self.events if isinstance(e, Write)]
         tensors += [e.clean for e in self.events if isinstance(e, Write) and e.clean is not None]
+        if self.rebuilt is not None and self.rebuilt.first is not None:
+            tensors += [self.rebuilt.first, *self.rebuilt.latest]
         return sum(t.numel() * t.element_size() for t in tensors + self.prompts)
 
 
@@ -100,13 +109,16 @@ class ContextWindow:
     """The KV cache of one video under a cache policy: where each chunk goes, and its RoPE position."""
 
     def __init__(self, model: CausalWanModel, policy: CachePolicy, cache: KVCache, *, tokens_per_frame: int,
-                 forward: Forward | None = None, record: bool = False, glue: Glue = EAGER) -> None:
-        if cache.capacity < policy.window * tokens_per_frame:
+                 forward: Forward | None = None, record: bool = False, glue: Glue = EAGER,
+                 frames_per_block: int = 3) -> None:
+        self.capacity = policy.cache_frames(frames_per_block)  # latent frames
+        if cache.capacity < self.capacity * tokens_per_frame:
             raise ValueError(f"the KV cache holds {cache.capacity // tokens_per_frame} frames; the policy needs "
-                             f"{policy.window}")
+                             f"{self.capacity}")
         self.model = model
         self.policy = policy
         self.cache = cache
+        self.frames_per_block = frames_per_block
         self.tokens_per_frame = tokens_per_frame
         self.text: CrossAttentionKV | None = None
         self.context: torch.Tensor | None = None
@@ -154,14 +166,14 @@ class ContextWindow:
     # -- placing chunks -------------------------------------------------------------------------
 
     def fits(self, frames: int) -> bool:
-        return self.filled + frames <= self.policy.window
+        return self.filled + frames <= self.capacity
 
     def place(self, frames: int) -> tuple[int, int]:
         """Reserve room for the next `frames` latent frames: (cache slot, RoPE position) of the first."""
         if not self.fits(frames):
             if not self.policy.evicts:
                 raise RuntimeError("the fragment's window is full: start a new fragment first")
-            self._evict(self.filled + frames - self.policy.window)
+            self._evict(self.filled + frames - self.capacity)
         slot, position = self.filled, self.position
         self.filled += frames
         self.position += frames
@@ -204,6 +216,24 @@ class ContextWindow:
             self.history.events.append(NewFragment())
             if self.context is not None:
                 self.history.events.append(Switch(self.history.prompt_index(self.context), False))
+
+    def rebuild(self, latents: torch.Tensor) -> None:
+        """Krea's recompute: forget every cached frame, then cache `latents` [B, 16, m, h, w] at timestep 0 from
+        slot 0, RoPE positions 0..m-1, in chunks of `frames_per_block` frames from the first, each attending to
+        the chunks before it and itself (Krea's block-causal mask over the context; one chunk for its m <= 3).
+        The next chunk placed goes to slot and position m. A history then keeps only the prompt in use."""
+        self.filled = 0
+        self.position = 0
+        if self.history is not None:
+            self.history.events.clear()
+            self.history.prompts.clear()
+            if self.context is not None:
+                self.history.events.append(Switch(self.history.prompt_index(self.context), False))
+        for start in range(0, latents.shape[2], self.frames_per_block):
+            chunk = latents[:, :, start:start + self.frames_per_block]
+            slot, position = self.place(chunk.shape[2])
+            t = torch.zeros(chunk.shape[0], chunk.shape[2], dtype=torch.float64, device=chunk.device)
+            self.forward(chunk, t, slot, position)
 
     def _recache(self) -> None:
         """LongLive's re-cache (`_recache_after_switch`): one forward at timestep 0, under the new prompt, over

@@ -16,8 +16,10 @@ fragments give 21 + 18·(n - 1) latent frames. LightX2V intends the same chainin
 never sets (its multi-fragment path crashes, docs/algorithm.md §3.1); this sampler always uses the clean
 last block. The
 `rolling` and `sink` policies never restart: the window slides, the video can go on without end, and a prompt
-change re-caches the window under the new prompt (LongLive). Given `start_latents` (one image, or a video),
-they are cached at timestep 0 before the first block, which attends to them.
+change re-caches the window under the new prompt (LongLive). The `recompute` policy keeps no cache between
+blocks: before each one a short context is cached again from scratch (Krea Realtime, `rebuilt_context`). Given
+`start_latents` (one image, or a video), they are cached at timestep 0 before the first block, which attends
+to them.
 
 Noise: with `fragments`, each fragment draws its initial noise as one tensor [B, F_new, 16, h, w]; with
 `rolling` / `sink`, each block draws [B, 3, 16, h, w] before its first step (memory does not grow with the
@@ -38,6 +40,7 @@ from .context import ContextWindow, History
 from .graphs import CudaGraphs
 from .kv_cache import CrossAttentionKV, KVCache
 from .model import CausalWanModel
+from .rebuilt_context import RebuiltContext, Reencoder
 from .prompts import PromptChange, check_timeline, per_segment, prompt_at
 from .schedule import Schedule
 
@@ -171,6 +174,27 @@ def _timeline(context: torch.Tensor | Sequence[torch.Tensor] | Sequence[PromptCh
     return per_segment(items, segments)  # type: ignore[arg-type]
 
 
+def _rebuilt_context(policy: CachePolicy, frames_per_block: int, resume: History | None,
+                     reencoder: Reencoder | None) -> RebuiltContext | None:
+    """The recompute policy's frame keeper (a resumed video's own), checked against the reencoder; None for the
+    other policies."""
+    if policy.kind != "recompute":
+        return None
+    if reencoder is None and not policy.keep_first_frame:
+        raise ValueError("the recompute policy (Krea Realtime) encodes a decoded frame again before each block: pass "
+                         "a reencoder (causal.ReencodedFrames(decode, encode)), or keep the first frame instead "
+                         "(cache_policy.recompute(keep_first_frame=True))")
+    if resume is None:
+        return RebuiltContext(policy.window, frames_per_block, policy.keep_first_frame)
+    if resume.policy != policy or resume.rebuilt is None:
+        raise ValueError(f"this history was recorded with a {resume.policy.describe()}, not a {policy.describe()}")
+    if reencoder is not None and not policy.keep_first_frame and reencoder.blocks_seen != resume.rebuilt.generated_blocks:
+        raise ValueError(f"the reencoder has decoded {reencoder.blocks_seen} blocks but the video being continued has "
+                         f"{resume.rebuilt.generated_blocks}: give it the video's generated blocks first, in order")
+    return resume.rebuilt
+
+
+@torch.no_grad()  # a host's tensor that requires grad (a VAE's re-encoded frame) must not make the cache a graph
 def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tensor] | Sequence[PromptChange], *,
              height: int, width: int, schedule: Schedule, num_frames: int = FRAGMENT_FRAMES, num_fragments: int = 1,
              total_frames: int | None = None, policy: CachePolicy | None = None,
@@ -182,7 +206,7 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
              output_device: torch.device | str | None = None, record: bool = False,
              on_block: Callable[[torch.Tensor], None] | None = None, keep_latents: bool = True,
              progress: Callable[[Progress], None] | None = None, fused_kernels: bool = False,
-             graphs: CudaGraphs | None = None) -> Generation:
+             graphs: CudaGraphs | None = None, reencoder: Reencoder | None = None) -> Generation:
     """Sample a video block by block; see `sample_video` for the arguments."""
     frames_per_block = frames_per_block or schedule.frames_per_block
     policy = policy or fragments(num_frames)
@@ -190,6 +214,7 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
         raise ValueError(f"num_fragments must be at least 1 (got {num_fragments})")
     if start_latents is not None and resume is not None:
         raise ValueError("give either start latents or a history to resume, not both")
+    rebuilt = _rebuilt_context(policy, frames_per_block, resume, reencoder)
     start = 0 if start_latents is None else start_latents.shape[2]
     segments = fragment_lengths(num_frames, num_fragments, start, frames_per_block)
     total = total_frames if total_frames is not None else sum(segments)
@@ -226,8 +251,8 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
     clean_t = torch.zeros(batch, frames_per_block, dtype=torch.float64, device=device)
     tokens_per_frame = model.config.tokens_per_frame(height, width)
     if graphs is None:
-        cache = KVCache.for_video(model.config, batch=batch, height=height, width=width, num_frames=policy.window,
-                                  dtype=dtype, device=device)
+        cache = KVCache.for_video(model.config, batch=batch, height=height, width=width,
+                                  num_frames=policy.cache_frames(frames_per_block), dtype=dtype, device=device)
         forward = None
     elif policy.kind != "fragments":
         raise ValueError("CUDA graphs capture fixed RoPE positions: use them with the fragments policy")
@@ -241,7 +266,7 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
             return graphs.forward(x, timestep, slot, glue)
 
     window = ContextWindow(model, policy, cache, tokens_per_frame=tokens_per_frame, forward=forward,
-                           record=record or resume is not None, glue=glue)
+                           record=record or resume is not None, glue=glue, frames_per_block=frames_per_block)
     texts: dict[int, CrossAttentionKV] = {}
 
     def text_for(context: torch.Tensor) -> CrossAttentionKV:
@@ -263,7 +288,11 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
             window.replay(resume, device, dtype, text_for)
         else:
             window.use_prompt(timeline[0].context, text_for, recache=False)
-        if start_latents is not None:
+        if rebuilt is not None:
+            rebuilt = rebuilt.to(device)
+            if start_latents is not None:
+                rebuilt.add(start_latents.to(device=device, dtype=dtype), generated=False)
+        elif start_latents is not None:
             latents = start_latents.to(device=device, dtype=dtype)
             offset = 0
             for n in _prefill_chunks(start, frames_per_block):
@@ -277,7 +306,9 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
             if new_fragment:
                 window.start_fragment()
                 fragment += 1
-            window.use_prompt(prompt_at(timeline, first), text_for, recache=not new_fragment)
+            if rebuilt is not None and (context_latents := rebuilt.frames(reencoder)) is not None:
+                window.rebuild(context_latents)  # under the previous block's prompt, as Krea's server does
+            window.use_prompt(prompt_at(timeline, first), text_for, recache=not new_fragment and rebuilt is None)
             if new_fragment:
                 window.write(last_block, 0.0)  # the previous window's last clean block at slot 0
             if chunk is None or chunk.shape[1] == 0:
@@ -315,7 +346,11 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
             all_finite = finite if all_finite is None else all_finite & finite
             if b == 0 and not finite:
                 raise FloatingPointError(_NON_FINITE.format(what="block 0"))
-            if schedule.clean_pass:
+            if rebuilt is not None:  # the next block rebuilds the cache: nothing here would be seen again
+                rebuilt.add(block, generated=True)
+                if reencoder is not None and not policy.keep_first_frame:
+                    reencoder.add(block)
+            elif schedule.clean_pass:
                 window.forward(block, clean_t, slot, position)
                 window.finish(block, 0.0)
             else:
@@ -330,6 +365,8 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
         window.cache = None  # type: ignore[assignment]
     if all_finite is not None and not all_finite:
         raise FloatingPointError(_NON_FINITE.format(what="a block of the video"))
+    if window.history is not None and rebuilt is not None:
+        window.history.rebuilt = rebuilt.to("cpu")
     latents = torch.cat(blocks, dim=2) if blocks else last_block.new_empty(*last_block.shape[:2], 0,
                                                                            *last_block.shape[3:])
     return Generation(latents=latents.to(output_device), last_block=last_block, history=window.history)
@@ -371,5 +408,8 @@ def sample_video(model: CausalWanModel, context: torch.Tensor | Sequence[torch.T
     graphs: a `CudaGraphs` for this model and video shape, reused across calls: its KV cache is used and
         every block slot's forward is captured once and replayed (the same numbers, fewer launches;
         fragments policy only).
+    reencoder: the `recompute` policy's decoder and encoder (`rebuilt_context.ReencodedFrames`): it decodes every
+        generated block and encodes a decoded frame again for the rebuilt context. To continue a video, it must
+        already have decoded that video's generated blocks (`blocks_seen`).
     """
     return generate(model, context, height=height, width=width, schedule=schedule, **options).latents

@@ -59,15 +59,20 @@ class Schedule:
     first_block_steps: tuple[float, ...] | None = None
     """A step list for the video's first block only (Causal-Forcing++'s `denoising_step_list_first_chunk`), warped
     like the main list; None: every block uses the main list."""
+    zero_step: bool = False
+    """A final 0 in the list is a real step (Krea Realtime): the step before it re-noises to the table's last
+    sigma (the entry nearest T = 0: 0.00498 at shift 5) and the network runs once more at timestep 0. Without
+    it a final 0 only ends the list, as in the other families' configs."""
 
     def __post_init__(self) -> None:
         steps = [float(s) for s in self.step_list]
-        if steps and steps[-1] == 0:
+        if steps and steps[-1] == 0 and not self.zero_step:
             steps = steps[:-1]  # the configs end their lists with the final 0
-        if not steps:
+        if not steps or steps == [0.0]:
             raise ValueError("the denoising step list is empty: give at least one timestep in (0, 1000]")
-        for s in steps:
-            if not 0 < s <= TABLE_SIZE:
+        for i, s in enumerate(steps):
+            final_zero = self.zero_step and s == 0 and i == len(steps) - 1
+            if not (0 < s <= TABLE_SIZE or final_zero):
                 raise ValueError(f"denoising step {s:g} is outside (0, 1000]")
         if any(a <= b for a, b in zip(steps, steps[1:])):
             raise ValueError(f"denoising steps must strictly decrease, got {', '.join(f'{s:g}' for s in steps)}")
@@ -107,7 +112,8 @@ class Schedule:
         """The same family settings with another step list."""
         return Schedule(name=f"{self.name} (custom steps)", step_list=tuple(step_list), shift=self.shift,
                         warp=self.warp, clean_pass=self.clean_pass, lightx2v_arithmetic=self.lightx2v_arithmetic,
-                        frames_per_block=self.frames_per_block, first_block_steps=self.first_block_steps)
+                        frames_per_block=self.frames_per_block, first_block_steps=self.first_block_steps,
+                        zero_step=self.zero_step)
 
 
 SCHEDULES: dict[str, Schedule] = {s.name: s for s in (
@@ -124,7 +130,10 @@ SCHEDULES: dict[str, Schedule] = {s.name: s for s in (
              first_block_steps=(1000, 750, 500, 250)),
     Schedule("Causal-Forcing++ frame-wise 1-step", (1000,), shift=5.0, warp=True, frames_per_block=1,
              first_block_steps=(1000, 750, 500, 250)),
+    Schedule("Krea Realtime 14B", (1000, 750, 500, 250, 0), shift=5.0, warp=True, clean_pass=False, zero_step=True),
 )}
 """Presets per checkpoint family (docs/algorithm.md §4.3, §10.1). "CausVid-Plus 14B" is the schedule the
 14B weights were trained with; "LightX2V CausVid 14B" reproduces LightX2V's runner (warped, no clean pass).
-"LongLive 1.3B" has Self-Forcing's steps; it differs in its cache policy (`cache_policy.FAMILY_POLICIES`)."""
+"LongLive 1.3B" has Self-Forcing's steps; it differs in its cache policy (`cache_policy.FAMILY_POLICIES`).
+"Krea Realtime 14B" is its server's default, `linspace(1000, 0, 5)` warped: 1000, 937.5, 833.33, 625 and a last
+forward at 0 (its `get_denoising_schedule`); no clean pass, because its context is rebuilt before every block."""

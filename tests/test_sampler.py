@@ -303,7 +303,8 @@ def test_a_later_non_finite_block_fails_the_call(model):
                      renoise=renoise)
 
 
-@pytest.mark.parametrize("policy", [causal.cache_policy.fragments(6), causal.cache_policy.sink(3, 6)])
+@pytest.mark.parametrize("policy", [causal.cache_policy.fragments(6), causal.cache_policy.sink(3, 6),
+                                    causal.cache_policy.recompute(3, keep_first_frame=True)])
 def test_a_finished_call_holds_nothing_until_the_garbage_collector_runs(policy):
     """With the garbage collector off, dropping the model and the result frees the model at once: `generate` leaves
     no reference cycle behind (one would keep the model, the text K/V and cached latents on the device until
