@@ -17,10 +17,12 @@ from comfy_api.latest import io
 
 from ..causal.cache_policy import KINDS, CachePolicy, family_policy
 from ..causal.context import History
+from ..causal.rebuilt_context import ReencodedFrames
 from ..causal.prompts import PromptChange, frames_for_seconds, per_segment, timeline_from_seconds
 from ..causal.sampler import FRAMES_PER_BLOCK, PIXEL_MULTIPLE, fragment_lengths, generate, working_memory_bytes
 from ..causal.schedule import SCHEDULES, Schedule
 from .comfy_model import causal_network, compute_dtype
+from .streaming import StreamingDecoder
 from .text import FRAGMENT_KEY, START_KEY
 
 CausVidStateType = io.Custom("CAUSVID_STATE")
@@ -93,7 +95,7 @@ def choose_policy(preset: str, cache: str, window: int, sink: int, num_frames: i
     if kind == "fragments":
         size = window or num_frames
     else:
-        size = window or (base.window if base.kind == kind else {"rolling": 21, "sink": 12}[kind])
+        size = window or (base.window if base.kind == kind else {"rolling": 21, "sink": 12, "recompute": 3}[kind])
     sink_frames = 0
     if kind == "sink":
         sink_frames = sink if sink >= 0 else (base.sink if base.kind == "sink" else 3)
@@ -147,12 +149,53 @@ class Job:
     resume: CausVidState | None = None
 
 
+def vae_reencoder(vae, model, context_frames: int) -> ReencodedFrames:
+    """Krea's decode of every generated block and encode of one decoded frame, with the user's Wan VAE: blocks
+    arrive in model space and are decoded with one causal cache (`StreamingDecoder`); a frame [1, H, W, 3] is
+    encoded alone (VAE Encode of one image) and returned in model space on the model's device."""
+    decoder = StreamingDecoder(vae)
+    latent_format = model.model
+
+    def decode(block: torch.Tensor) -> torch.Tensor:
+        return decoder.decode(latent_format.process_latent_out(block.float()))
+
+    def encode(frame: torch.Tensor) -> torch.Tensor:
+        return latent_format.process_latent_in(vae.encode(frame).float()).to(model.load_device)
+
+    reencoder = ReencodedFrames(decode, encode, context_frames)
+    reencoder.decoder = decoder  # a continued video warms it up with the blocks so far (VAE space)
+    return reencoder
+
+
+def reencoder_for(model, vae, job: Job, batch: int):
+    """The recompute policy's VAE decoder and encoder (None for the other policies); a continued video's decoder
+    first decodes the blocks generated so far, so its causal cache is the one of the uninterrupted run."""
+    if job.policy.kind != "recompute" or job.policy.keep_first_frame:
+        return None
+    if vae is None:
+        raise ValueError(f"the {job.policy.describe()} (Krea Realtime) encodes a decoded frame again before every "
+                         "block: connect the Wan 2.1 VAE (VAE Loader, wan_2.1_vae.safetensors) to the vae input")
+    if batch != 1:
+        raise ValueError("the recompute cache policy decodes one video as it goes: use a prompt batch of 1")
+    reencoder = vae_reencoder(vae, model, job.policy.window)
+    if job.resume is not None:
+        if job.resume.video is None:
+            raise ValueError("a streamed video keeps no latents, and continuing a recompute (Krea) video decodes the "
+                             "video so far again: sample it with CausVid Sampler to continue it, or stream it in one run")
+        block = job.schedule.frames_per_block
+        generated = job.resume.history.rebuilt.generated_blocks * block
+        video = job.resume.video[:, :, job.resume.video.shape[2] - generated:]
+        for start in range(0, generated, block):
+            reencoder.add_frames(reencoder.decoder.decode(video[:, :, start:start + block]))
+    return reencoder
+
+
 def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, keep_video: bool = True,
-        extra_models: tuple = (), extra_memory: int = 0, preview=None) -> tuple[torch.Tensor, CausVidState]:
+        extra_models: tuple = (), extra_memory: int = 0, preview=None, vae=None) -> tuple[torch.Tensor, CausVidState]:
     """Sample and package the result: (new latents in VAE space, the state after them). With `on_block`, each
     finished block (VAE space, CPU) goes there as soon as it is done; without `keep_video` nothing else is kept.
     `preview()`, when given, supplies the progress preview (e.g. the newest decoded frame) instead of the latent
-    previewer's."""
+    previewer's. `vae` serves the recompute policy (Krea Realtime), which decodes and encodes as it samples."""
     network = causal_network(model)
     if job.resume is not None and job.resume.model != network.config.name:
         raise ValueError(f"this state was made by the {job.resume.model} model; connect the same model to continue "
@@ -166,15 +209,21 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
     timeline = prompt_timeline(conditioning, segments, start_frames)
     device, dtype = model.load_device, compute_dtype(model)
     mm.throw_exception_if_processing_interrupted()
-    memory = working_memory_bytes(network, batch=timeline[0].context.shape[0], num_frames=job.policy.window,
-                                  height=job.height, width=job.width, dtype=dtype)
+    batch = timeline[0].context.shape[0]
+    if job.policy.kind == "recompute" and not job.policy.keep_first_frame and vae is not None:
+        if vae.patcher not in extra_models:
+            extra_models = (*extra_models, vae.patcher)
+            extra_memory += vae.memory_used_decode((1, 16, 1, job.height // 8, job.width // 8), vae.vae_dtype)
+    memory = working_memory_bytes(network, batch=batch, num_frames=job.policy.cache_frames(block),
+                                  height=job.height, width=job.width, dtype=dtype, frames_per_block=block)
     # on the GPU model management makes room or fails cleanly; on the CPU an allocation this large could get the
     # whole server killed by the OS instead
     if device.type == "cpu" and memory + extra_memory > (free := mm.get_free_memory(device)):
-        raise MemoryError(f"sampling {job.width}x{job.height} with a {job.policy.window}-frame window needs "
+        raise MemoryError(f"sampling {job.width}x{job.height} with a {job.policy.describe()} needs "
                           f"{(memory + extra_memory) / 2**30:.1f} GiB of RAM for its KV cache and activations, but "
                           f"{free / 2**30:.1f} GiB are free: lower the size or the window")
     mm.load_models_gpu([model, *extra_models], memory_required=memory + extra_memory)
+    reencoder = reencoder_for(model, vae, job, batch)
     previewer = latent_preview.get_previewer(device, model.model.latent_format)
     bars: list[comfy.utils.ProgressBar] = []
 
@@ -195,7 +244,7 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
                       start_latents=job.start, resume=None if job.resume is None else job.resume.history,
                       device=device, dtype=dtype, output_device="cpu", record=True, progress=progress,
                       on_block=None if on_block is None else block_done, keep_latents=keep_video,
-                      fused_kernels=job.fused_kernels)
+                      fused_kernels=job.fused_kernels, reencoder=reencoder)
     out_device = mm.intermediate_device()
     new = model.model.process_latent_out(result.latents.float()).to(out_device)
     video = None
@@ -218,8 +267,9 @@ def restore_generator(state: CausVidState, device: torch.device) -> torch.Genera
 
 POLICY_TOOLTIP = ("How context carries past the window. fragments: every `length` frames start a new window from "
                   "the last block (LightX2V). rolling: a sliding window of the most recent frames (CausVid-Plus, "
-                  "Self-Forcing). sink: the first frames stay, the rest slides (LongLive). Any policy makes a "
-                  "video of any length at constant memory.")
+                  "Self-Forcing). sink: the first frames stay, the rest slides (LongLive). recompute: a short "
+                  "context cached again before every block, its first frame re-encoded by the VAE (Krea "
+                  "Realtime; needs the vae input). Any policy makes a video of any length at constant memory.")
 
 
 def _video_inputs() -> list:
@@ -228,7 +278,8 @@ def _video_inputs() -> list:
                        tooltip=POLICY_TOOLTIP),
         io.Int.Input("window", default=0, min=0, max=1023, optional=True,
                      tooltip="Latent frames the KV cache holds (0: the policy's default: 21 rolling, 12 sink, the "
-                             "length's for fragments). A multiple of 3."),
+                             "length's for fragments, 3 rebuilt for recompute). A multiple of 3 except for "
+                             "recompute."),
         io.Int.Input("sink_frames", default=-1, min=-1, max=1020, optional=True,
                      tooltip="Sink policy: leading latent frames that are never evicted (-1: the default, 3)."),
         io.Float.Input("seconds", default=0.0, min=0.0, max=36000.0, step=0.25, optional=True,
@@ -264,6 +315,12 @@ def sampling_inputs() -> list:
         CausVidStateType.Input("state", optional=True, tooltip="Continue from an earlier sampler's state."),
         *_video_inputs(),
     ]
+
+
+def vae_input():
+    return io.Vae.Input("vae", optional=True, tooltip="The Wan 2.1 VAE, for the recompute cache policy (Krea "
+                        "Realtime 14B), which decodes each block and encodes a frame again as it samples. "
+                        "The other policies do not use it.")
 
 
 def prepare(model, *, width: int, height: int, length: int, preset: str, custom_steps: str, seed: int,
@@ -315,6 +372,7 @@ class CausVidSampler(io.ComfyNode):
                 io.Conditioning.Input("positive", tooltip="CausVid Text Encode (one prompt per fragment, or "
                                                           "'seconds: prompt' lines) or CLIPTextEncode."),
                 *sampling_inputs(),
+                vae_input(),
             ],
             outputs=[io.Latent.Output(display_name="latent"), CausVidStateType.Output(display_name="state")],
             hidden=[io.Hidden.unique_id],
@@ -345,12 +403,12 @@ class CausVidSampler(io.ComfyNode):
         return True
 
     @classmethod
-    def execute(cls, model, positive, **widgets) -> io.NodeOutput:
+    def execute(cls, model, positive, vae=None, **widgets) -> io.NodeOutput:
         job = prepare(model, **widgets)
         if job.resume is not None and job.resume.video is None:
             raise ValueError("this state comes from a streamed video, which keeps no latents: continue it with "
                              "CausVid Stream to Video")
-        new, next_state = run(model, positive, job, cls.hidden.unique_id)
+        new, next_state = run(model, positive, job, cls.hidden.unique_id, vae=vae)
         latent = new if job.prefix is None or job.resume is not None else next_state.video
         return io.NodeOutput({"samples": latent}, next_state)
 
@@ -375,6 +433,7 @@ class CausVidContinue(io.ComfyNode):
                              tooltip="How much to add: this many times (length - 12) frames."),
                 io.Float.Input("seconds", default=0.0, min=0.0, max=36000.0, step=0.25, optional=True,
                                tooltip="Seconds to add instead (0: num_fragments decides)."),
+                vae_input(),
             ],
             outputs=[io.Latent.Output(display_name="fragment"), io.Latent.Output(display_name="video"),
                      CausVidStateType.Output(display_name="state")],
@@ -382,7 +441,8 @@ class CausVidContinue(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, state: CausVidState, positive, num_fragments: int, seconds: float = 0.0) -> io.NodeOutput:
+    def execute(cls, model, state: CausVidState, positive, num_fragments: int, seconds: float = 0.0,
+                vae=None) -> io.NodeOutput:
         if state.video is None:
             raise ValueError("this state comes from a streamed video, which keeps no latents: continue it with "
                              "CausVid Stream to Video (its state input)")
@@ -390,5 +450,5 @@ class CausVidContinue(io.ComfyNode):
                   num_frames=state.num_frames, num_fragments=num_fragments, seconds=seconds,
                   generator=restore_generator(state, model.load_device), fused_kernels=state.fused_kernels,
                   prefix=state.video, resume=state)
-        new, next_state = run(model, positive, job, cls.hidden.unique_id)
+        new, next_state = run(model, positive, job, cls.hidden.unique_id, vae=vae)
         return io.NodeOutput({"samples": new}, {"samples": next_state.video}, next_state)

@@ -86,7 +86,7 @@ class CausVidStreamToVideo(io.ComfyNode):
                 stream.put(job.prefix)  # the video begins with its start image or video
             _, state = run(model, positive, job, cls.hidden.unique_id, on_block=stream.put, keep_video=False,
                            extra_models=(vae.patcher,), extra_memory=vae.memory_used_decode(one_frame, vae.vae_dtype),
-                           preview=newest)
+                           preview=newest, vae=vae)
         finally:
             stream.close()
         saved = ui.SavedResult(file, subfolder, io.FolderType.output)

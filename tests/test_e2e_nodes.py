@@ -439,3 +439,47 @@ def test_our_node_ids_never_clash_with_core_autoregressive_video_nodes():
                 ids.add(node.value.value)
     assert len(ids) == 5 and all(i.startswith("CausVid") for i in ids), ids
     assert not ids & {"EmptyARVideoLatent", "SamplerARVideo", "ARVideoI2V", "LoadARVideoModel"}
+
+
+def test_krea_recompute_samples_with_the_vae_and_continues_exactly(comfy_server, standins):
+    """The Krea Realtime preset (recompute policy) through the nodes: without a VAE it stops with a message saying
+    to connect one; with it, Sampler (12 latent frames) + Continue (9 more, a new prompt) equals one sampler run of
+    two fragments bit for bit: Continue decodes the video so far again to warm up the VAE's causal cache."""
+    import torch
+    from safetensors.torch import load_file
+
+    common = {"width": W, "height": H, "length": 45, "preset": "Krea Realtime 14B", "custom_steps": "", "seed": 5}
+    prompt = {
+        "1": {"class_type": "CausVidModelLoader", "inputs": {"ckpt_name": eg.CAUSVID_13B, "weight_dtype": "default"}},
+        "2": {"class_type": "CausVidTestTinyCLIP", "inputs": {"width": TINY.text_dim, "seed": 0}},
+        "3": {"class_type": "VAELoader", "inputs": {"vae_name": eg.WAN_VAE}},
+        "10": {"class_type": "CausVidTextEncode", "inputs": {"clip": ["2", 0], "text": "a cat walks"}},
+        "11": {"class_type": "CausVidSampler", "inputs": {"model": ["1", 0], "positive": ["10", 0], "vae": ["3", 0],
+                                                          "num_fragments": 1, **common}},
+        "12": {"class_type": "CausVidTextEncode", "inputs": {"clip": ["2", 0], "text": "a dog runs"}},
+        "13": {"class_type": "CausVidContinue", "inputs": {"model": ["1", 0], "state": ["11", 1], "vae": ["3", 0],
+                                                           "positive": ["12", 0], "num_fragments": 1}},
+        "14": {"class_type": "SaveLatent", "inputs": {"samples": ["13", 1], "filename_prefix": "e2e/krea_continued"}},
+        "20": {"class_type": "CausVidTextEncode", "inputs": {"clip": ["2", 0], "text": "a cat walks\na dog runs"}},
+        "21": {"class_type": "CausVidSampler", "inputs": {"model": ["1", 0], "positive": ["20", 0], "vae": ["3", 0],
+                                                          "num_fragments": 2, **common}},
+        "22": {"class_type": "SaveLatent", "inputs": {"samples": ["21", 0], "filename_prefix": "e2e/krea_single"}},
+    }
+    no_vae = json_copy(prompt)
+    for nid in ("13", "14", "20", "21", "22"):
+        del no_vae[nid]
+    del no_vae["11"]["inputs"]["vae"]
+    no_vae["15"] = {"class_type": "SaveLatent", "inputs": {"samples": ["11", 0], "filename_prefix": "e2e/no_vae"}}
+    failed = comfy_server.run(no_vae, timeout=120)
+    assert failed.status == "error", failed.describe()
+    assert "connect the Wan 2.1 VAE" in failed.error["exception_message"]
+
+    result = run_ok(comfy_server, prompt, timeout=240)
+
+    def latent(node_id: str) -> torch.Tensor:
+        (path,) = comfy_server.output_paths(result, node_id=node_id)
+        return load_file(str(path))["latent_tensor"]
+
+    continued, single = latent("14"), latent("22")
+    assert continued.shape[2] == single.shape[2] == 12 + 9
+    assert torch.equal(continued, single), (continued - single).abs().max()
