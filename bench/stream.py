@@ -9,6 +9,11 @@ at each reported minute of video. DiT: real-size random weights, a seeded umT5-l
 `--deadline-s` (wall) and says how far it got; `--json` is rewritten at every mark.
 
     python3 bench/stream.py --comfyui .devcarry/ComfyUI --minutes 10 --marks 1,10 --json $OUT/stream.json
+    python3 bench/stream.py --comfyui .devcarry/ComfyUI --model 14B --policy recompute \
+        --schedule "Krea Realtime 14B" --seconds 30 --marks 0.25,0.5   # Krea: also decodes and re-encodes per block
+
+Per block it also records the wall time between two finished blocks (`block_s`; with `recompute` it holds the
+context decode and single-frame encode that policy runs on the sampling thread).
     python3 bench/stream.py --comfyui .comfyui/ComfyUI --tiny --seconds 3 --device cpu   # smoke test
 """
 
@@ -52,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--seconds", type=float, default=0.0, help="video length in seconds (overrides --minutes)")
     parser.add_argument("--marks", default="1,10", help="minutes of video at which to report")
-    parser.add_argument("--policy", choices=("sink", "rolling"), default="sink")
+    parser.add_argument("--model", choices=("1.3B", "14B"), default="1.3B")
+    parser.add_argument("--policy", choices=("sink", "rolling", "recompute"), default="sink")
     parser.add_argument("--schedule", default="Self-Forcing / LongLive 1.3B")
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--width", type=int, default=832)
@@ -76,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     from comfy.ldm.wan.vae import WanVAE
 
     import causal
-    from causal.cache_policy import rolling, sink
+    from causal.cache_policy import recompute, rolling, sink
     from causal.synthetic import random_state_dict
 
     from bench.models import prompt_embedding
@@ -86,13 +92,15 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     if args.tiny:
         args.height, args.width = 48, 64
-    config = TINY if args.tiny else causal.PRESETS["1.3B"]
+    config = TINY if args.tiny else causal.PRESETS[args.model]
     model = causal.CausalWanModel.from_state_dict(random_state_dict(config, dtype=torch.bfloat16, seed=0, device=device),
                                                   config, dtype=torch.bfloat16, device=device)
-    torch.manual_seed(0)
     wan = WanVAE(dim=8 if args.tiny else 96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
                  temperal_downsample=[False, True, True])
-    vae = comfy.sd.VAE(sd={k: v * (0.02 if args.tiny else 1.0) for k, v in wan.state_dict().items()})
+    # N(0, 0.02^2) weights, as tools/standins.py: the module's own initialisation decodes to NaN, which the
+    # recompute policy would feed back into the DiT
+    g = torch.Generator().manual_seed(0)
+    vae = comfy.sd.VAE(sd={k: torch.randn(v.shape, generator=g) * 0.02 for k, v in wan.state_dict().items()})
     latent_format = comfy.latent_formats.Wan21()
     context = prompt_embedding(config, 20, 1).to(device)
 
@@ -105,10 +113,16 @@ def main(argv: list[str] | None = None) -> int:
     decoder = streaming.StreamingDecoder(vae)
     h, w = args.height // 8, args.width // 8
     decoder.load((1, 16, 1, h, w))
-    policy = sink(3, 12) if args.policy == "sink" else rolling(21)
+    policy = {"sink": sink(3, 12), "rolling": rolling(21), "recompute": recompute(3)}[args.policy]
+    reencoder = None
+    if args.policy == "recompute":  # Krea: a second causal decoder for the context, one-frame encodes
+        context_decoder = streaming.StreamingDecoder(vae)
+        reencoder = causal.ReencodedFrames(
+            lambda block: context_decoder.decode(latent_format.process_out(block.float())),
+            lambda frame: latent_format.process_in(vae.encode(frame).float()).to(device), policy.window)
     schedule = causal.SCHEDULES[args.schedule]
     cuda = device.type == "cuda"
-    report: dict = {"settings": {"frames": total, "seconds": seconds, "policy": policy.describe(),
+    report: dict = {"settings": {"model": "tiny" if args.tiny else args.model, "frames": total, "seconds": seconds, "policy": policy.describe(),
                                  "schedule": schedule.name, "size": f"{args.width}x{args.height}",
                                  "vae_dtype": str(vae.vae_dtype), "device": torch.cuda.get_device_name(device)
                                  if cuda else "cpu", "torch": torch.__version__,
@@ -148,7 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     class Deadline(Exception):
         pass
 
+    block_s: list[float] = []
+    last_block = [t0]
+
     def on_block(block) -> None:
+        if cuda:
+            torch.cuda.synchronize(device)
+        now = time.perf_counter()
+        block_s.append(now - last_block[0])
+        last_block[0] = now
         stream.put(latent_format.process_out(block.float()).cpu())
         if time.perf_counter() - t0 > args.deadline_s:
             raise Deadline
@@ -156,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     stopped = None
     try:
         causal.generate(model, context, height=args.height, width=args.width, schedule=schedule, policy=policy,
-                        total_frames=total, seed=0, output_device="cpu", keep_latents=False, on_block=on_block)
+                        total_frames=total, seed=0, output_device="cpu", keep_latents=False, on_block=on_block,
+                        reencoder=reencoder)
     except Deadline:
         stopped = "deadline"
     finally:
@@ -167,8 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     report["stopped"] = stopped
     report["overall_fps"] = writer.frames / wall
     report["file_mb"] = path.stat().st_size / 1e6
+    report["block_s"] = block_s
+    later = sorted(block_s[1:]) or block_s
+    report["median_block_s"] = later[len(later) // 2]
     print(f"wrote {writer.frames} frames ({writer.frames / 16 / 60:.2f} min of video) in {wall:.1f} s: "
-          f"{writer.frames / wall:.1f} fps overall; stopped: {stopped}", flush=True)
+          f"{writer.frames / wall:.1f} fps overall; median block after the first {report['median_block_s']:.3f} s; "
+          f"stopped: {stopped}", flush=True)
     write_json()
     return 0
 
