@@ -26,6 +26,7 @@ LAYOUTS: dict[str, str] = {
     "lightx2v_safetensors": "causal_model.safetensors",
     "comfyui": "wan2.1_t2v_causal_comfyui.safetensors",
     "causvid_plus_converted": "causvid_plus_converted.pt",
+    "krea": "krea-realtime-video-14b.safetensors",
 }
 """Layout name -> the file name such a checkpoint typically has (its suffix selects the format):
 
@@ -37,6 +38,7 @@ LAYOUTS: dict[str, str] = {
 * lightx2v_pt / lightx2v_safetensors: bare keys (LightX2V ``causal_model.pt`` / ``.safetensors``).
 * comfyui: ``model.diffusion_model.`` + bare key, safetensors.
 * causvid_plus_converted: bare keys cast to bf16, as CausVid-Plus ``utils/convert_checkpoint.py`` writes.
+* krea: ``model.`` + bare key, safetensors (Krea Realtime 14B).
 """
 
 
@@ -107,6 +109,8 @@ def write_checkpoint(state_dict: Mapping[str, Tensor], path: str | Path, layout:
         obj = sd
     elif layout == "comfyui":
         obj = prefixed(sd, "model.diffusion_model.")
+    elif layout == "krea":
+        obj = prefixed(sd, "model.")
     else:  # causvid_plus_converted
         obj = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in sd.items()}
 

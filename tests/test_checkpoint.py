@@ -121,6 +121,7 @@ LAYOUT_MARKERS = {
     "lightx2v_safetensors": "bare Wan keys",
     "comfyui": "model.diffusion_model.",
     "causvid_plus_converted": "bare Wan keys",
+    "krea": "model. prefix",
 }
 
 
@@ -525,12 +526,3 @@ def test_causal_forcing_layouts_load(tmp_path, tiny_sd, container):
     assert set(checkpoint.state_dict) == set(tiny_sd)
     assert torch.equal(checkpoint.state_dict["blocks.0.ffn.0.weight"], tiny_sd["blocks.0.ffn.0.weight"])
 
-
-def test_krea_realtime_layout_loads(tmp_path, tiny, tiny_sd):
-    """Krea Realtime 14B's `krea-realtime-video-14b.safetensors`: one safetensors file of flat `model.`-prefixed Wan
-    keys (its server loads it into a wrapper whose network is `.model`)."""
-    path = tmp_path / "krea-realtime-video-14b.safetensors"
-    save_file({"model." + k: v.contiguous() for k, v in tiny_sd.items()}, str(path))
-    checkpoint = read_checkpoint(path)
-    assert checkpoint.config == tiny
-    assert_bit_identical(checkpoint.state_dict, tiny_sd)

@@ -56,7 +56,7 @@ def check_progress(result, prompt: dict) -> None:
 # The example workflows
 
 
-SHORTENED = {"causvid_stream_ten_minutes": 3.0}
+SHORTENED = {"causvid_stream_ten_minutes": 3.0, "causvid_krea_realtime_14b_stream": 3.0}
 """Seconds a workflow runs for here instead of its own (its prompt timeline scaled along)."""
 
 
@@ -71,7 +71,8 @@ def test_example_workflow_runs(comfy_server, standins, name):
                       "causvid_long_video_prompt_per_fragment": 57,  # (6 + 3 + 3) + 3
                       "causvid_one_minute_three_prompts": 969,  # seconds = 60: 243 latent frames
                       "causvid_image_to_video": 13,  # the image + one block = 4 latent frames
-                      "causvid_stream_ten_minutes": 57}[name]  # 3 s instead of 600: 5 blocks = 15 latent frames
+                      "causvid_stream_ten_minutes": 57,  # 3 s instead of 600: 5 blocks = 15 latent frames
+                      "causvid_krea_realtime_14b_stream": 57}[name]  # 3 s instead of 30, the same
     # progress: one message per denoising step of every sampling node, each with a latent preview
     check_progress(result, prompt)
     assert result.preview_frames == len(result.of_type("progress")) > 0, result.describe()

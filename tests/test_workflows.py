@@ -211,13 +211,13 @@ def frontend_schema_problems(ui: dict) -> list[str]:
 # Files
 
 
-def test_example_files_are_the_six_workflows():
+def test_example_files_are_the_seven_workflows():
     ui_files = sorted(p.stem for p in eg.UI_DIR.glob("*.json"))
     api_files = sorted(p.stem for p in eg.API_DIR.glob("*.json"))
     assert ui_files == NAMES == api_files
     assert set(NAMES) == {"causvid_1.3b_t2v", "causvid_14b_lightx2v_3_fragments",
                           "causvid_long_video_prompt_per_fragment", "causvid_one_minute_three_prompts",
-                          "causvid_image_to_video", "causvid_stream_ten_minutes"}
+                          "causvid_image_to_video", "causvid_stream_ten_minutes", "causvid_krea_realtime_14b_stream"}
 
 
 def test_files_are_generated_and_current(object_info):

@@ -1,11 +1,11 @@
-"""The pack's six example workflows, defined once: their nodes, layout, notes and the files they need. The UI
+"""The pack's example workflows, defined once: their nodes, layout, notes and the files they need. The UI
 files (example_workflows/) and their API-format twins (tools/workflows/api/) are generated from these."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tools.workflows.files import CAUSVID_13B, LIGHTX2V_14B, SELF_FORCING_13B, START_IMAGE, UMT5, WAN_VAE
+from tools.workflows.files import CAUSVID_13B, KREA_14B, LIGHTX2V_14B, SELF_FORCING_13B, START_IMAGE, UMT5, WAN_VAE
 from tools.workflows.graph import API_DIR, UI_DIR, Node, Note, Workflow, build_api, build_ui, dumps
 
 POSITIVE = ("#232", "#353")  # the core templates' green prompt nodes
@@ -411,8 +411,65 @@ Video* encode them). Streaming writes each block and forgets it.
     )
 
 
+KREA_SECONDS = 30.0
+KREA_TIMELINE = [
+    (0, "A golden retriever runs along a sandy beach at sunset, waves rolling in, the camera tracking beside it "
+        "at a low angle, warm light, cinematic."),
+    (15, "The golden retriever splashes into the shallow waves chasing a red ball, water spraying in the "
+         "golden light, the camera following it at a low angle."),
+]
+
+
+def _krea_realtime() -> Workflow:
+    files = _files(KREA_14B)
+    note = f"""## Krea Realtime 14B: 30 s streamed, its context rebuilt before every block
+
+**Krea Realtime 14B** (Wan2.1 14B trained with Self-Forcing by Krea) samples with no KV cache carried from
+block to block: before each block it caches a short context **again from scratch**.
+
+### Models (this pack never downloads weights)
+- **`{KREA_14B}`** {ARROW} `ComfyUI/models/diffusion_models/`: download it from
+  [krea/krea-realtime-video](https://huggingface.co/krea/krea-realtime-video) (keep its name).
+{DOWNLOAD_COMMON}
+
+```
+{_tree(files)}
+```
+
+### Settings
+- Preset **Krea Realtime 14B**: its server's 5 steps (1000, 937.5, 833.3, 625 and a last pass at
+  timestep 0, shift 5), no clean pass; cache **preset default** = **recompute**, 3 frames.
+- **recompute**: before every block the KV cache is emptied and 3 latent frames are cached again at
+  timestep 0: the video's first frame (or, once it is far behind, the oldest of the last 9 decoded frames
+  **encoded again by the VAE** on its own) and the 2 newest latent frames. The block follows at position
+  3, so positions never grow and every block costs the same.
+- That is why the sampler needs the **VAE** (with *CausVid Sampler*, connect it to its `vae` input): it
+  decodes every block and re-encodes one frame as it samples. *CausVid Stream to Video* also writes the
+  mp4 as it goes (see the ten-minute example).
+- **seconds 30** and a prompt timeline (`0:`, `15:`): a prompt takes over at the first block that starts
+  at or after its time; that block's context is rebuilt under the old prompt first, as Krea's server does.
+- The 14B weights take 28 GB in bf16; `weight_dtype` **fp8_e4m3fn** halves that (not bit-exact). On one
+  H200 the bf16 model streams 4.6 fps at 832{TIMES}480 with 42.5 GiB of VRAM (`bench/RESULTS.md`).
+- {NO_CFG}
+"""
+    return Workflow(
+        name="causvid_krea_realtime_14b_stream",
+        nodes=[
+            *_loaders(KREA_14B),
+            _timeline_prompt(KREA_TIMELINE, height=260),
+            Node(5, "CausVidStreamToVideo", (960, 0), (520, 760),
+                 {**SAMPLER, "preset": "Krea Realtime 14B", "filename_prefix": "video/krea_realtime",
+                  "seconds": KREA_SECONDS},
+                 {"model": (1, 0), "positive": (4, 0), "vae": (3, 0)}, control="randomize"),
+        ],
+        note=Note(6, (-500, 0), (460, 860), note),
+        groups=[("Models", [1, 2, 3]), ("Prompt timeline", [4]), ("Sample 30 s, stream to mp4", [5])],
+        files=files,
+    )
+
+
 WORKFLOWS: dict[str, Workflow] = {w.name: w for w in (_t2v_13b(), _lightx2v_14b(), _long_video(), _one_minute(),
-                                                      _image_to_video(), _stream_ten_minutes())}
+                                                      _image_to_video(), _stream_ten_minutes(), _krea_realtime())}
 
 
 def generated_files(object_info: dict) -> dict[Path, str]:

@@ -8,11 +8,13 @@ WAN_VAE = "wan_2.1_vae.safetensors"
 CAUSVID_13B = "causvid_1.3b_autoregressive.pt"
 LIGHTX2V_14B = "lightx2v_causvid_14b.safetensors"
 SELF_FORCING_13B = "self_forcing_dmd.pt"  # gdhe17/Self-Forcing checkpoints/self_forcing_dmd.pt, name kept
+KREA_14B = "krea-realtime-video-14b.safetensors"  # krea/krea-realtime-video, name kept
 
 PUBLISHED = {
     CAUSVID_13B: ("model.pt", "tianweiy/CausVid: autoregressive_checkpoint/model.pt"),
     LIGHTX2V_14B: ("causal_model.safetensors", "lightx2v/Wan2.1-T2V-14B-CausVid: causvid_models/causal_model.safetensors"),
     SELF_FORCING_13B: (SELF_FORCING_13B, "gdhe17/Self-Forcing: checkpoints/self_forcing_dmd.pt"),
+    KREA_14B: (KREA_14B, "krea/krea-realtime-video: krea-realtime-video-14b.safetensors"),
 }
 """Workflow file name -> (the name it is published under, where): a file kept under its published name is
 found too (scripts/run_example.py)."""
