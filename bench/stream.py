@@ -13,7 +13,8 @@ at each reported minute of video. DiT: real-size random weights, a seeded umT5-l
         --schedule "Krea Realtime 14B" --seconds 30 --marks 0.25,0.5   # Krea: also decodes and re-encodes per block
 
 Per block it also records the wall time between two finished blocks (`block_s`; with `recompute` it holds the
-context decode and single-frame encode that policy runs on the sampling thread).
+block's decode and the single-frame encode that policy runs on the sampling thread: the decoded frames go
+straight to the writer, as in the node).
     python3 bench/stream.py --comfyui .comfyui/ComfyUI --tiny --seconds 3 --device cpu   # smoke test
 """
 
@@ -114,12 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     h, w = args.height // 8, args.width // 8
     decoder.load((1, 16, 1, h, w))
     policy = {"sink": sink(3, 12), "rolling": rolling(21), "recompute": recompute(3)}[args.policy]
-    reencoder = None
-    if args.policy == "recompute":  # Krea: a second causal decoder for the context, one-frame encodes
-        context_decoder = streaming.StreamingDecoder(vae)
-        reencoder = causal.ReencodedFrames(
-            lambda block: context_decoder.decode(latent_format.process_out(block.float())),
-            lambda frame: latent_format.process_in(vae.encode(frame).float()).to(device), policy.window)
+    recompute_policy = args.policy == "recompute"
     schedule = causal.SCHEDULES[args.schedule]
     cuda = device.type == "cuda"
     report: dict = {"settings": {"model": "tiny" if args.tiny else args.model, "frames": total, "seconds": seconds, "policy": policy.describe(),
@@ -158,6 +154,17 @@ def main(argv: list[str] | None = None) -> int:
 
     writer = streaming.Mp4Writer(path, args.width, args.height)
     stream = streaming.BlockStream(decoder, writer, on_frames=on_frames)
+    reencoder = None
+    if recompute_policy:  # Krea: each block decoded on the sampling thread, its frames written as they are
+        # (what CausVid Stream to Video does for this policy), one-frame encodes for the context
+        def decode_and_write(block):
+            frames = decoder.decode(latent_format.process_out(block.float()))
+            stream.put_frames(frames)
+            return frames
+
+        reencoder = causal.ReencodedFrames(
+            decode_and_write, lambda frame: latent_format.process_in(vae.encode(frame).float()).to(device),
+            policy.window)
 
     class Deadline(Exception):
         pass
@@ -171,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         now = time.perf_counter()
         block_s.append(now - last_block[0])
         last_block[0] = now
-        stream.put(latent_format.process_out(block.float()).cpu())
+        if not recompute_policy:
+            stream.put(latent_format.process_out(block.float()).cpu())
         if time.perf_counter() - t0 > args.deadline_s:
             raise Deadline
 

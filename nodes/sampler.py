@@ -149,15 +149,27 @@ class Job:
     resume: CausVidState | None = None
 
 
-def vae_reencoder(vae, model, context_frames: int) -> ReencodedFrames:
+def vae_reencoder(vae, model, context_frames: int, on_frames=None) -> ReencodedFrames:
     """Krea's decode of every generated block and encode of one decoded frame, with the user's Wan VAE: blocks
     arrive in model space and are decoded with one causal cache (`StreamingDecoder`); a frame [1, H, W, 3] is
-    encoded alone (VAE Encode of one image) and returned in model space on the model's device."""
+    encoded alone (VAE Encode of one image) and returned in model space on the model's device. `on_frames` gets
+    every block's frames too (a stream writes them instead of decoding the block again); a Cancel seen by the
+    VAE during a decode still delivers that block's frames, then stops sampling."""
     decoder = StreamingDecoder(vae)
     latent_format = model.model
 
     def decode(block: torch.Tensor) -> torch.Tensor:
-        return decoder.decode(latent_format.process_latent_out(block.float()))
+        vae_block = latent_format.process_latent_out(block.float())
+        try:
+            frames = decoder.decode(vae_block)
+        except mm.InterruptProcessingException:
+            if on_frames is None:
+                raise
+            on_frames(decoder.decode(vae_block))  # the op that raised cleared the flag; the cache is unchanged
+            raise
+        if on_frames is not None:
+            on_frames(frames)
+        return frames
 
     def encode(frame: torch.Tensor) -> torch.Tensor:
         return latent_format.process_latent_in(vae.encode(frame).float()).to(model.load_device)
@@ -167,7 +179,13 @@ def vae_reencoder(vae, model, context_frames: int) -> ReencodedFrames:
     return reencoder
 
 
-def reencoder_for(model, vae, job: Job, batch: int):
+def shares_decode(job: Job) -> bool:
+    """Whether the recompute policy's decoder, which decodes every generated block anyway, can give a stream its
+    frames: not after a start latent, which a stream decodes first and the policy's decoder never sees."""
+    return job.policy.kind == "recompute" and not job.policy.keep_first_frame and job.start is None
+
+
+def reencoder_for(model, vae, job: Job, batch: int, on_frames=None):
     """The recompute policy's VAE decoder and encoder (None for the other policies); a continued video's decoder
     first decodes the blocks generated so far, so its causal cache is the one of the uninterrupted run."""
     if job.policy.kind != "recompute" or job.policy.keep_first_frame:
@@ -177,7 +195,7 @@ def reencoder_for(model, vae, job: Job, batch: int):
                          "block: connect the Wan 2.1 VAE (VAE Loader, wan_2.1_vae.safetensors) to the vae input")
     if batch != 1:
         raise ValueError("the recompute cache policy decodes one video as it goes: use a prompt batch of 1")
-    reencoder = vae_reencoder(vae, model, job.policy.window)
+    reencoder = vae_reencoder(vae, model, job.policy.window, on_frames)
     if job.resume is not None:
         if job.resume.video is None:
             raise ValueError("a streamed video keeps no latents, and continuing a recompute (Krea) video decodes the "
@@ -191,11 +209,13 @@ def reencoder_for(model, vae, job: Job, batch: int):
 
 
 def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, keep_video: bool = True,
-        extra_models: tuple = (), extra_memory: int = 0, preview=None, vae=None) -> tuple[torch.Tensor, CausVidState]:
+        extra_models: tuple = (), extra_memory: int = 0, preview=None, vae=None,
+        on_decoded=None) -> tuple[torch.Tensor, CausVidState]:
     """Sample and package the result: (new latents in VAE space, the state after them). With `on_block`, each
     finished block (VAE space, CPU) goes there as soon as it is done; without `keep_video` nothing else is kept.
     `preview()`, when given, supplies the progress preview (e.g. the newest decoded frame) instead of the latent
-    previewer's. `vae` serves the recompute policy (Krea Realtime), which decodes and encodes as it samples."""
+    previewer's. `vae` serves the recompute policy (Krea Realtime), which decodes and encodes as it samples;
+    `on_decoded` then gets each block's decoded frames (see `shares_decode`)."""
     network = causal_network(model)
     if job.resume is not None and job.resume.model != network.config.name:
         raise ValueError(f"this state was made by the {job.resume.model} model; connect the same model to continue "
@@ -223,7 +243,7 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
                           f"{(memory + extra_memory) / 2**30:.1f} GiB of RAM for its KV cache and activations, but "
                           f"{free / 2**30:.1f} GiB are free: lower the size or the window")
     mm.load_models_gpu([model, *extra_models], memory_required=memory + extra_memory)
-    reencoder = reencoder_for(model, vae, job, batch)
+    reencoder = reencoder_for(model, vae, job, batch, on_decoded)
     previewer = latent_preview.get_previewer(device, model.model.latent_format)
     bars: list[comfy.utils.ProgressBar] = []
 

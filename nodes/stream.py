@@ -10,7 +10,7 @@ import torch
 from comfy_api.latest import io, ui
 from PIL import Image
 
-from .sampler import CausVidStateType, prepare, run, sampling_inputs
+from .sampler import CausVidStateType, prepare, run, sampling_inputs, shares_decode
 from .streaming import FPS, BlockStream, Mp4Writer, StreamingDecoder
 
 
@@ -84,9 +84,12 @@ class CausVidStreamToVideo(io.ComfyNode):
         try:
             if job.start is not None:
                 stream.put(job.prefix)  # the video begins with its start image or video
-            _, state = run(model, positive, job, cls.hidden.unique_id, on_block=stream.put, keep_video=False,
-                           extra_models=(vae.patcher,), extra_memory=vae.memory_used_decode(one_frame, vae.vae_dtype),
-                           preview=newest, vae=vae)
+            # the recompute policy (Krea) decodes every block on the sampling thread anyway: write those frames
+            shared = shares_decode(job)
+            _, state = run(model, positive, job, cls.hidden.unique_id, on_block=None if shared else stream.put,
+                           keep_video=False, extra_models=(vae.patcher,),
+                           extra_memory=vae.memory_used_decode(one_frame, vae.vae_dtype), preview=newest, vae=vae,
+                           on_decoded=stream.put_frames if shared else None)
         finally:
             stream.close()
         saved = ui.SavedResult(file, subfolder, io.FolderType.output)

@@ -116,13 +116,14 @@ class BlockStream:
 
     def _loop(self) -> None:
         while True:
-            latents = self.queue.get()
-            if latents is None:
+            item = self.queue.get()
+            if item is None:
                 return
             if self.error is not None:
                 continue  # keep draining so `put` never blocks on a dead worker
+            decoded, data = item
             try:
-                frames = self._decode(latents)
+                frames = data if decoded else self._decode(data)
                 self.writer.write(frames)
                 if self.on_frames is not None:
                     self.on_frames(self.writer.frames, frames[-1])
@@ -146,13 +147,21 @@ class BlockStream:
                         pass
 
     def put(self, latents: torch.Tensor) -> None:
-        """Queue a finished block; while the queue is full, the sampler still answers a Cancel (one the worker
-        handed back waits for it: blocking here for good would deadlock the two)."""
+        """Queue a finished block (VAE-space latents) to decode and write."""
+        self._put((False, latents))
+
+    def put_frames(self, frames: torch.Tensor) -> None:
+        """Queue frames [F, H, W, 3] already decoded (by `decoder`, in order) to write."""
+        self._put((True, frames))
+
+    def _put(self, item: tuple[bool, torch.Tensor]) -> None:
+        """While the queue is full, the sampler still answers a Cancel (one the worker handed back waits for
+        it: blocking here for good would deadlock the two)."""
         while True:
             if self.error is not None:
                 raise self.error
             try:
-                self.queue.put(latents, timeout=0.05)
+                self.queue.put(item, timeout=0.05)
                 return
             except queue.Full:
                 mm.throw_exception_if_processing_interrupted()

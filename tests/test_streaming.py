@@ -277,3 +277,37 @@ def test_stream_benchmark_smoke(tmp_path):
     report = json.loads(out.read_text())
     assert report["written_frames"] == 21 and report["first_frame_s"] > 0 and report["marks"]
     assert _frames_in(tmp_path / "stream.mp4") == (21, 16.0)
+
+
+def test_recompute_policy_decodes_once_for_its_context_and_the_file(streaming, vae, tmp_path):
+    """Krea's recompute policy decodes every block on the sampling thread anyway: the stream writes those frames
+    (`put_frames`) instead of decoding again, and they are one whole decode's. A Cancel that the VAE sees during
+    such a decode still delivers that block's frames to the file, then stops sampling."""
+    import types
+
+    import comfy.model_management as mm
+
+    sampler = pack_module("nodes.sampler")
+    identity = types.SimpleNamespace(process_latent_out=lambda x: x, process_latent_in=lambda x: x)
+    model = types.SimpleNamespace(model=identity, load_device=torch.device("cpu"))
+    writer = streaming.Mp4Writer(tmp_path / "krea.mp4", W, H)
+    written = []
+    real_write = writer.write
+    writer.write = lambda frames: (written.append(frames), real_write(frames))
+    stream = streaming.BlockStream(streaming.StreamingDecoder(vae), writer)
+    reencoder = sampler.vae_reencoder(vae, model, 3, on_frames=stream.put_frames)
+    blocks = [_latents(3, seed=s) for s in range(3)]
+    try:
+        reencoder.add(blocks[0])
+        reencoder.add(blocks[1])
+        mm.interrupt_current_processing(True)  # what /interrupt does, seen first by the VAE's ops
+        with pytest.raises(mm.InterruptProcessingException):
+            reencoder.add(blocks[2])
+    finally:
+        stream.close()
+    assert not mm.processing_interrupted() and reencoder.blocks_seen == 2
+    assert _frames_in(tmp_path / "krea.mp4") == (9 + 12 + 12, 16.0)
+    whole = vae.decode(torch.cat(blocks, dim=2))[0].float()
+    assert torch.equal(torch.cat(written), whole)
+    assert torch.equal(torch.cat(list(reencoder.frames)), whole[9 + 12 - 9:9 + 12])  # the last 9 of two blocks
+    assert reencoder.encode_oldest().shape == (1, 16, 1, h, w)
