@@ -449,7 +449,7 @@ block to block: before each block it caches a short context **again from scratch
 - **seconds 30** and a prompt timeline (`0:`, `15:`): a prompt takes over at the first block that starts
   at or after its time; that block's context is rebuilt under the old prompt first, as Krea's server does.
 - The 14B weights take 28 GB in bf16; `weight_dtype` **fp8_e4m3fn** halves that (not bit-exact). On one
-  H200 the bf16 model streams 4.6 fps at 832{TIMES}480 with 42.5 GiB of VRAM (`bench/RESULTS.md`).
+  H200 the bf16 model streams 5 fps at 832{TIMES}480 with 40 GiB of VRAM (`bench/RESULTS.md`).
 - {NO_CFG}
 """
     return Workflow(
