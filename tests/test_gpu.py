@@ -162,3 +162,51 @@ def test_out_of_memory_mid_video_leaves_nothing_behind_and_the_next_run_is_clean
     torch.cuda.synchronize()
     assert torch.cuda.memory_allocated() == baseline
     assert torch.equal(generate(model, prompt().to(CUDA), **args).latents.cpu(), clean)
+
+
+def test_krea_recompute_on_cuda_continues_exactly_and_stays_flat():
+    """The recompute policy on CUDA: allocated memory is the same at every block once the context is full and the
+    first frame is re-encoded (blocks to the CPU, one prompt), and a continued video (its reencoder first given
+    the blocks so far) equals one run bit for bit across a prompt switch."""
+    from causal import PromptChange, ReencodedFrames
+    from causal.cache_policy import recompute
+
+    def reencoder():  # a causal stand-in VAE on the GPU: each block's frames depend on the blocks before it
+        carry = [None]
+
+        def decode(block):
+            previous = carry[0] if carry[0] is not None else torch.zeros_like(block[:, :3, :1].float())
+            frames = block[:, :3].float().cumsum(2) + previous
+            carry[0] = frames[:, :, -1:].clone()
+            return frames.repeat_interleave(4, dim=2).movedim(2, 0)  # [4n, B, 3, h, w]
+
+        def encode(frame):
+            return frame[0].repeat(1, 6, 1, 1)[:, :16].unsqueeze(2) * 0.5
+
+        return ReencodedFrames(decode, encode, 3)
+
+    model = tiny_model(torch.bfloat16).to(CUDA)
+    args = dict(height=64, width=96, schedule=SCHEDULES["Krea Realtime 14B"], policy=recompute(3))
+    allocated = []
+
+    def measure(p):
+        if p.step == 0:
+            torch.cuda.synchronize()
+            allocated.append(torch.cuda.memory_allocated())
+
+    generate(model, prompt().to(CUDA), total_frames=30, seed=0, reencoder=reencoder(), output_device="cpu",
+             progress=measure, **args)
+    assert len(allocated) == 10 and max(allocated[3:]) == min(allocated[3:]), allocated
+
+    timeline = [PromptChange(0, prompt(seed=1).to(CUDA)), PromptChange(12, prompt(seed=2).to(CUDA))]
+    whole = generate(model, timeline, total_frames=30, generator=torch.Generator("cuda").manual_seed(1),
+                     reencoder=reencoder(), **args)
+    g = torch.Generator("cuda").manual_seed(1)
+    first = generate(model, timeline[:1], total_frames=9, generator=g, record=True, reencoder=reencoder(), **args)
+    warm = reencoder()
+    for b in range(3):
+        warm.add(first.latents[:, :, 3 * b:3 * b + 3])
+    rest = generate(model, [PromptChange(0, timeline[0].context), PromptChange(3, timeline[1].context)],
+                    total_frames=21, generator=g, resume=first.history, reencoder=warm, **args)
+    assert torch.equal(whole.latents, torch.cat([first.latents, rest.latents], dim=2))
+    assert torch.isfinite(whole.latents.float()).all()
