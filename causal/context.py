@@ -259,10 +259,14 @@ class ContextWindow:
 
     def replay(self, history: History, device: torch.device, dtype: torch.dtype,
                text_for: Callable[[torch.Tensor], CrossAttentionKV]) -> None:
-        """Run a recorded history's forwards again, in order: the cache ends as it was when it was recorded."""
+        """Run a recorded history's forwards again, in order: the cache ends as it was when it was recorded.
+        A fragment window with no room for another block is only counted, not computed: the next block starts a
+        new window from the last clean block, so none of those keys and values would ever be read."""
         if history.policy != self.policy:
             raise ValueError(f"this history was recorded with a {history.policy.describe()}, not a "
                              f"{self.policy.describe()}")
+        written = sum(e.latents.shape[2] for e in history.events if isinstance(e, Write))
+        discarded = not self.policy.evicts and written + self.frames_per_block > self.capacity
         for event in history.events:
             if isinstance(event, NewFragment):
                 self.start_fragment()
@@ -270,5 +274,10 @@ class ContextWindow:
                 context = history.prompts[event.prompt]  # text_for caches its K/V per prompt object
                 self.set_prompt(context, text_for(context), recache=event.recache)
             else:
-                self.write(event.latents.to(device=device, dtype=dtype), event.timestep,
-                           None if event.clean is None else event.clean.to(device=device, dtype=dtype))
+                latents = event.latents.to(device=device, dtype=dtype)
+                clean = None if event.clean is None else event.clean.to(device=device, dtype=dtype)
+                if discarded:
+                    self.place(latents.shape[2])
+                    self.finish(latents, event.timestep, clean)
+                else:
+                    self.write(latents, event.timestep, clean)

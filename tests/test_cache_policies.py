@@ -371,3 +371,27 @@ def test_a_hundred_chained_fragments_stay_flat_and_repeat_exactly(model):
     a = generate(model, prompt(), **args).latents
     b = generate(model, prompt(), **args).latents
     assert a.shape[2] == 6 + 3 * 99 and torch.equal(a, b)
+
+
+@pytest.mark.parametrize("first_frames, replayed", [(9, 0), (6, 2)])
+def test_a_full_fragment_window_is_not_recomputed_on_continue(model, first_frames, replayed):
+    """Continuing where a fragment window is full starts a new window from the last clean block, so the history's
+    forwards are skipped (their K/V would never be read); a window with room left is rebuilt by replaying them.
+    One more block then costs the re-cache (if a new window starts), two steps and its clean pass."""
+    args = dict(height=H, width=W, schedule=FAST, policy=fragments(9))
+    g = torch.Generator().manual_seed(5)
+    first = generate(model, prompt(), total_frames=first_frames, generator=g, record=True, **args)
+    calls = []
+    original = model.forward
+
+    def spy(*a, **kw):
+        calls.append(1)
+        return original(*a, **kw)
+
+    model.forward = spy
+    try:
+        generate(model, prompt(), total_frames=3, generator=g, resume=first.history, **args)
+    finally:
+        del model.forward
+    new_window = first_frames == 9
+    assert len(calls) == replayed + int(new_window) + 2 + 1
