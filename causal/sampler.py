@@ -1,13 +1,9 @@
 """Autoregressive block sampling and the noise contract (docs/algorithm.md §5).
 
 Blocks of `frames_per_block` (3) latent frames are denoised in turn; each attends to the K/V that the cache
-policy kept (`cache_policy`, `context.ContextWindow`) and to itself. Per block and step k:
-
-    v  = Net(x, tau_k)                          (writes the block's K/V at its slot)
-    x0 = bf16(x - sigma_k·v)                      (float64; LightX2V mode: float32, not rounded)
-    x  = bf16((1 - sigma_{k+1})·x0 + sigma_{k+1}·eps)   (float32, fresh eps ~ N(0, I); not after the last step)
-
-then, with the clean pass on, Net(x0, tau = 0) re-writes the slot with the clean block's K/V.
+policy kept (`cache_policy`, `context.ContextWindow`) and to itself: the few steps of `_denoise_block` (the
+equations are in its docstring), then, with the clean pass on, Net(x0, tau = 0) re-writes the slot with the
+clean block's K/V.
 
 With the `fragments` policy a window of `num_frames` latent frames (21 = 81 video frames) is filled, then
 the next fragment starts from a fresh window: the previous fragment's last clean block is re-cached at slot 0
@@ -194,6 +190,35 @@ def _rebuilt_context(policy: CachePolicy, frames_per_block: int, resume: History
     return resume.rebuilt
 
 
+def _denoise_block(window: ContextWindow, x: torch.Tensor, slot: int, position: int, timesteps: list[torch.Tensor],
+                   steps: list[tuple[float, float]], *, renoise: Renoise, float32_x0: bool,
+                   report: Callable[[int, torch.Tensor], None]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One block's denoising steps (docs/algorithm.md §5.1) from its initial noise x [B, n, 16, h, w] (the
+    references' frame-major layout; the network takes [B, 16, n, h, w]), step k at (tau_k, sigma_k):
+
+        v  = Net(x, tau_k)                                    (writes the block's K/V at `slot`)
+        x0 = bf16(x - sigma_k v)                              (float64; LightX2V: float32, not rounded)
+        x  = bf16((1 - sigma_{k+1}) x0 + sigma_{k+1} eps)     (float32, eps = renoise([B n, 16, h, w]); not after
+                                                                the last step)
+
+    `report(k, x0)` follows every step. Returns x0, the last step's network input and its timestep."""
+    batch, frames, channels, h, w = x.shape
+    dtype = x.dtype
+    for k, (timestep, (_, sigma)) in enumerate(zip(timesteps, steps)):
+        x_in = x.transpose(1, 2)
+        v = window.forward(x_in, timestep, slot, position).transpose(1, 2)
+        if float32_x0:
+            x0 = x.float() - sigma * v.float()
+        else:
+            x0 = (x.double() - sigma * v.double()).to(dtype)
+        report(k, x0)
+        if k + 1 < len(steps):
+            next_sigma = steps[k + 1][1]
+            eps = renoise((batch * frames, channels, h, w)).to(x.device).view(batch, frames, channels, h, w)
+            x = ((1 - next_sigma) * x0.float() + next_sigma * eps.float()).to(dtype)
+    return x0, x_in, timestep
+
+
 @torch.no_grad()  # a host's tensor that requires grad (a VAE's re-encoded frame) must not make the cache a graph
 def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tensor] | Sequence[PromptChange], *,
              height: int, width: int, schedule: Schedule, num_frames: int = FRAGMENT_FRAMES, num_fragments: int = 1,
@@ -323,22 +348,15 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
             slot, position = window.place(frames_per_block)
             first_block = b == 0 and resume is None
             steps, timesteps = step_lists[first_block], block_timesteps[first_block]
-            for k, (timestep, (_, sigma)) in enumerate(zip(timesteps, steps)):
-                # the references' layout: x [B, frames, 16, h, w]; the network takes [B, 16, frames, h, w]
-                x_in = x.transpose(1, 2)
-                v = window.forward(x_in, timestep, slot, position).transpose(1, 2)
-                if schedule.lightx2v_arithmetic:
-                    x0 = x.float() - sigma * v.float()
-                else:
-                    x0 = (x.double() - sigma * v.double()).to(dtype)
+
+            def report(k: int, x0: torch.Tensor) -> None:
+                nonlocal completed
                 completed += 1
                 if progress is not None:
                     progress(Progress(fragment, b, k, completed, progress_total, x0.transpose(1, 2).to(dtype)))
-                if k + 1 < len(steps):
-                    next_sigma = steps[k + 1][1]
-                    eps = renoise((batch * frames_per_block, LATENT_CHANNELS, h, w))
-                    eps = eps.to(device).view(batch, frames_per_block, LATENT_CHANNELS, h, w)
-                    x = ((1 - next_sigma) * x0.float() + next_sigma * eps.float()).to(dtype)
+
+            x0, x_in, timestep = _denoise_block(window, x, slot, position, timesteps, steps, renoise=renoise,
+                                                float32_x0=schedule.lightx2v_arithmetic, report=report)
             block = x0.to(dtype).transpose(1, 2)
             # NaN/Inf weights or prompts show in the first block: checked at once (one host sync); later blocks
             # only add to a flag on the device, read once at the end, so no block waits for the host
