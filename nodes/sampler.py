@@ -149,13 +149,14 @@ class Job:
     resume: CausVidState | None = None
 
 
-def vae_reencoder(vae, model, context_frames: int, on_frames=None) -> ReencodedFrames:
+def vae_reencoder(vae, model, context_frames: int, on_frames=None,
+                  decoder: StreamingDecoder | None = None) -> ReencodedFrames:
     """Krea's decode of every generated block and encode of one decoded frame, with the user's Wan VAE: blocks
     arrive in model space and are decoded with one causal cache (`StreamingDecoder`); a frame [1, H, W, 3] is
     encoded alone (VAE Encode of one image) and returned in model space on the model's device. `on_frames` gets
     every block's frames too (a stream writes them instead of decoding the block again); a Cancel seen by the
     VAE during a decode still delivers that block's frames, then stops sampling."""
-    decoder = StreamingDecoder(vae)
+    decoder = decoder or StreamingDecoder(vae)
     latent_format = model.model
 
     def decode(block: torch.Tensor) -> torch.Tensor:
@@ -174,9 +175,7 @@ def vae_reencoder(vae, model, context_frames: int, on_frames=None) -> ReencodedF
     def encode(frame: torch.Tensor) -> torch.Tensor:
         return latent_format.process_latent_in(vae.encode(frame).float()).to(model.load_device)
 
-    reencoder = ReencodedFrames(decode, encode, context_frames)
-    reencoder.decoder = decoder  # a continued video warms it up with the blocks so far (VAE space)
-    return reencoder
+    return ReencodedFrames(decode, encode, context_frames)
 
 
 def shares_decode(job: Job) -> bool:
@@ -195,7 +194,8 @@ def reencoder_for(model, vae, job: Job, batch: int, on_frames=None):
                          "block: connect the Wan 2.1 VAE (VAE Loader, wan_2.1_vae.safetensors) to the vae input")
     if batch != 1:
         raise ValueError("the recompute cache policy decodes one video as it goes: use a prompt batch of 1")
-    reencoder = vae_reencoder(vae, model, job.policy.window, on_frames)
+    decoder = StreamingDecoder(vae)
+    reencoder = vae_reencoder(vae, model, job.policy.window, on_frames, decoder)
     if job.resume is not None:
         if job.resume.video is None:
             raise ValueError("a streamed video keeps no latents, and continuing a recompute (Krea) video decodes the "
@@ -204,7 +204,7 @@ def reencoder_for(model, vae, job: Job, batch: int, on_frames=None):
         generated = job.resume.history.rebuilt.generated_blocks * block
         video = job.resume.video[:, :, job.resume.video.shape[2] - generated:]
         for start in range(0, generated, block):
-            reencoder.add_frames(reencoder.decoder.decode(video[:, :, start:start + block]))
+            reencoder.add_frames(decoder.decode(video[:, :, start:start + block]))  # VAE space, as recorded
     return reencoder
 
 
