@@ -14,6 +14,7 @@ exact path is.
 
 from __future__ import annotations
 
+import threading
 from typing import Callable
 
 import torch
@@ -23,6 +24,7 @@ from .rope import apply_rope
 
 RECOMPILE_LIMIT = 128
 _compiled: dict[Callable, Callable] = {}
+_threads = threading.local()
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -95,10 +97,12 @@ def fused_unavailable(device: torch.device) -> str | None:
 def compiled(fn: Callable) -> Callable:
     """fn as one compiled kernel per input shape (made on first use, kept for the process)."""
     # one compiled variant per shape (resolution, batch); past dynamo's default limit of 8 it would fail (fullgraph),
-    # so allow many more. Set on every call: newer torch (2.14; not 2.11) keeps dynamo's config per thread, and a
-    # decode worker or ComfyUI's prompt thread may run a kernel that another thread made
-    if torch._dynamo.config.recompile_limit < RECOMPILE_LIMIT:
-        torch._dynamo.config.recompile_limit = RECOMPILE_LIMIT
+    # so allow many more. Once per thread: newer torch (2.14; not 2.11) keeps dynamo's config per thread, and a
+    # decode worker or ComfyUI's prompt thread may run a kernel that another thread made (a thread-local flag is
+    # checked, not dynamo's config, which costs microseconds a read on this per-op path)
+    if not getattr(_threads, "limit_raised", False):
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+        _threads.limit_raised = True
     if fn not in _compiled:
         _compiled[fn] = torch.compile(fn, dynamic=False, fullgraph=True, options={"emulate_precision_casts": True})
     return _compiled[fn]
