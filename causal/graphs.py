@@ -1,16 +1,26 @@
-"""CUDA graphs of the block forward, kept with their KV cache across fragments and `generate` calls.
+"""CUDA graphs of the block forward, kept with their KV cache across blocks, fragments and `generate` calls.
 
 After the glue is fused, a 1.3B forward spends much of its time launching kernels (bench/RESULTS.md).
-`CudaGraphs` owns a KV cache for one video shape and captures each block slot's forward once: the
-first call of a slot runs eagerly (its result is used) and captures; later calls of that slot — the next
-denoising steps, later fragments, later videos of the same shape — copy their inputs into the captured
+`CudaGraphs` owns a KV cache for one video shape and captures the forward once per *key*: the chunk's shape,
+its cache slot (which fixes where its keys go and how many keys attention reads) and the glue. The first call
+of a key runs eagerly (its result is used) and captures; later calls copy their inputs into the captured
 buffers and replay. A replay runs the same kernels on the same data, so the numbers do not change.
-It holds the cache's memory (5.6 GiB for 1.3B at 832×480, 21 frames) for as long as it lives.
+
+What changes from one call of a key to the next is data in those buffers, never a constant of the capture:
+the latents, the timesteps and the RoPE phases of the chunk's position. So one capture serves every policy:
+`fragments` (position = slot), `rolling` / `sink` (once the window is full every block goes to the same slot
+at a growing position; the eviction before it is an ordinary copy within the cache, outside the graph) and
+`recompute` (the rebuilt context and the block at fixed slots). Forwards that skip protected sink rows (a
+prompt switch's re-cache, rare) run eagerly on the same cache.
+
+It holds the cache's memory (5.6 GiB for 1.3B at 832×480, 21 frames) and the graphs' working memory for as long
+as it lives; `release()` frees both at once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -21,28 +31,56 @@ from .model import CausalWanModel
 
 @dataclass
 class _Captured:
-    graph: torch.cuda.CUDAGraph
+    replay: Callable[[], None]
     x: torch.Tensor
     timestep: torch.Tensor
+    phases: torch.Tensor
     out: torch.Tensor
+    position: int
+    """The position whose phases `phases` holds now (copied again only when it changes)."""
 
 
 class CudaGraphs:
     def __init__(self, model: CausalWanModel, *, batch: int, height: int, width: int, num_frames: int,
                  dtype: torch.dtype = torch.bfloat16, device: torch.device | str = "cuda") -> None:
-        device = torch.device(device)
-        if device.type != "cuda":
-            raise ValueError(f"CUDA graphs need a CUDA device, not {device.type}")
-        if device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
+        device = self._check_device(torch.device(device))
         self.model = model
         self.shape = (batch, height, width, num_frames, dtype, device)
         self.cache = KVCache.for_video(model.config, batch=batch, height=height, width=width,
                                        num_frames=num_frames, dtype=dtype, device=device)
         self.text: CrossAttentionKV | None = None
         self.graphs: dict[tuple, _Captured] = {}
+        self.captures = 0
+        self.replays = 0
+        self._start_capturing(device)
+
+    # -- the capture itself (a CPU stand-in in the tests overrides these two) ---------------------
+
+    @staticmethod
+    def _check_device(device: torch.device) -> torch.device:
+        if device.type != "cuda":
+            raise ValueError(f"CUDA graphs need a CUDA device, not {device.type}")
+        return torch.device("cuda", torch.cuda.current_device()) if device.index is None else device
+
+    def _start_capturing(self, device: torch.device) -> None:
         self.pool = torch.cuda.graph_pool_handle()  # the graphs never run concurrently: they share memory
         self.stream = torch.cuda.Stream(device)
+
+    def _capture(self, run: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, Callable[[], None], torch.Tensor]:
+        """Run `run` eagerly (its result is returned first), then capture it: (eager result, replay, the
+        captured output buffer that each replay rewrites)."""
+        self.stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.stream):
+            out = run()  # eager; also warms this stream up
+            graph = torch.cuda.CUDAGraph()
+            # thread_local: a decoder working on another thread meanwhile (the stream's worker) may still allocate
+            with torch.cuda.graph(graph, pool=self.pool, stream=self.stream, capture_error_mode="thread_local"):
+                static_out = run()
+        torch.cuda.current_stream().wait_stream(self.stream)
+        out.record_stream(torch.cuda.current_stream())  # made on the side stream, used on this one
+        return out, graph.replay, static_out
+
+    # -- use --------------------------------------------------------------------------------------
 
     def set_text(self, text: CrossAttentionKV) -> None:
         """Use this prompt's K/V from now on (copied into the buffers the graphs read)."""
@@ -52,24 +90,46 @@ class CudaGraphs:
         for static, new in zip(self.text.keys + self.text.values, text.keys + text.values):
             static.copy_(new)
 
-    def forward(self, x: torch.Tensor, timestep: torch.Tensor, slot: int, glue: Glue = EAGER) -> torch.Tensor:
-        """The model's forward at block slot `slot` (RoPE position = slot), eager the first time."""
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor, slot: int, position: int,
+                glue: Glue = EAGER) -> torch.Tensor:
+        """The model's forward of chunk x [B, 16, n, h, w] whose K/V go to cache slot `slot` (latent frames) at RoPE
+        position `position`: eager the first time its key is seen, a replay after that."""
+        if self.text is None:
+            raise RuntimeError("set_text first: the graphs read the prompt's K/V from their own buffers")
+        model = self.model
+        if self.cache.protected:  # a re-cache that keeps the sink: rare, and its skipped rows are no data
+            return model(x, timestep, self.text, cache=self.cache, cache_frame=slot, rope_frame=position, glue=glue)
         key = (tuple(x.shape), x.dtype, slot, glue.compiled)
         captured = self.graphs.get(key)
         if captured is not None:
             captured.x.copy_(x)
             captured.timestep.copy_(timestep)
-            captured.graph.replay()
+            if captured.position != position:
+                captured.phases.copy_(model.phases(position, x.shape, x.device))
+                captured.position = position
+            captured.replay()
+            self.replays += 1
             return captured.out.clone()
         static_x, static_t = x.contiguous().clone(), timestep.clone()
-        kwargs = dict(cache=self.cache, cache_frame=slot, rope_frame=slot, glue=glue)
-        self.stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(self.stream):
-            out = self.model(static_x, static_t, self.text, **kwargs)  # eager; also warms this stream up
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
-                static_out = self.model(static_x, static_t, self.text, **kwargs)
-        torch.cuda.current_stream().wait_stream(self.stream)
-        out.record_stream(torch.cuda.current_stream())  # made on the side stream, used on this one
-        self.graphs[key] = _Captured(graph, static_x, static_t, static_out)
+        static_phases = model.phases(position, x.shape, x.device).clone()
+
+        def run() -> torch.Tensor:
+            return model(static_x, static_t, self.text, cache=self.cache, cache_frame=slot, phases=static_phases,
+                         glue=glue)
+
+        out, replay, static_out = self._capture(run)
+        self.graphs[key] = _Captured(replay, static_x, static_t, static_phases, static_out, position)
+        self.captures += 1
         return out
+
+    @property
+    def nbytes(self) -> int:
+        """The KV cache's bytes (the graphs' working memory comes on top, about one forward's activations)."""
+        return self.cache.nbytes
+
+    def release(self) -> None:
+        """Free the graphs and the cache now (this object cannot be used afterwards)."""
+        self.graphs.clear()
+        self.cache.keys.clear()
+        self.cache.values.clear()
+        self.text = None

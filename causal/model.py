@@ -221,24 +221,35 @@ class CausalWanModel(nn.Module):
 
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, text: CrossAttentionKV, *,
                 cache: KVCache | None = None, cache_frame: int = 0, rope_frame: int = 0,
-                mask: torch.Tensor | None = None, glue: Glue = EAGER) -> torch.Tensor:
+                phases: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                glue: Glue = EAGER) -> torch.Tensor:
         """Flow prediction v for latents x [B, 16, F, H, W] at per-frame timesteps [B, F].
 
         With `cache`, the tokens' K/V are written at latent-frame slot `cache_frame` and attention
-        covers the cache up to the end of this input; RoPE places the first frame at `rope_frame`.
-        Without it, attention covers the input itself, restricted by `mask` if given. `glue` runs the
-        elementwise ops eagerly (exact) or as compiled kernels (`kernels.COMPILED`).
+        covers the cache up to the end of this input; RoPE places the first frame at `rope_frame`, or the
+        tokens turn by the given `phases` (`self.phases(rope_frame, x.shape)`: a CUDA graph reads them from a
+        buffer, so one capture serves every position). Without a cache, attention covers the input itself,
+        restricted by `mask` if given. `glue` runs the elementwise ops eagerly (exact) or as compiled kernels
+        (`kernels.COMPILED`).
         """
-        frames, height, width = x.shape[2:]
-        p = self.config.patch_size
-        grid = (frames // p[0], height // p[1], width // p[2])
+        grid = self._grid(x.shape)
         tokens = self.patch_embedding(x).flatten(2).transpose(1, 2)
         e, e0 = self._time(timestep, tokens.dtype)
-        phases = rope_phases(self.rope_table(tokens.device), rope_frame, *grid)
+        if phases is None:
+            phases = self.phases(rope_frame, x.shape, tokens.device)
         cache_start = cache_frame * grid[1] * grid[2]
         for i, block in enumerate(self.blocks):
             tokens = block(tokens, e0, phases, text.keys[i], text.values[i], cache, i, cache_start, mask, glue)
         return self._unpatchify(self.head(tokens, e), grid)
+
+    def _grid(self, shape: torch.Size | tuple[int, ...]) -> tuple[int, int, int]:
+        """Token grid (frames, rows, columns) of latents of `shape` [B, 16, F, H, W]."""
+        p = self.config.patch_size
+        return shape[2] // p[0], shape[3] // p[1], shape[4] // p[2]
+
+    def phases(self, rope_frame: int, shape: torch.Size | tuple[int, ...], device: torch.device) -> torch.Tensor:
+        """RoPE phases of latents of `shape` whose first frame sits at position `rope_frame`."""
+        return rope_phases(self.rope_table(device), rope_frame, *self._grid(shape))
 
     def forward_block_causal(self, x: torch.Tensor, timestep: torch.Tensor, text: CrossAttentionKV,
                              frames_per_block: int, glue: Glue = EAGER) -> torch.Tensor:

@@ -54,6 +54,8 @@ class Progress:
     fragment: int
     block: int
     step: int
+    steps: int
+    """Denoising steps of this block (the last one is `steps - 1`)."""
     completed: int
     total: int
     denoised: torch.Tensor
@@ -279,16 +281,15 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
         cache = KVCache.for_video(model.config, batch=batch, height=height, width=width,
                                   num_frames=policy.cache_frames(frames_per_block), dtype=dtype, device=device)
         forward = None
-    elif policy.kind != "fragments":
-        raise ValueError("CUDA graphs capture fixed RoPE positions: use them with the fragments policy")
-    elif graphs.model is not model or graphs.shape != (batch, height, width, policy.window, dtype, device):
+    elif graphs.model is not model or graphs.shape != (batch, height, width, policy.cache_frames(frames_per_block),
+                                                        dtype, device):
         raise ValueError("these CUDA graphs were made for another model or video shape "
-                         f"(batch, height, width, frames, dtype, device = {graphs.shape})")
+                         f"(batch, height, width, cache frames, dtype, device = {graphs.shape})")
     else:
         cache = graphs.cache
 
         def forward(x: torch.Tensor, timestep: torch.Tensor, slot: int, position: int) -> torch.Tensor:
-            return graphs.forward(x, timestep, slot, glue)
+            return graphs.forward(x, timestep, slot, position, glue)
 
     window = ContextWindow(model, policy, cache, tokens_per_frame=tokens_per_frame, forward=forward,
                            record=record or resume is not None, glue=glue, frames_per_block=frames_per_block)
@@ -353,7 +354,8 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
                 nonlocal completed
                 completed += 1
                 if progress is not None:
-                    progress(Progress(fragment, b, k, completed, progress_total, x0.transpose(1, 2).to(dtype)))
+                    progress(Progress(fragment, b, k, len(steps), completed, progress_total,
+                                      x0.transpose(1, 2).to(dtype)))
 
             x0, x_in, timestep = _denoise_block(window, x, slot, position, timesteps, steps, renoise=renoise,
                                                 float32_x0=schedule.lightx2v_arithmetic, report=report)
@@ -423,9 +425,9 @@ def sample_video(model: CausalWanModel, context: torch.Tensor | Sequence[torch.T
     keep_latents: False returns no latents (zero frames): with `on_block`, memory stays flat on every device.
     fused_kernels: run the elementwise glue as compiled kernels (CUDA + Triton): faster, within bf16
         tolerance of the exact path but not bitwise equal (bench/RESULTS.md). Off: the exact path.
-    graphs: a `CudaGraphs` for this model and video shape, reused across calls: its KV cache is used and
-        every block slot's forward is captured once and replayed (the same numbers, fewer launches;
-        fragments policy only).
+    graphs: a `CudaGraphs` for this model and video shape (`num_frames = policy.cache_frames(frames_per_block)`),
+        reused across calls: its KV cache is used and each slot's forward is captured once and replayed, RoPE
+        positions read from a buffer (the same numbers, fewer launches; every cache policy).
     reencoder: the `recompute` policy's decoder and encoder (`rebuilt_context.ReencodedFrames`): it decodes every
         generated block and encodes a decoded frame again for the rebuilt context. To continue a video, it must
         already have decoded that video's generated blocks (`blocks_seen`).

@@ -92,6 +92,32 @@ def test_cuda_graphs_replay_the_same_numbers_across_calls():
                  seed=0, graphs=graphs)
 
 
+@pytest.mark.parametrize("policy_name", ["rolling", "sink", "recompute"])
+def test_cuda_graphs_replay_the_same_numbers_for_every_policy(policy_name):
+    """Past the window one slot is replayed at ever new RoPE positions (read from a buffer): bit for bit the path
+    without graphs, exact and fused, in a first call (captures) and a second (replays only), a prompt switch
+    with LongLive's re-cache included."""
+    from causal import CudaGraphs, PromptChange, kernels
+    from causal.cache_policy import recompute, rolling, sink
+
+    policy = {"rolling": rolling(6), "sink": sink(3, 9), "recompute": recompute(3, keep_first_frame=True)}[policy_name]
+    model = tiny_model(torch.bfloat16).to(CUDA)
+    timeline = [PromptChange(0, prompt(seed=1).to(CUDA)), PromptChange(15, prompt(seed=2).to(CUDA))]
+    graphs = CudaGraphs(model, batch=1, height=128, width=192, num_frames=policy.cache_frames(3))
+    fused_options = [False] if kernels.fused_unavailable(CUDA) else [False, True]
+    for fused in fused_options:
+        def video(**kw):
+            return generate(model, timeline, height=128, width=192, schedule=SCHEDULES["Self-Forcing / LongLive 1.3B"],
+                            policy=policy, total_frames=24, seed=2, fused_kernels=fused, **kw).latents
+
+        exact = video()
+        assert torch.equal(video(graphs=graphs), exact)
+        captures = graphs.captures
+        assert torch.equal(video(graphs=graphs), exact)
+        assert graphs.captures == captures and graphs.replays > captures
+    graphs.release()
+
+
 @pytest.mark.parametrize("policy_name", ["rolling", "sink"])
 def test_device_memory_is_flat_over_many_blocks(policy_name):
     """Allocator statistics at every block of a 45-block video (finished blocks go to the CPU): once the

@@ -1,0 +1,119 @@
+"""CUDA graphs for every cache policy, checked on the CPU with a stand-in that has a graph's semantics.
+
+A CUDA graph freezes everything its capture saw as a Python value (shapes, slot numbers, positions passed as
+ints) and re-reads only the contents of the tensors it captured. `ReplayedClosures` keeps exactly that contract:
+a capture keeps the forward's closure, with every Python value bound at capture time, and a replay runs it again
+on whatever the captured buffers hold now. So if a position or a slot were baked into a capture instead of read
+from a buffer, a replay at another position would give other numbers and these tests would fail. The real graphs
+are checked the same way on the GPU (tests/test_gpu.py).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from causal import PromptChange, Schedule, generate
+from causal.cache_policy import fragments, recompute, rolling, sink
+from causal.graphs import CudaGraphs
+from tools.tiny import prompt, tiny_model
+
+H, W = 32, 48
+TWO_STEPS = Schedule("two steps", (1000, 500), shift=8.0, warp=False, clean_pass=True)
+
+
+class ReplayedClosures(CudaGraphs):
+    """CudaGraphs on the CPU: capture = keep the closure; replay = run it again into the captured output buffer."""
+
+    @staticmethod
+    def _check_device(device: torch.device) -> torch.device:
+        return device
+
+    def _start_capturing(self, device: torch.device) -> None:
+        pass
+
+    def _capture(self, run):
+        out = run()
+        static_out = out.clone()
+        protected = self.cache.protected  # the one Python value the forward reads from the cache: a graph keeps
+        # the rows it skipped at capture, whatever the cache says at replay
+
+        def replay() -> None:
+            now, self.cache.protected = self.cache.protected, protected
+            try:
+                static_out.copy_(run())
+            finally:
+                self.cache.protected = now
+
+        return out, replay, static_out
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model(torch.bfloat16)
+
+
+POLICIES = {
+    "fragments": (fragments(9), 15),
+    "rolling": (rolling(6), 24),
+    "sink": (sink(3, 9), 24),
+    "recompute": (recompute(3, keep_first_frame=True), 15),
+}
+
+
+def _graphs(model, policy):
+    return ReplayedClosures(model, batch=1, height=H, width=W, num_frames=policy.cache_frames(3), device="cpu")
+
+
+def _video(model, policy, total, graphs=None, context=None, **kw):
+    context = prompt(seed=1) if context is None else context
+    return generate(model, context, height=H, width=W, schedule=TWO_STEPS, policy=policy, num_frames=9,
+                    total_frames=total, seed=4, graphs=graphs, **kw)
+
+
+@pytest.mark.parametrize("name", list(POLICIES))
+def test_graphs_give_every_policy_the_exact_numbers(model, name):
+    """Past the window the same slot is replayed at ever new positions (rolling, sink), fragments restart at slot 0,
+    recompute rebuilds its context at fixed slots: bit for bit the path without graphs, in a first call (captures)
+    and a second one (replays only)."""
+    policy, total = POLICIES[name]
+    exact = _video(model, policy, total).latents
+    graphs = _graphs(model, policy)
+    assert torch.equal(_video(model, policy, total, graphs).latents, exact)
+    captures = graphs.captures
+    assert 0 < captures < graphs.replays
+    assert torch.equal(_video(model, policy, total, graphs).latents, exact)
+    assert graphs.captures == captures  # the second video only replays
+
+
+def test_a_prompt_switch_with_a_kept_sink_runs_beside_the_graphs(model):
+    """LongLive's re-cache skips the sink's rows (protected): it runs eagerly on the graphs' cache, and the video,
+    switch included, equals the one without graphs; a continued video through the graphs equals one long run."""
+    policy = sink(3, 9)
+    # at frame 9 the video still fits the window (every row re-cached); at 15 the sink's rows are kept
+    timeline = [PromptChange(0, prompt(seed=1)), PromptChange(9, prompt(seed=2)), PromptChange(15, prompt(seed=3))]
+    exact = _video(model, policy, 24, context=timeline).latents
+    graphs = _graphs(model, policy)
+    assert torch.equal(_video(model, policy, 24, graphs, context=timeline).latents, exact)
+    g = torch.Generator().manual_seed(4)
+    args = dict(height=H, width=W, schedule=TWO_STEPS, policy=policy, graphs=graphs)
+    first = generate(model, timeline[:2], total_frames=12, generator=g, record=True, **args)
+    second = generate(model, [PromptChange(0, prompt(seed=2)), PromptChange(3, prompt(seed=3))], total_frames=12,
+                      generator=g, resume=first.history, **args)
+    assert torch.equal(torch.cat([first.latents, second.latents], dim=2), exact)
+
+
+def test_graphs_for_another_cache_size_are_refused(model):
+    graphs = _graphs(model, rolling(6))
+    with pytest.raises(ValueError, match="another model or video shape"):
+        _video(model, sink(3, 9), 12, graphs)
+    with pytest.raises(ValueError, match="another model or video shape"):
+        _video(model, recompute(6, keep_first_frame=True), 12, graphs)  # 6 + 3 frames of cache, not 6
+
+
+def test_released_graphs_hold_no_cache(model):
+    graphs = _graphs(model, rolling(6))
+    _video(model, rolling(6), 12, graphs)
+    assert graphs.nbytes > 0 and graphs.graphs
+    graphs.release()
+    assert graphs.nbytes == 0 and not graphs.graphs
