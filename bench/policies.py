@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""Speed options under every cache policy: seconds per block, first block and error against the exact path.
+
+One process, one real-size random-weight DiT (DiT only, a umT5-like prompt embedding), 832×480. For each cache
+policy and each option it samples a warm-up video (compiles the fused glue, captures every CUDA graph slot;
+the `CudaGraphs` is kept, as the node keeps it) and then a timed video of `--blocks` blocks with the same seed.
+Per block: the time between two blocks' last denoising steps (CUDA events, no host sync inside the video), so a
+steady block holds one block's work, its clean pass included. Steady = median of the blocks after the cache is
+full. Error = relative L2 of the whole video's latents against the exact option's, same policy and seed.
+
+Options: exact (the bit-exact default of `causal`), graphs (exact + CUDA graphs: must be bitwise), fused,
+fused_graphs, and `exact_flash` / `exact_efficient`: the exact path with SDPA held to one other backend — the
+size of the error that merely changing the attention kernel makes (the yardstick for "within the references'
+own cross-backend noise").
+
+    python3 bench/policies.py --model 1.3B --json $OUT/policies_13B.json
+    python3 bench/policies.py --model 14B --policies fragments,rolling --options exact,fused_graphs --blocks 10
+    python3 bench/policies.py --tiny --device cpu --blocks 5 --options exact,fused   # CPU smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+if not __package__:  # run as `python3 bench/policies.py`: `bench` is the package in the repository root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+import causal  # noqa: E402
+from bench.environment import GiB, environment, free_memory, pick_device, sync  # noqa: E402
+from bench.models import Setup, prompt_embedding  # noqa: E402
+from bench.profiling import profile_forwards  # noqa: E402
+from bench.timing import Clock, rel_l2  # noqa: E402
+from causal import cache_policy  # noqa: E402
+from causal.synthetic import random_state_dict  # noqa: E402
+from tools.tiny import TINY  # noqa: E402
+
+POLICIES = {
+    "fragments": lambda: cache_policy.fragments(21),
+    "rolling": lambda: cache_policy.rolling(21),
+    "sink": lambda: cache_policy.sink(3, 12),
+    "recompute": lambda: cache_policy.recompute(3, keep_first_frame=True),  # DiT only: no VAE re-encode
+}
+SCHEDULE = {"1.3B": "Self-Forcing / LongLive 1.3B", "14B": "CausVid-Plus 14B"}
+OPTIONS = ("exact", "graphs", "fused", "fused_graphs", "exact_flash", "exact_efficient")
+BACKENDS = {"exact_flash": "FLASH_ATTENTION", "exact_efficient": "EFFICIENT_ATTENTION"}
+
+
+@contextlib.contextmanager
+def attention_backend(option: str) -> Iterator[None]:
+    if option not in BACKENDS:
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel([getattr(SDPBackend, BACKENDS[option])]):
+        yield
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", choices=sorted(SCHEDULE), default="1.3B")
+    p.add_argument("--policies", default=",".join(POLICIES))
+    p.add_argument("--options", default="exact,graphs,fused,fused_graphs,exact_flash")
+    p.add_argument("--blocks", type=int, default=14, help="blocks of the timed video (past the 21-frame window)")
+    p.add_argument("--schedule", default=None, help="a causal.SCHEDULES name (default: the model's)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--tiny", action="store_true", help="the tiny model at 64x48 (smoke test)")
+    p.add_argument("--deadline-s", type=float, default=540.0, help="skip what would start after this (wall)")
+    p.add_argument("--profile", action="store_true",
+                   help="also profile forwards of one steady sink block (12 cached frames), exact and fused")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    args.policies = [x for x in args.policies.split(",") if x]
+    args.options = [x for x in args.options.split(",") if x]
+    for name in args.policies:
+        if name not in POLICIES:
+            p.error(f"unknown policy {name}; choose from {', '.join(POLICIES)}")
+    for name in args.options:
+        if name not in OPTIONS:
+            p.error(f"unknown option {name}; choose from {', '.join(OPTIONS)}")
+    args.schedule = args.schedule or SCHEDULE[args.model]
+    return args
+
+
+def video(model, context, args, policy, option: str, graphs,
+          blocks: int | None = None) -> tuple[list[float], float, torch.Tensor]:
+    """(seconds per block, seconds to the first block's last step, latents on the CPU)."""
+    device = context.device
+    clock = Clock(device)
+    schedule = causal.SCHEDULES[args.schedule]
+    marks: list[Any] = []
+
+    def progress(p: causal.Progress) -> None:
+        if p.step == p.steps - 1:
+            marks.append(clock.mark())
+
+    sync(device)
+    start = clock.mark()
+    with attention_backend(option):
+        latents = causal.generate(model, context, height=args.height, width=args.width, schedule=schedule,
+                                  policy=policy, total_frames=3 * (blocks or args.blocks), seed=0, progress=progress,
+                                  fused_kernels=option.startswith("fused"), graphs=graphs,
+                                  output_device="cpu").latents
+    sync(device)
+    ends = [clock.seconds(start, m) for m in marks]
+    return [b - a for a, b in zip(ends, ends[1:])], ends[0], latents.float()
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    device = pick_device(args.device)
+    cuda = device.type == "cuda"
+    args.height, args.width = (48, 64) if args.tiny else (480, 832)
+    config = TINY if args.tiny else causal.PRESETS[args.model]
+    t_start = time.perf_counter()
+    model = causal.CausalWanModel.from_state_dict(random_state_dict(config, dtype=torch.bfloat16, seed=0,
+                                                                    device=device), config,
+                                                  dtype=torch.bfloat16, device=device)
+    context = prompt_embedding(config, 20, 1234).to(device=device, dtype=torch.bfloat16)
+    report: dict[str, Any] = {"environment": environment(device),
+                              "settings": {"model": "tiny" if args.tiny else args.model, "schedule": args.schedule,
+                                           "size": f"{args.width}x{args.height}", "blocks": args.blocks},
+                              "rows": []}
+    for name in args.policies:
+        policy = POLICIES[name]()
+        exact = None
+        full_after = max(policy.window // 3 - 1, 1) if policy.evicts else 1  # blocks until the cache is full
+        for option in args.options:
+            if time.perf_counter() - t_start > args.deadline_s:
+                print(f"deadline: skipping {name} {option}", flush=True)
+                continue
+            if "fused" in option and causal.kernels.fused_unavailable(device):
+                print(f"skipping {option}: {causal.kernels.fused_unavailable(device)}", flush=True)
+                continue
+            if option in BACKENDS and not cuda:
+                print(f"skipping {option}: SDPA backends are a CUDA choice", flush=True)
+                continue
+            graphs = None
+            if option.endswith("graphs"):
+                if not cuda:
+                    print(f"skipping {option}: CUDA graphs need a CUDA device", flush=True)
+                    continue
+                graphs = causal.CudaGraphs(model, batch=1, height=args.height, width=args.width,
+                                           num_frames=policy.cache_frames(3), device=device)
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(device)
+            t0 = time.perf_counter()
+            warmup = min(args.blocks, policy.cache_frames(3) // 3 + 2)  # every slot once, compiled and captured
+            _, cold_first, _ = video(model, context, args, policy, option, graphs, warmup)
+            warmup_s = time.perf_counter() - t0
+            blocks, first, latents = video(model, context, args, policy, option, graphs)
+            steady = sorted(blocks[full_after:] or blocks)
+            row = {"policy": name, "describe": policy.describe(), "option": option,
+                   "steady_s": steady[len(steady) // 2], "first_block_s": first, "cold_first_block_s": cold_first,
+                   "warmup_video_s": warmup_s, "block_s": blocks,
+                   "peak_gib": torch.cuda.max_memory_allocated(device) / GiB if cuda else None,
+                   "captures": graphs.captures if graphs else None}
+            if option == "exact":
+                exact = latents
+            row["rel_l2_vs_exact"] = rel_l2(latents, exact) if exact is not None else None
+            row["bitwise"] = bool(exact is not None and torch.equal(latents, exact))
+            report["rows"].append(row)
+            print(f"{name:9} {option:15} steady {row['steady_s']:.3f} s/block  first {first:.3f} s (cold "
+                  f"{cold_first:.2f} s)  peak {row['peak_gib'] or 0:.2f} GiB  rel-L2 {row['rel_l2_vs_exact']}"
+                  f"{'  bitwise' if row['bitwise'] else ''}", flush=True)
+            if graphs is not None:
+                graphs.release()
+            del graphs
+            free_memory()
+            if args.json:
+                Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+    if args.profile:  # where the steady block's time goes (the forwards run eagerly here: kernels, not launches)
+        setup = Setup(device=device, height=args.height, width=args.width, num_frames=12, text_tokens=20, seed=0,
+                      tiny=args.tiny, ckpt_dirs=[], checkpoint=False)
+        report["profile"] = [profile_forwards(model, context, setup, 3, option, print, where="last",
+                                              fused=option == "fused") for option in ("exact", "fused")]
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()
