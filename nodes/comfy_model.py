@@ -4,11 +4,13 @@ fp8 storage) and core LoRA loading work on it unchanged."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import comfy.model_base
 import comfy.model_management
 import comfy.model_patcher
+import comfy.patcher_extension
 import comfy.supported_models
 import torch
 
@@ -16,6 +18,7 @@ from ..causal.checkpoint import read_checkpoint
 from ..causal.lora import Lora, apply_unmerged, check_fits, merge_into
 from ..causal.config import WanConfig
 from ..causal.model import CausalWanModel
+from .speed import release_on_detach
 
 WEIGHT_DTYPES = {
     "default": None,
@@ -53,6 +56,9 @@ class WAN21Causal(comfy.model_base.WAN21):
 
 
 class CausalWanT2V(comfy.supported_models.WAN21_T2V):
+    # bf16 first: the references compute in bf16 (core Wan lists fp16 first)
+    supported_inference_dtypes = [torch.bfloat16, torch.float16, torch.float32]
+
     def get_model(self, state_dict, prefix="", device=None):
         return WAN21Causal(self, device=device)
 
@@ -84,10 +90,8 @@ def load_causal_model(path: str | Path, weight_dtype: str = "default", lora: Lor
     offload_device = comfy.model_management.unet_offload_device()
     dtype = WEIGHT_DTYPES[weight_dtype]
     if dtype is None:
-        params = sum(t.numel() for t in state_dict.values())
-        dtype = comfy.model_management.unet_dtype(model_params=params,
-                                                  supported_dtypes=model_config.supported_inference_dtypes,
-                                                  weight_dtype=checkpoint.source_dtype)
+        dtype = default_dtype(load_device, checkpoint.source_dtype, sum(t.numel() for t in state_dict.values()),
+                              model_config.supported_inference_dtypes)
     manual_cast = comfy.model_management.unet_manual_cast(dtype, load_device, model_config.supported_inference_dtypes)
     model_config.set_inference_dtype(dtype, manual_cast)
     if weight_dtype.endswith("_fast"):
@@ -99,7 +103,26 @@ def load_causal_model(path: str | Path, weight_dtype: str = "default", lora: Lor
     del state_dict
     if lora is not None and lora_mode == "unmerged":
         apply_unmerged(model.diffusion_model, lora)
-    return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+    # CUDA graphs kept between runs hold a KV cache: freed when ComfyUI unloads the model (clones keep the callback)
+    patcher.add_callback(comfy.patcher_extension.CallbacksMP.ON_DETACH, release_on_detach)
+    return patcher
+
+
+def default_dtype(device: torch.device, source: torch.dtype, params: int, supported: list[torch.dtype]) -> torch.dtype:
+    """The weights' dtype for `weight_dtype = default`: bf16 wherever the device computes in bf16, as the references
+    do (also for fp16 files: bf16 holds every fp16 value of a bf16-trained model, and fp16 activations overflow
+    more easily); elsewhere ComfyUI's choice (fp16 on a card without bf16, said in the log; fp32 on the CPU)."""
+    if source in (torch.float8_e4m3fn, torch.float8_e5m2) or device.type == "cpu":
+        return comfy.model_management.unet_dtype(model_params=params, supported_dtypes=supported, weight_dtype=source)
+    if comfy.model_management.should_use_bf16(device, model_params=params):
+        return torch.bfloat16
+    dtype = comfy.model_management.unet_dtype(model_params=params, supported_dtypes=supported, weight_dtype=source)
+    if dtype == torch.float16:
+        logging.getLogger("comfyui-causvid").warning(
+            "CausVid: this GPU has no bf16, so the model computes in fp16: not bit-exact with the references, and "
+            "a 14B model can overflow (the sampler then stops with a NaN/Inf message)")
+    return dtype
 
 
 def compute_dtype(patcher: comfy.model_patcher.ModelPatcher) -> torch.dtype:

@@ -22,6 +22,7 @@ from ..causal.prompts import PromptChange, frames_for_seconds, per_segment, time
 from ..causal.sampler import FRAMES_PER_BLOCK, PIXEL_MULTIPLE, fragment_lengths, generate, working_memory_bytes
 from ..causal.schedule import SCHEDULES, Schedule
 from .comfy_model import causal_network, compute_dtype
+from .speed import DEFAULT_SPEED, SPEED_TOOLTIP, SPEEDS, choose_speed, held_bytes, kept_graphs
 from .streaming import StreamingDecoder
 from .text import FRAGMENT_KEY, START_KEY
 
@@ -44,7 +45,7 @@ class CausVidState:
     rng_device: str
     schedule: Schedule
     policy: CachePolicy
-    fused_kernels: bool
+    speed: str
     num_frames: int
     width: int
     height: int
@@ -141,7 +142,8 @@ class Job:
     num_fragments: int
     seconds: float
     generator: torch.Generator
-    fused_kernels: bool
+    speed: str
+    """`speed.SPEEDS`: exact, or fast (compiled glue); both with CUDA graphs where the model is on the GPU."""
     start: torch.Tensor | None = None
     """Start latents in model space (one image or a video), cached before the first block."""
     prefix: torch.Tensor | None = None
@@ -234,15 +236,20 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
         if vae.patcher not in extra_models:
             extra_models = (*extra_models, vae.patcher)
             extra_memory += vae.memory_used_decode((1, 16, 1, job.height // 8, job.width // 8), vae.vae_dtype)
-    memory = working_memory_bytes(network, batch=batch, num_frames=job.policy.cache_frames(block),
-                                  height=job.height, width=job.width, dtype=dtype, frames_per_block=block)
+    speed = choose_speed(job.speed, device)
+    cache_frames = job.policy.cache_frames(block)
+    memory = working_memory_bytes(network, batch=batch, num_frames=cache_frames, height=job.height, width=job.width,
+                                  dtype=dtype, frames_per_block=block)
     # on the GPU model management makes room or fails cleanly; on the CPU an allocation this large could get the
     # whole server killed by the OS instead
     if device.type == "cpu" and memory + extra_memory > (free := mm.get_free_memory(device)):
         raise MemoryError(f"sampling {job.width}x{job.height} with a {job.policy.describe()} needs "
                           f"{(memory + extra_memory) / 2**30:.1f} GiB of RAM for its KV cache and activations, but "
                           f"{free / 2**30:.1f} GiB are free: lower the size or the window")
-    mm.load_models_gpu([model, *extra_models], memory_required=memory + extra_memory)
+    shape = (batch, job.height, job.width, cache_frames, dtype, device)
+    held = held_bytes(network, shape) if speed.graphs else 0  # a KV cache kept from a run of this shape
+    mm.load_models_gpu([model, *extra_models], memory_required=memory - held + extra_memory)
+    graphs = kept_graphs(network, shape) if speed.graphs else None
     reencoder = reencoder_for(model, vae, job, batch, on_decoded)
     previewer = latent_preview.get_previewer(device, model.model.latent_format)
     bars: list[comfy.utils.ProgressBar] = []
@@ -251,9 +258,11 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
         mm.throw_exception_if_processing_interrupted()
         if not bars:
             bars.append(comfy.utils.ProgressBar(p.total, node_id=node_id))
-        image = preview() if preview is not None else None
-        if image is None and previewer is not None:
-            image = previewer.decode_latent_to_preview_image("JPEG", p.denoised[:, :, -1:].float())
+        image = None
+        if p.step == p.steps - 1:  # one preview per block: a preview costs a device-to-host copy and a JPEG
+            image = preview() if preview is not None else None
+            if image is None and previewer is not None:
+                image = previewer.decode_latent_to_preview_image("JPEG", p.denoised[:, :, -1:].float())
         bars[0].update_absolute(p.completed, p.total, image)
 
     def block_done(block: torch.Tensor) -> None:
@@ -264,7 +273,7 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
                       start_latents=job.start, resume=None if job.resume is None else job.resume.history,
                       device=device, dtype=dtype, output_device="cpu", record=True, progress=progress,
                       on_block=None if on_block is None else block_done, keep_latents=keep_video,
-                      fused_kernels=job.fused_kernels, reencoder=reencoder)
+                      fused_kernels=speed.fused_kernels, graphs=graphs, reencoder=reencoder)
     out_device = mm.intermediate_device()
     new = model.model.process_latent_out(result.latents.float()).to(out_device)
     video = None
@@ -272,7 +281,7 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
         video = (new if job.prefix is None else torch.cat([job.prefix.to(out_device), new], dim=2)).cpu()
     state = CausVidState(history=result.history, video=video, rng_state=job.generator.get_state(),
                          rng_device=str(device), schedule=job.schedule, policy=job.policy,
-                         fused_kernels=job.fused_kernels, num_frames=job.num_frames, width=job.width,
+                         speed=job.speed, num_frames=job.num_frames, width=job.width,
                          height=job.height, model=network.config.name)
     return new, state
 
@@ -325,16 +334,17 @@ def sampling_inputs() -> list:
                              "the seed is not used."),
         io.Int.Input("num_fragments", default=1, min=1, max=256,
                      tooltip="Fragments to chain: each later one adds length - 12 frames."),
-        io.Boolean.Input("fused_kernels", default=False, optional=True,
-                         tooltip="Compiled elementwise kernels (CUDA + Triton): ~1.3x faster on an H100 "
-                                 "(bench/RESULTS.md), within bf16 tolerance of the reference numerics "
-                                 "but not bitwise equal. The first run compiles for a while."),
+        speed_input(),
         io.Latent.Input("start_latent", optional=True, tooltip="Optional start: VAE Encode of one image "
                         "(1 latent frame) or of a video. It is cached before the first block, which "
                         "attends to it, and the returned video begins with it."),
         CausVidStateType.Input("state", optional=True, tooltip="Continue from an earlier sampler's state."),
         *_video_inputs(),
     ]
+
+
+def speed_input():
+    return io.Combo.Input("speed", options=list(SPEEDS), default=DEFAULT_SPEED, optional=True, tooltip=SPEED_TOOLTIP)
 
 
 def vae_input():
@@ -344,7 +354,7 @@ def vae_input():
 
 
 def prepare(model, *, width: int, height: int, length: int, preset: str, custom_steps: str, seed: int,
-            num_fragments: int, fused_kernels: bool = False, start_latent=None, state: CausVidState | None = None,
+            num_fragments: int, speed: str = DEFAULT_SPEED, start_latent=None, state: CausVidState | None = None,
             cache: str = PRESET_POLICY, window: int = 0, sink_frames: int = -1, seconds: float = 0.0) -> Job:
     """Check the sampling widgets and turn them into a Job (raises ValueError saying what to change)."""
     if (message := CausVidSampler.validate_inputs(width, height, length, custom_steps, preset)) is not True:
@@ -353,7 +363,7 @@ def prepare(model, *, width: int, height: int, length: int, preset: str, custom_
     num_frames = latent_frames(length)
     policy = choose_policy(preset, cache, window, sink_frames, num_frames)
     common = dict(schedule=schedule, policy=policy, width=width, height=height, num_frames=num_frames,
-                  num_fragments=num_fragments, seconds=seconds, fused_kernels=fused_kernels)
+                  num_fragments=num_fragments, seconds=seconds, speed=speed)
     if state is not None:
         if start_latent is not None:
             raise ValueError("connect either a start latent or a state, not both")
@@ -453,6 +463,7 @@ class CausVidContinue(io.ComfyNode):
                              tooltip="How much to add: this many times (length - 12) frames."),
                 io.Float.Input("seconds", default=0.0, min=0.0, max=36000.0, step=0.25, optional=True,
                                tooltip="Seconds to add instead (0: num_fragments decides)."),
+                speed_input(),
                 vae_input(),
             ],
             outputs=[io.Latent.Output(display_name="fragment"), io.Latent.Output(display_name="video"),
@@ -462,13 +473,13 @@ class CausVidContinue(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, state: CausVidState, positive, num_fragments: int, seconds: float = 0.0,
-                vae=None) -> io.NodeOutput:
+                speed: str = DEFAULT_SPEED, vae=None) -> io.NodeOutput:
         if state.video is None:
             raise ValueError("this state comes from a streamed video, which keeps no latents: continue it with "
                              "CausVid Stream to Video (its state input)")
         job = Job(schedule=state.schedule, policy=state.policy, width=state.width, height=state.height,
                   num_frames=state.num_frames, num_fragments=num_fragments, seconds=seconds,
-                  generator=restore_generator(state, model.load_device), fused_kernels=state.fused_kernels,
+                  generator=restore_generator(state, model.load_device), speed=speed,
                   prefix=state.video, resume=state)
         new, next_state = run(model, positive, job, cls.hidden.unique_id, vae=vae)
         return io.NodeOutput({"samples": new}, {"samples": next_state.video}, next_state)

@@ -73,9 +73,13 @@ def test_example_workflow_runs(comfy_server, standins, name):
                       "causvid_image_to_video": 13,  # the image + one block = 4 latent frames
                       "causvid_stream_ten_minutes": 57,  # 3 s instead of 600: 5 blocks = 15 latent frames
                       "causvid_krea_realtime_14b_stream": 57}[name]  # 3 s instead of 30, the same
-    # progress: one message per denoising step of every sampling node, each with a latent preview
+    # progress: one message per denoising step of every sampling node; one preview per block (its last step)
     check_progress(result, prompt)
-    assert result.preview_frames == len(result.of_type("progress")) > 0, result.describe()
+    from causal.schedule import SCHEDULES
+
+    blocks = sum(eg.new_latent_frames_of(prompt, nid) // SCHEDULES[eg.preset_of(prompt, nid)].frames_per_block
+                 for nid in eg.sampler_nodes(prompt))
+    assert 0 < result.preview_frames == blocks < len(result.of_type("progress")), result.describe()
 
 
 def test_new_continue_prompt_reuses_the_cached_sampler(comfy_server, standins):
@@ -484,3 +488,49 @@ def test_krea_recompute_samples_with_the_vae_and_continues_exactly(comfy_server,
     continued, single = latent("14"), latent("22")
     assert continued.shape[2] == single.shape[2] == 12 + 9
     assert torch.equal(continued, single), (continued - single).abs().max()
+
+
+@pytest.mark.parametrize("speed", ["exact", "fast"])
+def test_the_nodes_latents_are_the_librarys_bit_for_bit(comfy_server, standins, speed):
+    """What CausVid Sampler returns is `causal.generate`'s video of the same file, prompt, seed, policy and compute
+    dtype, bit for bit (in VAE space, as the node hands it on): the node only adapts. Here on the CPU the node
+    computes in float32 (ComfyUI's choice without a GPU; bf16 weights cast per op), and `fast` runs exact (its
+    compiled kernels need CUDA)."""
+    import hashlib
+
+    import torch
+    from safetensors.torch import load_file
+
+    import causal
+    from causal.cache_policy import rolling
+    from tools.comfy_inprocess import add_comfyui_to_sys_path
+
+    text = "a fox runs through the snow"
+    prompt = {
+        "1": {"class_type": "CausVidModelLoader", "inputs": {"ckpt_name": eg.CAUSVID_13B, "weight_dtype": "bf16"}},
+        "2": {"class_type": "CausVidTestConditioning", "inputs": {"text": text, "width": TINY.text_dim}},
+        "3": {"class_type": "CausVidSampler", "inputs": {
+            "model": ["1", 0], "positive": ["2", 0], "width": W, "height": H, "length": LENGTH,
+            "preset": "Self-Forcing / LongLive 1.3B", "custom_steps": "", "seed": 77, "num_fragments": 1,
+            "cache": "rolling", "window": 6, "seconds": 2.0, "speed": speed}},
+        "4": {"class_type": "SaveLatent", "inputs": {"samples": ["3", 0], "filename_prefix": f"e2e/library_{speed}"}},
+    }
+    result = run_ok(comfy_server, prompt, timeout=120)
+    (path,) = comfy_server.output_paths(result, node_id="4")
+    node = load_file(str(path))["latent_tensor"]
+
+    # the test pack's conditioning, made again here
+    seed = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:4], "little")
+    context = torch.zeros(1, 512, TINY.text_dim)
+    n = len(text.split()) + 1
+    context[:, :n] = torch.randn(1, n, TINY.text_dim, generator=torch.Generator().manual_seed(seed)) * 0.1
+    model = causal.load_model(standins / "diffusion_models" / eg.CAUSVID_13B, dtype=torch.float32)
+    frames = causal.prompts.frames_for_seconds(2.0)
+    library = causal.generate(model, context, height=H, width=W, schedule=causal.SCHEDULES["Self-Forcing / LongLive 1.3B"],
+                              policy=rolling(6), total_frames=frames, seed=77, dtype=torch.float32).latents
+    add_comfyui_to_sys_path()
+    import comfy.latent_formats
+
+    expected = comfy.latent_formats.Wan21().process_out(library.float())
+    assert node.shape == expected.shape and node.shape[2] == frames > 6  # past the window
+    assert torch.equal(node, expected), (node - expected).abs().max()

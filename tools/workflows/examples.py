@@ -24,7 +24,7 @@ ARROW = "\u2192"
 TIMES = "\u00d7"
 
 SAMPLER = {"width": 832, "height": 480, "length": 81, "custom_steps": "", "seed": 42, "num_fragments": 1,
-           "fused_kernels": False}
+           "speed": "fast"}
 """The sampling widgets every example starts from (832x480, 81 frames, one fragment)."""
 LONG_RUN = {"preset": "Self-Forcing / LongLive 1.3B", "cache": "sink", "window": 12, "sink_frames": 3}
 """The videos in seconds: Self-Forcing with LongLive's inference cache (the first 3 latent frames and the 9 most
