@@ -29,6 +29,17 @@ from .kv_cache import CrossAttentionKV, KVCache
 from .model import CausalWanModel
 
 
+def allocator_unsupported() -> str | None:
+    """None when this process's CUDA allocator can capture the forward, else why not. Under PyTorch's
+    cudaMallocAsync backend (ComfyUI's default on most NVIDIA cards) capturing a compiled (Triton) kernel fails with
+    "CUDA driver error: invalid argument" and the failed capture then aborts the process when its memory is freed
+    (seen on an H200, torch 2.11): the graphs need the native caching allocator."""
+    if torch.cuda.is_available() and torch.cuda.get_allocator_backend() != "native":
+        return (f"CUDA graphs need PyTorch's native CUDA allocator, not {torch.cuda.get_allocator_backend()} "
+                "(in ComfyUI: start it with --disable-cuda-malloc)")
+    return None
+
+
 @dataclass
 class _Captured:
     replay: Callable[[], None]
@@ -60,6 +71,8 @@ class CudaGraphs:
     def _check_device(device: torch.device) -> torch.device:
         if device.type != "cuda":
             raise ValueError(f"CUDA graphs need a CUDA device, not {device.type}")
+        if (why := allocator_unsupported()) is not None:
+            raise ValueError(why)
         return torch.device("cuda", torch.cuda.current_device()) if device.index is None else device
 
     def _start_capturing(self, device: torch.device) -> None:

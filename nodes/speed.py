@@ -1,11 +1,13 @@
 """The sampling nodes' `speed` setting, and the CUDA graphs a model keeps from one execution to the next.
 
-* `exact`: the references' arithmetic op for op (the elementwise glue run eagerly). On a CUDA device with the
-  whole model loaded, the block forwards run as CUDA graphs: the same kernels on the same data, so the same
-  numbers bit for bit, with fewer launches.
-* `fast`: the glue as compiled kernels (`causal.kernels.COMPILED`) and CUDA graphs. Within bf16 noise of exact
-  (bench/RESULTS.md states the measured error), not bitwise. Where compiled kernels cannot run (no CUDA, no
-  Triton) it runs `exact` and says so in the log.
+* `exact`: the references' arithmetic op for op (the elementwise glue run eagerly).
+* `fast`: the glue as compiled kernels (`causal.kernels.COMPILED`): within bf16 noise of exact (bench/RESULTS.md
+  states the measured error), not bitwise. Where compiled kernels cannot run (no CUDA, no Triton) it runs `exact`
+  and says so in the log.
+
+Both run the block forwards as CUDA graphs on a CUDA device with the whole model loaded (the same kernels on the
+same data: the same numbers, fewer launches), under PyTorch's native allocator only: ComfyUI's default
+cudaMallocAsync cannot capture them (`--disable-cuda-malloc` turns it off), so there graphs are off, logged.
 
 The graphs and their KV cache stay with the model (`CausalWanModel`) between executions of the same video shape,
 so only the first run of a shape captures them. They are released when ComfyUI unloads the model (its
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from ..causal import kernels
-from ..causal.graphs import CudaGraphs
+from ..causal.graphs import CudaGraphs, allocator_unsupported
 from ..causal.model import CausalWanModel
 
 SPEEDS = ("fast", "exact")
@@ -49,7 +51,11 @@ def choose_speed(level: str, device: torch.device) -> Speed:
     if fused and (why := kernels.fused_unavailable(device)):
         log.warning("CausVid speed 'fast' runs as 'exact' here: %s", why)
         fused = False
-    return Speed(fused_kernels=fused, graphs=device.type == "cuda")
+    graphs = device.type == "cuda"
+    if graphs and (why := allocator_unsupported()) is not None:
+        log.info("CausVid: CUDA graphs off (a few %% slower, same numbers): %s", why)
+        graphs = False
+    return Speed(fused_kernels=fused, graphs=graphs)
 
 
 @dataclass

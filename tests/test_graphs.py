@@ -117,3 +117,17 @@ def test_released_graphs_hold_no_cache(model):
     assert graphs.nbytes > 0 and graphs.graphs
     graphs.release()
     assert graphs.nbytes == 0 and not graphs.graphs
+
+
+def test_graphs_refuse_the_cuda_malloc_async_allocator(monkeypatch):
+    """Under cudaMallocAsync (ComfyUI's default allocator) a capture of a compiled kernel fails and the failed
+    capture aborts the process when freed: refused up front, with what to do."""
+    from causal import graphs as graphs_module
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_allocator_backend", lambda: "cudaMallocAsync")
+    assert "--disable-cuda-malloc" in graphs_module.allocator_unsupported()
+    with pytest.raises(ValueError, match="native CUDA allocator, not cudaMallocAsync"):
+        CudaGraphs(tiny_model(torch.bfloat16), batch=1, height=H, width=W, num_frames=6, device="cuda")
+    monkeypatch.setattr(torch.cuda, "get_allocator_backend", lambda: "native")
+    assert graphs_module.allocator_unsupported() is None
