@@ -77,3 +77,39 @@ def test_classify_kernel():
         "attention"
     assert classify_kernel("void at::native::elementwise_kernel<c10::complex<double>>") == \
         "float64 / complex elementwise"
+
+
+@pytest.mark.comfyui
+def test_node_bench_tiny_cpu(tmp_path):
+    """bench/node.py end to end on the tiny model: CausVid Stream to Video through ComfyUI's executor (in a fresh
+    process, as the script runs), the library path beside it, finite timings and bit-identical latents."""
+    import subprocess
+    import sys
+
+    from tools.comfy_server import COMFY_DIR, REPO_ROOT, comfyui_available
+
+    if not comfyui_available():
+        pytest.skip("ComfyUI is not installed (scripts/setup.sh)")
+    js, md = tmp_path / "node.json", tmp_path / "node.md"
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "node.py"), "--comfyui", str(COMFY_DIR), "--tiny", "--device",
+         "cpu", "--seconds", "2", "--repeats", "1", "--work-dir", str(tmp_path / "work"), "--json", str(js),
+         "--out", str(md)], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    report = json.loads(js.read_text())
+    assert not report["errors"] and not report["skipped"], report["errors"] or report["skipped"]
+    assert report["node"]["generate"] == report["library"]["generate"]  # the same settings on both paths
+    for path in ("node", "library"):
+        (run,) = report[path]["runs"]
+        assert run["frames"] == 33 and run["writes"] == 3 and not run["stopped"], run  # 2 s: 3 blocks, 33 frames
+        for key in ("first_frame_s", "fps", "median_block_s", "wall_s"):
+            assert math.isfinite(run[key]) and run[key] > 0, (path, key, run[key])
+        assert run["first_frame_s"] < run["wall_s"]
+        assert run["same_mp4"], run  # the same seed writes the same file on both paths
+    assert set(report["node"]["runs"][0]["node_s"]) == {"CausVidModelLoader", "VAELoader", "CausVidTestConditioning",
+                                                        "CausVidStreamToVideo"}
+    latents = report["latents"]
+    assert latents["equal"] and latents["max_abs_diff"] == 0.0 and latents["shape"][2] == 21, latents
+    text = md.read_text()
+    assert "node path vs library (bench/node.py)" in text and "| node | 1 | 42 |" in text
+    assert "| library | 1 | 42 |" in text and "bitwise equal True" in text
