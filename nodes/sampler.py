@@ -23,7 +23,7 @@ from ..causal.sampler import FRAMES_PER_BLOCK, PIXEL_MULTIPLE, fragment_lengths,
 from ..causal.schedule import SCHEDULES, Schedule
 from .comfy_model import causal_network, compute_dtype
 from .speed import DEFAULT_SPEED, SPEED_TOOLTIP, SPEEDS, choose_speed, held_bytes, kept_graphs
-from .streaming import StreamingDecoder
+from .streaming import StreamingDecoder, WanVAEStreamingDecoder
 from .text import FRAGMENT_KEY, START_KEY
 
 CausVidStateType = io.Custom("CAUSVID_STATE")
@@ -197,6 +197,9 @@ def reencoder_for(model, vae, job: Job, batch: int, on_frames=None):
     if batch != 1:
         raise ValueError("the recompute cache policy decodes one video as it goes: use a prompt batch of 1")
     decoder = StreamingDecoder(vae)
+    if not isinstance(decoder, WanVAEStreamingDecoder):  # its frames go back into the DiT: Krea's own VAE only
+        raise ValueError("the recompute policy (Krea Realtime) encodes a decoded frame again with the full Wan 2.1 "
+                         "VAE, as Krea does: connect wan_2.1_vae.safetensors, not a tiny decoder")
     reencoder = vae_reencoder(vae, model, job.policy.window, on_frames, decoder)
     if job.resume is not None:
         if job.resume.video is None:

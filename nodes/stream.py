@@ -50,7 +50,9 @@ class CausVidStreamToVideo(io.ComfyNode):
                 io.Model.Input("model", tooltip="From CausVid Model Loader."),
                 io.Conditioning.Input("positive", tooltip="CausVid Text Encode (one prompt per fragment, or "
                                                           "'seconds: prompt' lines) or CLIPTextEncode."),
-                io.Vae.Input("vae", tooltip="The Wan 2.1 VAE (VAE Loader, wan_2.1_vae.safetensors)."),
+                io.Vae.Input("vae", tooltip="The Wan 2.1 VAE (VAE Loader, wan_2.1_vae.safetensors), or a tiny "
+                             "Wan 2.1 decoder (taew2_1 / lighttaew2_1 in models/vae: several times faster, lower "
+                             "quality). Each streamed file equals one whole decode with the same VAE."),
                 io.String.Input("filename_prefix", default="video/causvid_stream",
                                 tooltip="Where the mp4 goes, inside ComfyUI's output folder (as Save Video)."),
                 *sampling_inputs(),

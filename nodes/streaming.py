@@ -1,8 +1,10 @@
-"""Streaming output: each finished block is decoded by the user's Wan VAE and written to an mp4 at once.
+"""Streaming output: each finished block is decoded by the user's VAE and written to an mp4 at once.
 
-`StreamingDecoder` drives ComfyUI's own Wan 2.1 VAE (`comfy.ldm.wan.vae.WanVAE`: its `conv2` and `decoder`,
-the loop its `decode` runs) one latent frame at a time with one causal feature cache kept for the whole
-video, so block-by-block decoding gives the frames of one whole-video decode: no seams, nothing re-encoded.
+`StreamingDecoder` drives one of ComfyUI's own Wan 2.1 decoders a frame at a time with its causal state kept
+for the whole video, so block-by-block decoding gives the frames of one whole-video decode: no seams, nothing
+re-encoded. Two kinds: the full Wan 2.1 VAE (`comfy.ldm.wan.vae.WanVAE`: its `conv2` and `decoder`, the loop
+its `decode` runs, one feature cache) and the tiny taew2_1 / lighttaew2_1 decoders (`comfy.taesd.taehv.TAEHV`:
+its decoder run in time order as its sequential decode does, each MemBlock remembering its last input).
 `Mp4Writer` encodes frames to H.264 with PyAV (ComfyUI's own dependency) as they arrive; closing it in any
 case leaves a playable file with every frame written so far. `BlockStream` runs both on a worker thread fed
 through a bounded queue, so the next block samples while the last one decodes and memory stays flat.
@@ -24,19 +26,21 @@ import torch
 FPS = 16
 
 
+UNSUPPORTED = ("streaming needs the Wan 2.1 VAE (wan_2.1_vae.safetensors) or a tiny Wan 2.1 decoder (taew2_1 / "
+               "lighttaew2_1), loaded with VAE Loader; this VAE is a {}")
+
+
 class StreamingDecoder:
-    """Decode a Wan 2.1 latent video a chunk at a time, carrying the decoder's causal cache between chunks."""
+    """Decode a Wan 2.1 latent video a chunk at a time, carrying the decoder's causal state between chunks.
+    `StreamingDecoder(vae)` makes the one for the VAE's kind: `WanVAEStreamingDecoder` (the Wan 2.1 VAE) or
+    `TinyStreamingDecoder` (taew2_1 / lighttaew2_1); any other VAE raises ValueError."""
+
+    def __new__(cls, vae) -> StreamingDecoder:
+        return super().__new__(_decoder_kind(vae) if cls is StreamingDecoder else cls)
 
     def __init__(self, vae) -> None:
-        model = getattr(vae, "first_stage_model", None)
-        if model is None or not all(hasattr(model, name) for name in ("conv2", "decoder")):
-            raise ValueError("streaming needs the Wan 2.1 VAE (wan_2.1_vae.safetensors loaded with VAE Loader); "
-                             f"this VAE is a {type(model).__name__}")
-        from comfy.ldm.wan.vae import CausalConv3d
-
         self.vae = vae
-        self.model = model
-        self.cache: list = [None] * sum(isinstance(m, CausalConv3d) for m in model.decoder.modules())
+        self.model = vae.first_stage_model
 
     def load(self, latent_shape: tuple[int, ...]) -> None:
         """Put the VAE on its device with room to decode one latent frame (ComfyUI's model management)."""
@@ -46,21 +50,110 @@ class StreamingDecoder:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """VAE-space latents [1, 16, n, h, w] -> frames [F, H, W, 3] in [0, 1] (float32, CPU): 1 + 4 (n - 1)
-        frames for the video's first chunk, 4 n after it. All or nothing: if it raises, the causal cache is
-        as it was before the call, so the same chunk can be decoded again."""
-        before = list(self.cache)  # the decoder replaces cache entries, it never writes into them
+        """VAE-space latents [1, 16, n, h, w] -> frames [F, H, W, 3] (float32, CPU; the VAE's `process_output`,
+        as VAE Decode gives them: in [0, 1] for the Wan VAE, unclamped for the tiny decoders): 1 + 4 (n - 1)
+        frames for the video's first chunk, 4 n after it. All or nothing: if it raises, the causal state is as
+        it was before the call, so the same chunk can be decoded again."""
+        before = self._state()
         try:
             z = latents.to(device=self.vae.device, dtype=self.vae.vae_dtype)
-            x = self.model.conv2(z)
-            out = []
-            for i in range(x.shape[2]):
-                out.append(self.model.decoder(x[:, :, i:i + 1], feat_cache=self.cache, feat_idx=[0]))
-            pixels = self.vae.process_output(torch.cat(out, dim=2).float())  # [1, 3, F, H, W]
+            pixels = self.vae.process_output(self._decode(z).float())  # [1, 3, F, H, W]
             return pixels[0].permute(1, 2, 3, 0).cpu()
         except BaseException:
-            self.cache[:] = before
+            self._restore(before)
             raise
+
+    def _state(self) -> object:
+        """A snapshot of the causal state (decoding replaces its tensors, it never writes into them)."""
+        raise NotImplementedError
+
+    def _restore(self, state: object) -> None:
+        raise NotImplementedError
+
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        """[B, 16, n, h, w] on the VAE's device and dtype -> the decoder's raw output [B, 3, F, H, W]."""
+        raise NotImplementedError
+
+
+class WanVAEStreamingDecoder(StreamingDecoder):
+    """The Wan 2.1 VAE: `conv2`, then `decoder` one latent frame at a time with one causal feature cache."""
+
+    def __init__(self, vae) -> None:
+        super().__init__(vae)
+        from comfy.ldm.wan.vae import CausalConv3d
+
+        self.cache: list = [None] * sum(isinstance(m, CausalConv3d) for m in self.model.decoder.modules())
+
+    def _state(self) -> list:
+        return list(self.cache)
+
+    def _restore(self, state: list) -> None:
+        self.cache[:] = state
+
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.model.conv2(z)
+        out = [self.model.decoder(x[:, :, i:i + 1], feat_cache=self.cache, feat_idx=[0]) for i in range(x.shape[2])]
+        return torch.cat(out, dim=2)
+
+
+class TinyStreamingDecoder(StreamingDecoder):
+    """taew2_1 / lighttaew2_1 (`TAEHV`, 16 latent channels). Its decoder is a chain of per-frame 2D layers in
+    which a MemBlock also sees its own input of the previous frame (zeros before the video's first) and a TGrow
+    turns each frame into `stride` frames (x4 in all). Run frame by frame in time order, as TAEHV's sequential
+    decode runs it, with each MemBlock's last input kept between chunks; the first `frames_to_trim` output
+    frames of the video (3: 4 n - 3 = 1 + 4 (n - 1)) are dropped, as TAEHV drops them."""
+
+    def __init__(self, vae) -> None:
+        super().__init__(vae)
+        from comfy.taesd.taehv import MemBlock, TGrow
+
+        self.MemBlock, self.TGrow = MemBlock, TGrow
+        self.blocks = list(self.model.decoder)
+        self.memory: list[torch.Tensor | None] = [None] * len(self.blocks)
+        self.to_trim: int = self.model.frames_to_trim
+
+    def _state(self) -> tuple[list, int]:
+        return list(self.memory), self.to_trim
+
+    def _restore(self, state: tuple[list, int]) -> None:
+        self.memory[:], self.to_trim = state
+
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        z = self.model.process_in(z)
+        frames = [f for t in range(z.shape[2]) for f in self._frame(z[:, :, t].contiguous(), 0)]
+        drop = min(self.to_trim, len(frames))
+        self.to_trim -= drop
+        return torch.stack(frames[drop:], dim=2)
+
+    def _frame(self, x: torch.Tensor, first: int) -> list[torch.Tensor]:
+        """One frame [B, C, h, w] through decoder blocks `first`... -> its output frames [B, 3, H, W], in order."""
+        for i in range(first, len(self.blocks)):
+            block = self.blocks[i]
+            if isinstance(block, self.MemBlock):
+                past = self.memory[i]
+                self.memory[i] = x  # never written into: the block concatenates it and adds it to a new tensor
+                x = block(x, torch.zeros_like(x) if past is None else past)
+            elif isinstance(block, self.TGrow):
+                # TGrow gives [B * stride, C, h, w]: each input frame's `stride` frames, run on through the rest in turn
+                grown = block(x).view(x.shape[0], block.stride, *x.shape[1:])
+                return [f for k in range(block.stride) for f in self._frame(grown[:, k], i + 1)]
+            else:
+                x = block(x)
+        return [x]
+
+
+def _decoder_kind(vae) -> type[StreamingDecoder]:
+    from comfy.taesd.taehv import TAEHV
+
+    model = getattr(vae, "first_stage_model", None)
+    if isinstance(model, TAEHV):
+        if model.latent_channels != 16 or model.patch_size != 1:
+            raise ValueError(UNSUPPORTED.format(f"tiny TAEHV decoder with {model.latent_channels} latent channels "
+                                                "(not Wan 2.1's 16)"))
+        return TinyStreamingDecoder
+    if model is not None and all(hasattr(model, name) for name in ("conv2", "decoder")):
+        return WanVAEStreamingDecoder
+    raise ValueError(UNSUPPORTED.format(type(model).__name__))
 
 
 class Mp4Writer:

@@ -1,4 +1,5 @@
-"""Streaming output: ComfyUI's own Wan VAE decoding block by block equals one whole-video decode, the mp4
+"""Streaming output: ComfyUI's own Wan VAE, and its tiny taew2_1 / lighttaew2_1 decoders, decoding block by block
+equal one whole-video decode, the mp4
 grows as blocks arrive, memory stays flat, and an interrupted or failing stream leaves a playable file.
 In-process tests (ComfyUI imported, CPU) and end-to-end runs of CausVid Stream to Video over HTTP."""
 
@@ -14,7 +15,7 @@ import torch
 from tools import workflows as eg
 from tools.comfy_inprocess import pack_module
 from tools.comfy_server import REPO_ROOT, comfyui_available, video_info
-from tools.standins import make_tiny_wan_vae
+from tools.standins import make_tiny_taehv, make_tiny_wan_vae
 from tools.tiny import latent_size
 
 pytestmark = pytest.mark.comfyui
@@ -62,11 +63,88 @@ def test_block_by_block_decode_equals_one_whole_decode(streaming, vae):
 
 
 def test_non_wan_vae_is_refused(streaming):
-    class Other:
-        first_stage_model = torch.nn.Identity()
+    """The message names both kinds it takes; a tiny decoder for another latent space (Wan 2.2's) is refused too."""
+    import types
 
-    with pytest.raises(ValueError, match="Wan 2.1 VAE"):
-        streaming.StreamingDecoder(Other())
+    from comfy.taesd.taehv import TAEHV
+
+    both = r"Wan 2.1 VAE \(wan_2.1_vae.safetensors\) or a tiny Wan 2.1 decoder \(taew2_1 / lighttaew2_1\)"
+    with pytest.raises(ValueError, match=both + ".*Identity"):
+        streaming.StreamingDecoder(types.SimpleNamespace(first_stage_model=torch.nn.Identity()))
+    with pytest.raises(ValueError, match=both + ".*48 latent channels"):
+        streaming.StreamingDecoder(types.SimpleNamespace(first_stage_model=TAEHV(latent_channels=48)))
+
+
+# -------------------------------------------------------------------------------------------------
+# The tiny Wan 2.1 decoders (taew2_1, lighttaew2_1: ComfyUI's TAEHV)
+
+
+@pytest.fixture(scope="module", params=["taew2_1", "lighttaew2_1"])
+def tiny_vae(streaming, tmp_path_factory, request):
+    """A random-weight taew2_1 (fp16 file: HunyuanVideo latent scaling) or lighttaew2_1 (bf16: none), loaded as
+    VAE Loader loads it."""
+    import comfy.sd
+    import comfy.utils
+    from comfy.taesd.taehv import TAEHV
+
+    light = request.param == "lighttaew2_1"
+    path = make_tiny_taehv(tmp_path_factory.mktemp("taehv") / f"tiny_{request.param}.safetensors", seed=2, light=light)
+    vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(path)))
+    assert isinstance(vae.first_stage_model, TAEHV) and (vae.first_stage_model.latent_format is None) == light
+    return vae
+
+
+def _chunks(latents: torch.Tensor) -> list[torch.Tensor]:
+    """The first latent frame alone, then blocks of 3 (as the sampler hands them over)."""
+    return [latents[:, :, :1]] + [latents[:, :, i:i + 3] for i in range(1, latents.shape[2], 3)]
+
+
+def test_tiny_decoder_block_by_block_equals_one_whole_decode(streaming, tiny_vae):
+    latents = _latents(1 + 3 * 4)
+    whole = tiny_vae.decode(latents)[0]
+    decoder = streaming.StreamingDecoder(tiny_vae)
+    assert isinstance(decoder, streaming.TinyStreamingDecoder)
+    chunks = _chunks(latents)
+    parts = [decoder.decode(c) for c in chunks]
+    assert [p.shape[0] for p in parts] == [1, 12, 12, 12, 12]
+    streamed = torch.cat(parts)
+    assert streamed.shape == whole.shape == (1 + 4 * 12, H, W, 3) and streamed.dtype == torch.float32
+    assert torch.equal(streamed, whole) and whole.std() > 0.01  # bit for bit, and not a flat video
+    # a fresh decoder on a later chunk is not that chunk of the video: the MemBlocks' memory matters, and a
+    # video's first chunk drops TAEHV's 3 leading frames
+    alone = streaming.StreamingDecoder(tiny_vae).decode(chunks[2])
+    assert alone.shape[0] == 9 and (alone - parts[2][-9:]).abs().max() > 1e-3
+
+
+def test_tiny_decoder_is_all_or_nothing(streaming, tiny_vae):
+    """A decode that fails midway (after some MemBlocks took the chunk's frames) leaves the state as before it:
+    decoding the same chunk again continues the video as if nothing had happened."""
+    from comfy.taesd.taehv import MemBlock
+
+    latents = _latents(1 + 3 * 3, seed=7)
+    whole = tiny_vae.decode(latents)[0]
+    decoder = streaming.StreamingDecoder(tiny_vae)
+    chunks = _chunks(latents)
+    parts = [decoder.decode(chunks[0]), decoder.decode(chunks[1])]
+    before = list(decoder.memory), decoder.to_trim
+    last = [b for b in decoder.blocks if isinstance(b, MemBlock)][-1]
+    calls = []
+
+    def fail_on_the_sixth_frame(module, args):
+        calls.append(1)
+        if len(calls) == 6:
+            raise RuntimeError("out of memory (simulated)")
+
+    hook = last.register_forward_pre_hook(fail_on_the_sixth_frame)
+    try:
+        with pytest.raises(RuntimeError, match="simulated"):
+            decoder.decode(chunks[2])
+    finally:
+        hook.remove()
+    assert len(calls) == 6 and decoder.to_trim == before[1] == 0
+    assert all(a is b for a, b in zip(decoder.memory, before[0], strict=True))
+    parts += [decoder.decode(c) for c in chunks[2:]]
+    assert torch.equal(torch.cat(parts), whole)
 
 
 def _frames_in(path) -> tuple[int, float]:
@@ -242,6 +320,26 @@ def test_stream_to_video_writes_the_whole_video(comfy_server, standins):
     (path,) = comfy_server.output_paths(result, node_id=node_id)
     assert path.suffix == ".mp4" and _frames_in(path) == (33, 16.0)
     assert len([p for p in result.of_type("progress") if p["node"] == node_id]) == 3 * 3
+
+
+
+def test_stream_to_video_takes_a_tiny_decoder(comfy_server, standins):
+    """CausVid Stream to Video with a tiny taew2_1 in models/vae (VAE Loader): the same 2 s video, 33 frames."""
+    name = "tiny_taew2_1.safetensors"
+    make_tiny_taehv(comfy_server.models_dir / "vae" / name, seed=0)
+    prompt, node_id = _stream_prompt("video/stream_taehv", cache="sink", window=6, sink_frames=3, seconds=2.0, seed=3)
+    (vae_id,) = eg.find_nodes(prompt, "VAELoader")
+    prompt[vae_id]["inputs"]["vae_name"] = name
+    result = comfy_server.run(prompt, timeout=120)
+    assert result.status == "success", result.describe() + comfy_server.log_tail(3000)
+    (path,) = comfy_server.output_paths(result, node_id=node_id)
+    assert path.name.startswith("stream_taehv") and _frames_in(path) == (33, 16.0)
+    # the recompute policy feeds re-encoded frames back into the DiT: only the full Wan VAE, as Krea's own code
+    krea, _ = _stream_prompt("video/stream_taehv_krea", seconds=2.0, seed=3)
+    krea[vae_id]["inputs"]["vae_name"] = name
+    krea[node_id]["inputs"].update(preset="Krea Realtime 14B", cache="preset default")
+    failed = comfy_server.run(krea, timeout=120)
+    assert failed.status == "error" and "not a tiny decoder" in failed.error["exception_message"], failed.describe()
 
 
 def test_interrupted_stream_leaves_a_playable_file(comfy_server, standins):

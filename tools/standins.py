@@ -1,5 +1,6 @@
 """Stand-in files for a ComfyUI models or input folder: a tiny random-weight Wan 2.1 VAE (ComfyUI's own class,
-so that VAELoader detects it) and a small start image. The example workflows' stand-ins as a whole (their
+so that VAELoader detects it), a random-weight tiny Wan 2.1 decoder (taew2_1 / lighttaew2_1) and a small start
+image. The example workflows' stand-ins as a whole (their
 checkpoints under the exact file names) are `tools.workflows.standins.write_standin_models`."""
 
 from __future__ import annotations
@@ -56,6 +57,48 @@ def make_tiny_wan_vae(path: str | os.PathLike, seed: int = 0, dim: int = 8, std:
     os.replace(tmp, path)
     return path
 
+
+
+_TAEHV_SCRIPT = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+import comfy.options
+comfy.options.enable_args_parsing(False)
+import comfy.cli_args
+comfy.cli_args.args.cpu = True
+import torch
+from safetensors.torch import save_file
+from comfy.taesd.taehv import TAEHV
+
+path, seed, dtype = sys.argv[2], int(sys.argv[3]), getattr(torch, sys.argv[4])
+gen = torch.Generator().manual_seed(seed)
+sd = {}
+for k, v in TAEHV(latent_channels=16).state_dict().items():
+    # weights ~ N(0, 1 / fan_in), biases small: activations stay O(1) through the residual MemBlocks
+    std = (1 / v[0].numel()) ** 0.5 if v.ndim > 1 else 0.02
+    sd[k] = (torch.randn(v.shape, generator=gen) * std).to(dtype).contiguous()
+save_file(sd, path)
+print(len(sd), sum(t.numel() for t in sd.values()))
+"""
+
+
+def make_tiny_taehv(path: str | os.PathLike, seed: int = 0, light: bool = False) -> Path:
+    """Write a random-weight tiny Wan 2.1 decoder in the layout of madebyollin's ``taew2_1`` (fp16) or, with
+    ``light``, lightx2v's ``lighttaew2_1`` (bf16) to ``path``: the state dict of ComfyUI's own ``TAEHV`` class for
+    16 latent channels (its widths are fixed: ~11 M params, ~22 MB). ``VAELoader`` detects it by
+    ``decoder.22.bias`` and tells the two apart by dtype (fp16: HunyuanVideo latent scaling; else none).
+    Built in a subprocess so the test process never imports ComfyUI. Deterministic for a given seed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    dtype = "bfloat16" if light else "float16"
+    proc = subprocess.run([sys.executable, "-c", _TAEHV_SCRIPT, str(COMFY_DIR), str(tmp), str(seed), dtype],
+                          cwd=str(COMFY_DIR), capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        raise RuntimeError(f"building the tiny TAEHV failed:\n{proc.stdout}\n{proc.stderr[-4000:]}")
+    os.replace(tmp, path)
+    return path
 
 STANDIN_IMAGE_SIZE = (120, 80)
 """Width, height of the stand-in start image: another aspect ratio than the stand-in video, so that
