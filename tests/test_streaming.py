@@ -184,21 +184,28 @@ def _cancel_during_decode(streaming, vae, tmp_path, cancelled_call: int):
     """A stream whose decoder sees ComfyUI's Cancel flag go up during its `cancelled_call`-th decode."""
     import comfy.model_management as mm
 
+    import threading
+
     decoder = streaming.StreamingDecoder(vae)
     real, calls = decoder.decode, []
+    taken = threading.Event()  # the VAE's ops took the flag (a sampler polling earlier would take it first)
 
     def cancel_then_decode(latents):
         calls.append(1)
         if len(calls) == cancelled_call:
             mm.interrupt_current_processing(True)  # what /interrupt does, seen first by the VAE's ops
-        return real(latents)
+        try:
+            return real(latents)
+        except mm.InterruptProcessingException:
+            taken.set()
+            raise
 
     decoder.decode = cancel_then_decode
     written = []
     writer = streaming.Mp4Writer(tmp_path / "cancelled.mp4", W, H)
     real_write = writer.write
     writer.write = lambda frames: (written.append(frames), real_write(frames))
-    return streaming.BlockStream(decoder, writer), calls, written
+    return streaming.BlockStream(decoder, writer), calls, written, taken
 
 
 def test_cancel_seen_by_the_decoder_stops_the_sampler_and_keeps_every_block(streaming, vae, tmp_path):
@@ -208,11 +215,13 @@ def test_cancel_seen_by_the_decoder_stops_the_sampler_and_keeps_every_block(stre
     import comfy.model_management as mm
 
     blocks = [_latents(1)] + [_latents(3, seed=s) for s in (1, 2)]
-    stream, calls, written = _cancel_during_decode(streaming, vae, tmp_path, cancelled_call=2)
+    stream, calls, written, taken = _cancel_during_decode(streaming, vae, tmp_path, cancelled_call=2)
+    stream.queue.maxsize = len(blocks)  # no put waits (and polls the flag) on a full queue
     with pytest.raises(mm.InterruptProcessingException):
         try:
             for block in blocks:
                 stream.put(block)
+            assert taken.wait(60)  # here the worker sees the Cancel first (in ComfyUI either thread may)
             for _ in range(1000):  # the sampler's per-step check, until the cancel reaches it
                 mm.throw_exception_if_processing_interrupted()
                 time.sleep(0.01)
@@ -231,7 +240,7 @@ def test_cancel_while_the_sampler_waits_on_a_full_queue_does_not_deadlock(stream
 
     import comfy.model_management as mm
 
-    stream, calls, _ = _cancel_during_decode(streaming, vae, tmp_path, cancelled_call=1)
+    stream, calls, _, _ = _cancel_during_decode(streaming, vae, tmp_path, cancelled_call=1)
     stream.queue.maxsize = 1
     outcome = []
 
@@ -258,7 +267,7 @@ def test_cancel_after_the_last_step_still_stops_the_prompt(streaming, vae, tmp_p
     the flag and raises the cancel itself."""
     import comfy.model_management as mm
 
-    stream, calls, written = _cancel_during_decode(streaming, vae, tmp_path, cancelled_call=3)
+    stream, calls, written, _ = _cancel_during_decode(streaming, vae, tmp_path, cancelled_call=3)
     for block in [_latents(1)] + [_latents(3, seed=s) for s in (1, 2)]:
         stream.put(block)
     with pytest.raises(mm.InterruptProcessingException):
