@@ -22,7 +22,7 @@ from ..causal.prompts import PromptChange, frames_for_seconds, per_segment, time
 from ..causal.sampler import FRAMES_PER_BLOCK, PIXEL_MULTIPLE, fragment_lengths, generate, working_memory_bytes
 from ..causal.schedule import SCHEDULES, Schedule
 from .comfy_model import causal_network, compute_dtype
-from .speed import DEFAULT_SPEED, SPEED_TOOLTIP, SPEEDS, choose_speed, held_bytes, kept_graphs
+from .speed import DEFAULT_SPEED, SPEED_TOOLTIP, SPEEDS, choose_speed, keep_only, kept_graphs
 from .streaming import StreamingDecoder, WanVAEStreamingDecoder
 from .text import FRAGMENT_KEY, START_KEY
 
@@ -45,7 +45,6 @@ class CausVidState:
     rng_device: str
     schedule: Schedule
     policy: CachePolicy
-    speed: str
     num_frames: int
     width: int
     height: int
@@ -250,7 +249,7 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
                           f"{(memory + extra_memory) / 2**30:.1f} GiB of RAM for its KV cache and activations, but "
                           f"{free / 2**30:.1f} GiB are free: lower the size or the window")
     shape = (batch, job.height, job.width, cache_frames, dtype, device)
-    held = held_bytes(network, shape) if speed.graphs else 0  # a KV cache kept from a run of this shape
+    held = keep_only(network, shape) if speed.graphs else 0  # a KV cache kept from a run of this shape
     mm.load_models_gpu([model, *extra_models], memory_required=memory - held + extra_memory)
     graphs = kept_graphs(network, shape) if speed.graphs else None
     reencoder = reencoder_for(model, vae, job, batch, on_decoded)
@@ -284,7 +283,7 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
         video = (new if job.prefix is None else torch.cat([job.prefix.to(out_device), new], dim=2)).cpu()
     state = CausVidState(history=result.history, video=video, rng_state=job.generator.get_state(),
                          rng_device=str(device), schedule=job.schedule, policy=job.policy,
-                         speed=job.speed, num_frames=job.num_frames, width=job.width,
+                         num_frames=job.num_frames, width=job.width,
                          height=job.height, model=network.config.name)
     return new, state
 

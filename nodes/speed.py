@@ -33,6 +33,15 @@ SPEED_TOOLTIP = ("fast: compiled elementwise kernels and CUDA graphs (within bf1
                  "references' arithmetic bit for bit (CUDA graphs too: the same numbers). Without CUDA + Triton, "
                  "fast runs exact.")
 log = logging.getLogger("comfyui-causvid")
+_said: set[str] = set()
+
+
+def _once(level: int, message: str, *args) -> None:
+    """Log a fallback the first time it happens in this process (it holds for every later run too)."""
+    text = message % args
+    if text not in _said:
+        _said.add(text)
+        log.log(level, text)
 
 
 @dataclass(frozen=True)
@@ -49,11 +58,11 @@ def choose_speed(level: str, device: torch.device) -> Speed:
         raise ValueError(f"unknown speed '{level}'; choose one of {', '.join(SPEEDS)}")
     fused = level == "fast"
     if fused and (why := kernels.fused_unavailable(device)):
-        log.warning("CausVid speed 'fast' runs as 'exact' here: %s", why)
+        _once(logging.WARNING, "CausVid speed 'fast' runs as 'exact' here: %s", why)
         fused = False
     graphs = device.type == "cuda"
     if graphs and (why := allocator_unsupported()) is not None:
-        log.info("CausVid: CUDA graphs off (a few %% slower, same numbers): %s", why)
+        _once(logging.INFO, "CausVid: CUDA graphs off (a few %% slower, same numbers): %s", why)
         graphs = False
     return Speed(fused_kernels=fused, graphs=graphs)
 
@@ -85,8 +94,8 @@ def _weights_in_place(network: CausalWanModel, device: torch.device) -> tuple[in
 GraphShape = tuple  # (batch, height, width, cache frames, dtype, device): `CudaGraphs.shape`
 
 
-def held_bytes(network: CausalWanModel, shape: GraphShape) -> int:
-    """Release kept graphs of another shape; return the device memory that kept graphs of `shape` hold already
+def keep_only(network: CausalWanModel, shape: GraphShape) -> int:
+    """Release kept graphs of any other shape; return the device memory that kept graphs of `shape` hold already
     (their KV cache), which a run of that shape need not reserve again."""
     kept: _Kept | None = getattr(network, _ATTRIBUTE, None)
     if kept is not None and kept.graphs.shape != shape:
