@@ -58,6 +58,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gzip
 import functools
 import gc
 import hashlib
@@ -78,7 +80,7 @@ import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
@@ -94,6 +96,9 @@ STREAM_NODE, LOADER_NODE, VAE_NODE, TEXT_NODE, CLIP_NODE = "5", "1", "3", "4", "
 SAMPLER_NODE, SAVE_LATENT_NODE = "6", "7"
 DEFAULT_PRESET = {"1.3B": "Self-Forcing / LongLive 1.3B", "14B": "LightX2V CausVid 14B"}
 LAYOUT = {"1.3B": "comfyui", "14B": "lightx2v_safetensors", "tiny": "comfyui"}
+VAES = ("wan", "taew2_1", "lighttaew2_1")
+TRACE_MAX_BYTES = 15 * 2 ** 20
+"""A compressed profiler trace larger than this is deleted (its summary stays in the report)."""
 VAE_STD = 0.02
 """Weight scale of the random VAE (as bench/stream.py): its own initialisation decodes to NaN."""
 
@@ -105,6 +110,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--model", choices=("1.3B", "14B"), default="1.3B")
     p.add_argument("--tiny", action="store_true", help="the tiny DiT and VAE at 64x48 (CPU smoke test)")
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    p.add_argument("--vae", choices=VAES, default="wan",
+                   help="the stream's decoder: the Wan 2.1 VAE or a tiny one (real size, random weights)")
     p.add_argument("--seconds", type=float, default=60.0, help="video length of each stream run")
     p.add_argument("--speed", choices=("fast", "exact"), default="fast", help="the stream node's speed widget")
     p.add_argument("--preset", default=None, help="schedule preset (default: the template's for 1.3B, LightX2V "
@@ -119,6 +126,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "PyTorch's caching allocator (--disable-cuda-malloc)")
     p.add_argument("--deadline-s", type=float, default=540.0, help="stop cleanly this long after the start")
     p.add_argument("--work-dir", default=None, help="models/output folder (default: a temporary one, removed)")
+    p.add_argument("--profile-seconds", type=float, default=0.0,
+                   help="after the timed runs, one more run per path this long under torch.profiler: a Chrome "
+                        "trace (gzip) beside --json and a summary of GPU busy time per stream (0: off)")
     p.add_argument("--json", default=None, help="everything measured (rewritten after each step)")
     p.add_argument("--out", default=None, help="a markdown section (written)")
     args = p.parse_args(argv)
@@ -404,6 +414,7 @@ def write_models(models: Path, args: argparse.Namespace, device) -> dict[str, An
     import causal
     from causal.synthetic import LAYOUTS, random_state_dict, write_checkpoint
     from comfy.ldm.wan.vae import WanVAE
+    from tools.standins import random_taehv_state_dict
     from tools.tiny import TINY
 
     kind = "tiny" if args.tiny else args.model
@@ -418,13 +429,18 @@ def write_models(models: Path, args: argparse.Namespace, device) -> dict[str, An
     if device.type == "cuda":
         torch.cuda.empty_cache()
     t1 = time.perf_counter()
-    vae = models / "vae" / f"bench_wan_2.1_vae{'_tiny' if args.tiny else ''}.safetensors"
+    if args.vae == "wan":
+        vae = models / "vae" / f"bench_wan_2.1_vae{'_tiny' if args.tiny else ''}.safetensors"
+        wan = WanVAE(dim=8 if args.tiny else 96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                     temperal_downsample=[False, True, True])
+        g = torch.Generator().manual_seed(0)
+        weights = {k: (torch.randn(v.shape, generator=g) * VAE_STD).to(torch.bfloat16)
+                   for k, v in wan.state_dict().items()}
+    else:  # VAELoader tells the two tiny decoders apart by dtype (fp16: taew2_1)
+        vae = models / "vae" / f"bench_{args.vae}.safetensors"
+        weights = random_taehv_state_dict(0, torch.bfloat16 if args.vae == "lighttaew2_1" else torch.float16)
     vae.parent.mkdir(parents=True, exist_ok=True)
-    wan = WanVAE(dim=8 if args.tiny else 96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
-                 temperal_downsample=[False, True, True])
-    g = torch.Generator().manual_seed(0)
-    save_file({k: (torch.randn(v.shape, generator=g) * VAE_STD).to(torch.bfloat16)
-               for k, v in wan.state_dict().items()}, str(vae))
+    save_file(weights, str(vae))
     return {"dit": str(dit), "dit_layout": LAYOUT[kind], "dit_gb": round(dit.stat().st_size / 1e9, 2),
             "dit_write_s": round(t1 - t0, 1), "vae": str(vae), "vae_mb": round(vae.stat().st_size / 1e6, 1),
             "config": config.name, "text_dim": config.text_dim}
@@ -563,7 +579,7 @@ class Bench:
             "model": "tiny" if args.tiny else args.model, "size": "{}x{}".format(*self.size),
             "seconds": args.seconds, "speed": args.speed, "preset": args.preset, "repeats": args.repeats,
             "seed": args.seed, "check_latents": args.check_latents, "check_seconds": args.check_seconds,
-            "allocator": args.allocator, "deadline_s": args.deadline_s, "workflow": TEMPLATE.name,
+            "vae": args.vae, "allocator": args.allocator, "deadline_s": args.deadline_s, "workflow": TEMPLATE.name,
             "cache": "{cache} {sink_frames} + {window}".format(**template[STREAM_NODE]["inputs"])}
         try:
             if self.step("setup", lambda: self.setup(work)):
@@ -593,6 +609,9 @@ class Bench:
         self.comfy = Comfy()
         streaming = self.comfy.module("nodes.streaming")
         self.recorder = Recorder(streaming.Mp4Writer, self.comfy.module("nodes.stream").CausVidStreamToVideo)
+        from bench.timeline import Timeline  # imports torch: only after ComfyUI chose the allocator
+
+        self.timeline = Timeline(streaming)
         self.record_node_calls()
 
     def record_node_calls(self) -> None:
@@ -623,6 +642,11 @@ class Bench:
                 break
             if not self.step(f"node run {i + 1}", lambda p=prompt: self.node_stream(p)):
                 break
+        if args.profile_seconds and self.report["node"]["runs"] and self.fits("node profile", None):
+            profile_prompt = json.loads(json.dumps(prompts[-1]))
+            # a seed of its own: the same inputs as the last run would be ComfyUI's cached result
+            profile_prompt[STREAM_NODE]["inputs"].update(seconds=args.profile_seconds, seed=args.seed + args.repeats)
+            self.step("node profile", lambda: self.node_stream(profile_prompt, profile=True))
         if self.node_calls:
             self.report["node"]["generate"] = self.node_calls[0]
         check = check_prompt(prompts[0], args.check_seconds, args.seed)
@@ -639,6 +663,9 @@ class Bench:
                     break
                 if not self.step(f"library run {i + 1}", lambda s=args.seed + i: self.library_stream(s)):
                     break
+            if args.profile_seconds and self.report["library"]["runs"] and self.fits("library profile", None):
+                self.step("library profile", lambda: self.library_stream(args.seed + args.repeats,
+                                                                         args.profile_seconds))
             if args.check_latents and self.fits("library latents check", self.check_estimate()):
                 self.step("library latents check", self.library_check)
         self.compare()
@@ -668,20 +695,58 @@ class Bench:
             self.mm.interrupt_current_processing(False)
         return executed
 
-    def node_stream(self, prompt: dict) -> None:
+    @contextlib.contextmanager
+    def profiled(self, path: str, on: bool) -> Iterator[None]:
+        """With `on`: the body under torch.profiler (CPU and CUDA); its trace goes beside --json as
+        trace_<path>.json.gz and a summary of its steady blocks (bench/timeline.py) into the report."""
+        if not on:
+            yield
+            return
+        from bench.timeline import load_trace, steady_window, trace_summary
+
+        torch = self.torch
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if self.device.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        # every thread's ops (the decoder's too), and the CUDA synchronisations: who waited for what
+        config = torch._C._profiler._ExperimentalConfig(profile_all_threads=True, enable_cuda_sync_events=True)
+        with torch.profiler.profile(activities=activities, experimental_config=config) as prof:
+            yield
+        folder = Path(self.args.json).parent if self.args.json else self.output
+        raw = folder / f"trace_{path}.json"
+        prof.export_chrome_trace(str(raw))
+        events = load_trace(raw)
+        with open(raw, "rb") as f, gzip.open(f"{raw}.gz", "wb") as g:
+            shutil.copyfileobj(f, g)
+        raw.unlink()
+        kept = Path(f"{raw}.gz").stat().st_size <= TRACE_MAX_BYTES
+        if not kept:  # too big to fetch from a lent machine: the summary stays
+            Path(f"{raw}.gz").unlink()
+        window = steady_window(events)
+        self.report[path]["profile"] = {"trace": f"{raw.name}.gz" if kept else None, "steady_window": window is not None,
+                                        **trace_summary(events, window)}
+        log(f"{path} profile: {json.dumps(self.report[path]['profile'])[:1500]}")
+
+    def node_stream(self, prompt: dict, profile: bool = False) -> None:
         seed = prompt[STREAM_NODE]["inputs"]["seed"]
         reset_peak(self.device)
         writes = self.recorder.begin()
+        threads = self.timeline.begin()
         try:
-            executed = self.execute(prompt)
+            with self.profiled("node", profile):
+                executed = self.execute(prompt)
         finally:
             self.recorder.finish()
+            self.timeline.finish()
         if writes.start is None:
             raise RuntimeError(f"CausVid Stream to Video did not run (cached?): {executed.node_s}")
         stopped = "deadline" if executed.interrupted else None
         run = summarize(writes, self.device, seed, stopped)
         run.update(prompt_s=executed.seconds, node_s=executed.node_s, messages=executed.messages,
-                   **(self.node_graphs or {}))
+                   threads=threads.summary(), **(self.node_graphs or {}))
+        if profile:
+            self.report["node"]["profile"]["run"] = run
+            return
         self.report["node"]["runs"].append(run)
         log_run("node", run)
 
@@ -758,42 +823,53 @@ class Bench:
             differ = {k: (node[k], mine[k]) for k in mine if mine[k] != node[k]}
             raise ValueError(f"the library's settings differ from the node's (node, library): {differ}")
 
-    def library_stream(self, seed: int) -> None:
+    def library_stream(self, seed: int, profile_seconds: float = 0.0) -> None:
         lib, causal = self.lib, self.causal
+        profile = profile_seconds > 0
+        kwargs = dict(lib["kwargs"])
+        if profile:
+            kwargs["total_frames"] = causal.prompts.frames_for_seconds(profile_seconds)
         streaming = self.comfy.module("nodes.streaming")
         h, w = lib["kwargs"]["height"] // 8, lib["kwargs"]["width"] // 8
         path = self.output / "bench" / f"library_stream_{seed}.mp4"
         path.parent.mkdir(parents=True, exist_ok=True)
         reset_peak(self.device)
         writes = self.recorder.begin()
+        threads = self.timeline.begin()
         writes.start = time.perf_counter()
         stopped = None
         graphs = lib["graphs"]
         before = (graphs.captures, graphs.replays) if graphs else None
         try:
-            decoder = streaming.StreamingDecoder(lib["vae"])
-            decoder.load((1, 16, 1, h, w))
-            stream = streaming.BlockStream(decoder, streaming.Mp4Writer(path, lib["kwargs"]["width"],
-                                                                        lib["kwargs"]["height"], streaming.FPS))
+            with self.profiled("library", profile):  # the whole stream: its last decodes come after sampling
+                decoder = streaming.StreamingDecoder(lib["vae"])
+                decoder.load((1, 16, 1, h, w))
+                stream = streaming.BlockStream(decoder, streaming.Mp4Writer(path, lib["kwargs"]["width"],
+                                                                            lib["kwargs"]["height"], streaming.FPS))
 
-            def on_block(block) -> None:
-                stream.put(lib["latent_format"].process_out(block.float()).cpu())
-                if self.left_s() <= 0:
-                    raise Deadline
+                def on_block(block) -> None:
+                    stream.put(lib["latent_format"].process_out(block.float()).cpu())
+                    if self.left_s() <= 0:
+                        raise Deadline
 
-            try:
-                causal.generate(lib["model"], lib["context"], seed=seed, output_device="cpu", keep_latents=False,
-                                on_block=on_block, **lib["kwargs"])
-            except Deadline:
-                stopped = "deadline"
-            finally:
-                stream.close()
+                try:
+                    causal.generate(lib["model"], lib["context"], seed=seed, output_device="cpu",
+                                    keep_latents=False, on_block=on_block, **kwargs)
+                except Deadline:
+                    stopped = "deadline"
+                finally:
+                    stream.close()
         finally:
             writes.end = time.perf_counter()
             self.recorder.finish()
+            self.timeline.finish()
         run = summarize(writes, self.device, seed, stopped)
+        run["threads"] = threads.summary()
         if graphs:
             run["graph_captures"], run["graph_replays"] = graphs.captures - before[0], graphs.replays - before[1]
+        if profile:
+            self.report["library"]["profile"]["run"] = run
+            return
         self.report["library"]["runs"].append(run)
         log_run("library", run)
 
@@ -881,7 +957,8 @@ def render_markdown(report: dict, table: str) -> str:
                f"(bench/node.py) · causal/ sha {env.get('causal_sha')}")
     setting = (f"CausVid Stream to Video in ComfyUI's executor (in process, `{s['workflow']}` with "
                f"CausVidTestConditioning for the text encoder) vs `causal.generate` + the pack's streaming classes, "
-               f"{s['model']} random weights ({report['files'].get('dit_layout')} layout), {s['size']}, "
+               f"{s['model']} random weights ({report['files'].get('dit_layout')} layout), decoder "
+               f"{s.get('vae', 'wan')}, {s['size']}, "
                f"{s['seconds']} s of video per run, preset {s['preset']}, speed `{s['speed']}` (compute "
                f"{node_settings.get('dtype', '?')}, compiled kernels {node_settings.get('fused_kernels', '?')}, CUDA "
                f"graphs {node_settings.get('graphs', '?')}), cache {s['cache']}, {s['repeats']} run(s) per path with "

@@ -94,7 +94,7 @@ def test_node_bench_tiny_cpu(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(REPO_ROOT / "bench" / "node.py"), "--comfyui", str(COMFY_DIR), "--tiny", "--device",
          "cpu", "--seconds", "2", "--repeats", "1", "--work-dir", str(tmp_path / "work"), "--json", str(js),
-         "--out", str(md)], capture_output=True, text=True, timeout=240)
+         "--out", str(md), "--profile-seconds", "2"], capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     report = json.loads(js.read_text())
     assert not report["errors"] and not report["skipped"], report["errors"] or report["skipped"]
@@ -106,6 +106,13 @@ def test_node_bench_tiny_cpu(tmp_path):
             assert math.isfinite(run[key]) and run[key] > 0, (path, key, run[key])
         assert run["first_frame_s"] < run["wall_s"]
         assert run["same_mp4"], run  # the same seed writes the same file on both paths
+        threads = run["threads"]
+        assert threads["blocks"] == 3 and threads["decode_s"] > 0 and threads["write_s"] > 0, threads
+        profile = report[path]["profile"]
+        assert (tmp_path / profile["trace"]).is_file() and profile["run"]["frames"] == 33, profile
+        # the profiled run's spans: 3 decodes, 3 hand-overs, 3 writes (the whole trace: too few blocks to window)
+        assert not profile["steady_window"] and set(profile["labels_ms"]) == {"bench::decodes", "bench::puts",
+                                                                              "bench::writes"}, profile
     assert set(report["node"]["runs"][0]["node_s"]) == {"CausVidModelLoader", "VAELoader", "CausVidTestConditioning",
                                                         "CausVidStreamToVideo"}
     latents = report["latents"]
@@ -113,3 +120,28 @@ def test_node_bench_tiny_cpu(tmp_path):
     text = md.read_text()
     assert "node path vs library (bench/node.py)" in text and "| node | 1 | 42 |" in text
     assert "| library | 1 | 42 |" in text and "bitwise equal True" in text
+
+
+def test_trace_summary_counts_busy_and_shared_time():
+    """Per-stream busy time is the union of its kernels, the overlap is the time both streams were busy, and the
+    window clips both; host spans of the timeline's labels are summed."""
+    from bench.timeline import steady_window, trace_summary
+
+    def kernel(stream, ts, dur):
+        return {"ph": "X", "cat": "kernel", "name": "k", "ts": ts, "dur": dur, "args": {"stream": stream}}
+
+    events = [kernel(7, 0, 100), kernel(7, 50, 100), kernel(7, 300, 100),  # stream 7: [0, 150] + [300, 400]
+              kernel(13, 100, 250),                                          # stream 13: [100, 350]
+              {"ph": "X", "cat": "cuda_runtime", "name": "cudaStreamSynchronize", "ts": 10, "dur": 40, "tid": 5},
+              {"ph": "M", "name": "thread_name", "tid": 5, "args": {"name": "main"}},
+              {"ph": "X", "cat": "user_annotation", "name": "bench::decodes", "ts": 0, "dur": 500, "tid": 6}]
+    whole = trace_summary(events)
+    assert whole["window_ms"] == 0.4 and whole["gpu_busy_ms"] == 0.4
+    assert whole["streams"]["7"]["busy_ms"] == 0.25 and whole["streams"]["13"]["busy_ms"] == 0.25
+    assert whole["top_two_overlap_ms"] == 0.1  # [100, 150] and [300, 350]
+    assert whole["threads"]["main (5)"]["cudaStreamSynchronize"] == {"calls": 1, "ms": 0.04}
+    assert whole["labels_ms"] == {"bench::decodes": 0.4}
+    clipped = trace_summary(events, (120, 320))
+    assert clipped["streams"]["7"]["busy_ms"] == 0.05 and clipped["top_two_overlap_ms"] == 0.05
+    puts = [{"ph": "X", "name": "bench::puts", "ts": t, "dur": 1} for t in range(0, 80, 10)]
+    assert steady_window(puts) == (20.0, 40.0) and steady_window(puts[:6]) is None

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tools.comfy_server import COMFY_DIR
+from tools.comfy_server import COMFY_DIR, REPO_ROOT
 
 _TINY_VAE_SCRIPT = r"""
 import sys
@@ -59,25 +59,31 @@ def make_tiny_wan_vae(path: str | os.PathLike, seed: int = 0, dim: int = 8, std:
 
 
 
+def random_taehv_state_dict(seed: int, dtype) -> dict:
+    """Random weights for ComfyUI's own ``TAEHV`` at 16 latent channels (ComfyUI must be importable): weights
+    ~ N(0, 1 / fan_in), biases small, so activations stay O(1) through the residual MemBlocks."""
+    import torch
+    from comfy.taesd.taehv import TAEHV
+
+    gen = torch.Generator().manual_seed(seed)
+    return {k: (torch.randn(v.shape, generator=gen) * ((1 / v[0].numel()) ** 0.5 if v.ndim > 1 else 0.02))
+            .to(dtype).contiguous() for k, v in TAEHV(latent_channels=16).state_dict().items()}
+
+
 _TAEHV_SCRIPT = r"""
 import sys
 sys.path.insert(0, sys.argv[1])
+sys.path.insert(1, sys.argv[5])
 import comfy.options
 comfy.options.enable_args_parsing(False)
 import comfy.cli_args
 comfy.cli_args.args.cpu = True
 import torch
 from safetensors.torch import save_file
-from comfy.taesd.taehv import TAEHV
+from tools.standins import random_taehv_state_dict
 
-path, seed, dtype = sys.argv[2], int(sys.argv[3]), getattr(torch, sys.argv[4])
-gen = torch.Generator().manual_seed(seed)
-sd = {}
-for k, v in TAEHV(latent_channels=16).state_dict().items():
-    # weights ~ N(0, 1 / fan_in), biases small: activations stay O(1) through the residual MemBlocks
-    std = (1 / v[0].numel()) ** 0.5 if v.ndim > 1 else 0.02
-    sd[k] = (torch.randn(v.shape, generator=gen) * std).to(dtype).contiguous()
-save_file(sd, path)
+sd = random_taehv_state_dict(int(sys.argv[3]), getattr(torch, sys.argv[4]))
+save_file(sd, sys.argv[2])
 print(len(sd), sum(t.numel() for t in sd.values()))
 """
 
@@ -93,7 +99,8 @@ def make_tiny_taehv(path: str | os.PathLike, seed: int = 0, light: bool = False)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     dtype = "bfloat16" if light else "float16"
-    proc = subprocess.run([sys.executable, "-c", _TAEHV_SCRIPT, str(COMFY_DIR), str(tmp), str(seed), dtype],
+    proc = subprocess.run([sys.executable, "-c", _TAEHV_SCRIPT, str(COMFY_DIR), str(tmp), str(seed), dtype,
+                           str(REPO_ROOT)],
                           cwd=str(COMFY_DIR), capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
         raise RuntimeError(f"building the tiny TAEHV failed:\n{proc.stdout}\n{proc.stderr[-4000:]}")
