@@ -35,6 +35,13 @@ node's execute (library: the run); peak device memory = torch.cuda.max_memory_al
 RSS now and peak. Node runs also list per-node seconds (between the executor's `executing` messages). Both
 paths' mp4s of one seed are compared byte for byte (same_mp4).
 
+Each run also reports `threads` (bench/timeline.py): per steady block, the sampler's own time, its wait for
+room in the decode queue, the decode, the write, and the decoder's idle time. `--profile-seconds S` adds one run
+per path of S seconds under torch.profiler (every thread, CUDA syncs): trace_node.json.gz / trace_library.json.gz
+beside --json and a summary: GPU busy time per CUDA stream over the steady blocks, how much the two busiest
+overlapped, each thread's slowest CUDA runtime calls. `--vae taew2_1 | lighttaew2_1` streams through a tiny
+decoder (real size, random weights) instead of the Wan VAE.
+
 `--check-latents` (on by default): CausVid Sampler (not the stream) + SaveLatent through the executor for
 `--check-seconds` of video with the stream's settings, and `causal.generate` with the same; reports whether the
 VAE-space latents are bitwise equal (torch.equal) and their largest difference. The default 5 s (21 latent
@@ -848,7 +855,7 @@ class Bench:
                                                                             lib["kwargs"]["height"], streaming.FPS))
 
                 def on_block(block) -> None:
-                    stream.put(lib["latent_format"].process_out(block.float()).cpu())
+                    stream.put(causal.host.to_host(lib["latent_format"].process_out(block.float())))  # as the node
                     if self.left_s() <= 0:
                         raise Deadline
 

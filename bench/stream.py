@@ -21,7 +21,7 @@ straight to the writer, as in the node).
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
 import resource
 import sys
@@ -46,10 +46,12 @@ def _rss_gib() -> tuple[float, float]:
 
 
 def _load_streaming():
-    spec = importlib.util.spec_from_file_location("causvid_streaming", REPO / "nodes" / "streaming.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The pack's streaming module, the pack imported as ComfyUI imports it (a package: its modules import
+    `..causal`)."""
+    from tools.comfy_inprocess import import_folder
+
+    import_folder("comfyui_causvid", REPO)
+    return importlib.import_module("comfyui_causvid.nodes.streaming")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         block_s.append(now - last_block[0])
         last_block[0] = now
         if not recompute_policy:
-            stream.put(latent_format.process_out(block.float()).cpu())
+            stream.put(causal.host.to_host(latent_format.process_out(block.float())))  # as the node
         if time.perf_counter() - t0 > args.deadline_s:
             raise Deadline
 

@@ -34,6 +34,7 @@ from typing import Callable
 import torch
 
 from .cache_policy import CachePolicy
+from .host import to_host
 from .kernels import EAGER, Glue
 from .kv_cache import CrossAttentionKV, KVCache
 from .model import CausalWanModel
@@ -194,8 +195,8 @@ class ContextWindow:
         for i in range(clean_latents.shape[2]):
             self.recent.append(clean_latents[:, :, i:i + 1])
         if self.history is not None:
-            self.history.events.append(Write(latents.detach().cpu(), float(timestep),
-                                             None if clean is None else clean.detach().cpu()))
+            self.history.events.append(Write(to_host(latents.detach()), float(timestep),
+                                             None if clean is None else to_host(clean.detach())))
 
     def write(self, latents: torch.Tensor, timestep: float, clean: torch.Tensor | None = None) -> None:
         """Cache a chunk of given latents [B, 16, n, h, w] at one timestep (a prefilled start, a re-cache, a

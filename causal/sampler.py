@@ -33,6 +33,7 @@ from . import kernels
 from .cache_policy import CachePolicy, fragments
 from .config import LATENT_CHANNELS, VAE_STRIDE
 from .context import ContextWindow, History
+from .host import to_device
 from .graphs import CudaGraphs
 from .kv_cache import CrossAttentionKV, KVCache
 from .model import CausalWanModel
@@ -194,7 +195,7 @@ def _rebuilt_context(policy: CachePolicy, frames_per_block: int, resume: History
 
 def _denoise_block(window: ContextWindow, x: torch.Tensor, slot: int, position: int, timesteps: list[torch.Tensor],
                    steps: list[tuple[float, float]], *, renoise: Renoise, float32_x0: bool,
-                   report: Callable[[int, torch.Tensor], None]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   report: Callable[[int, torch.Tensor], None]) -> tuple[torch.Tensor, torch.Tensor]:
     """One block's denoising steps (docs/algorithm.md §5.1) from its initial noise x [B, n, 16, h, w] (the
     references' frame-major layout; the network takes [B, 16, n, h, w]), step k at (tau_k, sigma_k):
 
@@ -203,7 +204,7 @@ def _denoise_block(window: ContextWindow, x: torch.Tensor, slot: int, position: 
         x  = bf16((1 - sigma_{k+1}) x0 + sigma_{k+1} eps)     (float32, eps = renoise([B n, 16, h, w]); not after
                                                                 the last step)
 
-    `report(k, x0)` follows every step. Returns x0, the last step's network input and its timestep."""
+    `report(k, x0)` follows every step. Returns x0 and the last step's network input."""
     batch, frames, channels, h, w = x.shape
     dtype = x.dtype
     for k, (timestep, (_, sigma)) in enumerate(zip(timesteps, steps)):
@@ -218,7 +219,7 @@ def _denoise_block(window: ContextWindow, x: torch.Tensor, slot: int, position: 
             next_sigma = steps[k + 1][1]
             eps = renoise((batch * frames, channels, h, w)).to(x.device).view(batch, frames, channels, h, w)
             x = ((1 - next_sigma) * x0.float() + next_sigma * eps.float()).to(dtype)
-    return x0, x_in, timestep
+    return x0, x_in
 
 
 @torch.no_grad()  # a host's tensor that requires grad (a VAE's re-encoded frame) must not make the cache a graph
@@ -357,7 +358,7 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
                     progress(Progress(fragment, b, k, len(steps), completed, progress_total,
                                       x0.transpose(1, 2).to(dtype)))
 
-            x0, x_in, timestep = _denoise_block(window, x, slot, position, timesteps, steps, renoise=renoise,
+            x0, x_in = _denoise_block(window, x, slot, position, timesteps, steps, renoise=renoise,
                                                 float32_x0=schedule.lightx2v_arithmetic, report=report)
             block = x0.to(dtype).transpose(1, 2)
             # NaN/Inf weights or prompts show in the first block: checked at once (one host sync); later blocks
@@ -374,12 +375,12 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
                 window.forward(block, clean_t, slot, position)
                 window.finish(block, 0.0)
             else:
-                window.finish(x_in, float(timestep[0, 0]), clean=block)
+                window.finish(x_in, float(steps[-1][0]), clean=block)  # tau of the last step (no device read)
             last_block = block
             if on_block is not None:
                 on_block(block)
             if keep_latents:
-                blocks.append(block.to(output_device))
+                blocks.append(to_device(block, output_device))
     finally:
         cache = None  # an exception's traceback keeps this frame alive: release the cache's memory now
         window.cache = None  # type: ignore[assignment]
@@ -389,7 +390,7 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
         window.history.rebuilt = rebuilt.to("cpu")
     latents = torch.cat(blocks, dim=2) if blocks else last_block.new_empty(*last_block.shape[:2], 0,
                                                                            *last_block.shape[3:])
-    return Generation(latents=latents.to(output_device), last_block=last_block, history=window.history)
+    return Generation(latents=to_device(latents, output_device), last_block=last_block, history=window.history)
 
 
 def sample_video(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tensor] | Sequence[PromptChange], *,

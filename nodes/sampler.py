@@ -17,6 +17,7 @@ from comfy_api.latest import io
 
 from ..causal.cache_policy import KINDS, CachePolicy, family_policy
 from ..causal.context import History
+from ..causal.host import to_host
 from ..causal.rebuilt_context import ReencodedFrames
 from ..causal.prompts import PromptChange, frames_for_seconds, per_segment, timeline_from_seconds
 from ..causal.sampler import FRAMES_PER_BLOCK, PIXEL_MULTIPLE, fragment_lengths, generate, working_memory_bytes
@@ -268,7 +269,7 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
         bars[0].update_absolute(p.completed, p.total, image)
 
     def block_done(block: torch.Tensor) -> None:
-        on_block(model.model.process_latent_out(block.float()).cpu())
+        on_block(to_host(model.model.process_latent_out(block.float())))
 
     result = generate(network, timeline, height=job.height, width=job.width, schedule=job.schedule,
                       policy=job.policy, num_frames=job.num_frames, total_frames=total, generator=job.generator,

@@ -6,8 +6,10 @@ re-encoded. Two kinds: the full Wan 2.1 VAE (`comfy.ldm.wan.vae.WanVAE`: its `co
 its `decode` runs, one feature cache) and the tiny taew2_1 / lighttaew2_1 decoders (`comfy.taesd.taehv.TAEHV`:
 its decoder run in time order as its sequential decode does, each MemBlock remembering its last input).
 `Mp4Writer` encodes frames to H.264 with PyAV (ComfyUI's own dependency) as they arrive; closing it in any
-case leaves a playable file with every frame written so far. `BlockStream` runs both on a worker thread fed
-through a bounded queue, so the next block samples while the last one decodes and memory stays flat.
+case leaves a playable file with every frame written so far. `BlockStream` runs them as a pipeline: the next
+block samples while the last one decodes (its own thread and CUDA stream) while the one before is encoded (a
+third thread), each stage fed through a bounded queue, so a block takes the slowest stage's time, not their sum,
+and memory stays flat. Frames reach the CPU through `causal.host.to_host`, which holds up no other thread.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from typing import Callable
 import av
 import comfy.model_management as mm
 import torch
+
+from ..causal.host import to_host
 
 FPS = 16
 
@@ -58,7 +62,7 @@ class StreamingDecoder:
         try:
             z = latents.to(device=self.vae.device, dtype=self.vae.vae_dtype)
             pixels = self.vae.process_output(self._decode(z).float())  # [1, 3, F, H, W]
-            return pixels[0].permute(1, 2, 3, 0).cpu()
+            return to_host(pixels[0].permute(1, 2, 3, 0))
         except BaseException:
             self._restore(before)
             raise
@@ -187,41 +191,54 @@ class Mp4Writer:
 
 
 class BlockStream:
-    """Decode-and-write on a worker thread; `put` blocks while `depth` blocks wait (backpressure)."""
+    """Decode on one worker thread, encode and write on another; `put` blocks while `depth` blocks wait to be
+    decoded, the decoder while `depth` decoded blocks wait to be written (backpressure)."""
 
     def __init__(self, decoder: StreamingDecoder, writer: Mp4Writer, *, depth: int = 2,
                  on_frames: Callable[[int, torch.Tensor], None] | None = None) -> None:
         self.decoder, self.writer = decoder, writer
-        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)  # (decoded?, latents or frames) to decode
+        self.decoded: queue.Queue = queue.Queue(maxsize=depth)  # frames to write
         self.error: BaseException | None = None
         self.on_frames = on_frames
         self.closed = False
         self.closing = threading.Event()
         self.cancelled = False  # the user pressed Cancel while the worker was decoding
-        self.thread = threading.Thread(target=self._work, name="causvid-stream", daemon=True)
-        self.thread.start()
+        self.threads = [threading.Thread(target=self._decoding, name="causvid-stream-decode", daemon=True),
+                        threading.Thread(target=self._writing, name="causvid-stream-write", daemon=True)]
+        for thread in self.threads:
+            thread.start()
 
-    def _work(self) -> None:
+    def _fail(self, error: BaseException) -> None:
+        if self.error is None:  # the first error is the one raised
+            self.error = error
+
+    def _decoding(self) -> None:
         device = torch.device(self.decoder.vae.device)
         # its own CUDA stream, so the decode can run beside the sampler's kernels
         with torch.cuda.stream(torch.cuda.Stream(device)) if device.type == "cuda" else contextlib.nullcontext():
-            self._loop()
+            while (item := self.queue.get()) is not None:
+                if self.error is not None:
+                    continue  # keep draining so `put` never blocks on a dead worker
+                decoded, data = item
+                try:
+                    self.decoded.put(data if decoded else self._decode(data))
+                except BaseException as e:  # noqa: BLE001 (re-raised on the sampling thread)
+                    self._fail(e)
+        self.decoded.put(None)
 
-    def _loop(self) -> None:
-        while True:
-            item = self.queue.get()
-            if item is None:
-                return
-            if self.error is not None:
-                continue  # keep draining so `put` never blocks on a dead worker
-            decoded, data = item
+    def _writing(self) -> None:
+        failed = False  # a decode error still lets the blocks decoded before it reach the file
+        while (frames := self.decoded.get()) is not None:
+            if failed:
+                continue  # keep draining so the decoder never blocks on a dead writer
             try:
-                frames = data if decoded else self._decode(data)
                 self.writer.write(frames)
                 if self.on_frames is not None:
                     self.on_frames(self.writer.frames, frames[-1])
             except BaseException as e:  # noqa: BLE001 (re-raised on the sampling thread)
-                self.error = e
+                failed = True
+                self._fail(e)
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Decode one finished block, also when the user cancels meanwhile. ComfyUI's Cancel is one global flag
@@ -267,7 +284,8 @@ class BlockStream:
         self.closed = True
         self.closing.set()
         self.queue.put(None)
-        self.thread.join()
+        for thread in self.threads:
+            thread.join()
         self.writer.close()
         if self.error is not None:
             raise self.error

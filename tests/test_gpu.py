@@ -236,3 +236,46 @@ def test_krea_recompute_on_cuda_continues_exactly_and_stays_flat():
                     total_frames=21, generator=g, resume=first.history, reencoder=warm, **args)
     assert torch.equal(whole.latents, torch.cat([first.latents, rest.latents], dim=2))
     assert torch.isfinite(whole.latents.float()).all()
+
+
+def test_host_copies_go_through_pinned_memory_and_stall_no_other_thread():
+    """`to_host` gives the same values in pinned memory; while it waits for a busy stream, another thread's
+    kernel launches go on (a pageable `.cpu()` holds them up in the driver for as long)."""
+    import threading
+    import time
+
+    from causal.host import to_host
+
+    x = torch.randn(4, 1024, 1024, device="cuda").permute(2, 0, 1)  # 16 MB, not contiguous
+    out = to_host(x)
+    assert out.is_pinned() and torch.equal(out, x.cpu())
+    big = torch.randn(8192, 8192, device="cuda")
+
+    def launches_while_copying(copy) -> float:
+        """Seconds another thread takes to launch 200 small kernels 0.1 s into this thread's copy, which waits
+        for ~1 s of queued GEMMs."""
+        took = []
+
+        def other() -> None:
+            with torch.cuda.stream(torch.cuda.Stream()):
+                y = torch.zeros(16, device="cuda")
+                time.sleep(0.1)
+                t0 = time.perf_counter()
+                for _ in range(200):
+                    y.add_(1)
+                took.append(time.perf_counter() - t0)
+
+        for _ in range(60):
+            big @ big
+        thread = threading.Thread(target=other)
+        thread.start()
+        copy(x)
+        thread.join()
+        torch.cuda.synchronize()
+        return took[0]
+
+    launches_while_copying(to_host)  # warm-up
+    stalled = launches_while_copying(lambda t: t.cpu())
+    free = launches_while_copying(to_host)
+    print(f"another thread's 200 launches during a copy: pageable .cpu() {stalled:.3f} s, to_host {free:.3f} s")
+    assert free < 0.1
