@@ -11,8 +11,9 @@ cudaMallocAsync cannot capture them (`--disable-cuda-malloc` turns it off), so t
 
 The graphs and their KV cache stay with the model (`CausalWanModel`) between executions of the same video shape,
 so only the first run of a shape captures them. They are released when ComfyUI unloads the model (its
-ON_DETACH callback, e.g. to make room for another model), when the shape changes, and when the model's weights
-moved (partial offloading, other LoRA weights): a capture reads weights at fixed addresses.
+ON_DETACH callback with the weights unpatched, e.g. to make room for another model), when the shape changes, and
+when the model's weights moved (partial offloading, other LoRA weights): a capture reads weights at fixed
+addresses.
 """
 
 from __future__ import annotations
@@ -119,6 +120,8 @@ def kept_graphs(network: CausalWanModel, shape: GraphShape) -> CudaGraphs | None
                  "more kernel launches")
         return None
     batch, height, width, cache_frames, dtype, _ = shape
+    log.info("CausVid: CUDA graphs for %dx%d, a %d-frame cache: the first forwards capture them (kept for later "
+             "runs of this size)", width, height, cache_frames)
     graphs = CudaGraphs(network, batch=batch, height=height, width=width, num_frames=cache_frames, dtype=dtype,
                         device=device)
     setattr(network, _ATTRIBUTE, _Kept(graphs, weights))
@@ -134,7 +137,10 @@ def release_graphs(network: CausalWanModel) -> None:
 
 
 def release_on_detach(patcher, unpatch_all: bool) -> None:
-    """ComfyUI's ON_DETACH callback: the model leaves the device, its graphs go with it."""
+    """ComfyUI's ON_DETACH callback. With `unpatch_all` the model is unloaded and its graphs go with it. Without,
+    the weights stay where they are: ComfyUI detaches every loaded model it is asked to load again (each run's
+    `load_models_gpu`), so releasing here would capture the graphs again on every run; a run whose weights moved
+    meanwhile captures new ones anyway (`kept_graphs` compares their addresses)."""
     network = getattr(patcher.model, "diffusion_model", None)
-    if isinstance(network, CausalWanModel):
+    if unpatch_all and isinstance(network, CausalWanModel):
         release_graphs(network)

@@ -152,3 +152,28 @@ def test_longlive_lora_merged_and_unmerged_in_the_loader(pack, checkpoint, tmp_p
     assert torch.equal(_sample(pack, Patcher()), with_unmerged)
     with pytest.raises(ValueError, match="unknown LoRA mode"):
         pack.load_causal_model(path, "default", lora=lora, lora_mode="sideways")
+
+
+def test_kept_cuda_graphs_survive_the_next_load_and_go_with_an_unload(pack, checkpoint):
+    """ComfyUI detaches a loaded model (unpatch_all=False, weights left in place) each time a run loads it again;
+    the graphs kept with the model must survive that (else every run captures again), and go when the model is
+    unloaded."""
+    import comfy.model_management as mm
+
+    speed = pack_module("nodes.speed")
+    patcher = pack.load_causal_model(checkpoint[0], "bf16")
+    network = pack.causal_network(patcher)
+    released = []
+
+    class Graphs:  # what the kept record uses of CudaGraphs
+        shape, nbytes = ("a shape",), 0
+
+        def release(self):
+            released.append(True)
+
+    mm.load_models_gpu([patcher])
+    setattr(network, speed._ATTRIBUTE, speed._Kept(Graphs(), ()))
+    mm.load_models_gpu([patcher])
+    assert not released and speed.keep_only(network, ("a shape",)) == 0 and hasattr(network, speed._ATTRIBUTE)
+    mm.unload_all_models()
+    assert released == [True] and not hasattr(network, speed._ATTRIBUTE)
