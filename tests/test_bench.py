@@ -145,3 +145,27 @@ def test_trace_summary_counts_busy_and_shared_time():
     assert clipped["streams"]["7"]["busy_ms"] == 0.05 and clipped["top_two_overlap_ms"] == 0.05
     puts = [{"ph": "X", "name": "bench::puts", "ts": t, "dur": 1} for t in range(0, 80, 10)]
     assert steady_window(puts) == (20.0, 40.0) and steady_window(puts[:6]) is None
+
+
+@pytest.mark.comfyui
+def test_vae_decode_bench_tiny_cpu(tmp_path):
+    """bench/vae_decode.py end to end on a dim-8 Wan VAE and a random taew2_1 at 64x48: every option timed and
+    compared with the plain decode (cuDNN autotuning does not exist on the CPU: the same frames bit for bit)."""
+    import subprocess
+    import sys
+
+    from tools.comfy_server import COMFY_DIR, REPO_ROOT, comfyui_available
+
+    if not comfyui_available():
+        pytest.skip("ComfyUI is not installed (scripts/setup.sh)")
+    js = tmp_path / "vae.json"
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "vae_decode.py"), "--comfyui", str(COMFY_DIR),
+                           "--device", "cpu", "--tiny", "--blocks", "3", "--json", str(js)],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(js.read_text())
+    for kind in ("wan", "taew2_1"):
+        rows = report["decoders"][kind]
+        assert set(rows) == {"plain", "cudnn_benchmark", "channels_last", "both"}
+        assert all(math.isfinite(r["s_per_block"]) and r["s_per_block"] > 0 for r in rows.values())
+        assert rows["cudnn_benchmark"]["bitwise"] and rows["channels_last"]["rel_l2"] < 1e-4, rows
