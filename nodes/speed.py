@@ -2,8 +2,9 @@
 
 * `exact`: the references' arithmetic op for op (the elementwise glue run eagerly).
 * `fast`: the glue as compiled kernels (`causal.kernels.COMPILED`): within bf16 noise of exact (bench/RESULTS.md
-  states the measured error), not bitwise. Where compiled kernels cannot run (no CUDA, no Triton) it runs `exact`
-  and says so in the log.
+  states the measured error), not bitwise; Stream to Video decodes the Wan VAE with `causal.wan_decoder` (bf16
+  rounding of the exact decode). Where compiled kernels cannot run (no CUDA, no Triton) it runs `exact` and says
+  so in the log.
 
 Both run the block forwards as CUDA graphs on a CUDA device with the whole model loaded (the same kernels on the
 same data: the same numbers, fewer launches), under PyTorch's native allocator only: ComfyUI's default
@@ -30,9 +31,10 @@ from ..causal.model import CausalWanModel
 SPEEDS = ("fast", "exact")
 DEFAULT_SPEED = "fast"
 SPEED_TOOLTIP = ("fast: compiled elementwise kernels and CUDA graphs (within bf16 noise of the references, "
-                 "measured in bench/RESULTS.md; the first run of a size compiles for a while). exact: the "
-                 "references' arithmetic bit for bit (CUDA graphs too: the same numbers). Without CUDA + Triton, "
-                 "fast runs exact.")
+                 "measured in bench/RESULTS.md; the first run of a size compiles for a while); Stream to Video "
+                 "also decodes the Wan VAE about 2x faster (bf16 rounding of VAE Decode's frames). exact: the "
+                 "references' arithmetic bit for bit (CUDA graphs too: the same numbers), and VAE Decode's frames. "
+                 "Without CUDA + Triton, fast runs exact.")
 log = logging.getLogger("comfyui-causvid")
 _said: set[str] = set()
 

@@ -11,6 +11,7 @@ from comfy_api.latest import io, ui
 from PIL import Image
 
 from .sampler import CausVidStateType, prepare, run, sampling_inputs, shares_decode
+from .speed import choose_speed
 from .streaming import FPS, BlockStream, Mp4Writer, StreamingDecoder
 
 
@@ -74,7 +75,8 @@ class CausVidStreamToVideo(io.ComfyNode):
         job = prepare(model, **widgets)
         if not positive or positive[0][0].shape[0] != 1:
             raise ValueError("CausVid Stream to Video writes one video: use a prompt batch of 1")
-        decoder = StreamingDecoder(vae)
+        # speed fast decodes the Wan VAE a block per call too, where the fused kernels run (bf16 rounding of exact)
+        decoder = StreamingDecoder(vae, fast=choose_speed(job.speed, model.load_device).fused_kernels)
         h, w = job.height // 8, job.width // 8
         one_frame = (1, 16, 1, h, w)
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
@@ -90,7 +92,8 @@ class CausVidStreamToVideo(io.ComfyNode):
             shared = shares_decode(job)
             _, state = run(model, positive, job, cls.hidden.unique_id, on_block=None if shared else stream.put,
                            keep_video=False, extra_models=(vae.patcher,),
-                           extra_memory=vae.memory_used_decode(one_frame, vae.vae_dtype), preview=newest, vae=vae,
+                           extra_memory=decoder.memory_used(one_frame, job.schedule.frames_per_block),
+                           preview=newest, vae=vae,
                            on_decoded=stream.put_frames if shared else None)
         finally:
             stream.close()

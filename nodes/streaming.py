@@ -15,6 +15,7 @@ and memory stays flat. Frames reach the CPU through `causal.host.to_host`, which
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import threading
 from fractions import Fraction
@@ -26,6 +27,9 @@ import comfy.model_management as mm
 import torch
 
 from ..causal.host import to_host
+from ..causal.wan_decoder import WanDecodeStream
+
+log = logging.getLogger("comfyui-causvid")
 
 FPS = 16
 
@@ -37,14 +41,21 @@ UNSUPPORTED = ("streaming needs the Wan 2.1 VAE (wan_2.1_vae.safetensors) or a t
 class StreamingDecoder:
     """Decode a Wan 2.1 latent video a chunk at a time, carrying the decoder's causal state between chunks.
     `StreamingDecoder(vae)` makes the one for the VAE's kind: `WanVAEStreamingDecoder` (the Wan 2.1 VAE) or
-    `TinyStreamingDecoder` (taew2_1 / lighttaew2_1); any other VAE raises ValueError."""
+    `TinyStreamingDecoder` (taew2_1 / lighttaew2_1); any other VAE raises ValueError. `fast=True` lets a kind
+    decode faster where it can, within bf16 rounding of its exact decode (the Wan VAE: `causal.wan_decoder`)."""
 
-    def __new__(cls, vae) -> StreamingDecoder:
+    def __new__(cls, vae, *, fast: bool = False) -> StreamingDecoder:
         return super().__new__(_decoder_kind(vae) if cls is StreamingDecoder else cls)
 
-    def __init__(self, vae) -> None:
+    def __init__(self, vae, *, fast: bool = False) -> None:
         self.vae = vae
         self.model = vae.first_stage_model
+        self.fast = fast
+        """Whether this decoder may run a fast decode (a kind without one, or a VAE that cannot, runs exact)."""
+
+    def latent_frames_per_call(self, block: int) -> int:
+        """Latent frames one decode call works on at once for blocks of `block` frames (for its memory)."""
+        return 1
 
     def load(self, latent_shape: tuple[int, ...]) -> None:
         """Put the VAE on its device with room to decode one latent frame (ComfyUI's model management)."""
@@ -52,12 +63,18 @@ class StreamingDecoder:
         memory = self.vae.memory_used_decode(one_frame, self.vae.vae_dtype)
         mm.load_models_gpu([self.vae.patcher], memory_required=memory)
 
+    def memory_used(self, latent_shape: tuple[int, ...], block: int) -> int:
+        """Device memory one decode call takes (ComfyUI's estimate for its frames)."""
+        frames = (*latent_shape[:2], self.latent_frames_per_call(block), *latent_shape[3:])
+        return self.vae.memory_used_decode(frames, self.vae.vae_dtype)
+
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """VAE-space latents [1, 16, n, h, w] -> frames [F, H, W, 3] (float32, CPU; the VAE's `process_output`,
         as VAE Decode gives them: in [0, 1] for the Wan VAE, unclamped for the tiny decoders): 1 + 4 (n - 1)
         frames for the video's first chunk, 4 n after it. All or nothing: if it raises, the causal state is as
         it was before the call, so the same chunk can be decoded again."""
+        self._prepare()
         before = self._state()
         try:
             z = latents.to(device=self.vae.device, dtype=self.vae.vae_dtype)
@@ -66,6 +83,9 @@ class StreamingDecoder:
         except BaseException:
             self._restore(before)
             raise
+
+    def _prepare(self) -> None:
+        """Before each decode, once the VAE is loaded (e.g. choose how to decode)."""
 
     def _state(self) -> object:
         """A snapshot of the causal state (decoding replaces its tensors, it never writes into them)."""
@@ -80,21 +100,55 @@ class StreamingDecoder:
 
 
 class WanVAEStreamingDecoder(StreamingDecoder):
-    """The Wan 2.1 VAE: `conv2`, then `decoder` one latent frame at a time with one causal feature cache."""
+    """The Wan 2.1 VAE: `conv2`, then `decoder` one latent frame at a time with one causal feature cache (exact:
+    VAE Decode's frames bit for bit). Fast: `causal.wan_decoder.WanDecodeStream` on the same modules' weights, a
+    block per call, where every weight sits on the VAE's device unpatched (else exact, logged)."""
 
-    def __init__(self, vae) -> None:
-        super().__init__(vae)
+    def __init__(self, vae, *, fast: bool = False) -> None:
+        super().__init__(vae, fast=fast)
         from comfy.ldm.wan.vae import CausalConv3d
 
         self.cache: list = [None] * sum(isinstance(m, CausalConv3d) for m in self.model.decoder.modules())
+        self.stream: WanDecodeStream | None = None
+        self.decided = not fast
 
-    def _state(self) -> list:
-        return list(self.cache)
+    def _prepare(self) -> None:
+        """At the first decode (the VAE is loaded by then): the fast decode where every weight sits on the VAE's
+        device unpatched, else the exact one from here on, logged."""
+        if self.decided:
+            return
+        self.decided = True
+        if (why := self._cannot_go_fast()) is not None:
+            log.info("CausVid: the Wan VAE streams with its exact decode: %s", why)
+            self.fast = False
+            return
+        self.stream = WanDecodeStream(self.model.conv2, self.model.decoder, device=torch.device(self.vae.device),
+                                      dtype=self.vae.vae_dtype, check=mm.throw_exception_if_processing_interrupted)
 
-    def _restore(self, state: list) -> None:
-        self.cache[:] = state
+    def _cannot_go_fast(self) -> str | None:
+        device = torch.device(self.vae.device)
+        for m in self.model.modules():
+            if getattr(m, "weight_function", None) or getattr(m, "bias_function", None):
+                return "its weights are patched per call"
+        if any(p.device != device for p in self.model.parameters()):
+            return "its weights are not all on the GPU (partial loading)"
+        return None
+
+    def latent_frames_per_call(self, block: int) -> int:
+        return block if self.fast else 1
+
+    def _state(self) -> object:
+        return self.stream.state() if self.stream is not None else list(self.cache)
+
+    def _restore(self, state) -> None:
+        if self.stream is not None:
+            self.stream.restore(state)
+        else:
+            self.cache[:] = state
 
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        if self.stream is not None:
+            return self.stream.decode(z)
         x = self.model.conv2(z)
         out = [self.model.decoder(x[:, :, i:i + 1], feat_cache=self.cache, feat_idx=[0]) for i in range(x.shape[2])]
         return torch.cat(out, dim=2)
@@ -107,7 +161,7 @@ class TinyStreamingDecoder(StreamingDecoder):
     decode runs it, with each MemBlock's last input kept between chunks; the first `frames_to_trim` output
     frames of the video (3: 4 n - 3 = 1 + 4 (n - 1)) are dropped, as TAEHV drops them."""
 
-    def __init__(self, vae) -> None:
+    def __init__(self, vae, *, fast: bool = False) -> None:
         super().__init__(vae)
         from comfy.taesd.taehv import MemBlock, TGrow
 

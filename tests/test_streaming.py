@@ -62,6 +62,37 @@ def test_block_by_block_decode_equals_one_whole_decode(streaming, vae):
     assert alone.shape[0] == 9 and error <= 1e-6 < seam
 
 
+def test_fast_wan_decode_is_the_same_function_as_the_vaes_own(streaming, vae):
+    """The fast decode (causal.wan_decoder on the VAE's own modules, a block per call, channels-last, biases and
+    shortcuts folded into the next kernel) gives a whole decode's frames to float32 rounding, keeps its causal
+    state across calls (a chunk decoded without it differs), and is all or nothing (a cancelled chunk decodes
+    again to the same frames); the VAE's weights are left as they were."""
+    import comfy.model_management as mm
+
+    latents = _latents(1 + 3 * 4, seed=3)
+    whole = vae.decode(latents)[0].float()
+    before = {k: v.clone() for k, v in vae.first_stage_model.state_dict().items()}
+    decoder = streaming.StreamingDecoder(vae, fast=True)
+    chunks = [latents[:, :, :3]] + [latents[:, :, i:i + 3] for i in range(3, 13, 3)]  # first 1 + 2 frames, last 1
+    parts = [decoder.decode(chunks[0]), decoder.decode(chunks[1])]
+    assert decoder.fast and decoder.stream is not None and decoder.stream.frames == 6
+    calls = []
+    decoder.stream.check = lambda: calls.append(1) or (len(calls) == 5 and mm.interrupt_current_processing(True)) \
+        or mm.throw_exception_if_processing_interrupted()
+    with pytest.raises(mm.InterruptProcessingException):
+        decoder.decode(chunks[2])
+    assert decoder.stream.frames == 6  # restored: the cancelled chunk is decoded again below
+    parts += [decoder.decode(c) for c in chunks[2:]]
+    assert [p.shape[0] for p in parts] == [9, 12, 12, 12, 4]  # the last chunk: one latent frame
+    error = (torch.cat(parts) - whole).abs().max().item()
+    alone = streaming.StreamingDecoder(vae, fast=True).decode(chunks[2])
+    seam = (alone[-8:] - parts[2][-8:]).abs().max().item()
+    print(f"fast streamed vs whole: {error:.3g}; without the cache: {seam:.3g}")
+    assert error <= 1e-5 < seam
+    assert all(torch.equal(before[k], v) for k, v in vae.first_stage_model.state_dict().items())
+    assert not streaming.StreamingDecoder(vae).fast  # exact unless asked
+
+
 def test_non_wan_vae_is_refused(streaming):
     """The message names both kinds it takes; a tiny decoder for another latent space (Wan 2.2's) is refused too."""
     import types
