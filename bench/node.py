@@ -849,7 +849,7 @@ class Bench:
         before = (graphs.captures, graphs.replays) if graphs else None
         try:
             with self.profiled("library", profile):  # the whole stream: its last decodes come after sampling
-                decoder = streaming.StreamingDecoder(lib["vae"])
+                decoder = streaming.StreamingDecoder(lib["vae"], fast=lib["kwargs"]["fused_kernels"])  # as the node
                 decoder.load((1, 16, 1, h, w))
                 stream = streaming.BlockStream(decoder, streaming.Mp4Writer(path, lib["kwargs"]["width"],
                                                                             lib["kwargs"]["height"], streaming.FPS))

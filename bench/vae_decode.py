@@ -1,17 +1,19 @@
 #!/usr/bin/env python3
 """ComfyUI's own stream decoders, timed alone: the pack's `StreamingDecoder` on ComfyUI's Wan 2.1 VAE (and the
 tiny taew2_1) decoding one video block by block, once per decode option, each option's frames compared with the
-plain decode's.
+plain decode's and with the plain decode in float32 (the yardstick for what bf16 rounding alone moves).
 
     python3 bench/vae_decode.py --comfyui .devcarry/ComfyUI --json $OUT/vae_decode.json
     python3 bench/vae_decode.py --comfyui .comfyui/ComfyUI --device cpu --tiny --blocks 3   # smoke test
 
-Options (each a process-wide or module-wide switch the product could set for `speed: fast`):
-  plain            ComfyUI's module as loaded (bf16 on a GPU with bf16).
-  cudnn_benchmark  torch.backends.cudnn.benchmark on (cuDNN times its algorithms once per shape).
-  channels_last    the decoder's weights in channels_last(_3d) memory format (activations follow where ops keep it).
-  both             the two together.
-s / block = median over the blocks after the first two (GPU-synchronised); rel-L2 and max |diff| against plain.
+Options:
+  plain            ComfyUI's module as loaded (bf16 on a GPU with bf16), the exact stream decode.
+  fast             the stream's `speed: fast` decode (`StreamingDecoder(vae, fast=True)`: causal.wan_decoder on the
+                   same weights, a block per call; the Wan VAE only).
+  cudnn_benchmark  plain with torch.backends.cudnn.benchmark on (cuDNN times its algorithms once per shape).
+  channels_last    plain with the decoder's weights in channels_last(_3d) memory format.
+s / block = median over the blocks after the first two (GPU-synchronised); rel-L2 and max |diff| against plain,
+rel-L2 against the plain decode of a float32 copy of the VAE (`vs_fp32`; plain's own is the rounding floor).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-OPTIONS = ("plain", "cudnn_benchmark", "channels_last", "both")
+OPTIONS = ("plain", "fast", "cudnn_benchmark", "channels_last")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,46 +61,56 @@ def main(argv: list[str] | None = None) -> int:
     latents = [torch.randn(1, 16, 1, h, w, generator=g)] + \
         [torch.randn(1, 16, 3, h, w, generator=g) for _ in range(args.blocks)]
 
-    def make(kind: str):
+    def make(kind: str, dtype=None):
         if kind == "wan":
             wan = WanVAE(dim=8 if args.tiny else 96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
                          attn_scales=[], temperal_downsample=[False, True, True])
             gen = torch.Generator().manual_seed(0)
             return comfy.sd.VAE(sd={k: (torch.randn(v.shape, generator=gen) * 0.02).to(torch.bfloat16)
-                                    for k, v in wan.state_dict().items()})
-        return comfy.sd.VAE(sd=random_taehv_state_dict(0, torch.float16))
+                                    for k, v in wan.state_dict().items()}, dtype=dtype)
+        return comfy.sd.VAE(sd=random_taehv_state_dict(0, torch.float16), dtype=dtype)
+
+    def decode_all(vae, fast: bool = False) -> tuple[list[float], torch.Tensor]:
+        decoder = streaming.StreamingDecoder(vae, fast=fast)
+        decoder.load(tuple(latents[0].shape))
+        seconds, frames = [], []
+        for z in latents:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            frames.append(decoder.decode(z))
+            seconds.append(time.perf_counter() - t0)
+        return seconds, torch.cat(frames).float()
+
+    def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float((a.double() - b.double()).norm() / b.double().norm())
 
     report = {"settings": vars(args), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "torch": torch.__version__, "decoders": {}}
     for kind in args.decoders.split(","):
+        _, fp32 = decode_all(make(kind, torch.float32))
         vae = make(kind)
         results, reference = {}, None
         for option in OPTIONS:
-            torch.backends.cudnn.benchmark = option in ("cudnn_benchmark", "both")
-            fmt = torch.channels_last_3d if option in ("channels_last", "both") else torch.contiguous_format
+            if option == "fast" and kind != "wan":
+                continue
+            torch.backends.cudnn.benchmark = option == "cudnn_benchmark"
+            layout = option == "channels_last"
             for m in vae.first_stage_model.modules():
-                for name, param in m.named_parameters(recurse=False):
+                for param in m.parameters(recurse=False):
                     if param.dim() in (4, 5):
-                        layout = fmt if param.dim() == 5 or fmt is torch.contiguous_format else torch.channels_last
-                        param.data = param.data.contiguous(memory_format=layout)
-            decoder = streaming.StreamingDecoder(vae)
-            decoder.load(tuple(latents[0].shape))
-            seconds, frames = [], []
-            for z in latents:
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                t0 = time.perf_counter()
-                frames.append(decoder.decode(z))
-                seconds.append(time.perf_counter() - t0)
-            video = torch.cat(frames).float()
-            row = {"s_per_block": round(statistics.median(seconds[2:] or seconds), 4), "first_s": round(seconds[0], 4)}
+                        fmt = (torch.channels_last_3d if param.dim() == 5 else torch.channels_last) if layout \
+                            else torch.contiguous_format
+                        param.data = param.data.contiguous(memory_format=fmt)
+            seconds, video = decode_all(vae, fast=option == "fast")
+            row = {"s_per_block": round(statistics.median(seconds[2:] or seconds), 4), "first_s": round(seconds[0], 4),
+                   "vs_fp32": rel_l2(video, fp32)}
             if reference is None:
                 reference = video
             else:
-                row["rel_l2"] = float((video - reference).norm() / reference.norm())
-                row["max_abs"] = float((video - reference).abs().max())
-                row["bitwise"] = bool(torch.equal(video, reference))
+                row.update(rel_l2=rel_l2(video, reference), max_abs=float((video - reference).abs().max()),
+                           bitwise=bool(torch.equal(video, reference)))
             results[option] = row
             print(kind, option, row, flush=True)
         torch.backends.cudnn.benchmark = False
