@@ -45,8 +45,7 @@ from bench.configs import CONFIGS, video_frames  # noqa: E402
 from bench.environment import environment, pick_device  # noqa: E402
 from bench.models import Setup  # noqa: E402
 from bench.report import markdown_section, print_table  # noqa: E402
-from bench.steps import Plan, Run, run_models, run_vae  # noqa: E402
-from bench.vae_runs import parse_overlap_variant  # noqa: E402
+from bench.steps import Plan, Run, run_models  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -85,14 +84,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--option-repeats-14b", type=int, default=1)
     p.add_argument("--from-json", default=None, help="only re-render a results JSON as markdown to --out")
     p.add_argument("--profile-option", default="", help="also profile under this option")
-    p.add_argument("--vae", action="store_true", help="also time a random-weight Wan2.1 VAE decode (bench/wan_vae.py)")
-    p.add_argument("--vae-overlap", default="",
-                   help="comma list of CONFIG[:DIT_OPTION][:plain|fast] (e.g. 1.3B-4step:fused_graphs:fast; DiT "
-                        "option from bench/options.py, default exact; decoder default plain) to time end to end with "
-                        "the VAE decode of each finished block overlapped: plain = reference decoder on a second "
-                        "stream from the sampler's thread, fast = FastDecoder on its own thread and stream")
     p.add_argument("--budget-s", type=float, default=None,
-                   help="skip optional steps (profile, options, VAE) that would start after this many seconds")
+                   help="skip optional steps (profile, options) that would start after this many seconds")
     args = p.parse_args(argv)
     if args.tiny:
         args.height, args.width, args.frames = 48, 64, 6
@@ -115,8 +108,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         option_repeats=args.option_repeats, option_repeats_14b=args.option_repeats_14b,
         profile=args.profile, profile_models=comma_list(args.profile_models) or model_names[:1],
         profile_option=args.profile_option, profile_slots=comma_list(args.profile_slots),
-        profile_forwards=args.profile_forwards, fp32_reference=args.fp32_reference, vae=args.vae,
-        vae_overlap=[(item, parse_overlap_variant(item)) for item in comma_list(args.vae_overlap)],
+        profile_forwards=args.profile_forwards, fp32_reference=args.fp32_reference,
         budget_s=args.budget_s, json_path=args.json)
 
 
@@ -129,7 +121,7 @@ def new_results(args: argparse.Namespace, argv: list[str] | None, env: dict[str,
                      "text_tokens": args.text_tokens, "repeats": args.repeats, "warmups": args.warmups,
                      "tiny": args.tiny,
                      "command": "python bench/bench.py " + " ".join(argv if argv is not None else sys.argv[1:])},
-        "models": [], "configs": [], "options": [], "profiles": [], "vae": None, "vae_overlap": [],
+        "models": [], "configs": [], "options": [], "profiles": [],
         "fp32_reference": None,
         "notes": [], "errors": [],
     }
@@ -168,7 +160,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     run.log(f"environment: {json.dumps(run.results['env'])}")
     try:
         run_models(run)
-        run_vae(run)
     finally:
         if tmp is not None:
             tmp.cleanup()

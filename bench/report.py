@@ -71,42 +71,6 @@ def profile_tables(p: dict[str, Any]) -> list[str]:
     return out
 
 
-def vae_tables(v: dict[str, Any], configs: list[dict[str, Any]]) -> list[str]:
-    """The --vae step: the plain decoder's line, the fast decoder's ladder, DiT + serial decode."""
-    lines = [f"VAE decode (bench/wan_vae.py: random-weight Wan2.1 decoder, {v['parameters_m']} M parameters, "
-             f"bf16; plain = `Decoder`, eager, one latent frame at a time with cached causal convs): {v['frames']} "
-             f"frames in {v['decode_s']:.2f} s ({v['ms_per_frame']:.1f} ms / frame; runs {v['runs_s']}), first latent "
-             f"frame {v['first_chunk_s']:.3f} s, first block of 3 latents {_f(v.get('first_block_s'), '{:.3f}')} s, "
-             f"later blocks {_f(v['block_of_3_latents_s'], '{:.3f}')} s, peak {_f(v['peak_vram_gib'], '{:.1f}')} GiB "
-             f"(decoder alone), finite {v['finite']}.", ""]
-    fast = [r for r in v.get("fast", []) if "decode_s" in r]
-    if fast:
-        lines += ["`wan_vae.FastDecoder` (the same weights and function; each row adds one speed-up to the row "
-                  "above; rel-L2 = ||video - plain video|| / ||plain video|| in bf16, where any change of rounding "
-                  "shows):", "",
-                  "| decoder | adds | decode (ms / frame) | speed-up | first latent frame | first block | later "
-                  "block | peak VRAM | rel-L2 vs plain | finite |", "|---|---|---|---|---|---|---|---|---|---|"]
-        for r in fast:
-            what = r["what"] + (f" ({r['note']})" if r.get("note") else "")
-            lines.append(f"| {r['variant']} | {what} | {r['decode_s']:.3f} s ({r['ms_per_frame']:.1f}) | "
-                         f"{_f(r.get('speed_up'), '{:.2f}×')} | {r['first_chunk_s']:.3f} s | "
-                         f"{_f(r.get('first_block_s'), '{:.3f} s')} | {_f(r['block_of_3_latents_s'], '{:.3f} s')} | "
-                         f"{_f(r['peak_vram_gib'], '{:.1f} GiB')} | {_f(r.get('rel_l2_vs_plain'), '{:.2e}')} | "
-                         f"{r['finite']} |")
-        lines.append("")
-    if configs:
-        decoders = [("plain", v)] + ([("fast", fast[-1])] if fast else [])
-        lines += ["| configuration | DiT clip | decoder | + serial VAE decode | end-to-end fps | first block + "
-                  "first latent frame decoded |", "|---|---|---|---|---|---|"]
-        for r in configs:
-            for name, d in decoders:
-                total = r["clip_s"] + d["decode_s"]
-                lines.append(f"| {r['label']} | {r['clip_s']:.2f} s | {name} | {total:.2f} s | "
-                             f"{r['video_frames'] / total:.1f} | {r['first_block_s'] + d['first_chunk_s']:.3f} s |")
-        lines.append("")
-    return lines
-
-
 def markdown_section(results: dict[str, Any]) -> str:
     env = results["env"]
     s = results["settings"]
@@ -147,26 +111,6 @@ def markdown_section(results: dict[str, Any]) -> str:
         lines += [f"| {k} | {v:.2e} |" for k, v in f["rel_l2_vs_fp32"].items()] + [""]
     for p in results["profiles"]:
         lines += profile_tables(p) + [""]
-    if results.get("vae"):
-        lines += vae_tables(results["vae"], results["configs"])
-    if results.get("vae_overlap"):
-        lines += ["End to end with the VAE decode overlapped (each finished block decoded while the next samples; "
-                  "plain: the reference decoder on a second CUDA stream launched from the sampler's thread, "
-                  "`wan_vae.OverlappedDecode`; fast: `wan_vae.FastDecoder` on its own thread and stream, "
-                  "`wan_vae.ThreadedDecode`). fps = frames / (sampling + finishing the decode); first block = start "
-                  "-> the first block's frames decoded; sustained = frames decoded between the first and the last "
-                  "block's decode, per second; DiT = start -> sampling done (GPU); tail = sampling done -> video "
-                  "ready:", "",
-                  "| configuration | DiT path | decoder | clip incl. decode | end-to-end fps | first block decoded | "
-                  "sustained fps | DiT | decode tail | runs |", "|---|---|---|---|---|---|---|---|---|---|"]
-        for r in results["vae_overlap"]:
-            option = r.get("option", "fused" if r.get("fused_kernels") else "exact")
-            decoder = r.get("decoder", "plain") + (" (threaded)" if r.get("threaded") else "")
-            lines.append(f"| {r['label']} | {option} | {decoder} | {r['clip_s']:.2f} s | {r['fps']:.1f} | "
-                         f"{_f(r.get('first_block_s'), '{:.3f} s')} | {_f(r.get('sustained_fps'), '{:.1f}')} | "
-                         f"{_f(r.get('dit_gpu_s'), '{:.2f} s')} | {_f(r.get('decode_tail_s'), '{:.3f} s')} | "
-                         f"{r['runs_s']} |")
-        lines.append("")
     for note in results["notes"]:
         lines.append(f"- {note}")
     if results["errors"]:
@@ -192,14 +136,3 @@ def print_table(results: dict[str, Any]) -> None:
         print(f"  option {r['option']:<14} {r['config']:<13} clip {r['clip_s']:.3f} s "
               f"({base['clip_s'] / r['clip_s'] if base else float('nan'):.2f}x) first {r['first_block_s']:.3f} s "
               f"rel-L2 vs exact {_f(r.get('rel_l2_vs_exact'), '{:.2e}')}")
-    v = results.get("vae")
-    if v:
-        print(f"  VAE decode plain: {v['decode_s']:.3f} s ({v['ms_per_frame']:.1f} ms / frame)")
-        for r in v.get("fast", []):
-            if "decode_s" in r:
-                print(f"  VAE decode {r['variant']:<18} {r['decode_s']:.3f} s ({r['ms_per_frame']:.1f} ms / frame, "
-                      f"{_f(r.get('speed_up'), '{:.2f}x')}) rel-L2 vs plain {_f(r.get('rel_l2_vs_plain'), '{:.2e}')}")
-    for r in results.get("vae_overlap", []):
-        print(f"  overlapped decode {r['config']} [{r.get('option', 'fused' if r.get('fused_kernels') else 'exact')} + "
-              f"{r.get('decoder', 'plain')}]: {r['clip_s']:.3f} s ({r['fps']:.1f} fps), first block "
-              f"{_f(r.get('first_block_s'), '{:.3f}')} s, sustained {_f(r.get('sustained_fps'), '{:.1f}')} fps")

@@ -23,7 +23,6 @@ from bench.models import Setup, make_context, prepare_model
 from bench.options import OPTIONS
 from bench.profiling import profile_forwards
 from bench.timing import fp32_reference, time_config
-from bench.vae_runs import bench_decode, time_overlapped_decode
 
 
 @dataclass(frozen=True)
@@ -46,8 +45,6 @@ class Plan:
     profile_slots: list[str]
     profile_forwards: int
     fp32_reference: str
-    vae: bool
-    vae_overlap: list[tuple[str, tuple[str, str, str]]]  # (as given, (configuration, DiT option, decoder))
     budget_s: float | None
     json_path: str | None
 
@@ -141,8 +138,7 @@ def run_baselines(run: Run, name: str, model: causal.CausalWanModel) -> None:
 
 
 def run_extras(run: Run, name: str, model: causal.CausalWanModel, reserve_s: float) -> None:
-    """Everything after the baselines on model `name`: overlapped decodes, profiles, options, fp32 reference."""
-    run_vae_overlap(run, name, model)
+    """Everything after the baselines on model `name`: profiles, options, fp32 reference."""
     if run.plan.profile and name in run.plan.profile_models:
         run_profiles(run, name, model)
     if run.plan.options or run.plan.options_14b:
@@ -211,32 +207,4 @@ def run_fp32_reference(run: Run, name: str, model: causal.CausalWanModel) -> Non
     except Exception as e:
         traceback.print_exc()
         run.results["errors"].append(f"fp32 reference failed: {type(e).__name__}: {e}")
-    run.save()
-
-
-def run_vae_overlap(run: Run, name: str, model: causal.CausalWanModel) -> None:
-    for item, (key, option, decoder) in run.plan.vae_overlap:
-        if CONFIGS[key].model != name or not run.time_ok(f"overlapped decode {item}", 15):
-            continue
-        try:
-            run.results["vae_overlap"].append(time_overlapped_decode(model, run.contexts[name], CONFIGS[key],
-                                                                     run.setup, option, decoder, 2, run.log))
-        except Exception as e:
-            traceback.print_exc()
-            run.results["errors"].append(f"overlapped decode {item} failed: {type(e).__name__}: {e}")
-        free_memory()
-        run.save()
-
-
-def run_vae(run: Run) -> None:
-    """The VAE decode alone: the plain decoder and the fast decoder's ladder (--vae)."""
-    if not run.plan.vae or not run.time_ok("VAE decode", 30):
-        return
-    setup = run.setup
-    try:
-        run.results["vae"] = bench_decode(setup.device, setup.num_frames, setup.height, setup.width, run.log,
-                                          tiny=setup.tiny)
-    except Exception as e:
-        traceback.print_exc()
-        run.results["errors"].append(f"VAE decode failed: {type(e).__name__}: {e}")
     run.save()
