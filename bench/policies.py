@@ -49,7 +49,9 @@ POLICIES = {
     "recompute": lambda: cache_policy.recompute(3, keep_first_frame=True),  # DiT only: no VAE re-encode
 }
 SCHEDULE = {"1.3B": "Self-Forcing / LongLive 1.3B", "14B": "CausVid-Plus 14B"}
-OPTIONS = ("exact", "graphs", "fused", "fused_graphs", "exact_flash", "exact_efficient")
+OPTIONS = ("exact", "graphs", "fused", "fused_graphs", "exact_flash", "exact_efficient", "exact_fp8kv",
+           "fused_graphs_fp8kv")
+"""`_fp8kv`: the same with the KV cache in FP8 (`generate(kv_cache_fp8=True)`)."""
 BACKENDS = {"exact_flash": "FLASH_ATTENTION", "exact_efficient": "EFFICIENT_ATTENTION"}
 
 
@@ -109,7 +111,7 @@ def video(model, context, args, policy, option: str, graphs,
         latents = causal.generate(model, context, height=args.height, width=args.width, schedule=schedule,
                                   policy=policy, total_frames=3 * (blocks or args.blocks), seed=0, progress=progress,
                                   fused_kernels=option.startswith("fused"), graphs=graphs,
-                                  output_device="cpu").latents
+                                  kv_cache_fp8=option.endswith("_fp8kv"), output_device="cpu").latents
     sync(device)
     ends = [clock.seconds(start, m) for m in marks]
     return [b - a for a, b in zip(ends, ends[1:])], ends[0], latents.float()
@@ -145,12 +147,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 print(f"skipping {option}: SDPA backends are a CUDA choice", flush=True)
                 continue
             graphs = None
-            if option.endswith("graphs"):
+            if "graphs" in option:
                 if not cuda:
                     print(f"skipping {option}: CUDA graphs need a CUDA device", flush=True)
                     continue
                 graphs = causal.CudaGraphs(model, batch=1, height=args.height, width=args.width,
-                                           num_frames=policy.cache_frames(3), device=device)
+                                           num_frames=policy.cache_frames(3), device=device,
+                                           kv_cache_fp8=option.endswith("_fp8kv"))
             if cuda:
                 torch.cuda.reset_peak_memory_stats(device)
             t0 = time.perf_counter()

@@ -25,7 +25,8 @@ from typing import Callable
 import torch
 
 from .kernels import EAGER, Glue
-from .kv_cache import CrossAttentionKV, KVCache
+from .kv_cache import CrossAttentionKV
+from .kv_cache_fp8 import video_cache
 from .model import CausalWanModel
 
 
@@ -53,12 +54,13 @@ class _Captured:
 
 class CudaGraphs:
     def __init__(self, model: CausalWanModel, *, batch: int, height: int, width: int, num_frames: int,
-                 dtype: torch.dtype = torch.bfloat16, device: torch.device | str = "cuda") -> None:
+                 dtype: torch.dtype = torch.bfloat16, device: torch.device | str = "cuda",
+                 kv_cache_fp8: bool = False) -> None:
         device = self._check_device(torch.device(device))
         self.model = model
         self.shape = (batch, height, width, num_frames, dtype, device)
-        self.cache = KVCache.for_video(model.config, batch=batch, height=height, width=width,
-                                       num_frames=num_frames, dtype=dtype, device=device)
+        self.cache = video_cache(model.config, kv_cache_fp8, batch=batch, height=height, width=width,
+                                 num_frames=num_frames, dtype=dtype, device=device)
         self.text: CrossAttentionKV | None = None
         self.graphs: dict[tuple, _Captured] = {}
         self.captures = 0
@@ -143,6 +145,5 @@ class CudaGraphs:
     def release(self) -> None:
         """Free the graphs and the cache now (this object cannot be used afterwards)."""
         self.graphs.clear()
-        self.cache.keys.clear()
-        self.cache.values.clear()
+        self.cache.release()
         self.text = None

@@ -132,8 +132,8 @@ class Glue:
               eps: float, phases: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Put RoPE(RMSNorm(k)) and v [B, L, heads·D] into `cache` (a `KVCache`) at token `start` and return its
         visible keys and values. Eagerly through `cache.store`; compiled, one kernel writes the keys straight
-        into their slots (all but protected sink rows)."""
-        if not self.compiled:
+        into their slots (all but protected sink rows); a quantized cache quantizes them in its `store`."""
+        if not self.compiled or cache.quantized:
             return cache.store(layer, start, self.norm_rope(k, weight, eps, phases, heads),
                                v.unflatten(-1, (heads, -1)))
         keys, values, skip = cache.writable(layer, start, k.shape[1])

@@ -24,6 +24,10 @@ from .config import WanConfig
 class KVCache:
     """Self-attention K/V of `capacity` tokens per layer, stored [B, tokens, heads, head_dim]."""
 
+    quantized = False
+    """Whether rows are stored in another form than they are read (`kv_cache_fp8.Fp8KVCache`): a write must then
+    go through `store`, not into `writable`'s views."""
+
     def __init__(self, num_layers: int, batch: int, capacity: int, num_heads: int, head_dim: int,
                  *, dtype: torch.dtype, device: torch.device | str) -> None:
         shape = (batch, capacity, num_heads, head_dim)
@@ -47,9 +51,18 @@ class KVCache:
         element = torch.empty((), dtype=dtype).element_size()
         return 2 * num_layers * batch * capacity * num_heads * head_dim * element
 
+    def release(self) -> None:
+        """Drop every tensor now (the cache cannot be used afterwards)."""
+        self.keys.clear()
+        self.values.clear()
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Every per-token tensor of the cache ([B, tokens, ...]): what eviction moves."""
+        return [*self.keys, *self.values]
+
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
+        return sum(t.numel() * t.element_size() for t in self.tensors())
 
     def slots(self, layer: int, start: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Where tokens [start, start + length) of `layer` go: key and value views [B, length, heads, head_dim]."""
@@ -77,7 +90,7 @@ class KVCache:
             return
         if start < 0 or start + count > end or end > self.capacity:
             raise ValueError(f"cannot evict tokens {start}..{start + count} of {end} (capacity {self.capacity})")
-        for tensor in (*self.keys, *self.values):
+        for tensor in self.tensors():
             for dst in range(start, end - count, count):
                 n = min(count, end - count - dst)
                 tensor[:, dst:dst + n].copy_(tensor[:, dst + count:dst + count + n])

@@ -36,6 +36,7 @@ from .context import ContextWindow, History
 from .host import to_device
 from .graphs import CudaGraphs
 from .kv_cache import CrossAttentionKV, KVCache
+from .kv_cache_fp8 import Fp8KVCache, video_cache
 from .model import CausalWanModel
 from .rebuilt_context import RebuiltContext, Reencoder
 from .prompts import PromptChange, check_timeline, per_segment, prompt_at
@@ -83,23 +84,28 @@ def fragment_lengths(num_frames: int, num_fragments: int, start_frames: int = 0,
 
 
 def kv_cache_bytes(model: CausalWanModel, *, batch: int, num_frames: int, height: int, width: int,
-                   dtype: torch.dtype = torch.bfloat16) -> int:
+                   dtype: torch.dtype = torch.bfloat16, fp8: bool = False) -> int:
     c = model.config
     tokens = num_frames * c.tokens_per_frame(height, width)
-    return KVCache.nbytes_for(c.num_layers, batch, tokens, c.num_heads, c.head_dim, dtype)
+    return (Fp8KVCache if fp8 else KVCache).nbytes_for(c.num_layers, batch, tokens, c.num_heads, c.head_dim, dtype)
 
 
 def working_memory_bytes(model: CausalWanModel, *, batch: int, num_frames: int, height: int, width: int,
-                         dtype: torch.dtype = torch.bfloat16, frames_per_block: int = FRAMES_PER_BLOCK) -> int:
+                         dtype: torch.dtype = torch.bfloat16, frames_per_block: int = FRAMES_PER_BLOCK,
+                         kv_cache_fp8: bool = False) -> int:
     """What sampling needs beside the weights: the KV cache, the text K/V and one block's activations
     (L tokens: the FFN hidden 2·L·ffn, about ten L·D tensors, and the float64 RoPE temporaries ~ 32·L·D
-    bytes)."""
+    bytes); an FP8 cache adds one layer's K/V dequantized for attention."""
     c = model.config
     element = torch.empty((), dtype=dtype).element_size()
     tokens = frames_per_block * c.tokens_per_frame(height, width)
     activations = batch * tokens * (2 * c.ffn_dim * element + c.dim * (10 * element + 32))
     text = 2 * c.num_layers * batch * c.text_len * c.dim * element
-    cache = kv_cache_bytes(model, batch=batch, num_frames=num_frames, height=height, width=width, dtype=dtype)
+    cache = kv_cache_bytes(model, batch=batch, num_frames=num_frames, height=height, width=width, dtype=dtype,
+                           fp8=kv_cache_fp8)
+    if kv_cache_fp8:
+        cache += kv_cache_bytes(model, batch=batch, num_frames=num_frames, height=height, width=width,
+                                dtype=dtype) // c.num_layers
     return cache + text + activations
 
 
@@ -234,7 +240,8 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
              output_device: torch.device | str | None = None, record: bool = False,
              on_block: Callable[[torch.Tensor], None] | None = None, keep_latents: bool = True,
              progress: Callable[[Progress], None] | None = None, fused_kernels: bool = False,
-             graphs: CudaGraphs | None = None, reencoder: Reencoder | None = None) -> Generation:
+             graphs: CudaGraphs | None = None, reencoder: Reencoder | None = None,
+             kv_cache_fp8: bool = False) -> Generation:
     """Sample a video block by block; see `sample_video` for the arguments."""
     frames_per_block = frames_per_block or schedule.frames_per_block
     policy = policy or fragments(num_frames)
@@ -279,13 +286,16 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
     clean_t = torch.zeros(batch, frames_per_block, dtype=torch.float64, device=device)
     tokens_per_frame = model.config.tokens_per_frame(height, width)
     if graphs is None:
-        cache = KVCache.for_video(model.config, batch=batch, height=height, width=width,
-                                  num_frames=policy.cache_frames(frames_per_block), dtype=dtype, device=device)
+        cache = video_cache(model.config, kv_cache_fp8, batch=batch, height=height, width=width,
+                            num_frames=policy.cache_frames(frames_per_block), dtype=dtype, device=device)
         forward = None
     elif graphs.model is not model or graphs.shape != (batch, height, width, policy.cache_frames(frames_per_block),
                                                         dtype, device):
         raise ValueError("these CUDA graphs were made for another model or video shape "
                          f"(batch, height, width, cache frames, dtype, device = {graphs.shape})")
+    elif graphs.cache.quantized != kv_cache_fp8:
+        raise ValueError(f"these CUDA graphs hold a {'FP8' if graphs.cache.quantized else dtype} KV cache; "
+                         f"this call asks for {'FP8' if kv_cache_fp8 else dtype}")
     else:
         cache = graphs.cache
 
@@ -432,5 +442,8 @@ def sample_video(model: CausalWanModel, context: torch.Tensor | Sequence[torch.T
     reencoder: the `recompute` policy's decoder and encoder (`rebuilt_context.ReencodedFrames`): it decodes every
         generated block and encodes a decoded frame again for the rebuilt context. To continue a video, it must
         already have decoded that video's generated blocks (`blocks_seen`).
+    kv_cache_fp8: store the KV cache in FP8 (e4m3, a float32 scale per token and head: `kv_cache_fp8`), about
+        half the memory; not bitwise (its error against the bf16 cache is in bench/RESULTS.md). With `graphs`,
+        theirs must be made with the same setting.
     """
     return generate(model, context, height=height, width=width, schedule=schedule, **options).latents

@@ -94,14 +94,18 @@ def _weights_in_place(network: CausalWanModel, device: torch.device) -> tuple[in
     return tuple(addresses)
 
 
-GraphShape = tuple  # (batch, height, width, cache frames, dtype, device): `CudaGraphs.shape`
+GraphShape = tuple  # (batch, height, width, cache frames, dtype, device, FP8 cache): `_shape`
+
+
+def _shape(graphs: CudaGraphs) -> GraphShape:
+    return (*graphs.shape, graphs.cache.quantized)
 
 
 def keep_only(network: CausalWanModel, shape: GraphShape) -> int:
     """Release kept graphs of any other shape; return the device memory that kept graphs of `shape` hold already
     (their KV cache), which a run of that shape need not reserve again."""
     kept: _Kept | None = getattr(network, _ATTRIBUTE, None)
-    if kept is not None and kept.graphs.shape != shape:
+    if kept is not None and _shape(kept.graphs) != shape:
         release_graphs(network)
         return 0
     return 0 if kept is None else kept.graphs.nbytes
@@ -111,21 +115,21 @@ def kept_graphs(network: CausalWanModel, shape: GraphShape) -> CudaGraphs | None
     """The model's CUDA graphs for this video shape: the ones kept from an earlier execution when their shape and
     weights still match, else new ones (the old released first); None when the model is partly offloaded. Call it
     once the model is loaded: the weights' addresses decide."""
-    device = shape[-1]
+    device = shape[5]
     weights = _weights_in_place(network, device)
     kept: _Kept | None = getattr(network, _ATTRIBUTE, None)
-    if kept is not None and kept.weights == weights and kept.graphs.shape == shape:
+    if kept is not None and kept.weights == weights and _shape(kept.graphs) == shape:
         return kept.graphs
     release_graphs(network)
     if weights is None:
         log.info("CausVid: CUDA graphs off for this run: the model is partly offloaded (lowvram); same numbers, "
                  "more kernel launches")
         return None
-    batch, height, width, cache_frames, dtype, _ = shape
+    batch, height, width, cache_frames, dtype, _, fp8 = shape
     log.info("CausVid: CUDA graphs for %dx%d, a %d-frame cache: the first forwards capture them (kept for later "
              "runs of this size)", width, height, cache_frames)
     graphs = CudaGraphs(network, batch=batch, height=height, width=width, num_frames=cache_frames, dtype=dtype,
-                        device=device)
+                        device=device, kv_cache_fp8=fp8)
     setattr(network, _ATTRIBUTE, _Kept(graphs, weights))
     return graphs
 

@@ -395,3 +395,56 @@ def test_a_full_fragment_window_is_not_recomputed_on_continue(model, first_frame
         del model.forward
     new_window = first_frames == 9
     assert len(calls) == replayed + int(new_window) + 2 + 1
+
+
+# -------------------------------------------------------------------------------------------------
+# FP8 KV cache
+
+
+def test_fp8_rows_round_trip_within_e4m3_precision_and_zeros_stay_zero():
+    from causal.kv_cache_fp8 import dequantize, quantize
+
+    x = torch.randn(2, 7, 3, 128, generator=torch.Generator().manual_seed(0)) * torch.logspace(-3, 3, 7).view(1, 7, 1, 1)
+    x[0, 0, 0] = 0
+    q, s = quantize(x)
+    back = dequantize(q, s, torch.float32)
+    assert q.dtype == torch.float8_e4m3fn and s.shape == (2, 7, 3, 1) and torch.all(back[0, 0, 0] == 0)
+    rows_max = x.abs().amax(-1, keepdim=True)
+    assert torch.allclose(back.abs().amax(-1, keepdim=True), rows_max, rtol=1e-6)  # each row's max is exact
+    # e4m3 keeps 3 mantissa bits: relative error <= 2^-4 for normals; at most e4m3's subnormal step below them
+    assert torch.all((back - x).abs() <= 2 ** -4 * x.abs() + rows_max / 448 * 2 ** -9 + 1e-30)
+
+
+def test_fp8_cache_evicts_scales_with_their_rows_and_counts_them():
+    from causal.kv_cache_fp8 import Fp8KVCache
+
+    cache = Fp8KVCache(2, 1, 12, 2, 8, dtype=torch.float32, device="cpu")
+    rows = torch.randn(1, 12, 2, 8, generator=torch.Generator().manual_seed(1)) * torch.arange(1, 13.).view(1, 12, 1, 1)
+    cache.store(0, 0, rows, -rows)
+    before = cache.visible(0, 12)
+    cache.evict(2, 3, 12)  # drop tokens 2..4, tokens 5..11 move to 2..8
+    keys, values = cache.visible(0, 9)
+    assert torch.equal(keys[:, :, :2], before[0][:, :, :2]) and torch.equal(keys[:, :, 2:], before[0][:, :, 5:])
+    assert torch.equal(values[:, :, 2:], before[1][:, :, 5:])
+    assert cache.nbytes == Fp8KVCache.nbytes_for(2, 1, 12, 2, 8, torch.float32) == 2 * 2 * 12 * 2 * (8 + 4)
+    cache.release()
+    assert cache.nbytes == 0
+
+
+@pytest.mark.parametrize("policy_name", ["fragments", "rolling", "sink"])
+def test_fp8_kv_cache_stays_close_to_the_full_precision_cache(policy_name):
+    """Whole videos past the window with an FP8 cache: within 2e-2 rel-L2 of the same run with a float32 cache
+    (tiny random model), deterministic, and not the same numbers (the cache really is FP8)."""
+    from causal import SCHEDULES, generate
+    from causal.cache_policy import fragments, rolling, sink
+    from tools.tiny import TINY, prompt, tiny_model
+
+    model = tiny_model(dtype=torch.float32)
+    policy = {"fragments": fragments(6), "rolling": rolling(6), "sink": sink(3, 6)}[policy_name]
+    run = lambda fp8: generate(model, prompt(), height=32, width=48, schedule=SCHEDULES["CausVid 1.3B"],  # noqa: E731
+                               policy=policy, num_frames=6, total_frames=15, seed=3, dtype=torch.float32,
+                               device="cpu", kv_cache_fp8=fp8).latents
+    full, fp8, again = run(False), run(True), run(True)
+    error = ((fp8 - full).norm() / full.norm()).item()
+    print(f"{policy_name}: FP8 KV cache vs float32 cache rel-L2 {error:.2e}")
+    assert torch.equal(fp8, again) and 0 < error <= 2e-2

@@ -158,6 +158,8 @@ def test_kept_cuda_graphs_survive_the_next_load_and_go_with_an_unload(pack, chec
     """ComfyUI detaches a loaded model (unpatch_all=False, weights left in place) each time a run loads it again;
     the graphs kept with the model must survive that (else every run captures again), and go when the model is
     unloaded."""
+    import types
+
     import comfy.model_management as mm
 
     speed = pack_module("nodes.speed")
@@ -167,6 +169,7 @@ def test_kept_cuda_graphs_survive_the_next_load_and_go_with_an_unload(pack, chec
 
     class Graphs:  # what the kept record uses of CudaGraphs
         shape, nbytes = ("a shape",), 0
+        cache = types.SimpleNamespace(quantized=False)
 
         def release(self):
             released.append(True)
@@ -174,6 +177,6 @@ def test_kept_cuda_graphs_survive_the_next_load_and_go_with_an_unload(pack, chec
     mm.load_models_gpu([patcher])
     setattr(network, speed._ATTRIBUTE, speed._Kept(Graphs(), ()))
     mm.load_models_gpu([patcher])
-    assert not released and speed.keep_only(network, ("a shape",)) == 0 and hasattr(network, speed._ATTRIBUTE)
+    assert not released and speed.keep_only(network, ("a shape", False)) == 0 and hasattr(network, speed._ATTRIBUTE)
     mm.unload_all_models()
     assert released == [True] and not hasattr(network, speed._ATTRIBUTE)

@@ -490,12 +490,12 @@ def test_krea_recompute_samples_with_the_vae_and_continues_exactly(comfy_server,
     assert torch.equal(continued, single), (continued - single).abs().max()
 
 
-@pytest.mark.parametrize("speed", ["exact", "fast"])
-def test_the_nodes_latents_are_the_librarys_bit_for_bit(comfy_server, standins, speed):
-    """What CausVid Sampler returns is `causal.generate`'s video of the same file, prompt, seed, policy and compute
-    dtype, bit for bit (in VAE space, as the node hands it on): the node only adapts. Here on the CPU the node
-    computes in float32 (ComfyUI's choice without a GPU; bf16 weights cast per op), and `fast` runs exact (its
-    compiled kernels need CUDA)."""
+@pytest.mark.parametrize("speed, kv_cache", [("exact", "bf16"), ("fast", "bf16"), ("exact", "fp8")])
+def test_the_nodes_latents_are_the_librarys_bit_for_bit(comfy_server, standins, speed, kv_cache):
+    """What CausVid Sampler returns is `causal.generate`'s video of the same file, prompt, seed, policy, compute
+    dtype and KV cache, bit for bit (in VAE space, as the node hands it on): the node only adapts. Here on the CPU
+    the node computes in float32 (ComfyUI's choice without a GPU; bf16 weights cast per op), and `fast` runs exact
+    (its compiled kernels need CUDA)."""
     import hashlib
 
     import torch
@@ -512,8 +512,9 @@ def test_the_nodes_latents_are_the_librarys_bit_for_bit(comfy_server, standins, 
         "3": {"class_type": "CausVidSampler", "inputs": {
             "model": ["1", 0], "positive": ["2", 0], "width": W, "height": H, "length": LENGTH,
             "preset": "Self-Forcing / LongLive 1.3B", "custom_steps": "", "seed": 77, "num_fragments": 1,
-            "cache": "rolling", "window": 6, "seconds": 2.0, "speed": speed}},
-        "4": {"class_type": "SaveLatent", "inputs": {"samples": ["3", 0], "filename_prefix": f"e2e/library_{speed}"}},
+            "cache": "rolling", "window": 6, "seconds": 2.0, "speed": speed, "kv_cache": kv_cache}},
+        "4": {"class_type": "SaveLatent", "inputs": {"samples": ["3", 0],
+                                                     "filename_prefix": f"e2e/library_{speed}_{kv_cache}"}},
     }
     result = run_ok(comfy_server, prompt, timeout=120)
     (path,) = comfy_server.output_paths(result, node_id="4")
@@ -527,7 +528,8 @@ def test_the_nodes_latents_are_the_librarys_bit_for_bit(comfy_server, standins, 
     model = causal.load_model(standins / "diffusion_models" / eg.CAUSVID_13B, dtype=torch.float32)
     frames = causal.prompts.frames_for_seconds(2.0)
     library = causal.generate(model, context, height=H, width=W, schedule=causal.SCHEDULES["Self-Forcing / LongLive 1.3B"],
-                              policy=rolling(6), total_frames=frames, seed=77, dtype=torch.float32).latents
+                              policy=rolling(6), total_frames=frames, seed=77, dtype=torch.float32,
+                              kv_cache_fp8=kv_cache == "fp8").latents
     add_comfyui_to_sys_path()
     import comfy.latent_formats
 

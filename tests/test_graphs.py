@@ -61,8 +61,9 @@ POLICIES = {
 }
 
 
-def _graphs(model, policy):
-    return ReplayedClosures(model, batch=1, height=H, width=W, num_frames=policy.cache_frames(3), device="cpu")
+def _graphs(model, policy, kv_cache_fp8=False):
+    return ReplayedClosures(model, batch=1, height=H, width=W, num_frames=policy.cache_frames(3), device="cpu",
+                            kv_cache_fp8=kv_cache_fp8)
 
 
 def _video(model, policy, total, graphs=None, context=None, **kw):
@@ -101,6 +102,20 @@ def test_a_prompt_switch_with_a_kept_sink_runs_beside_the_graphs(model):
     second = generate(model, [PromptChange(0, prompt(seed=2)), PromptChange(3, prompt(seed=3))], total_frames=12,
                       generator=g, resume=first.history, **args)
     assert torch.equal(torch.cat([first.latents, second.latents], dim=2), exact)
+
+
+@pytest.mark.parametrize("name", ["rolling", "sink"])
+def test_graphs_with_an_fp8_cache_give_its_numbers_and_refuse_the_other_kind(model, name):
+    """The FP8 cache's scales are buffers the graphs read like its rows: bit for bit the path without graphs."""
+    policy, total = POLICIES[name]
+    exact = _video(model, policy, total, kv_cache_fp8=True).latents
+    graphs = _graphs(model, policy, kv_cache_fp8=True)
+    assert torch.equal(_video(model, policy, total, graphs, kv_cache_fp8=True).latents, exact)
+    assert not torch.equal(exact, _video(model, policy, total).latents)
+    with pytest.raises(ValueError, match="FP8 KV cache"):
+        _video(model, policy, total, graphs)
+    graphs.release()
+    assert graphs.nbytes == 0
 
 
 def test_graphs_for_another_cache_size_are_refused(model):
