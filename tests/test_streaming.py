@@ -211,6 +211,27 @@ def test_a_failing_stream_leaves_a_playable_file(streaming, vae, tmp_path):
     assert _frames_in(tmp_path / "broken.mp4") == (1 + 12, 16.0)
 
 
+def test_a_decode_out_of_memory_says_what_to_change(streaming, vae, tmp_path):
+    """The VAE running out of device memory on the worker: close() raises an OutOfMemoryError (so ComfyUI still
+    reads it as one) naming what to change, the blocks before it in the file."""
+    decoder = streaming.StreamingDecoder(vae)
+    real, calls = decoder.decode, []
+
+    def short_of_memory(latents):
+        calls.append(1)
+        if len(calls) == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.2 GiB")
+        return real(latents)
+
+    decoder.decode = short_of_memory
+    stream = streaming.BlockStream(decoder, streaming.Mp4Writer(tmp_path / "oom.mp4", W, H))
+    stream.put(_latents(1))
+    stream.put(_latents(3, seed=1))
+    with pytest.raises(torch.OutOfMemoryError, match="kv_cache fp8.*taew2_1.*Tried to allocate 1.2 GiB"):
+        stream.close()
+    assert _frames_in(tmp_path / "oom.mp4") == (1, 16.0)
+
+
 def _cancel_during_decode(streaming, vae, tmp_path, cancelled_call: int):
     """A stream whose decoder sees ComfyUI's Cancel flag go up during its `cancelled_call`-th decode."""
     import comfy.model_management as mm
