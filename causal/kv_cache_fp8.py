@@ -2,7 +2,7 @@
 
 Each cached row (one token of one head: head_dim values) is stored as e4m3 codes with its own float32 scale,
 
-    s = max|x| / 448,    q = e4m3(x / s),    x ≈ q · s,
+    s = max|x| / 448,    q = e4m3(x / s),    x ~ q · s,
 
 (448 is e4m3's largest finite value), so a row's largest value is exact up to its scale and every value keeps
 e4m3's 3 mantissa bits relative to that row's range. Rows are quantized as they are written and dequantized to
