@@ -136,9 +136,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile-seconds", type=float, default=0.0,
                    help="after the timed runs, one more run per path this long under torch.profiler: a Chrome "
                         "trace (gzip) beside --json and a summary of GPU busy time per stream (0: off)")
+    p.add_argument("--cap-gib", type=float, default=None,
+                   help="run as on a card of this size: PyTorch may allocate at most this much "
+                        "(set_per_process_memory_fraction) and ComfyUI keeps the rest free (its --reserve-vram)")
+    p.add_argument("--kv-cache", choices=("bf16", "fp8"), default="bf16", help="the stream node's kv_cache widget")
     p.add_argument("--json", default=None, help="everything measured (rewritten after each step)")
     p.add_argument("--out", default=None, help="a markdown section (written)")
     args = p.parse_args(argv)
+    if args.cap_gib is not None and args.device != "cuda":
+        p.error("--cap-gib caps a CUDA device")
     if args.repeats < 1:
         p.error("--repeats must be at least 1")
     if args.tiny and args.model != "1.3B":
@@ -470,7 +476,8 @@ def stream_prompt(template: dict, args: argparse.Namespace, files: dict, size: t
     prompt[VAE_NODE]["inputs"]["vae_name"] = Path(files["vae"]).name
     width, height = size
     prompt[STREAM_NODE]["inputs"].update(width=width, height=height, seconds=args.seconds, speed=args.speed,
-                                         seed=seed, preset=args.preset, filename_prefix="bench/node_stream")
+                                         seed=seed, preset=args.preset, filename_prefix="bench/node_stream",
+                                         kv_cache=args.kv_cache)
     return prompt
 
 
@@ -493,7 +500,7 @@ def describe_call(kwargs: dict) -> dict[str, str]:
             "policy": repr(kwargs["policy"]), "num_frames": str(kwargs["num_frames"]),
             "total_frames": str(kwargs["total_frames"]), "dtype": str(kwargs["dtype"]),
             "device": str(kwargs["device"]), "fused_kernels": str(kwargs["fused_kernels"]),
-            "graphs": str(graphs is not None)}
+            "graphs": str(graphs is not None), "kv_cache_fp8": str(kwargs.get("kv_cache_fp8", False))}
 
 
 def weight_dtypes(network) -> dict[str, int]:
@@ -572,6 +579,8 @@ class Bench:
         self.device = mm.get_torch_device()
         if torch.device(args.device).type != self.device.type:
             raise RuntimeError(f"asked for {args.device}, ComfyUI picked {self.device}")
+        if args.cap_gib is not None:
+            self.cap(args.cap_gib)
         work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="causvid_node_bench_"))
         self.size = (64, 48) if args.tiny else (832, 480)
         template = json.loads(TEMPLATE.read_text())
@@ -586,7 +595,8 @@ class Bench:
             "model": "tiny" if args.tiny else args.model, "size": "{}x{}".format(*self.size),
             "seconds": args.seconds, "speed": args.speed, "preset": args.preset, "repeats": args.repeats,
             "seed": args.seed, "check_latents": args.check_latents, "check_seconds": args.check_seconds,
-            "vae": args.vae, "allocator": args.allocator, "deadline_s": args.deadline_s, "workflow": TEMPLATE.name,
+            "vae": args.vae, "cap_gib": args.cap_gib, "kv_cache": args.kv_cache, "allocator": args.allocator,
+            "deadline_s": args.deadline_s, "workflow": TEMPLATE.name,
             "cache": "{cache} {sink_frames} + {window}".format(**template[STREAM_NODE]["inputs"])}
         try:
             if self.step("setup", lambda: self.setup(work)):
@@ -599,6 +609,16 @@ class Bench:
             if not args.work_dir:
                 shutil.rmtree(work, ignore_errors=True)
         return 1 if self.report["errors"] else 0
+
+    def cap(self, gib: float) -> None:
+        """A card of `gib` GiB: PyTorch's allocator refuses more (what a smaller card's driver would), and ComfyUI's
+        model management plans for it (its reserved memory = the rest of this card, as --reserve-vram sets)."""
+        total = self.torch.cuda.get_device_properties(self.device).total_memory
+        if gib * GIB >= total:
+            raise ValueError(f"--cap-gib {gib} is not below this card's {total / GIB:.1f} GiB")
+        self.torch.cuda.set_per_process_memory_fraction(gib * GIB / total, self.device)
+        self.mm.EXTRA_RESERVED_VRAM = int(total - gib * GIB) + self.mm.EXTRA_RESERVED_VRAM
+        log(f"capped at {gib} GiB of {total / GIB:.1f} (ComfyUI reserves {self.mm.EXTRA_RESERVED_VRAM / GIB:.1f} GiB)")
 
     def setup(self, work: Path) -> None:
         """The model files in `work`/models (registered with folder_paths, first), the output folder, ComfyUI's
@@ -813,15 +833,17 @@ class Bench:
             log(f"library: speed 'fast' runs without compiled kernels here, as the node does: {why}")
             fused = False
         width, height = inputs["width"], inputs["height"]
+        fp8 = inputs.get("kv_cache") == "fp8"
         graphs = causal.CudaGraphs(model, batch=1, height=height, width=width, dtype=dtype, device=self.device,
-                                   num_frames=policy.cache_frames(schedule.frames_per_block)) \
+                                   num_frames=policy.cache_frames(schedule.frames_per_block), kv_cache_fp8=fp8) \
             if cuda and causal.graphs.allocator_unsupported() is None else None  # as the node decides
         self.lib = {"model": model, "vae": vae, "context": context, "graphs": graphs,
                     "latent_format": comfy.latent_formats.Wan21(),
                     "kwargs": dict(height=height, width=width, schedule=schedule, policy=policy,
                                    num_frames=(inputs["length"] - 1) // 4 + 1,
                                    total_frames=causal.prompts.frames_for_seconds(inputs["seconds"]),
-                                   dtype=dtype, device=self.device, fused_kernels=fused, graphs=graphs)}
+                                   dtype=dtype, device=self.device, fused_kernels=fused, graphs=graphs,
+                                   kv_cache_fp8=fp8)}
         mine = describe_call(self.lib["kwargs"])
         self.report["library"]["generate"] = mine
         self.report["library"]["weight_dtypes"] = weight_dtypes(model)
