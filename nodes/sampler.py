@@ -246,12 +246,17 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
     fp8 = job.kv_cache == "fp8"
     memory = working_memory_bytes(network, batch=batch, num_frames=cache_frames, height=job.height, width=job.width,
                                   dtype=dtype, frames_per_block=block, kv_cache_fp8=fp8)
-    # on the GPU model management makes room or fails cleanly; on the CPU an allocation this large could get the
-    # whole server killed by the OS instead
+    # on the GPU model management makes room (offloading weights) but the KV cache and activations must fit beside
+    # what it keeps free; on the CPU an allocation this large could get the whole server killed by the OS instead
+    smaller = "lower the size or the window" + ("" if fp8 else ", or set kv_cache to fp8 (half the cache)")
+    needs = f"sampling {job.width}x{job.height} with a {job.policy.describe()} needs {(memory + extra_memory) / 2**30:.1f}"
     if device.type == "cpu" and memory + extra_memory > (free := mm.get_free_memory(device)):
-        raise MemoryError(f"sampling {job.width}x{job.height} with a {job.policy.describe()} needs "
-                          f"{(memory + extra_memory) / 2**30:.1f} GiB of RAM for its KV cache and activations, but "
-                          f"{free / 2**30:.1f} GiB are free: lower the size or the window")
+        raise MemoryError(f"{needs} GiB of RAM for its KV cache and activations, but {free / 2**30:.1f} GiB are "
+                          f"free: {smaller}")
+    if device.type == "cuda" and memory + extra_memory > (usable := mm.get_total_memory(device)
+                                                          - mm.extra_reserved_memory()):
+        raise MemoryError(f"{needs} GiB of GPU memory for its KV cache, activations and VAE decode, but this card "
+                          f"has {usable / 2**30:.1f} GiB for ComfyUI even with every weight offloaded: {smaller}")
     shape = (batch, job.height, job.width, cache_frames, dtype, device, fp8)
     held = keep_only(network, shape) if speed.graphs else 0  # a KV cache kept from a run of this shape
     mm.load_models_gpu([model, *extra_models], memory_required=memory - held + extra_memory)

@@ -389,7 +389,8 @@ def test_a_cache_larger_than_free_ram_is_refused_before_allocation(comfy_server,
     big[sampler_id]["inputs"].update(width=4096, height=4096, cache="rolling", window=1020)
     result = comfy_server.run(big, timeout=300)
     assert result.status == "error", result.describe()
-    assert "GiB of RAM" in result.error["exception_message"] and "are free" in result.error["exception_message"]
+    message = result.error["exception_message"]
+    assert "GiB of RAM" in message and "are free" in message and "kv_cache to fp8" in message, message
     run_ok(comfy_server, prompt)
 
 
