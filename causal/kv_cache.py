@@ -40,7 +40,7 @@ class KVCache:
 
     @classmethod
     def for_video(cls, config: WanConfig, *, batch: int, height: int, width: int, num_frames: int,
-                  dtype: torch.dtype, device: torch.device | str) -> "KVCache":
+                  dtype: torch.dtype, device: torch.device | str) -> KVCache:
         """A cache for `num_frames` latent frames of a height×width (pixels) video."""
         return cls(config.num_layers, batch, num_frames * config.tokens_per_frame(height, width), config.num_heads,
                    config.head_dim, dtype=dtype, device=device)

@@ -79,6 +79,5 @@ class Fp8KVCache(KVCache):
 def video_cache(config: WanConfig, fp8: bool, *, batch: int, height: int, width: int, num_frames: int,
                 dtype: torch.dtype, device: torch.device | str) -> KVCache:
     """The cache for `num_frames` latent frames of a height×width video: FP8 rows with `fp8`, else `dtype`."""
-    kind = Fp8KVCache if fp8 else KVCache
-    return kind(config.num_layers, batch, num_frames * config.tokens_per_frame(height, width), config.num_heads,
-                config.head_dim, dtype=dtype, device=device)
+    return (Fp8KVCache if fp8 else KVCache).for_video(config, batch=batch, height=height, width=width,
+                                                      num_frames=num_frames, dtype=dtype, device=device)

@@ -369,7 +369,7 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
                                       x0.transpose(1, 2).to(dtype)))
 
             x0, x_in = _denoise_block(window, x, slot, position, timesteps, steps, renoise=renoise,
-                                                float32_x0=schedule.lightx2v_arithmetic, report=report)
+                                      float32_x0=schedule.lightx2v_arithmetic, report=report)
             block = x0.to(dtype).transpose(1, 2)
             # NaN/Inf weights or prompts show in the first block: checked at once (one host sync); later blocks
             # only add to a flag on the device, read once at the end, so no block waits for the host

@@ -110,14 +110,12 @@ class WanVAEStreamingDecoder(StreamingDecoder):
 
         self.cache: list = [None] * sum(isinstance(m, CausalConv3d) for m in self.model.decoder.modules())
         self.stream: WanDecodeStream | None = None
-        self.decided = not fast
 
     def _prepare(self) -> None:
         """At the first decode (the VAE is loaded by then): the fast decode where every weight sits on the VAE's
         device unpatched, else the exact one from here on, logged."""
-        if self.decided:
+        if not self.fast or self.stream is not None:
             return
-        self.decided = True
         if (why := self._cannot_go_fast()) is not None:
             log.info("CausVid: the Wan VAE streams with its exact decode: %s", why)
             self.fast = False
