@@ -24,6 +24,7 @@ from typing import Callable
 
 import torch
 
+from . import kernels
 from .kernels import EAGER, Glue
 from .kv_cache import CrossAttentionKV
 from .kv_cache_fp8 import video_cache
@@ -88,8 +89,10 @@ class CudaGraphs:
         with torch.cuda.stream(self.stream):
             out = run()  # eager; also warms this stream up
             graph = torch.cuda.CUDAGraph()
-            # thread_local: a decoder working on another thread meanwhile (the stream's worker) may still allocate
-            with torch.cuda.graph(graph, pool=self.pool, stream=self.stream, capture_error_mode="thread_local"):
+            # thread_local: a decoder working on another thread meanwhile (the stream's worker) may still allocate;
+            # but it may not compile a kernel: Inductor synchronizes the device, which breaks a capture under way
+            with kernels.one_at_a_time, torch.cuda.graph(graph, pool=self.pool, stream=self.stream,
+                                                          capture_error_mode="thread_local"):
                 static_out = run()
         torch.cuda.current_stream().wait_stream(self.stream)
         out.record_stream(torch.cuda.current_stream())  # made on the side stream, used on this one

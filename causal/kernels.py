@@ -14,6 +14,7 @@ exact path is.
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import Callable
 
@@ -23,8 +24,14 @@ import torch.nn.functional as F
 from .rope import apply_rope
 
 RECOMPILE_LIMIT = 128
-_compiled: dict[Callable, Callable] = {}
+_compiled: dict[tuple[Callable, bool], Callable] = {}
 _threads = threading.local()
+one_at_a_time = threading.RLock()
+"""Held around every call of a compiled kernel and every CUDA graph capture (causal.graphs). Before torch 2.14,
+while one thread compiles (FX traces) a kernel, another thread that calls any compiled function fails ("Detected
+that you are using FX to symbolically trace a dynamo-optimized function"), and a compile synchronizes the device,
+which breaks a graph capture under way on another thread: both happen on a stream's first run, the decoder
+compiling beside the sampler. Holding it costs ~0.1 us a call; a graph's replay calls nothing."""
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -94,8 +101,9 @@ def fused_unavailable(device: torch.device) -> str | None:
     return None
 
 
-def compiled(fn: Callable) -> Callable:
-    """fn as one compiled kernel per input shape (made on first use, kept for the process)."""
+def compiled(fn: Callable, *, dynamic: bool = False) -> Callable:
+    """fn as one compiled kernel per input shape (made on first use, kept for the process); `dynamic`: one kernel
+    for every shape (for inputs whose length changes every block, e.g. the visible part of a KV cache)."""
     # one compiled variant per shape (resolution, batch); past dynamo's default limit of 8 it would fail (fullgraph),
     # so allow many more. Once per thread: newer torch (2.14; not 2.11) keeps dynamo's config per thread, and a
     # decode worker or ComfyUI's prompt thread may run a kernel that another thread made (a thread-local flag is
@@ -103,9 +111,16 @@ def compiled(fn: Callable) -> Callable:
     if not getattr(_threads, "limit_raised", False):
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
         _threads.limit_raised = True
-    if fn not in _compiled:
-        _compiled[fn] = torch.compile(fn, dynamic=False, fullgraph=True, options={"emulate_precision_casts": True})
-    return _compiled[fn]
+    if (fn, dynamic) not in _compiled:
+        kernel = torch.compile(fn, dynamic=dynamic, fullgraph=True, options={"emulate_precision_casts": True})
+
+        @functools.wraps(fn)
+        def call(*args):
+            with one_at_a_time:
+                return kernel(*args)
+
+        _compiled[fn, dynamic] = call
+    return _compiled[fn, dynamic]
 
 
 class Glue:

@@ -303,3 +303,102 @@ def test_fp8_kv_cache_on_cuda_with_graphs_and_fused_kernels():
         print(f"fused={fused}: FP8 vs bf16 KV cache rel-L2 {error:.2e}")
         assert 0 < error <= 2e-2
     graphs.release()
+
+
+def test_fp8_kv_cache_dequantizes_with_one_compiled_kernel_bit_for_bit():
+    """On CUDA the FP8 cache dequantizes with its compiled kernel (one for every cache length), and that gives the
+    eager arithmetic's numbers bit for bit."""
+    from causal import kernels
+    from causal.kv_cache_fp8 import Fp8KVCache, dequantize, quantize
+
+    if kernels.fused_unavailable(CUDA):
+        pytest.skip(kernels.fused_unavailable(CUDA))
+    cache = Fp8KVCache(1, 1, 3 * 1560, 12, 128, dtype=torch.bfloat16, device=CUDA)
+    assert cache.dequantize is not dequantize
+    g = torch.Generator(device=CUDA).manual_seed(0)
+    for tokens in (1560, 3 * 1560, 777):  # lengths vary as the cache fills: no recompile, same numbers
+        x = torch.randn(1, tokens, 12, 128, device=CUDA, generator=g, dtype=torch.bfloat16) * 3
+        q, s = quantize(x)
+        assert torch.equal(cache.dequantize(q, s, torch.bfloat16), dequantize(q, s, torch.bfloat16))
+
+
+def test_compiled_kernels_compile_on_two_threads_at_once():
+    """The stream's decoder and the sampler compile their kernels on two threads on a first run: torch before 2.14
+    fails a thread that calls a compiled function while another compiles ("FX to symbolically trace a
+    dynamo-optimized function"); causal.kernels runs one compiled call at a time."""
+    import threading
+
+    from causal import kernels
+
+    if kernels.fused_unavailable(CUDA):
+        pytest.skip(kernels.fused_unavailable(CUDA))
+
+    def scaled(x):  # a function of its own per thread, never compiled before
+        return (x.float() * 3 + 1).to(x.dtype)
+
+    def shifted(x):
+        return (x.float() - 2).relu().to(x.dtype)
+
+    errors, start = [], threading.Barrier(2)
+
+    def work(fn):
+        try:
+            start.wait()
+            for n in (1000, 2000, 3000, 4000):  # a new shape: a compile each
+                kernels.compiled(fn)(torch.ones(n, device=CUDA, dtype=torch.bfloat16))
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(fn,)) for fn in (scaled, shifted)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+def test_graph_capture_beside_a_compile_on_another_thread():
+    """A first stream run captures the sampler's CUDA graphs while the decoder thread compiles its kernels: an
+    Inductor compile synchronizes the device, which breaks a capture under way, so captures and compiled calls
+    take turns (causal.kernels.one_at_a_time); the replayed video equals the eager one."""
+    import threading
+
+    from causal import CudaGraphs, kernels
+    from causal.cache_policy import sink
+
+    if kernels.fused_unavailable(CUDA):
+        pytest.skip(kernels.fused_unavailable(CUDA))
+    policy = sink(3, 9)
+    model = tiny_model(torch.bfloat16).to(CUDA)
+    context = prompt(seed=1).to(CUDA)
+
+    def video(**kw):
+        return generate(model, context, height=128, width=192, schedule=SCHEDULES["Self-Forcing / LongLive 1.3B"],
+                        policy=policy, total_frames=24, seed=2, fused_kernels=True, **kw).latents
+
+    eager = video()
+    stop, errors = threading.Event(), []
+
+    def compiling() -> None:  # a reduction per new shape: Inductor autotunes (and synchronizes) as it compiles
+        def rms(x):
+            return x.float().pow(2).mean(-1, keepdim=True).rsqrt().to(x.dtype) * x
+
+        n = 64
+        try:
+            while not stop.is_set() and n < 64 * 40:
+                kernels.compiled(rms)(torch.ones(7, n, device=CUDA, dtype=torch.bfloat16))
+                n += 64
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    worker = threading.Thread(target=compiling)
+    worker.start()
+    try:
+        graphs = CudaGraphs(model, batch=1, height=128, width=192, num_frames=policy.cache_frames(3))
+        replayed = video(graphs=graphs)
+    finally:
+        stop.set()
+        worker.join()
+    assert not errors, errors
+    assert graphs.captures > 0 and torch.equal(replayed, eager)
+    graphs.release()
