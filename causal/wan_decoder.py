@@ -5,7 +5,10 @@ The Wan 2.1 reference decoder (`Decoder3d`: `conv1`, `middle`, `upsamples`, `hea
 the last two input frames of the stream. `WanDecodeStream` computes the same function, faster:
 
 * several latent frames per call (a stream's first frame alone: the temporal up-samplers skip their time conv
-  for it, which no other frame does);
+  for it, which no other frame does), or with `low_memory` one latent frame at a time and, past the last
+  temporal up-sampler (where a frame has become four at half and full resolution), one output frame at a
+  time: every causal conv keeps its past frames, so the split changes only the working memory (one
+  full-resolution frame's rather than a block's) and the speed;
 * spatial zero padding inside the convolutions instead of an `F.pad` copy; only the causal past in time is a
   concatenation (the cached frames, zeros before the stream starts);
 * channels-last activations and weights end to end; an up-sampler's bias, frame interleave and nearest ×2 are
@@ -15,8 +18,8 @@ the last two input frames of the stream. `WanDecodeStream` computes the same fun
   the same functions op by op, elsewhere).
 
 The arithmetic is the reference's, reordered: in float32 a decode equals the reference's to ~1e-6; in bf16 the
-convolutions pick other cuDNN algorithms for the longer chunks, so frames differ by bf16 rounding (the figures
-are in bench/RESULTS.md). The weights are copied once (channels-last), never changed in place.
+convolutions pick other cuDNN algorithms for other shapes, so frames differ by bf16 rounding (the figures are
+in bench/RESULTS.md). The weights are copied once (channels-last), never changed in place.
 """
 
 from __future__ import annotations
@@ -103,11 +106,12 @@ class WanDecodeStream:
     the latent format's scaling) and returns the decoder's raw output [B, 3, F, H, W] for them: 1 + 4 (n - 1)
     frames for the stream's first chunk, 4 n after it. `check()`, when given, runs before every layer (a
     host's cancel check). `state()` / `restore()` snapshot and put back the causal state (decoding replaces its
-    tensors, it never writes into them)."""
+    tensors, it never writes into them). `low_memory`: decode a frame at a time (see the module docstring)."""
 
     def __init__(self, conv2: nn.Module, decoder: nn.Module, *, device: torch.device, dtype: torch.dtype,
-                 check: Callable[[], None] | None = None) -> None:
+                 check: Callable[[], None] | None = None, low_memory: bool = False) -> None:
         self.device, self.dtype, self.check = torch.device(device), dtype, check or (lambda: None)
+        self.low_memory = low_memory
         self.compile = fused_unavailable(self.device) is None
         conv = lambda m: _conv(m, self.device, dtype)  # noqa: E731
         norm = lambda m: _norm(m, self.device, dtype)  # noqa: E731
@@ -128,6 +132,9 @@ class WanDecodeStream:
             else:
                 raise ValueError(f"the fast Wan decode does not know the decoder layer {kind}")
         self.head_norm, self.head = norm(decoder.head[0]), conv(decoder.head[2])
+        temporal = [i for i, (kind, layer) in enumerate(self.layers) if kind == "upsample" and layer[1] is not None]
+        self.per_frame_from = temporal[-1] + 1 if temporal else 0
+        """With `low_memory`, layers from this one on run one output frame at a time."""
         self.cache: Cache = {}
         self.frames = 0  # latent frames decoded so far
 
@@ -141,12 +148,13 @@ class WanDecodeStream:
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         z = latents.to(device=self.device, dtype=self.dtype).contiguous(memory_format=torch.channels_last_3d)
         z = F.conv3d(z, self.conv2.weight, self.conv2.bias)
-        sizes = [1, z.shape[2] - 1] if self.frames == 0 else [z.shape[2]]
+        n = z.shape[2]
+        sizes = [1] * n if self.low_memory else [1, n - 1] if self.frames == 0 else [n]
         out, i = [], 0
-        for n in (s for s in sizes if s):
-            out.append(self._chunk(z[:, :, i:i + n]))
-            i += n
-            self.frames += n
+        for size in (s for s in sizes if s):
+            out.append(self._chunk(z[:, :, i:i + size]))
+            i += size
+            self.frames += size
         return torch.cat(out, 2)
 
     # ---- one chunk
@@ -155,8 +163,18 @@ class WanDecodeStream:
         return compiled(fn) if self.compile else fn
 
     def _chunk(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent frames [B, 16, n, h, w] -> their output frames."""
         out = Pending(self._apply(self.conv1, self._with_past(self.conv1, z)), self.conv1.bias)
-        for kind, layer in self.layers:
+        out = self._layers(out, self.layers[:self.per_frame_from])
+        tail = self.layers[self.per_frame_from:]
+        if not self.low_memory:
+            return self._head(self._layers(out, tail))
+        frames = [Pending(*(t if t is None or t.dim() == 1 else t[:, :, f:f + 1] for t in out))
+                  for f in range(out.y.shape[2])]
+        return torch.cat([self._head(self._layers(f, tail)) for f in frames], 2)
+
+    def _layers(self, out: Pending, layers: list[tuple[str, object]]) -> Pending:
+        for kind, layer in layers:
             self.check()
             if kind == "residual":
                 out = self._residual(layer, out)
@@ -164,6 +182,9 @@ class WanDecodeStream:
                 out = Pending(layer(self._sum(out)).contiguous(memory_format=torch.channels_last_3d))
             else:
                 out = self._upsample(layer, self._sum(out))
+        return out
+
+    def _head(self, out: Pending) -> torch.Tensor:
         x = self._keep(self.head, self._kernel(norm_silu)(*out, *self.head_norm, self._past(self.head, out.y)))
         return self._apply(self.head, x, self.head.bias)
 

@@ -215,6 +215,14 @@ def reencoder_for(model, vae, job: Job, batch: int, on_frames=None):
     return reencoder
 
 
+def sampling_memory(model, job: Job, batch: int) -> int:
+    """Device memory sampling `job` takes beside the weights: its KV cache, the text K/V, one block's activations."""
+    block = job.schedule.frames_per_block
+    return working_memory_bytes(causal_network(model), batch=batch, num_frames=job.policy.cache_frames(block),
+                                height=job.height, width=job.width, dtype=compute_dtype(model),
+                                frames_per_block=block, kv_cache_fp8=job.kv_cache == "fp8")
+
+
 def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, keep_video: bool = True,
         extra_models: tuple = (), extra_memory: int = 0, preview=None, vae=None,
         on_decoded=None) -> tuple[torch.Tensor, CausVidState]:
@@ -244,11 +252,11 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
     speed = choose_speed(job.speed, device)
     cache_frames = job.policy.cache_frames(block)
     fp8 = job.kv_cache == "fp8"
-    memory = working_memory_bytes(network, batch=batch, num_frames=cache_frames, height=job.height, width=job.width,
-                                  dtype=dtype, frames_per_block=block, kv_cache_fp8=fp8)
+    memory = sampling_memory(model, job, batch)
     # on the GPU model management makes room (offloading weights) but the KV cache and activations must fit beside
     # what it keeps free; on the CPU an allocation this large could get the whole server killed by the OS instead
-    smaller = "lower the size or the window" + ("" if fp8 else ", or set kv_cache to fp8 (half the cache)")
+    smaller = "lower the size or the window" + ("" if fp8 else ", or set kv_cache to fp8 (half the cache)") + \
+        (", or stream with a tiny decoder (taew2_1 in VAE Loader)" if extra_memory else "")
     needs = f"sampling {job.width}x{job.height} with a {job.policy.describe()} needs {(memory + extra_memory) / 2**30:.1f}"
     if device.type == "cpu" and memory + extra_memory > (free := mm.get_free_memory(device)):
         raise MemoryError(f"{needs} GiB of RAM for its KV cache and activations, but {free / 2**30:.1f} GiB are "

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import comfy.model_management as mm
 import folder_paths
 import torch
 from comfy_api.latest import io, ui
 from PIL import Image
 
-from .sampler import CausVidStateType, prepare, run, sampling_inputs, shares_decode
+from .sampler import CausVidStateType, prepare, run, sampling_inputs, sampling_memory, shares_decode
 from .speed import choose_speed
-from .streaming import FPS, BlockStream, Mp4Writer, StreamingDecoder
+from .streaming import FPS, BlockStream, Mp4Writer, StreamingDecoder, decode_room, stream_memory
 
 
 class NewestFrame:
@@ -75,10 +76,15 @@ class CausVidStreamToVideo(io.ComfyNode):
         job = prepare(model, **widgets)
         if not positive or positive[0][0].shape[0] != 1:
             raise ValueError("CausVid Stream to Video writes one video: use a prompt batch of 1")
-        # speed fast decodes the Wan VAE a block per call too, where the fused kernels run (bf16 rounding of exact)
-        decoder = StreamingDecoder(vae, fast=choose_speed(job.speed, model.load_device).fused_kernels)
+        # speed fast decodes the Wan VAE faster too, where the fused kernels run (bf16 rounding of exact)
+        device = model.load_device
+        decoder = StreamingDecoder(vae, fast=choose_speed(job.speed, device).fused_kernels)
         h, w = job.height // 8, job.width // 8
         one_frame = (1, 16, 1, h, w)
+        block, sampling = job.schedule.frames_per_block, sampling_memory(model, job, 1)
+        if device.type == "cuda":  # a decode call that fits beside the weights and sampling
+            usable = mm.get_total_memory(device) - mm.extra_reserved_memory()
+            decoder.fit(one_frame, block, decode_room(usable, model.model_size() + vae.patcher.model_size(), sampling))
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
             filename_prefix, folder_paths.get_output_directory(), job.width, job.height)
         file = f"{name}_{counter:05}_.mp4"
@@ -92,7 +98,7 @@ class CausVidStreamToVideo(io.ComfyNode):
             shared = shares_decode(job)
             _, state = run(model, positive, job, cls.hidden.unique_id, on_block=None if shared else stream.put,
                            keep_video=False, extra_models=(vae.patcher,),
-                           extra_memory=decoder.memory_used(one_frame, job.schedule.frames_per_block),
+                           extra_memory=stream_memory(sampling, decoder.memory_used(one_frame, block)),
                            preview=newest, vae=vae,
                            on_decoded=stream.put_frames if shared else None)
         finally:

@@ -32,10 +32,27 @@ from ..causal.wan_decoder import WanDecodeStream
 log = logging.getLogger("comfyui-causvid")
 
 FPS = 16
+DECODE_HEADROOM = 1.2
+"""Decode memory estimates are the measured peaks times this (other resolutions, cards and cuDNN versions)."""
+ALLOCATOR_OVERHEAD = 0.25
+"""PyTorch's caching allocator keeps the blocks a CUDA stream freed for that stream, and with the decode on its
+own stream the memory reserved ran 1.17-1.3 times the peak allocated (bench/cards.py, 2026-12-02): a stream asks
+for this share of its sampling and decode memory on top (`stream_memory`)."""
 
 
 UNSUPPORTED = ("streaming needs the Wan 2.1 VAE (wan_2.1_vae.safetensors) or a tiny Wan 2.1 decoder (taew2_1 / "
                "lighttaew2_1), loaded with VAE Loader; this VAE is a {}")
+
+
+def stream_memory(sampling: int, decode: int) -> int:
+    """What a stream asks ComfyUI to keep free beside the sampler's own `sampling` bytes: a decode call's, and the
+    allocator's overhead on both."""
+    return decode + int(ALLOCATOR_OVERHEAD * (sampling + decode))
+
+
+def decode_room(usable: int, weights: int, sampling: int) -> int:
+    """The most a decode call may take on a card with `usable` bytes holding `weights`, beside `sampling` bytes."""
+    return int((usable - weights) / (1 + ALLOCATOR_OVERHEAD)) - sampling
 
 
 class StreamingDecoder:
@@ -53,20 +70,23 @@ class StreamingDecoder:
         self.fast = fast
         """Whether this decoder may run a fast decode (a kind without one, or a VAE that cannot, runs exact)."""
 
-    def latent_frames_per_call(self, block: int) -> int:
-        """Latent frames one decode call works on at once for blocks of `block` frames (for its memory)."""
-        return 1
-
     def load(self, latent_shape: tuple[int, ...]) -> None:
-        """Put the VAE on its device with room to decode one latent frame (ComfyUI's model management)."""
-        one_frame = (*latent_shape[:2], 1, *latent_shape[3:])
-        memory = self.vae.memory_used_decode(one_frame, self.vae.vae_dtype)
-        mm.load_models_gpu([self.vae.patcher], memory_required=memory)
+        """Put the VAE on its device with room to decode chunks of `latent_shape` (ComfyUI's model management)."""
+        mm.load_models_gpu([self.vae.patcher], memory_required=self.memory_used(latent_shape, latent_shape[2]))
 
     def memory_used(self, latent_shape: tuple[int, ...], block: int) -> int:
-        """Device memory one decode call takes (ComfyUI's estimate for its frames)."""
-        frames = (*latent_shape[:2], self.latent_frames_per_call(block), *latent_shape[3:])
-        return self.vae.memory_used_decode(frames, self.vae.vae_dtype)
+        """Device memory one decode call of a `block`-frame block takes beside the VAE's weights: the kind's
+        measured peak per latent pixel (`per_latent_pixel`, in elements of the VAE's dtype) with headroom."""
+        pixels = latent_shape[-2] * latent_shape[-1] * self.vae.vae_dtype.itemsize
+        return int(DECODE_HEADROOM * self.per_latent_pixel(block) * pixels)
+
+    def per_latent_pixel(self, block: int) -> float:
+        """Peak working memory of one decode call / (h * w * element size) (bench/vae_decode.py measures it)."""
+        raise NotImplementedError
+
+    def fit(self, latent_shape: tuple[int, ...], block: int, room: int) -> None:
+        """Choose how to decode so that a call takes at most `room` bytes where the kind can (the Wan VAE's fast
+        decode a frame at a time); a call that takes more stays as it is (the sampler's memory check sees it)."""
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -102,7 +122,15 @@ class StreamingDecoder:
 class WanVAEStreamingDecoder(StreamingDecoder):
     """The Wan 2.1 VAE: `conv2`, then `decoder` one latent frame at a time with one causal feature cache (exact:
     VAE Decode's frames bit for bit). Fast: `causal.wan_decoder.WanDecodeStream` on the same modules' weights, a
-    block per call, where every weight sits on the VAE's device unpatched (else exact, logged)."""
+    block per call (a frame at a time after `fit` found too little room), where every weight sits on the VAE's
+    device unpatched (else exact, logged)."""
+
+    # peak of one decode call per latent pixel, in elements of the VAE's dtype (bench/vae_decode.py, 832x480,
+    # bf16, H200, 2026-12-02): the exact decode one latent frame per call; the fast decode of n latent frames
+    # per call A + B n (n = 1: 349578, n = 3: 679949), a frame at a time (low_memory) flat
+    EXACT_PER_LATENT_PIXEL = 325548
+    FAST_PER_LATENT_PIXEL = (184392, 165186)
+    LOW_MEMORY_PER_LATENT_PIXEL = 239658
 
     def __init__(self, vae, *, fast: bool = False) -> None:
         super().__init__(vae, fast=fast)
@@ -110,6 +138,8 @@ class WanVAEStreamingDecoder(StreamingDecoder):
 
         self.cache: list = [None] * sum(isinstance(m, CausalConv3d) for m in self.model.decoder.modules())
         self.stream: WanDecodeStream | None = None
+        self.low_memory = False
+        """The fast decode a frame at a time (about 0.4x the memory of a block per call, 1.17x the time)."""
 
     def _prepare(self) -> None:
         """At the first decode (the VAE is loaded by then): the fast decode where every weight sits on the VAE's
@@ -121,7 +151,8 @@ class WanVAEStreamingDecoder(StreamingDecoder):
             self.fast = False
             return
         self.stream = WanDecodeStream(self.model.conv2, self.model.decoder, device=torch.device(self.vae.device),
-                                      dtype=self.vae.vae_dtype, check=mm.throw_exception_if_processing_interrupted)
+                                      dtype=self.vae.vae_dtype, check=mm.throw_exception_if_processing_interrupted,
+                                      low_memory=self.low_memory)
 
     def _cannot_go_fast(self) -> str | None:
         device = torch.device(self.vae.device)
@@ -132,8 +163,24 @@ class WanVAEStreamingDecoder(StreamingDecoder):
             return "its weights are not all on the GPU (partial loading)"
         return None
 
-    def latent_frames_per_call(self, block: int) -> int:
-        return block if self.fast else 1
+    def per_latent_pixel(self, block: int) -> float:
+        if not self.fast:
+            return self.EXACT_PER_LATENT_PIXEL
+        if self.low_memory:
+            return self.LOW_MEMORY_PER_LATENT_PIXEL
+        a, b = self.FAST_PER_LATENT_PIXEL
+        return a + b * block
+
+    def memory_used(self, latent_shape: tuple[int, ...], block: int) -> int:
+        # the fast decode's channels-last copies of the decoder's weights
+        copies = mm.module_size(self.model.decoder) + mm.module_size(self.model.conv2) if self.fast else 0
+        return super().memory_used(latent_shape, block) + copies
+
+    def fit(self, latent_shape: tuple[int, ...], block: int, room: int) -> None:
+        if self.fast and not self.low_memory and self.memory_used(latent_shape, block) > room:
+            self.low_memory = True
+            log.info("CausVid: the Wan VAE decodes a frame at a time, to fit beside sampling (%.1f GiB a call, "
+                     "%.1f GiB left)", self.memory_used(latent_shape, block) / 2**30, room / 2**30)
 
     def _state(self) -> object:
         return self.stream.state() if self.stream is not None else list(self.cache)
@@ -159,6 +206,10 @@ class TinyStreamingDecoder(StreamingDecoder):
     decode runs it, with each MemBlock's last input kept between chunks; the first `frames_to_trim` output
     frames of the video (3: 4 n - 3 = 1 + 4 (n - 1)) are dropped, as TAEHV drops them."""
 
+    PER_LATENT_PIXEL = 42617
+    """Peak of one decode call per latent pixel in elements of its dtype (taew2_1, bench/vae_decode.py, 832x480,
+    H200, 2026-12-02; lighttaew2_1 has the same layers)."""
+
     def __init__(self, vae, *, fast: bool = False) -> None:
         super().__init__(vae)
         from comfy.taesd.taehv import MemBlock, TGrow
@@ -167,6 +218,9 @@ class TinyStreamingDecoder(StreamingDecoder):
         self.blocks = list(self.model.decoder)
         self.memory: list[torch.Tensor | None] = [None] * len(self.blocks)
         self.to_trim: int = self.model.frames_to_trim
+
+    def per_latent_pixel(self, block: int) -> float:
+        return self.PER_LATENT_PIXEL
 
     def _state(self) -> tuple[list, int]:
         return list(self.memory), self.to_trim

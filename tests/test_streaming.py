@@ -93,6 +93,32 @@ def test_fast_wan_decode_is_the_same_function_as_the_vaes_own(streaming, vae):
     assert not streaming.StreamingDecoder(vae).fast  # exact unless asked
 
 
+def test_fast_wan_decode_a_frame_at_a_time_when_memory_is_short(streaming, vae):
+    """With little room beside sampling the fast Wan decode goes a frame at a time (fit): its estimate drops, it
+    gives the same frames to float32 rounding; with room it stays a block per call; the exact decode has no
+    choice to make."""
+    latents = _latents(1 + 3 * 3, seed=4)
+    whole = vae.decode(latents)[0].float()
+    one_frame, block = (1, 16, 1, h, w), 3
+    roomy, tight = streaming.StreamingDecoder(vae, fast=True), streaming.StreamingDecoder(vae, fast=True)
+    big = roomy.memory_used(one_frame, block)
+    roomy.fit(one_frame, block, room=big)
+    tight.fit(one_frame, block, room=big - 1)
+    small = tight.memory_used(one_frame, block)
+    assert not roomy.low_memory and tight.low_memory and 0 < small < big
+    chunks = [latents[:, :, :1]] + [latents[:, :, i:i + 3] for i in range(1, 10, 3)]
+    parts = {name: torch.cat([d.decode(c) for c in chunks]) for name, d in (("block", roomy), ("frame", tight))}
+    assert tight.stream.low_memory and not roomy.stream.low_memory
+    for name, frames in parts.items():
+        error = (frames - whole).abs().max().item()
+        print(f"fast, {name} at a time, vs whole: {error:.3g}")
+        assert frames.shape == whole.shape and error <= 1e-5
+    exact = streaming.StreamingDecoder(vae)
+    before = exact.memory_used(one_frame, block)
+    exact.fit(one_frame, block, room=0)
+    assert exact.memory_used(one_frame, block) == before > 0 and not exact.low_memory
+
+
 def test_non_wan_vae_is_refused(streaming):
     """The message names both kinds it takes; a tiny decoder for another latent space (Wan 2.2's) is refused too."""
     import types
