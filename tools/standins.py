@@ -1,16 +1,24 @@
 """Stand-in files for a ComfyUI models or input folder: a tiny random-weight Wan 2.1 VAE (ComfyUI's own class,
-so that VAELoader detects it), a random-weight tiny Wan 2.1 decoder (taew2_1 / lighttaew2_1) and a small start
-image. The example workflows' stand-ins as a whole (their
+so that VAELoader detects it), a random-weight tiny Wan 2.1 decoder (taew2_1 / lighttaew2_1), a small start
+image and a real-size random-weight umT5-XXL text encoder in the layout of ComfyUI's
+``umt5_xxl_fp8_e4m3fn_scaled.safetensors`` (for GPU benchmarks). The example workflows' stand-ins as a whole (their
 checkpoints under the exact file names) are `tools.workflows.standins.write_standin_models`."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
-from tools.comfy_server import COMFY_DIR, REPO_ROOT
+from tools.comfy_server import COMFY_DIR, REPO_ROOT, TEST_NODES_DIR, TEST_PACK_NAME
+
+if TYPE_CHECKING:
+    import torch
 
 _TINY_VAE_SCRIPT = r"""
 import sys
@@ -125,4 +133,178 @@ def write_standin_image(path: str | Path) -> Path:
     tmp = path.with_name(path.stem + ".partial" + path.suffix)
     Image.fromarray(rgb, "RGB").save(tmp, format="PNG")
     tmp.replace(path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+# A real-size umT5-XXL text encoder with random weights, as ComfyUI's repackaged scaled-fp8 file.
+
+UMT5_WEIGHT_STD = 0.02
+"""Standard deviation of the stand-in's dequantized Linear weights."""
+UMT5_SCALE_WEIGHT = 4 * UMT5_WEIGHT_STD / 448.0
+"""``scale_weight`` of every stand-in Linear: float8_e4m3fn's largest value, 448, dequantizes to four standard
+deviations (the few weights beyond are clipped there)."""
+UMT5_EMBEDDING_STD = 1.0
+UMT5_RELATIVE_BIAS_STD = 0.1
+_CHUNK_ELEMENTS = 1 << 25
+"""At most this many elements (128 MiB in float32) are generated at a time."""
+_SAFETENSORS_DTYPES = {"float8_e4m3fn": "F8_E4M3", "bfloat16": "BF16", "float16": "F16", "float32": "F32",
+                       "uint8": "U8"}
+
+
+def tiny_spiece_model() -> bytes:
+    """The serialized sentencepiece model of the test pack (``tests/comfy_test_nodes``, which keeps the one copy of
+    the trainer: ComfyUI imports that pack without this repository on ``sys.path``, so it cannot import ``tools``).
+    About 60 pieces (pad 0, eos 1, unk 2, no bos), so token ids are below 60. ComfyUI must be importable (the pack
+    imports ``comfy_api``)."""
+    from tools.comfy_inprocess import import_folder
+
+    return import_folder(TEST_PACK_NAME, TEST_NODES_DIR).tiny_spiece_model()
+
+
+def umt5_xxl_fp8_scaled_layout() -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Name -> (shape, dtype) of every tensor of a ``umt5_xxl_fp8_e4m3fn_scaled.safetensors`` stand-in: the state
+    dict of ComfyUI's own Wan text encoder (``comfy.text_encoders.wan.te``, config ``umt5_config_xxl.json``) built on
+    the meta device with the scaled-fp8 operations that ``CLIPLoader`` picks for that file (``dtype_t5`` bfloat16,
+    ``t5xxl_scaled_fp8`` float8_e4m3fn), plus the tokenizer's ``spiece_model`` (uint8, the test pack's tiny model).
+
+    That is: every Linear weight float8_e4m3fn with a float32 scalar ``<linear>.scale_weight``; layer norms, the
+    24 relative attention biases (umT5 has one per block) and ``shared.weight`` bfloat16; the ``scaled_fp8`` marker,
+    an empty float8_e4m3fn tensor (ComfyUI reads its dtype). 6.73e9 bytes (the published file: about 6.7 GB).
+    ComfyUI must be importable (``tools.comfy_inprocess.add_comfyui_to_sys_path``).
+    """
+    import torch
+    import comfy.text_encoders.wan as wan_te
+
+    model = wan_te.te(dtype_t5=torch.bfloat16, t5xxl_scaled_fp8=torch.float8_e4m3fn)(device="meta")
+    # CLIPLoader hands the file's state dict to this module (CLIP.load_sd -> SDClipModel.load_sd).
+    layout = {name: (tuple(t.shape), t.dtype) for name, t in model.umt5xxl.transformer.state_dict().items()}
+    layout["spiece_model"] = ((len(tiny_spiece_model()),), torch.uint8)
+    return layout
+
+
+def umt5_standin_chunks(name: str, shape: tuple[int, ...], dtype: torch.dtype, generator: torch.Generator,
+                        device: str = "cpu", spiece: bytes = b"") -> Iterator[torch.Tensor]:
+    """The stand-in's tensor ``name`` as CPU tensors of ``dtype`` that concatenate along dim 0 to ``shape``, each
+    at most ``_CHUNK_ELEMENTS`` elements, random ones generated on ``device`` with ``generator`` (of that device):
+    float8 Linear weights ~ N(0, UMT5_WEIGHT_STD^2) / UMT5_SCALE_WEIGHT clipped to +-448, their ``scale_weight``
+    UMT5_SCALE_WEIGHT, layer norms ones, ``shared.weight`` ~ N(0, 1), relative attention biases ~ N(0, 0.1^2),
+    ``spiece_model`` the bytes ``spiece``, the empty marker nothing. Any other tensor raises ``ValueError``, so
+    that a tensor ComfyUI adds one day is not filled with values nobody chose."""
+    import torch
+
+    if name == "spiece_model":
+        if len(spiece) != math.prod(shape):
+            raise ValueError(f"spiece_model: {len(spiece)} bytes for shape {shape}")
+        yield torch.frombuffer(bytearray(spiece), dtype=torch.uint8)
+        return
+    if math.prod(shape) == 0:
+        return
+    if name.endswith(".scale_weight"):
+        yield torch.full(shape, UMT5_SCALE_WEIGHT, dtype=dtype)
+        return
+    if name.endswith("layer_norm.weight"):
+        yield torch.ones(shape, dtype=dtype)
+        return
+    fp8 = dtype == torch.float8_e4m3fn
+    if fp8 and name.endswith(".weight") and len(shape) == 2:
+        std = UMT5_WEIGHT_STD / UMT5_SCALE_WEIGHT
+    elif name == "shared.weight":
+        std = UMT5_EMBEDDING_STD
+    elif name.endswith("relative_attention_bias.weight"):
+        std = UMT5_RELATIVE_BIAS_STD
+    else:
+        raise ValueError(f"no stand-in values for {name} {shape} {dtype}")
+    rows = max(1, _CHUNK_ELEMENTS // max(1, math.prod(shape[1:])))
+    for start in range(0, shape[0], rows):
+        x = torch.randn((min(rows, shape[0] - start), *shape[1:]), generator=generator, device=device)
+        x = x.mul_(std).clamp_(-448.0, 448.0) if fp8 else x.mul_(std)
+        yield x.to(dtype).cpu()
+
+
+def write_safetensors_streamed(path: str | os.PathLike, layout: dict[str, tuple[tuple[int, ...], torch.dtype]],
+                               chunks: Callable[[str], Iterable[torch.Tensor]]) -> Path:
+    """Write a safetensors file of the tensors ``layout`` names, tensor by tensor and chunk by chunk as
+    ``chunks(name)`` yields them (CPU tensors of the layout's dtype, concatenating to its shape), so that memory
+    holds one chunk at a time; ``safetensors.torch.save_file`` would need every tensor at once. The header is the
+    safetensors format (little-endian u64 length, JSON, space padded to 8 bytes); data go in order of decreasing
+    element size, as safetensors orders them, so every tensor is aligned. Written to ``<path>.tmp``, then renamed.
+    """
+    import torch
+
+    path = Path(path)
+    order = sorted(layout, key=lambda name: -layout[name][1].itemsize)  # stable: the layout's order within a size
+    header: dict[str, dict] = {}
+    offset = 0
+    for name in order:
+        shape, dtype = layout[name]
+        nbytes = math.prod(shape) * dtype.itemsize
+        if offset % dtype.itemsize:
+            raise ValueError(f"{name} would start unaligned at byte {offset}")
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[str(dtype).replace("torch.", "")], "shape": list(shape),
+                        "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    blob += b" " * (-len(blob) % 8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)))
+        f.write(blob)
+        for name in order:
+            shape, dtype = layout[name]
+            written = 0
+            for chunk in chunks(name):
+                if chunk.dtype != dtype or chunk.device.type != "cpu":
+                    raise ValueError(f"{name}: a {chunk.dtype} chunk on {chunk.device}, expected {dtype} on the CPU")
+                data = chunk.contiguous().reshape(-1).view(torch.uint8).numpy()
+                f.write(data)
+                written += data.nbytes
+                del chunk, data
+            if written != header[name]["data_offsets"][1] - header[name]["data_offsets"][0]:
+                raise ValueError(f"{name}: {written} bytes written, its shape {shape} needs "
+                                 f"{math.prod(shape) * dtype.itemsize}")
+    os.replace(tmp, path)
+    return path
+
+
+def write_umt5_standin(path: str | os.PathLike, layout: dict[str, tuple[tuple[int, ...], torch.dtype]],
+                       seed: int = 0, device: str = "cpu") -> Path:
+    """Write the stand-in tensors ``layout`` names (``umt5_xxl_fp8_scaled_layout()`` or part of it) to ``path``:
+    values of ``umt5_standin_chunks`` from one generator seeded ``seed`` on ``device``, the tiny sentencepiece model
+    as ``spiece_model``. Runs in this process: ComfyUI must be importable."""
+    import torch
+
+    generator = torch.Generator(device=device).manual_seed(int(seed))
+    spiece = tiny_spiece_model() if "spiece_model" in layout else b""
+    return write_safetensors_streamed(
+        path, layout, lambda name: umt5_standin_chunks(name, *layout[name], generator, device, spiece))
+
+
+_UMT5_SCRIPT = r"""
+import sys
+sys.path.insert(1, sys.argv[1])
+from tools.comfy_inprocess import add_comfyui_to_sys_path
+add_comfyui_to_sys_path(cpu=True)
+from tools.standins import umt5_xxl_fp8_scaled_layout, write_umt5_standin
+
+path = write_umt5_standin(sys.argv[2], umt5_xxl_fp8_scaled_layout(), int(sys.argv[3]), sys.argv[4])
+print(path, path.stat().st_size)
+"""
+
+
+def write_umt5_xxl_fp8_scaled(path: str | os.PathLike, seed: int = 0, device: str = "cpu") -> Path:
+    """Write a real-size random-weight stand-in for ComfyUI's ``umt5_xxl_fp8_e4m3fn_scaled.safetensors`` (about
+    6.7 GB) to ``path``: the tensors of ``umt5_xxl_fp8_scaled_layout()`` with the values of ``umt5_standin_chunks``,
+    generated on ``device`` ("cpu", "cuda", ...) and streamed to disk a chunk at a time (the writing process peaks
+    at about 0.85 GB resident, torch and ComfyUI included; about a minute on two CPU cores), and the test pack's tiny sentencepiece model, whose token ids
+    (< 60) are valid rows of the 256384-row embedding. ``CLIPLoader`` (type wan) loads it as umT5-XXL with scaled
+    fp8. Built in a subprocess (ComfyUI imported there, with ``--cpu``; the random numbers are still drawn on
+    ``device``), so this process never imports ComfyUI. Deterministic for a given seed and device.
+    """
+    path = Path(path)
+    proc = subprocess.run([sys.executable, "-c", _UMT5_SCRIPT, str(REPO_ROOT), str(path), str(int(seed)), device],
+                          cwd=str(COMFY_DIR), capture_output=True, text=True, timeout=3600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"writing the umT5-XXL stand-in failed:\n{proc.stdout}\n{proc.stderr[-4000:]}")
     return path
