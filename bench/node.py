@@ -415,6 +415,27 @@ class Deadline(Exception):
     """`--deadline-s` came during a step."""
 
 
+def cap_memory(device, gib: float | None, base_reserved: int) -> str:
+    """Run as on a card of `gib` GiB: PyTorch's allocator refuses more (what a smaller card's driver would:
+    set_per_process_memory_fraction) and ComfyUI's model management plans for it (its EXTRA_RESERVED_VRAM =
+    `base_reserved`, ComfyUI's own value at import, + the rest of this card, as --reserve-vram sets). None: the
+    whole card and ComfyUI's own reserve again. Returns a line that says so."""
+    import torch
+
+    import comfy.model_management as mm
+
+    total = torch.cuda.get_device_properties(device).total_memory
+    if gib is None:
+        torch.cuda.set_per_process_memory_fraction(1.0, device)
+        mm.EXTRA_RESERVED_VRAM = base_reserved
+        return f"uncapped: {total / GIB:.1f} GiB (ComfyUI reserves {base_reserved / GIB:.2f} GiB)"
+    if gib * GIB >= total:
+        raise ValueError(f"a cap of {gib} GiB is not below this card's {total / GIB:.1f} GiB")
+    torch.cuda.set_per_process_memory_fraction(gib * GIB / total, device)
+    mm.EXTRA_RESERVED_VRAM = int(total - gib * GIB) + base_reserved
+    return f"capped at {gib} GiB of {total / GIB:.1f} (ComfyUI reserves {mm.EXTRA_RESERVED_VRAM / GIB:.1f} GiB)"
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Files and prompts
 
@@ -422,12 +443,9 @@ class Deadline(Exception):
 def write_models(models: Path, args: argparse.Namespace, device) -> dict[str, Any]:
     """Random-weight DiT and VAE files in `models`/diffusion_models and `models`/vae; returns what was written."""
     import torch
-    from safetensors.torch import save_file
 
     import causal
     from causal.synthetic import LAYOUTS, random_state_dict, write_checkpoint
-    from comfy.ldm.wan.vae import WanVAE
-    from tools.standins import random_taehv_state_dict
     from tools.tiny import TINY
 
     kind = "tiny" if args.tiny else args.model
@@ -442,21 +460,34 @@ def write_models(models: Path, args: argparse.Namespace, device) -> dict[str, An
     if device.type == "cuda":
         torch.cuda.empty_cache()
     t1 = time.perf_counter()
-    if args.vae == "wan":
-        vae = models / "vae" / f"bench_wan_2.1_vae{'_tiny' if args.tiny else ''}.safetensors"
-        wan = WanVAE(dim=8 if args.tiny else 96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+    vae = write_decoder(models, args.vae, args.tiny)
+    return {"dit": str(dit), "dit_layout": LAYOUT[kind], "dit_gb": round(dit.stat().st_size / 1e9, 2),
+            "dit_write_s": round(t1 - t0, 1), "vae": str(vae), "vae_mb": round(vae.stat().st_size / 1e6, 1),
+            "config": config.name, "text_dim": config.text_dim}
+
+
+def write_decoder(models: Path, kind: str, tiny: bool) -> Path:
+    """A random-weight decoder file in `models`/vae: the Wan 2.1 VAE (`kind` 'wan'; dim 8 when `tiny`) or a tiny
+    decoder (taew2_1 / lighttaew2_1, real size); returns its path."""
+    import torch
+    from safetensors.torch import save_file
+
+    from comfy.ldm.wan.vae import WanVAE
+    from tools.standins import random_taehv_state_dict
+
+    if kind == "wan":
+        vae = models / "vae" / f"bench_wan_2.1_vae{'_tiny' if tiny else ''}.safetensors"
+        wan = WanVAE(dim=8 if tiny else 96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
                      temperal_downsample=[False, True, True])
         g = torch.Generator().manual_seed(0)
         weights = {k: (torch.randn(v.shape, generator=g) * VAE_STD).to(torch.bfloat16)
                    for k, v in wan.state_dict().items()}
     else:  # VAELoader tells the two tiny decoders apart by dtype (fp16: taew2_1)
-        vae = models / "vae" / f"bench_{args.vae}.safetensors"
-        weights = random_taehv_state_dict(0, torch.bfloat16 if args.vae == "lighttaew2_1" else torch.float16)
+        vae = models / "vae" / f"bench_{kind}.safetensors"
+        weights = random_taehv_state_dict(0, torch.bfloat16 if kind == "lighttaew2_1" else torch.float16)
     vae.parent.mkdir(parents=True, exist_ok=True)
     save_file(weights, str(vae))
-    return {"dit": str(dit), "dit_layout": LAYOUT[kind], "dit_gb": round(dit.stat().st_size / 1e9, 2),
-            "dit_write_s": round(t1 - t0, 1), "vae": str(vae), "vae_mb": round(vae.stat().st_size / 1e6, 1),
-            "config": config.name, "text_dim": config.text_dim}
+    return vae
 
 
 def template_text(template: dict) -> str:
@@ -611,14 +642,7 @@ class Bench:
         return 1 if self.report["errors"] else 0
 
     def cap(self, gib: float) -> None:
-        """A card of `gib` GiB: PyTorch's allocator refuses more (what a smaller card's driver would), and ComfyUI's
-        model management plans for it (its reserved memory = the rest of this card, as --reserve-vram sets)."""
-        total = self.torch.cuda.get_device_properties(self.device).total_memory
-        if gib * GIB >= total:
-            raise ValueError(f"--cap-gib {gib} is not below this card's {total / GIB:.1f} GiB")
-        self.torch.cuda.set_per_process_memory_fraction(gib * GIB / total, self.device)
-        self.mm.EXTRA_RESERVED_VRAM = int(total - gib * GIB) + self.mm.EXTRA_RESERVED_VRAM
-        log(f"capped at {gib} GiB of {total / GIB:.1f} (ComfyUI reserves {self.mm.EXTRA_RESERVED_VRAM / GIB:.1f} GiB)")
+        log(cap_memory(self.device, gib, self.mm.EXTRA_RESERVED_VRAM))
 
     def setup(self, work: Path) -> None:
         """The model files in `work`/models (registered with folder_paths, first), the output folder, ComfyUI's

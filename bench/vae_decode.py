@@ -10,10 +10,16 @@ Options:
   plain            ComfyUI's module as loaded (bf16 on a GPU with bf16), the exact stream decode.
   fast             the stream's `speed: fast` decode (`StreamingDecoder(vae, fast=True)`: causal.wan_decoder on the
                    same weights, a block per call; the Wan VAE only).
+  fast_low_memory  fast a frame at a time (`low_memory`: what the stream decodes with when a block's call would not
+                   fit beside sampling).
   cudnn_benchmark  plain with torch.backends.cudnn.benchmark on (cuDNN times its algorithms once per shape).
   channels_last    plain with the decoder's weights in channels_last(_3d) memory format.
 s / block = median over the blocks after the first two (GPU-synchronised); rel-L2 and max |diff| against plain,
 rel-L2 against the plain decode of a float32 copy of the VAE (`vs_fp32`; plain's own is the rounding floor).
+Memory (GPU): `call_peak_mib` = the largest rise of torch.cuda.max_memory_allocated above what was allocated
+before a call, over the calls after the first (the decode's working memory beside its weights and cache);
+`per_latent_pixel` = that in bytes / (h * w * element size of the VAE's dtype), the unit of the stream's
+estimate (nodes/streaming.py).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-OPTIONS = ("plain", "fast", "cudnn_benchmark", "channels_last")
+OPTIONS = ("plain", "fast", "fast_low_memory", "cudnn_benchmark", "channels_last")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,17 +76,25 @@ def main(argv: list[str] | None = None) -> int:
                                     for k, v in wan.state_dict().items()}, dtype=dtype)
         return comfy.sd.VAE(sd=random_taehv_state_dict(0, torch.float16), dtype=dtype)
 
-    def decode_all(vae, fast: bool = False) -> tuple[list[float], torch.Tensor]:
+    cuda = device.type == "cuda"
+
+    def decode_all(vae, fast: bool = False, low_memory: bool = False) -> tuple[list[float], list[int],
+                                                                                torch.Tensor]:
         decoder = streaming.StreamingDecoder(vae, fast=fast)
+        decoder.low_memory = low_memory
         decoder.load(tuple(latents[0].shape))
-        seconds, frames = [], []
+        seconds, peaks, frames = [], [], []
         for z in latents:
-            if device.type == "cuda":
+            if cuda:
                 torch.cuda.synchronize(device)
+                before = torch.cuda.memory_allocated(device)
+                torch.cuda.reset_peak_memory_stats(device)
             t0 = time.perf_counter()
             frames.append(decoder.decode(z))
             seconds.append(time.perf_counter() - t0)
-        return seconds, torch.cat(frames).float()
+            if cuda:
+                peaks.append(torch.cuda.max_memory_allocated(device) - before)
+        return seconds, peaks, torch.cat(frames).float()
 
     def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
         return float((a.double() - b.double()).norm() / b.double().norm())
@@ -89,11 +103,11 @@ def main(argv: list[str] | None = None) -> int:
               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "torch": torch.__version__, "decoders": {}}
     for kind in args.decoders.split(","):
-        _, fp32 = decode_all(make(kind, torch.float32))
+        _, _, fp32 = decode_all(make(kind, torch.float32))
         vae = make(kind)
         results, reference = {}, None
         for option in OPTIONS:
-            if option == "fast" and kind != "wan":
+            if option.startswith("fast") and kind != "wan":
                 continue
             torch.backends.cudnn.benchmark = option == "cudnn_benchmark"
             layout = option == "channels_last"
@@ -103,9 +117,14 @@ def main(argv: list[str] | None = None) -> int:
                         fmt = (torch.channels_last_3d if param.dim() == 5 else torch.channels_last) if layout \
                             else torch.contiguous_format
                         param.data = param.data.contiguous(memory_format=fmt)
-            seconds, video = decode_all(vae, fast=option == "fast")
+            seconds, peaks, video = decode_all(vae, fast=option.startswith("fast"),
+                                               low_memory=option == "fast_low_memory")
             row = {"s_per_block": round(statistics.median(seconds[2:] or seconds), 4), "first_s": round(seconds[0], 4),
                    "vs_fp32": rel_l2(video, fp32)}
+            if peaks:
+                peak = max(peaks[1:] or peaks)
+                row.update(call_peak_mib=round(peak / 2**20, 1),
+                           per_latent_pixel=round(peak / (h * w * vae.vae_dtype.itemsize), 1))
             if reference is None:
                 reference = video
             else:

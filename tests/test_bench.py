@@ -109,6 +109,48 @@ def test_node_bench_tiny_cpu(tmp_path):
     assert "| library | 1 | 42 |" in text and "bitwise equal True" in text
 
 
+@pytest.mark.comfyui
+def test_cards_bench_tiny_cpu(tmp_path):
+    """bench/cards.py end to end on the tiny model: the stream template (the test pack's tiny umT5 for CLIPLoader)
+    through ComfyUI's executor once per case, a new executor each time; and a bad case spec refused by argparse."""
+    import subprocess
+    import sys
+
+    from tools.comfy_server import COMFY_DIR, REPO_ROOT, comfyui_available
+
+    if not comfyui_available():
+        pytest.skip("ComfyUI is not installed (scripts/setup.sh)")
+    script = str(REPO_ROOT / "bench" / "cards.py")
+    bad = subprocess.run([sys.executable, script, "--case", "cap=none,kv=fp9"], capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and "kv must be one of bf16, fp8, not 'fp9'" in bad.stderr, bad.stderr
+    capped = subprocess.run([sys.executable, script, "--device", "cpu", "--tiny", "--case", "cap=8"],
+                            capture_output=True, text=True, timeout=60)
+    assert capped.returncode == 2 and "every case needs cap=none" in capped.stderr, capped.stderr
+    js, md = tmp_path / "cards.json", tmp_path / "cards.md"
+    proc = subprocess.run(
+        [sys.executable, script, "--comfyui", str(COMFY_DIR), "--tiny", "--device", "cpu", "--seconds", "2",
+         "--case", "cap=none", "--case", "cap=none,kv=fp8", "--work-dir", str(tmp_path / "work"), "--json", str(js),
+         "--out", str(md)], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    report = json.loads(js.read_text())
+    assert not report["errors"], report["errors"]
+    assert [c["case"] for c in report["cases"]] == ["cap=none", "cap=none,kv=fp8"]
+    for case in report["cases"]:
+        assert case["finished"] and not case["error"] and not case["stopped"], case
+        assert case["frames"] == 33 and case["writes"] == 3, case  # 2 s: 3 blocks, 33 frames
+        for key in ("steady_s_per_block", "fps", "first_frame_s", "prompt_s"):
+            assert math.isfinite(case[key]) and case[key] > 0, (case["case"], key, case[key])
+        assert set(case["node_s"]) == {"CausVidModelLoader", "VAELoader", "CausVidTestTinyCLIP", "CausVidTextEncode",
+                                       "CausVidStreamToVideo"}, case["node_s"]
+        assert case["loaded"] and all(0 < m["loaded_gib"] <= m["size_gib"] for m in case["loaded"]), case["loaded"]
+        assert "WAN21Causal" in {m["model"] for m in case["loaded"]}, case["loaded"]
+    fp8 = report["cases"][1]
+    assert fp8["settings"]["kv"] == "fp8" and fp8["slowdown"] == 1.0  # its own uncapped baseline
+    text = md.read_text()
+    assert "will it run on my card (bench/cards.py)" in text and "| cap=none,kv=fp8 | ok |" in text
+
+
 def test_trace_summary_counts_busy_and_shared_time():
     """Per-stream busy time is the union of its kernels, the overlap is the time both streams were busy, and the
     window clips both; host spans of the timeline's labels are summed."""
@@ -154,8 +196,10 @@ def test_vae_decode_bench_tiny_cpu(tmp_path):
     report = json.loads(js.read_text())
     for kind in ("wan", "taew2_1"):
         rows = report["decoders"][kind]
-        assert set(rows) == {"plain", "cudnn_benchmark", "channels_last"} | ({"fast"} if kind == "wan" else set())
+        assert set(rows) == {"plain", "cudnn_benchmark", "channels_last"} | (
+            {"fast", "fast_low_memory"} if kind == "wan" else set())
         assert all(math.isfinite(r["s_per_block"]) and r["s_per_block"] > 0 for r in rows.values())
         assert rows["cudnn_benchmark"]["bitwise"] and rows["channels_last"]["rel_l2"] < 1e-4, rows
         assert rows["plain"]["vs_fp32"] == 0.0  # the CPU computes the VAE in float32 anyway
     assert report["decoders"]["wan"]["fast"]["rel_l2"] < 1e-5  # the same function, reordered
+    assert report["decoders"]["wan"]["fast_low_memory"]["rel_l2"] < 1e-5  # and a frame at a time
