@@ -23,7 +23,7 @@ from ..causal.prompts import PromptChange, frames_for_seconds, per_segment, time
 from ..causal.sampler import FRAMES_PER_BLOCK, PIXEL_MULTIPLE, fragment_lengths, generate, working_memory_bytes
 from ..causal.schedule import SCHEDULES, Schedule
 from .comfy_model import causal_network, compute_dtype
-from .speed import DEFAULT_SPEED, SPEED_TOOLTIP, SPEEDS, choose_speed, keep_only, kept_graphs
+from .speed import DEFAULT_SPEED, SPEED_TOOLTIP, SPEEDS, choose_speed, keep_only, kept_graphs, release_graphs
 from .streaming import StreamingDecoder, WanVAEStreamingDecoder
 from .text import FRAGMENT_KEY, START_KEY
 
@@ -287,12 +287,21 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
     def block_done(block: torch.Tensor) -> None:
         on_block(to_host(model.model.process_latent_out(block.float())))
 
-    result = generate(network, timeline, height=job.height, width=job.width, schedule=job.schedule,
-                      policy=job.policy, num_frames=job.num_frames, total_frames=total, generator=job.generator,
-                      start_latents=job.start, resume=None if job.resume is None else job.resume.history,
-                      device=device, dtype=dtype, output_device="cpu", record=True, progress=progress,
-                      on_block=None if on_block is None else block_done, keep_latents=keep_video,
-                      fused_kernels=speed.fused_kernels, graphs=graphs, reencoder=reencoder, kv_cache_fp8=fp8)
+    try:
+        result = generate(network, timeline, height=job.height, width=job.width, schedule=job.schedule,
+                          policy=job.policy, num_frames=job.num_frames, total_frames=total, generator=job.generator,
+                          start_latents=job.start, resume=None if job.resume is None else job.resume.history,
+                          device=device, dtype=dtype, output_device="cpu", record=True, progress=progress,
+                          on_block=None if on_block is None else block_done, keep_latents=keep_video,
+                          fused_kernels=speed.fused_kernels, graphs=graphs, reencoder=reencoder, kv_cache_fp8=fp8)
+    except mm.InterruptProcessingException:
+        raise  # a Cancel comes between forwards: the kept graphs are whole
+    except BaseException:
+        # an error may have come in the middle of a capture: drop the graphs (and the KV cache they hold) now
+        # rather than at the next unload; the next run captures anew
+        if graphs is not None:
+            release_graphs(network)
+        raise
     out_device = mm.intermediate_device()
     new = model.model.process_latent_out(result.latents.float()).to(out_device)
     video = None

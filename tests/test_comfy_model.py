@@ -180,3 +180,48 @@ def test_kept_cuda_graphs_survive_the_next_load_and_go_with_an_unload(pack, chec
     assert not released and speed.keep_only(network, ("a shape", False)) == 0 and hasattr(network, speed._ATTRIBUTE)
     mm.unload_all_models()
     assert released == [True] and not hasattr(network, speed._ATTRIBUTE)
+
+
+@pytest.mark.parametrize("failure", ["error", "cancel"])
+def test_a_failed_run_frees_its_kept_cuda_graphs_and_a_cancel_keeps_them(pack, checkpoint, monkeypatch, failure):
+    """An error may come in the middle of a graph capture: the sampler drops the kept graphs (and their KV cache)
+    with it instead of keeping them until ComfyUI unloads the model. A Cancel comes between forwards: the graphs
+    stay for the next run. (Graphs need CUDA: here the sampler is told graphs are on, its graphs a stand-in.)"""
+    import types
+
+    import comfy.model_management as mm
+
+    sampler, speed = pack_module("nodes.sampler"), pack_module("nodes.speed")
+    patcher = pack.load_causal_model(checkpoint[0], "bf16")
+    network = pack.causal_network(patcher)
+    released = []
+
+    class Graphs:  # what the kept record uses of CudaGraphs
+        shape, nbytes = ("a shape",), 0
+        cache = types.SimpleNamespace(quantized=False)
+
+        def release(self):
+            released.append(True)
+
+    def kept(network, shape):
+        setattr(network, speed._ATTRIBUTE, speed._Kept(Graphs(), ()))
+        return getattr(network, speed._ATTRIBUTE).graphs
+
+    def generate(*args, **kwargs):
+        assert kwargs["graphs"] is not None
+        raise mm.InterruptProcessingException() if failure == "cancel" else RuntimeError("a capture broke")
+
+    monkeypatch.setattr(sampler, "choose_speed", lambda level, device: speed.Speed(fused_kernels=False, graphs=True))
+    monkeypatch.setattr(sampler, "kept_graphs", kept)
+    monkeypatch.setattr(sampler, "keep_only", lambda network, shape: 0)
+    monkeypatch.setattr(sampler, "generate", generate)
+    job = sampler.prepare(patcher, width=48, height=32, length=21, preset="CausVid 1.3B", custom_steps="", seed=0,
+                          num_fragments=1)
+    conditioning = [[torch.randn(1, 10, TINY.text_dim), {}]]
+    with pytest.raises(mm.InterruptProcessingException if failure == "cancel" else RuntimeError):
+        sampler.run(patcher, conditioning, job, None)
+    if failure == "cancel":
+        assert not released and hasattr(network, speed._ATTRIBUTE)
+        speed.release_graphs(network)
+    else:
+        assert released == [True] and not hasattr(network, speed._ATTRIBUTE)
