@@ -7,6 +7,7 @@ carries a video on is a small CPU state: the last clean block, the generator sta
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import comfy.model_management as mm
@@ -26,6 +27,8 @@ from .comfy_model import causal_network, compute_dtype
 from .speed import DEFAULT_SPEED, SPEED_TOOLTIP, SPEEDS, choose_speed, keep_only, kept_graphs, release_graphs
 from .streaming import StreamingDecoder, WanVAEStreamingDecoder
 from .text import FRAGMENT_KEY, START_KEY
+
+log = logging.getLogger("comfyui-causvid")
 
 CausVidStateType = io.Custom("CAUSVID_STATE")
 # 1 + 4 * (1023 - 1) video frames = 1023 latent frames: the longest fragment whose blocks stay inside Wan's RoPE table
@@ -215,6 +218,30 @@ def reencoder_for(model, vae, job: Job, batch: int, on_frames=None):
     return reencoder
 
 
+def check_segments(segments: list[int], job: Job, start_frames: int) -> None:
+    """Refuse a length that adds no frames (a fragment that would only re-cache), saying what to change; log where a
+    start latent leaves fewer frames than `length` (whole blocks follow it)."""
+    block, n = job.schedule.frames_per_block, job.num_frames
+    length, two_blocks = 4 * n - 3, 4 * 2 * block - 3
+    if job.resume is not None and segments[0] <= 0:
+        raise ValueError(f"this state was sampled with length {length} ({n} latent frames, one block): a continued "
+                         f"fragment starts again from its last block and would add nothing. Sample the video with a "
+                         f"length of at least {two_blocks} to continue it")
+    if job.resume is None and segments[0] <= 0:
+        raise ValueError(f"the start latent has {start_frames} latent frames and length {length} holds {n}: no room "
+                         f"for a {block}-frame block after it. Set length to at least "
+                         f"{4 * (start_frames + block) - 3}")
+    if len(segments) > 1 and segments[1] <= 0:
+        raise ValueError(f"num_fragments {job.num_fragments} with length {length}: each fragment after the first starts "
+                         f"again from the last block and adds length - {4 * block} frames, nothing at length {length}. "
+                         f"Set length to at least {two_blocks}, or num_fragments to 1")
+    if job.resume is None and start_frames and start_frames + segments[0] < n:
+        made = start_frames + segments[0]
+        log.info("CausVid: the start latent's %d frame(s) and the %d-frame blocks that fit after it make %d latent "
+                 "frames (%d frames), not length %d; length %d makes %d", start_frames, block, made, 4 * made - 3,
+                 length, length + 4 * block, 4 * (made + block) - 3)
+
+
 def sampling_memory(model, job: Job, batch: int) -> int:
     """Device memory sampling `job` takes beside the weights: its KV cache, the text K/V, one block's activations."""
     block = job.schedule.frames_per_block
@@ -240,6 +267,8 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
     block = job.schedule.frames_per_block
     segments = fragment_lengths(job.num_frames, job.num_fragments, start_frames if job.resume is None else block,
                                 block)
+    if job.seconds <= 0:
+        check_segments(segments, job, start_frames)
     total = frames_for_seconds(job.seconds, start_frames, block) if job.seconds > 0 else sum(segments)
     timeline = prompt_timeline(conditioning, segments, start_frames)
     device, dtype = model.load_device, compute_dtype(model)

@@ -225,3 +225,31 @@ def test_a_failed_run_frees_its_kept_cuda_graphs_and_a_cancel_keeps_them(pack, c
         speed.release_graphs(network)
     else:
         assert released == [True] and not hasattr(network, speed._ATTRIBUTE)
+
+
+def test_settings_that_add_no_frames_say_what_to_change(caplog):
+    """Every length that would add no frames is refused with the length that works: a second fragment after a
+    one-block length, a Continue of a one-block state, a start latent that fills the length; a start latent that
+    leaves less than `length` (whole blocks follow it) is said in the log."""
+    import logging
+    import types
+
+    sampler = pack_module("nodes.sampler")
+    schedule = types.SimpleNamespace(frames_per_block=3)
+
+    def check(num_frames, num_fragments=1, start=0, resume=None):
+        job = types.SimpleNamespace(schedule=schedule, num_frames=num_frames, num_fragments=num_fragments,
+                                    resume=resume)
+        segments = sampler.fragment_lengths(num_frames, num_fragments, 3 if resume else start, 3)
+        sampler.check_segments(segments, job, start)
+
+    with pytest.raises(ValueError, match="nothing at length 9. Set length to at least 21, or num_fragments to 1"):
+        check(3, num_fragments=2)
+    with pytest.raises(ValueError, match="one block.*length of at least 21"):
+        check(3, resume=object())
+    with pytest.raises(ValueError, match="start latent has 3 latent frames and length 9 holds 3.*at least 21"):
+        check(3, start=3)
+    check(6, num_fragments=2)  # 6 + 3 frames: fine
+    with caplog.at_level(logging.INFO, logger="comfyui-causvid"):
+        check(21, start=1)
+    assert "make 19 latent frames (73 frames), not length 81; length 93 makes 85" in caplog.text

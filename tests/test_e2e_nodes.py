@@ -157,6 +157,17 @@ def test_bad_cache_settings_say_what_to_change(comfy_server, standins, inputs, w
     assert result.status == "error" and words in result.error["exception_message"], result.describe()
 
 
+def test_fragments_that_would_add_no_frames_are_refused(comfy_server, standins):
+    """length 9 is one block: a second fragment would only re-cache it and add nothing (the video came back a
+    fragment short, silently); the run is refused with what to change."""
+    prompt = eg.standin_prompt(eg.load_api("causvid_1.3b_t2v"), width=W, height=H, length=9)
+    (sampler_id,) = eg.find_nodes(prompt, "CausVidSampler")
+    prompt[sampler_id]["inputs"].update(num_fragments=2)
+    result = comfy_server.run(prompt, timeout=300)
+    message = result.error["exception_message"] if result.status == "error" else ""
+    assert "adds length - 12 frames, nothing at length 9" in message and "at least 21" in message, result.describe()
+
+
 # -------------------------------------------------------------------------------------------------
 # Errors
 
