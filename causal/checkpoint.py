@@ -56,6 +56,10 @@ _CAUSAL_HINT = ("load a causal Wan2.1 T2V checkpoint instead (CausVid, Self-Forc
 class CheckpointError(ValueError):
     """A checkpoint could not be loaded; the message names the file, the problem and the fix."""
 
+    # a host that imports this package under its folder's path (ComfyUI does) would otherwise show that path
+    # to API clients as part of the error's type name
+    __module__ = "causal.checkpoint"
+
 
 @dataclass(frozen=True)
 class Checkpoint:

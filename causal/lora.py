@@ -41,6 +41,8 @@ _WRAPPERS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.
 class LoraError(ValueError):
     """An adapter file that does not fit the model, with what is wrong."""
 
+    __module__ = "causal.lora"  # as CheckpointError: no host path in the type name
+
 
 @dataclass(frozen=True)
 class Lora:

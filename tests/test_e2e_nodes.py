@@ -256,6 +256,7 @@ def test_bad_checkpoint_ends_in_execution_error(comfy_server, file_name):
     # named as the user picked it; neither the server's folders nor the file's content reach the client
     assert f"diffusion_models/{path.name}" in error["exception_message"]
     assert str(comfy_server.base_dir) not in error["exception_message"] and "private" not in error["exception_message"]
+    assert error["exception_type"] in ("causal.checkpoint.CheckpointError", "ValueError"), error["exception_type"]
 
 
 # -------------------------------------------------------------------------------------------------
