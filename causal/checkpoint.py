@@ -35,7 +35,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import Tensor
@@ -84,6 +84,28 @@ def read_checkpoint(path: str | Path, *, dtype: torch.dtype | None = None) -> Ch
     path = Path(path)
     if dtype is not None and not dtype.is_floating_point:
         raise CheckpointError(f"{path}: requested dtype {dtype} is not a floating-point dtype")
+    if _checked_path(path) in SAFETENSORS_SUFFIXES:
+        return _read_safetensors(path, dtype)
+    return _read_pickle(path, dtype)
+
+
+def inspect_checkpoint(path: str | Path) -> tuple[WanConfig, str]:
+    """(config, layout) of a causal Wan checkpoint, checked as `read_checkpoint` checks it but from its header
+    alone: a safetensors file's names, shapes and dtypes; a .pt file's pickle, its tensors memory-mapped (not
+    read). For a check before anything loads it; raises CheckpointError with the file, the problem and the fix."""
+    path = Path(path)
+    if _checked_path(path) in SAFETENSORS_SUFFIXES:
+        from safetensors import safe_open
+
+        with _open_safetensors(path, safe_open) as f:
+            _, _, _, layout, config = _safetensors_plan(f, path)
+        return config, layout
+    state_dict, layout = _normalise(_load_pickle(path), where=path)
+    return _validate(state_dict, where=path), layout
+
+
+def _checked_path(path: Path) -> str:
+    """The file's suffix, once it is a file of a checkpoint format that is not text; else CheckpointError."""
     if not path.exists():
         raise CheckpointError(f"{path}: file not found; check the path (and that the download finished)")
     if path.is_dir():
@@ -95,9 +117,7 @@ def read_checkpoint(path: str | Path, *, dtype: torch.dtype | None = None) -> Ch
             f"{path}: unknown file extension '{path.suffix}'; expected one of "
             f"{', '.join(SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES)} (rename the file if it is one of those formats)")
     _check_not_text(path)
-    if suffix in SAFETENSORS_SUFFIXES:
-        return _read_safetensors(path, dtype)
-    return _read_pickle(path, dtype)
+    return suffix
 
 
 def _check_not_text(path: Path) -> None:
@@ -134,26 +154,35 @@ _SAFETENSORS_DTYPES = {
 }
 
 
-def _read_safetensors(path: Path, dtype: torch.dtype | None) -> Checkpoint:
-    from safetensors import safe_open  # local: only needed here
-
+def _open_safetensors(path: Path, safe_open: Callable) -> Any:
     try:
-        handle = safe_open(str(path), framework="pt", device="cpu")
+        return safe_open(str(path), framework="pt", device="cpu")
     except Exception as e:  # SafetensorError has no importable common base across versions
         raise CheckpointError(f"{path}: is truncated or corrupt (safetensors header could not be read: {e}); "
                               "download the file again") from e
-    with handle as f:
-        # Validate from the header alone (meta tensors) before reading any data.
-        meta: dict[str, Tensor] = {}
-        for key in f.keys():
-            info = f.get_slice(key)
-            dt = _SAFETENSORS_DTYPES.get(info.get_dtype()) or torch.uint8
-            meta[key] = torch.empty(info.get_shape(), dtype=dt, device="meta")
-        scales = _fp8_scales(meta, where=path)
-        rename, layout = _rename_plan(meta.keys(), container="", where=path)
-        bare_meta = {new: meta[old] for new, old in rename.items()}
-        config = _validate(bare_meta, where=path)
-        source_dtype = _dominant_dtype(bare_meta)
+
+
+def _safetensors_plan(f: Any, path: Path) -> tuple[dict[str, Tensor], dict[str, str], dict[str, str], str,
+                                                    WanConfig]:
+    """From an open file's header alone (meta tensors): (meta, fp8 scales, bare name -> file name, layout,
+    config), validated before any data is read."""
+    meta: dict[str, Tensor] = {}
+    for key in f.keys():
+        info = f.get_slice(key)
+        dt = _SAFETENSORS_DTYPES.get(info.get_dtype()) or torch.uint8
+        meta[key] = torch.empty(info.get_shape(), dtype=dt, device="meta")
+    scales = _fp8_scales(meta, where=path)
+    rename, layout = _rename_plan(meta.keys(), container="", where=path)
+    config = _validate({new: meta[old] for new, old in rename.items()}, where=path)
+    return meta, scales, rename, layout, config
+
+
+def _read_safetensors(path: Path, dtype: torch.dtype | None) -> Checkpoint:
+    from safetensors import safe_open  # local: only needed here
+
+    with _open_safetensors(path, safe_open) as f:
+        meta, scales, rename, layout, config = _safetensors_plan(f, path)
+        source_dtype = _dominant_dtype({new: meta[old] for new, old in rename.items()})
         if scales:
             layout += " (fp8_scaled, dequantised)"
             source_dtype = torch.bfloat16

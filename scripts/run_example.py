@@ -79,6 +79,33 @@ def find_files(models_dir: Path, workflow: eg.Workflow) -> tuple[dict[str, str],
     return found, missing
 
 
+def broken_file(folder: str, path: Path) -> str | None:
+    """Why a found file cannot be what the workflow loads, read with the nodes' own readers from its header
+    (nothing loads): the DiT as CausVid Model Loader reads it, a safetensors VAE or text encoder as ComfyUI
+    opens it; None when it looks right."""
+    if folder == "diffusion_models":
+        from causal.checkpoint import CheckpointError, inspect_checkpoint
+
+        try:
+            inspect_checkpoint(path)
+        except CheckpointError as e:
+            return str(e)
+        return None
+    if path.stat().st_size == 0:
+        return f"{path}: is empty (0 bytes); download the file again"
+    if path.suffix.lower() == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                if not list(f.keys()):
+                    return f"{path}: holds no tensors; download the file again"
+        except Exception as e:  # SafetensorError has no importable common base across versions
+            return f"{path}: is truncated or corrupt (its safetensors header could not be read: {e}); download " \
+                   "the file again"
+    return None
+
+
 NOISE = ("alembic", "comfyui-workflow-templates", "comfyui_workflow_templates", "comfyui-embedded-docs",
          "torchaudio missing", "frontend package", "pip install -r requirements.txt")
 """Start-up notices of ComfyUI about optional packages this run does not use."""
@@ -176,6 +203,14 @@ def main(argv: list[str] | None = None) -> int:
             say("Either name is accepted. This pack never downloads weights; the workflow's Note (example_workflows/"
                 f"{args.workflow}.json) says where each file comes from. Unset CAUSVID_MODELS_DIR (or pass --tiny) "
                 "to run the graph on tiny stand-ins instead.")
+            return 2
+        broken = [why for folder, names in workflow.files.items() for name in names
+                  if (why := broken_file(folder, models_dir / folder / found[name]))]
+        if broken:
+            say(f"FAILED: {'a file' if len(broken) == 1 else 'files'} in {models_dir} cannot be what the "
+                f"{args.workflow} workflow loads (checked before ComfyUI starts):")
+            for why in broken:
+                say(f"  {why}")
             return 2
         say(f"Using the real models in {models_dir} as they are:")
         for folder, names in workflow.files.items():

@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from causal.checkpoint import (Checkpoint, CheckpointError, normalise_state_dict, read_checkpoint,
-                               validate_state_dict)
+from causal.checkpoint import (Checkpoint, CheckpointError, inspect_checkpoint, normalise_state_dict,
+                               read_checkpoint, validate_state_dict)
 from causal.config import PRESETS, expected_shapes
 from causal.synthetic import LAYOUTS, random_state_dict, write_checkpoint
 from tools.tiny import TINY
@@ -526,3 +526,36 @@ def test_causal_forcing_layouts_load(tmp_path, tiny_sd, container):
     assert set(checkpoint.state_dict) == set(tiny_sd)
     assert torch.equal(checkpoint.state_dict["blocks.0.ffn.0.weight"], tiny_sd["blocks.0.ffn.0.weight"])
 
+
+
+def test_inspect_checks_from_the_header_what_read_checks(tmp_path, tiny, tiny_sd):
+    """inspect_checkpoint (the check before anything loads) gives read_checkpoint's config and layout for every
+    layout, and refuses every bad file with read_checkpoint's message: truncated, text, garbage, a LoRA, a VAE, a
+    text encoder, a missing key, nothing."""
+    for layout in LAYOUTS:
+        path = write_checkpoint(tiny_sd, tmp_path / layout / LAYOUTS[layout], layout)
+        read = read_checkpoint(path)
+        assert inspect_checkpoint(path) == (read.config, read.layout) and read.config == tiny, layout
+    bad = {}
+    for layout in ("lightx2v_safetensors", "causvid"):
+        path = write_checkpoint(tiny_sd, tmp_path / f"cut_{layout}" / LAYOUTS[layout], layout)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        bad[f"truncated {layout}"] = path
+    (text := tmp_path / "notes.safetensors").write_text("my notes\n")
+    (garbage := tmp_path / "garbage.pt").write_bytes(bytes(range(256)) * 4)
+    bad.update(text=text, garbage=garbage, missing=tmp_path / "nope.pt",
+               lora=save_st({"diffusion_model.blocks.0.self_attn.q.lora_A.weight": torch.randn(8, 128)},
+                            tmp_path / "lora.safetensors"),
+               vae=save_pt({"encoder.conv1.weight": torch.randn(96, 3, 3, 3, 3),
+                            "decoder.head.2.weight": torch.randn(3, 96, 3, 3, 3)}, tmp_path / "vae.pth"),
+               text_encoder=save_st({"shared.weight": torch.randn(10, 8),
+                                     "encoder.block.0.layer.0.SelfAttention.q.weight": torch.randn(8, 8)},
+                                    tmp_path / "t5.safetensors"),
+               missing_key=save_st({k: v for k, v in list(tiny_sd.items())[1:]}, tmp_path / "short.safetensors"),
+               empty=save_pt({}, tmp_path / "empty.pt"))
+    for what, path in bad.items():
+        with pytest.raises(CheckpointError) as read:
+            read_checkpoint(path)
+        with pytest.raises(CheckpointError) as inspected:
+            inspect_checkpoint(path)
+        assert message(inspected) == message(read), what

@@ -47,6 +47,25 @@ def test_a_checkpoint_under_its_published_name_is_found(run_example, tmp_path):
     assert not missing and found[eg.CAUSVID_13B] == "model.pt"
 
 
+def test_broken_files_are_named_before_comfyui_starts(run_example, tmp_path, capsys, monkeypatch):
+    """Garbage under the right names (a 1 KB model.pt, a truncated VAE, an empty text encoder) is found by the
+    nodes' own readers from the headers, and the run stops before ComfyUI starts, each file named with the fix."""
+    eg = run_example.eg
+    files = eg.WORKFLOWS["causvid_1.3b_t2v"].files
+    for folder, names in files.items():
+        (tmp_path / folder).mkdir()
+    (tmp_path / "diffusion_models" / "model.pt").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "vae" / files["vae"][0]).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
+    (tmp_path / "text_encoders" / files["text_encoders"][0]).write_bytes(b"")
+    monkeypatch.setattr(run_example.Server, "start", lambda self: pytest.fail("ComfyUI was started"))
+    assert run_example.main(["--models-dir", str(tmp_path)]) == 2
+    out = capsys.readouterr().out
+    assert "checked before ComfyUI starts" in out and "Using the real models" not in out
+    assert "model.pt: is truncated or corrupt, or not a PyTorch checkpoint" in out
+    assert f"{files['vae'][0]}: is truncated or corrupt" in out and "download the file again" in out
+    assert f"{files['text_encoders'][0]}: is empty (0 bytes)" in out
+
+
 def test_comfyui_start_up_notices_are_hidden_from_failure_output(run_example):
     log = "\n".join([
         "Failed to initialize database. Please ensure you have installed the latest requirements. "
