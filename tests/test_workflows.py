@@ -220,6 +220,35 @@ def test_example_files_are_the_seven_workflows():
                           "causvid_image_to_video", "causvid_stream_ten_minutes", "causvid_krea_realtime_14b_stream"}
 
 
+def test_readme_names_every_file_the_workflows_load_and_run_example_takes_both_names(tmp_path):
+    """The README's table is the workflows' own files (a loader widget in any API twin names one of them), and
+    the main command accepts each under the name in the table's 'published as' column."""
+    import importlib.util
+
+    from tools.comfy_server import REPO_ROOT
+    from tools.workflows.files import readme_files_table
+
+    table = readme_files_table(eg.WORKFLOWS)
+    assert table in (REPO_ROOT / "README.md").read_text(), "README.md's file table is out of date:\n" + table
+    for name in NAMES:
+        api, files = eg.load_api(name), eg.WORKFLOWS[name].files
+        named = {(folder, n["inputs"][widget]) for n in api.values()
+                 for (kind, widget), folder in eg.FILE_WIDGETS.items() if n["class_type"] == kind and folder != "input"}
+        assert named == {(folder, f) for folder, fs in files.items() for f in fs}, name
+        assert all(f"| `{f}` | `{folder}/` |" in table for folder, f in named), name
+    spec = importlib.util.spec_from_file_location("run_example", REPO_ROOT / "scripts" / "run_example.py")
+    run_example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_example)
+    for name in NAMES:
+        models = tmp_path / name
+        for folder, fs in eg.WORKFLOWS[name].files.items():
+            (models / folder).mkdir(parents=True)
+            for f in fs:
+                (models / folder / eg.PUBLISHED.get(f, (f,))[0]).write_bytes(b"x")
+        found, missing = run_example.find_files(models, eg.WORKFLOWS[name])
+        assert not missing, (name, missing)
+
+
 def test_files_are_generated_and_current(object_info):
     """Hand edits get lost: change the spec in tools/workflows/examples.py and regenerate."""
     for path, text in eg.generated_files(object_info).items():

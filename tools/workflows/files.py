@@ -34,3 +34,29 @@ FILE_WIDGETS = {
 }
 """(node type, widget) -> models folder (or ComfyUI's input folder): combos listing files, which a fresh
 install may not have."""
+
+
+def readme_files_table(workflows: dict) -> str:
+    """The README's table of every file the example workflows load (`workflows`: name -> Workflow): its folder,
+    where it is published and under which name (scripts/run_example.py accepts either name), which workflows use
+    it. tests/test_workflows.py checks that the README holds exactly this."""
+    rows = ["| the workflows load | in `models/` | published as | used by |", "|---|---|---|---|"]
+    users: dict[tuple[str, str], list[str]] = {}
+    for name, workflow in sorted(workflows.items()):
+        for folder, files in workflow.files.items():
+            for file in files:
+                users.setdefault((folder, file), []).append(name)
+    for (folder, file), names in sorted(users.items(), key=lambda kv: (kv[0][0] != "diffusion_models", kv[0])):
+        if file in PUBLISHED:
+            published, where = PUBLISHED[file]
+            repo, path = where.split(": ", 1)
+            source = f"{'the same name' if published == file else f'`{published}`'} ({repo}, `{path}`)"
+        elif file in MODEL_LINKS:
+            source = f"the same name ({REPACKAGED.split('/resolve/')[0].removeprefix('https://huggingface.co/')}, " \
+                     f"`split_files/{folder}/`)"
+        else:
+            raise ValueError(f"{folder}/{file}: say where it is published (PUBLISHED or MODEL_LINKS)")
+        used = "every example" if len(names) == len(workflows) else ", ".join(f"`{n}`" for n in names)
+        rows.append(f"| `{file}` | `{folder}/` | {source} | {used} |")
+    return "\n".join(rows)
+
