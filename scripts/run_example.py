@@ -107,8 +107,13 @@ def broken_file(folder: str, path: Path) -> str | None:
 
 
 NOISE = ("alembic", "comfyui-workflow-templates", "comfyui_workflow_templates", "comfyui-embedded-docs",
-         "torchaudio missing", "frontend package", "pip install -r requirements.txt")
-"""Start-up notices of ComfyUI about optional packages this run does not use."""
+         "torchaudio missing", "frontend package", "pip install -r requirements.txt",
+         # core's optional nodes that need packages this run does not use (custom packs fail as "(IMPORT FAILED)")
+         "IMPORT FAILED: nodes_", "nodes did not import correctly", "might be caused by new missing dependencies",
+         # the sqlite database of newer ComfyUI, which this run does not use
+         "sqlite database", "Error importing dependencies", "Please install the updated requirements.txt",
+         "update_comfyui.bat")
+"""Start-up notices of ComfyUI about optional packages and features this run does not use."""
 
 
 def relevant_log(text: str) -> tuple[str, int]:
