@@ -21,7 +21,8 @@ from ..causal.context import History
 from ..causal.host import to_host
 from ..causal.rebuilt_context import ReencodedFrames
 from ..causal.prompts import PromptChange, frames_for_seconds, per_segment, timeline_from_seconds
-from ..causal.sampler import FRAMES_PER_BLOCK, PIXEL_MULTIPLE, fragment_lengths, generate, working_memory_bytes
+from ..causal.sampler import (FRAMES_PER_BLOCK, PIXEL_MULTIPLE, fragment_lengths, generate, kv_cache_bytes,
+                              working_memory_bytes)
 from ..causal.schedule import SCHEDULES, Schedule
 from .comfy_model import causal_network, compute_dtype
 from .speed import DEFAULT_SPEED, SPEED_TOOLTIP, SPEEDS, choose_speed, keep_only, kept_graphs, release_graphs
@@ -242,12 +243,26 @@ def check_segments(segments: list[int], job: Job, start_frames: int) -> None:
                  length, length + 4 * block, 4 * (made + block) - 3)
 
 
-def sampling_memory(model, job: Job, batch: int) -> int:
-    """Device memory sampling `job` takes beside the weights: its KV cache, the text K/V, one block's activations."""
-    block = job.schedule.frames_per_block
-    return working_memory_bytes(causal_network(model), batch=batch, num_frames=job.policy.cache_frames(block),
-                                height=job.height, width=job.width, dtype=compute_dtype(model),
-                                frames_per_block=block, kv_cache_fp8=job.kv_cache == "fp8")
+@dataclass(frozen=True)
+class SamplingMemory:
+    """Device memory sampling takes beside the weights: `total` (KV cache, text K/V, one block's activations), of
+    which the KV cache, `cache`, is allocated once for the run; the rest comes and goes block by block."""
+
+    total: int
+    cache: int
+
+    @property
+    def transient(self) -> int:
+        return self.total - self.cache
+
+
+def sampling_memory(model, job: Job, batch: int) -> SamplingMemory:
+    block, network = job.schedule.frames_per_block, causal_network(model)
+    shape = dict(batch=batch, num_frames=job.policy.cache_frames(block), height=job.height, width=job.width,
+                 dtype=compute_dtype(model))
+    fp8 = job.kv_cache == "fp8"
+    return SamplingMemory(total=working_memory_bytes(network, **shape, frames_per_block=block, kv_cache_fp8=fp8),
+                          cache=kv_cache_bytes(network, **shape, fp8=fp8))
 
 
 def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, keep_video: bool = True,
@@ -281,7 +296,7 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
     speed = choose_speed(job.speed, device)
     cache_frames = job.policy.cache_frames(block)
     fp8 = job.kv_cache == "fp8"
-    memory = sampling_memory(model, job, batch)
+    memory = sampling_memory(model, job, batch).total
     # on the GPU model management makes room (offloading weights) but the KV cache and activations must fit beside
     # what it keeps free; on the CPU an allocation this large could get the whole server killed by the OS instead
     smaller = "lower the size or the window" + ("" if fp8 else ", or set kv_cache to fp8 (half the cache)") + \

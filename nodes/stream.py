@@ -83,8 +83,9 @@ class CausVidStreamToVideo(io.ComfyNode):
         one_frame = (1, 16, 1, h, w)
         block, sampling = job.schedule.frames_per_block, sampling_memory(model, job, 1)
         if device.type == "cuda":  # a decode call that fits beside the weights and sampling
-            usable = mm.get_total_memory(device) - mm.extra_reserved_memory()
-            decoder.fit(one_frame, block, decode_room(usable, model.model_size() + vae.patcher.model_size(), sampling))
+            free = mm.get_total_memory(device) - mm.extra_reserved_memory() - model.model_size() \
+                - vae.patcher.model_size() - sampling.total
+            decoder.fit(one_frame, block, decode_room(free, sampling.transient))
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
             filename_prefix, folder_paths.get_output_directory(), job.width, job.height)
         file = f"{name}_{counter:05}_.mp4"
@@ -98,7 +99,7 @@ class CausVidStreamToVideo(io.ComfyNode):
             shared = shares_decode(job)
             _, state = run(model, positive, job, cls.hidden.unique_id, on_block=None if shared else stream.put,
                            keep_video=False, extra_models=(vae.patcher,),
-                           extra_memory=stream_memory(sampling, decoder.memory_used(one_frame, block)),
+                           extra_memory=stream_memory(sampling.transient, decoder.memory_used(one_frame, block)),
                            preview=newest, vae=vae,
                            on_decoded=stream.put_frames if shared else None)
         finally:

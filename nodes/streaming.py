@@ -34,25 +34,32 @@ log = logging.getLogger("comfyui-causvid")
 FPS = 16
 DECODE_HEADROOM = 1.2
 """Decode memory estimates are the measured peaks times this (other resolutions, cards and cuDNN versions)."""
-ALLOCATOR_OVERHEAD = 0.25
-"""PyTorch's caching allocator keeps the blocks a CUDA stream freed for that stream, and with the decode on its
-own stream the memory reserved ran 1.17-1.3 times the peak allocated (bench/cards.py, 2026-12-02): a stream asks
-for this share of its sampling and decode memory on top (`stream_memory`)."""
+ALLOCATOR_SHARE, ALLOCATOR_FLOOR = 0.4, 0.65 * 2**30
+"""PyTorch's caching allocator keeps the blocks a CUDA stream freed for that stream: with the decode on its own
+stream, memory reserved ran 0.65 + 0.4 x (what is allocated and freed block by block: activations and the
+decode) GiB above the peak allocated, or less (1.06, 2.03, 3.55 GiB above it for 1.1, 5.3, 8.7 GiB of such
+memory; bench/cards.py, 2026-12-02). The KV cache, allocated once, adds none."""
 
 
 UNSUPPORTED = ("streaming needs the Wan 2.1 VAE (wan_2.1_vae.safetensors) or a tiny Wan 2.1 decoder (taew2_1 / "
                "lighttaew2_1), loaded with VAE Loader; this VAE is a {}")
 
 
-def stream_memory(sampling: int, decode: int) -> int:
-    """What a stream asks ComfyUI to keep free beside the sampler's own `sampling` bytes: a decode call's, and the
-    allocator's overhead on both."""
-    return decode + int(ALLOCATOR_OVERHEAD * (sampling + decode))
+def allocator_overhead(transient: int) -> int:
+    """Memory the allocator reserves beyond the peak for `transient` bytes allocated and freed block by block."""
+    return int(ALLOCATOR_FLOOR + ALLOCATOR_SHARE * transient)
 
 
-def decode_room(usable: int, weights: int, sampling: int) -> int:
-    """The most a decode call may take on a card with `usable` bytes holding `weights`, beside `sampling` bytes."""
-    return int((usable - weights) / (1 + ALLOCATOR_OVERHEAD)) - sampling
+def stream_memory(sampling_transient: int, decode: int) -> int:
+    """What a stream asks ComfyUI to keep free beside the sampler's own memory: a decode call's, and the
+    allocator's overhead on it and on the sampler's `sampling_transient` bytes."""
+    return decode + allocator_overhead(sampling_transient + decode)
+
+
+def decode_room(free: int, sampling_transient: int) -> int:
+    """The most a decode call may take where `free` bytes are left beside the weights and the KV cache."""
+    # decode + allocator_overhead(sampling_transient + decode) <= free, solved for decode
+    return int((free - ALLOCATOR_FLOOR - ALLOCATOR_SHARE * sampling_transient) / (1 + ALLOCATOR_SHARE))
 
 
 class StreamingDecoder:

@@ -119,6 +119,20 @@ def test_fast_wan_decode_a_frame_at_a_time_when_memory_is_short(streaming, vae):
     assert exact.memory_used(one_frame, block) == before > 0 and not exact.low_memory
 
 
+def test_a_decode_room_and_the_stream_memory_agree_and_cover_the_measured_overheads(streaming):
+    """decode_room is the largest decode call that stream_memory still fits in what is free; the allocator's
+    allowance covers what the capped GPU runs reserved beyond their peaks (bench/cards.py, 2026-12-02)."""
+    gib = 2 ** 30
+    for free, transient in ((6 * gib, gib), (20 * gib, 5 * gib), (3 * gib, 2 * gib)):
+        room = streaming.decode_room(free, transient)
+        assert room + streaming.allocator_overhead(transient + room) <= free
+        more = room + 2 ** 20
+        assert more + streaming.allocator_overhead(transient + more) > free
+        assert streaming.stream_memory(transient, room) == room + streaming.allocator_overhead(transient + room)
+    for transient, reserved_beyond_peak in ((1.1, 1.06), (5.3, 2.03), (8.7, 3.55)):
+        assert streaming.allocator_overhead(int(transient * gib)) >= reserved_beyond_peak * gib
+
+
 def test_non_wan_vae_is_refused(streaming):
     """The message names both kinds it takes; a tiny decoder for another latent space (Wan 2.2's) is refused too."""
     import types
