@@ -1,0 +1,79 @@
+"""GPU checks of the nodes inside ComfyUI's model management, in-process (marked `gpu`, skipped without CUDA).
+
+Run alone, in a process of its own, with ComfyUI's tree named (its model management must see the GPU, and the
+CPU tests import ComfyUI with --cpu):
+
+    CAUSVID_COMFYUI_DIR=.devcarry/ComfyUI python3 -m pytest -q tests/test_gpu_comfy.py
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+
+import pytest
+import torch
+
+from tools.tiny import TINY, prompt
+
+pytestmark = [pytest.mark.gpu, pytest.mark.comfyui,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+@pytest.fixture(scope="module")
+def pack():
+    import importlib
+    import sys
+
+    from tools.comfy_inprocess import add_comfyui_to_sys_path, import_folder
+    from tools.comfy_server import REPO_ROOT
+
+    if "comfy.model_management" in sys.modules and sys.modules["comfy.model_management"].cpu_state.name == "CPU":
+        pytest.skip("ComfyUI was imported with --cpu in this process: run this file alone (its docstring)")
+    add_comfyui_to_sys_path(cpu=False)
+    import_folder("comfyui_causvid", REPO_ROOT)
+    return lambda name: importlib.import_module(f"comfyui_causvid.{name}")
+
+
+def test_out_of_memory_inside_a_sampler_run_leaves_memory_as_it_was_and_the_rerun_is_clean(pack, tmp_path):
+    """A run that runs out of device memory (the process capped just above what the loaded model holds, so the
+    KV cache, activations or a CUDA graph capture fail) raises torch's OutOfMemoryError; once ComfyUI unloads,
+    the device memory is what it was after a clean run and unload, and the same settings then give the clean
+    run's latents bit for bit (CUDA graphs and compiled kernels on, as `speed` fast runs)."""
+    import comfy.model_management as mm
+
+    synthetic, comfy_model = pack("causal.synthetic"), pack("nodes.comfy_model")
+    sampler = pack("nodes.sampler")
+    config = pack("causal.config").WanConfig(**dataclasses.asdict(TINY))  # the pack's own class, as ComfyUI loads it
+    path = synthetic.write_checkpoint(synthetic.random_state_dict(config, dtype=torch.bfloat16, seed=0),
+                                      tmp_path / "tiny.safetensors", "lightx2v_safetensors")
+    patcher = comfy_model.load_causal_model(path, "bf16")
+    conditioning = [[prompt(seed=1), {}]]
+
+    def sample():
+        job = sampler.prepare(patcher, width=512, height=512, length=21, preset="Self-Forcing / LongLive 1.3B",
+                              custom_steps="", seed=3, num_fragments=1, speed="fast", cache="sink", window=6,
+                              sink_frames=3)
+        return sampler.run(patcher, conditioning, job, None)[0]
+
+    def settled() -> int:
+        mm.unload_all_models()
+        gc.collect()
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        return torch.cuda.memory_allocated()
+
+    clean = sample()
+    baseline = settled()
+    total = torch.cuda.get_device_properties(0).total_memory
+    mm.load_models_gpu([patcher])
+    try:
+        torch.cuda.set_per_process_memory_fraction((torch.cuda.memory_reserved() + 8 * 2**20) / total)
+        with pytest.raises(torch.OutOfMemoryError):  # anything else (a broken capture, a CUDA error) fails the test
+            sample()
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+    after = settled()
+    print(f"allocated after a clean run and unload {baseline} B, after the failed run and unload {after} B")
+    assert after == baseline
+    assert torch.equal(sample(), clean)
