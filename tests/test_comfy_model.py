@@ -154,32 +154,38 @@ def test_longlive_lora_merged_and_unmerged_in_the_loader(pack, checkpoint, tmp_p
         pack.load_causal_model(path, "default", lora=lora, lora_mode="sideways")
 
 
+class StandInGraphs:
+    """What the sampler's kept record uses of CudaGraphs (graphs need CUDA); `released` counts release()."""
+
+    shape, nbytes = ("a shape",), 0
+
+    def __init__(self) -> None:
+        import types
+
+        self.cache = types.SimpleNamespace(quantized=False)
+        self.released = 0
+
+    def release(self) -> None:
+        self.released += 1
+
+
 def test_kept_cuda_graphs_survive_the_next_load_and_go_with_an_unload(pack, checkpoint):
     """ComfyUI detaches a loaded model (unpatch_all=False, weights left in place) each time a run loads it again;
     the graphs kept with the model must survive that (else every run captures again), and go when the model is
     unloaded."""
-    import types
-
     import comfy.model_management as mm
 
     speed = pack_module("nodes.speed")
     patcher = pack.load_causal_model(checkpoint[0], "bf16")
     network = pack.causal_network(patcher)
-    released = []
-
-    class Graphs:  # what the kept record uses of CudaGraphs
-        shape, nbytes = ("a shape",), 0
-        cache = types.SimpleNamespace(quantized=False)
-
-        def release(self):
-            released.append(True)
-
+    graphs = StandInGraphs()
     mm.load_models_gpu([patcher])
-    setattr(network, speed._ATTRIBUTE, speed._Kept(Graphs(), ()))
+    setattr(network, speed._ATTRIBUTE, speed._Kept(graphs, ()))
     mm.load_models_gpu([patcher])
-    assert not released and speed.keep_only(network, ("a shape", False)) == 0 and hasattr(network, speed._ATTRIBUTE)
+    assert not graphs.released and speed.keep_only(network, ("a shape", False)) == 0
+    assert hasattr(network, speed._ATTRIBUTE)
     mm.unload_all_models()
-    assert released == [True] and not hasattr(network, speed._ATTRIBUTE)
+    assert graphs.released == 1 and not hasattr(network, speed._ATTRIBUTE)
 
 
 @pytest.mark.parametrize("failure", ["error", "cancel"])
@@ -187,25 +193,16 @@ def test_a_failed_run_frees_its_kept_cuda_graphs_and_a_cancel_keeps_them(pack, c
     """An error may come in the middle of a graph capture: the sampler drops the kept graphs (and their KV cache)
     with it instead of keeping them until ComfyUI unloads the model. A Cancel comes between forwards: the graphs
     stay for the next run. (Graphs need CUDA: here the sampler is told graphs are on, its graphs a stand-in.)"""
-    import types
-
     import comfy.model_management as mm
 
     sampler, speed = pack_module("nodes.sampler"), pack_module("nodes.speed")
     patcher = pack.load_causal_model(checkpoint[0], "bf16")
     network = pack.causal_network(patcher)
-    released = []
-
-    class Graphs:  # what the kept record uses of CudaGraphs
-        shape, nbytes = ("a shape",), 0
-        cache = types.SimpleNamespace(quantized=False)
-
-        def release(self):
-            released.append(True)
+    graphs = StandInGraphs()
 
     def kept(network, shape):
-        setattr(network, speed._ATTRIBUTE, speed._Kept(Graphs(), ()))
-        return getattr(network, speed._ATTRIBUTE).graphs
+        setattr(network, speed._ATTRIBUTE, speed._Kept(graphs, ()))
+        return graphs
 
     def generate(*args, **kwargs):
         assert kwargs["graphs"] is not None
@@ -221,10 +218,10 @@ def test_a_failed_run_frees_its_kept_cuda_graphs_and_a_cancel_keeps_them(pack, c
     with pytest.raises(mm.InterruptProcessingException if failure == "cancel" else RuntimeError):
         sampler.run(patcher, conditioning, job, None)
     if failure == "cancel":
-        assert not released and hasattr(network, speed._ATTRIBUTE)
+        assert not graphs.released and hasattr(network, speed._ATTRIBUTE)
         speed.release_graphs(network)
     else:
-        assert released == [True] and not hasattr(network, speed._ATTRIBUTE)
+        assert graphs.released == 1 and not hasattr(network, speed._ATTRIBUTE)
 
 
 def test_settings_that_add_no_frames_say_what_to_change(caplog):
