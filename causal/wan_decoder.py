@@ -104,9 +104,16 @@ class WanDecodeStream:
     """Decode one video's latents chunk by chunk with the decoder `decoder` (Wan 2.1's `Decoder3d` layout) after
     `conv2` (the VAE's 1x1x1 conv before it). `decode` takes latents [B, 16, n, h, w] (the VAE's input, after
     the latent format's scaling) and returns the decoder's raw output [B, 3, F, H, W] for them: 1 + 4 (n - 1)
-    frames for the stream's first chunk, 4 n after it. `check()`, when given, runs before every layer (a
-    host's cancel check). `state()` / `restore()` snapshot and put back the causal state (decoding replaces its
-    tensors, it never writes into them). `low_memory`: decode a frame at a time (see the module docstring)."""
+    frames for the stream's first chunk, 4 n after it. `check()`, when given, is a host's cancel check.
+
+    A block per call (the default) is all or nothing: `check()` runs before every layer, and `state()` /
+    `restore()` snapshot and put back the causal state (decoding replaces its tensors, never writes into them).
+    `low_memory` decodes a frame at a time (see the module docstring) and commits each latent frame: `check()`
+    runs before each, a call it stops keeps the frames it finished and the next call (the same latents) decodes
+    only the rest; no snapshot holds the old state meanwhile (that would be a second causal cache, 1.9 GB at
+    832x480). Only the VAE's own attention module, early in a frame, may stop it inside (a host's layers check
+    the host's cancel): until it has run, the cache entries a frame replaced are kept and put back if it raises.
+    An error later inside a frame loses the state: later calls raise."""
 
     def __init__(self, conv2: nn.Module, decoder: nn.Module, *, device: torch.device, dtype: torch.dtype,
                  check: Callable[[], None] | None = None, low_memory: bool = False) -> None:
@@ -137,25 +144,61 @@ class WanDecodeStream:
         """With `low_memory`, layers from this one on run one output frame at a time."""
         self.cache: Cache = {}
         self.frames = 0  # latent frames decoded so far
+        self.finished: list[torch.Tensor] = []  # low_memory: the output of a stopped call's finished frames
+        self.lost: BaseException | None = None  # low_memory: why the state is lost
+        attention = [i for i, (kind, _) in enumerate(self.layers) if kind == "attention"]
+        self.last_foreign = attention[-1] if attention else -1  # the last layer that is the VAE's own module
+        self.undo: Cache | None = None  # low_memory: cache entries a frame replaced before last_foreign ran
 
-    def state(self) -> tuple[Cache, int]:
-        return dict(self.cache), self.frames
+    def state(self) -> tuple[Cache, int] | None:
+        return None if self.low_memory else (dict(self.cache), self.frames)
 
-    def restore(self, state: tuple[Cache, int]) -> None:
-        self.cache, self.frames = dict(state[0]), state[1]
+    def restore(self, state: tuple[Cache, int] | None) -> None:
+        if state is not None:
+            self.cache, self.frames = dict(state[0]), state[1]
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         z = latents.to(device=self.device, dtype=self.dtype).contiguous(memory_format=torch.channels_last_3d)
         z = F.conv3d(z, self.conv2.weight, self.conv2.bias)
         n = z.shape[2]
-        sizes = [1] * n if self.low_memory else [1, n - 1] if self.frames == 0 else [n]
+        if self.low_memory:
+            return self._frame_by_frame(z)
+        sizes = [1, n - 1] if self.frames == 0 else [n]
         out, i = [], 0
         for size in (s for s in sizes if s):
             out.append(self._chunk(z[:, :, i:i + size]))
             i += size
             self.frames += size
         return torch.cat(out, 2)
+
+    def _frame_by_frame(self, z: torch.Tensor) -> torch.Tensor:
+        if self.lost is not None:
+            raise RuntimeError("the fast Wan decode failed inside a frame before, so its causal state is lost: run "
+                               "the prompt again") from self.lost
+        if len(self.finished) >= z.shape[2]:
+            raise RuntimeError(f"a stopped decode finished {len(self.finished)} frames; this call has {z.shape[2]}: "
+                               "decode the same latents again")
+        for i in range(len(self.finished), z.shape[2]):
+            self.check()  # before the frame: a stop leaves every conv's cache whole
+            self.undo = {} if self.last_foreign >= 0 else None
+            try:
+                self.finished.append(self._chunk(z[:, :, i:i + 1]))
+            except BaseException as e:
+                if self.undo is None:
+                    self.lost = e
+                else:  # stopped before the frame's last foreign layer had run: put the replaced entries back
+                    for key, old in self.undo.items():
+                        if old is None:
+                            del self.cache[key]
+                        else:
+                            self.cache[key] = old
+                raise
+            finally:
+                self.undo = None
+            self.frames += 1
+        out, self.finished = torch.cat(self.finished, 2), []
+        return out
 
     # ---- one chunk
 
@@ -165,23 +208,27 @@ class WanDecodeStream:
     def _chunk(self, z: torch.Tensor) -> torch.Tensor:
         """Latent frames [B, 16, n, h, w] -> their output frames."""
         out = Pending(self._apply(self.conv1, self._with_past(self.conv1, z)), self.conv1.bias)
-        out = self._layers(out, self.layers[:self.per_frame_from])
-        tail = self.layers[self.per_frame_from:]
+        out = self._layers(out, 0, self.per_frame_from)
         if not self.low_memory:
-            return self._head(self._layers(out, tail))
+            return self._head(self._layers(out, self.per_frame_from, len(self.layers)))
         frames = [Pending(*(t if t is None or t.dim() == 1 else t[:, :, f:f + 1] for t in out))
                   for f in range(out.y.shape[2])]
-        return torch.cat([self._head(self._layers(f, tail)) for f in frames], 2)
+        return torch.cat([self._head(self._layers(f, self.per_frame_from, len(self.layers))) for f in frames], 2)
 
-    def _layers(self, out: Pending, layers: list[tuple[str, object]]) -> Pending:
-        for kind, layer in layers:
-            self.check()
+    def _layers(self, out: Pending, start: int, stop: int) -> Pending:
+        """Layers start .. stop - 1 on `out`."""
+        for index in range(start, stop):
+            kind, layer = self.layers[index]
+            if not self.low_memory:
+                self.check()
             if kind == "residual":
                 out = self._residual(layer, out)
             elif kind == "attention":
                 out = Pending(layer(self._sum(out)).contiguous(memory_format=torch.channels_last_3d))
             else:
                 out = self._upsample(layer, self._sum(out))
+            if index == self.last_foreign:
+                self.undo = None  # nothing later in the frame can stop it: the old entries may go
         return out
 
     def _head(self, out: Pending) -> torch.Tensor:
@@ -196,9 +243,14 @@ class WanDecodeStream:
         past = self.cache.get(id(conv))
         return x.new_zeros(*x.shape[:2], conv.time_pad, *x.shape[3:]) if past is None else past
 
+    def _replace(self, key: int, value: object) -> None:
+        if self.undo is not None and key not in self.undo:
+            self.undo[key] = self.cache.get(key)
+        self.cache[key] = value
+
     def _keep(self, conv: Conv, full: torch.Tensor) -> torch.Tensor:
         """Remember the last `time_pad` input frames (`full` holds the past in front)."""
-        self.cache[id(conv)] = full[:, :, full.shape[2] - conv.time_pad:].clone()
+        self._replace(id(conv), full[:, :, full.shape[2] - conv.time_pad:].clone())
         return full
 
     def _with_past(self, conv: Conv, x: torch.Tensor) -> torch.Tensor:
@@ -225,7 +277,7 @@ class WanDecodeStream:
         pairs, bias = 1, None
         if time_conv is not None:
             if id(time_conv) not in self.cache:  # the stream's first frame stays one frame
-                self.cache[id(time_conv)] = x.new_zeros(b, c, time_conv.time_pad, h, w)
+                self._replace(id(time_conv), x.new_zeros(b, c, time_conv.time_pad, h, w))
             else:  # [B, 2C, t, h, w]: channel k·C + c is frame 2t + k
                 x = F.conv3d(self._with_past(time_conv, x), time_conv.weight)
                 pairs, bias = 2, time_conv.bias

@@ -99,8 +99,9 @@ class StreamingDecoder:
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """VAE-space latents [1, 16, n, h, w] -> frames [F, H, W, 3] (float32, CPU; the VAE's `process_output`,
         as VAE Decode gives them: in [0, 1] for the Wan VAE, unclamped for the tiny decoders): 1 + 4 (n - 1)
-        frames for the video's first chunk, 4 n after it. All or nothing: if it raises, the causal state is as
-        it was before the call, so the same chunk can be decoded again."""
+        frames for the video's first chunk, 4 n after it. If it raises, the same chunk can be decoded again: the
+        causal state is as it was before the call (the fast Wan decode a frame at a time instead keeps the frames
+        it finished before a Cancel, and decodes only the rest the next time)."""
         self._prepare()
         before = self._state()
         try:
@@ -134,7 +135,8 @@ class WanVAEStreamingDecoder(StreamingDecoder):
 
     # peak of one decode call per latent pixel, in elements of the VAE's dtype (bench/vae_decode.py, 832x480,
     # bf16, H200, 2026-12-02): the exact decode one latent frame per call; the fast decode of n latent frames
-    # per call A + B n (n = 1: 349578, n = 3: 679949), a frame at a time (low_memory) flat
+    # per call A + B n (n = 1: 349578, n = 3: 679949), a frame at a time (low_memory) flat (measured while a
+    # snapshot of the old causal cache, ~1.9 GB at 832x480, was still held during a call: an upper bound now)
     EXACT_PER_LATENT_PIXEL = 325548
     FAST_PER_LATENT_PIXEL = (184392, 165186)
     LOW_MEMORY_PER_LATENT_PIXEL = 239658

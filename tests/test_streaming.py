@@ -119,6 +119,54 @@ def test_fast_wan_decode_a_frame_at_a_time_when_memory_is_short(streaming, vae):
     assert exact.memory_used(one_frame, block) == before > 0 and not exact.low_memory
 
 
+def test_fast_wan_decode_a_frame_at_a_time_resumes_after_a_cancel(streaming, vae):
+    """A frame at a time, the decode commits each latent frame and keeps no snapshot of the old cache (a second
+    cache's memory): a Cancel before a frame, or inside the VAE's own attention module early in a frame, keeps
+    the frames finished so far and the same latents decoded again give the frames of an uncancelled stream; an
+    error later inside a frame loses the state, and later calls say so."""
+    import comfy.model_management as mm
+
+    latents = _latents(1 + 3 * 3, seed=5)
+    chunks = [latents[:, :, :1]] + [latents[:, :, i:i + 3] for i in range(1, 10, 3)]
+    plain = streaming.StreamingDecoder(vae, fast=True)
+    plain.low_memory = True
+    expected = [plain.decode(c) for c in chunks]
+
+    decoder = streaming.StreamingDecoder(vae, fast=True)
+    decoder.low_memory = True
+    parts = [decoder.decode(chunks[0]), decoder.decode(chunks[1])]
+    stream = decoder.stream
+    frames = stream.frames
+    checks = []
+    stream.check = lambda: checks.append(1) or (len(checks) == 2 and mm.interrupt_current_processing(True)) or \
+        mm.throw_exception_if_processing_interrupted()
+    with pytest.raises(mm.InterruptProcessingException):
+        decoder.decode(chunks[2])  # stopped before its second frame
+    assert stream.frames == frames + 1 and len(stream.finished) == 1
+    attention = next(layer for kind, layer in stream.layers if kind == "attention")
+    forward = attention.forward
+    attention.forward = lambda x: (setattr(attention, "forward", forward),
+                                   mm.interrupt_current_processing(True),
+                                   mm.throw_exception_if_processing_interrupted())
+    with pytest.raises(mm.InterruptProcessingException):
+        decoder.decode(chunks[2])  # stopped inside its second frame, in the VAE's attention module
+    assert stream.frames == frames + 1 and len(stream.finished) == 1
+    parts += [decoder.decode(c) for c in chunks[2:]]
+    for got, want in zip(parts, expected):
+        assert got.shape == want.shape and torch.equal(got, want)
+
+    broken = streaming.StreamingDecoder(vae, fast=True)
+    broken.low_memory = True
+    broken.decode(chunks[0])
+    head = broken.stream.head
+    broken.stream.head = head._replace(weight=head.weight[:1])  # the frame's last conv fails
+    with pytest.raises(RuntimeError):
+        broken.decode(chunks[1])
+    broken.stream.head = head
+    with pytest.raises(RuntimeError, match="causal state is lost"):
+        broken.decode(chunks[1])
+
+
 def test_a_decode_room_and_the_stream_memory_agree_and_cover_the_measured_overheads(streaming):
     """decode_room is the largest decode call that stream_memory still fits in what is free; the allocator's
     allowance covers what the capped GPU runs reserved beyond their peaks (bench/cards.py, 2026-12-02)."""
