@@ -203,3 +203,25 @@ def test_vae_decode_bench_tiny_cpu(tmp_path):
         assert rows["plain"]["vs_fp32"] == 0.0  # the CPU computes the VAE in float32 anyway
     assert report["decoders"]["wan"]["fast"]["rel_l2"] < 1e-5  # the same function, reordered
     assert report["decoders"]["wan"]["fast_low_memory"]["rel_l2"] < 1e-5  # and a frame at a time
+
+
+@pytest.mark.comfyui
+@pytest.mark.parametrize("layout", ["comfyui", "causvid"])
+def test_loading_holds_one_copy_of_the_weights(tmp_path, layout):
+    """bench/host_memory.py: CausVid Model Loader's code on a small model from a .safetensors and a .pt file holds
+    the model's own weights in anonymous memory and nothing more (the file's pages are the kernel's to drop): a
+    state dict read into memory beside the model would show as 1.5x here."""
+    import subprocess
+    import sys
+
+    from tools.comfy_server import COMFY_DIR, REPO_ROOT, comfyui_available
+
+    if not comfyui_available():
+        pytest.skip("ComfyUI is not installed (scripts/setup.sh)")
+    js = tmp_path / "host.json"
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "host_memory.py"), "--comfyui", str(COMFY_DIR),
+                           "--dim", "768", "--ffn-dim", "3072", "--layers", "6", "--layout", layout, "--work-dir",
+                           str(tmp_path), "--json", str(js)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(js.read_text())
+    assert report["model_bytes"] > 2 ** 27 and report["peak_over_model"] < 1.1, report
