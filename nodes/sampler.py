@@ -14,7 +14,7 @@ import comfy.model_management as mm
 import comfy.utils
 import latent_preview
 import torch
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..causal.cache_policy import KINDS, CachePolicy, family_policy
 from ..causal.context import History
@@ -219,6 +219,21 @@ def reencoder_for(model, vae, job: Job, batch: int, on_frames=None):
     return reencoder
 
 
+def shorter_than_asked(job: Job) -> str | None:
+    """What a start latent makes of `length` when whole blocks after it leave fewer frames (None when they do not):
+    81 with one image frame makes 73."""
+    if job.start is None or job.resume is not None or job.seconds > 0:
+        return None
+    start, block, n = job.start.shape[2], job.schedule.frames_per_block, job.num_frames
+    made = start + fragment_lengths(n, 1, start, block)[0]
+    if made >= n or made <= start:
+        return None
+    length = 4 * n - 3
+    return (f"the start latent's {start} frame(s) and the {block}-frame blocks that fit after it make {made} latent "
+            f"frames ({4 * made - 3} frames), not length {length}; length {length + 4 * block} makes "
+            f"{4 * (made + block) - 3}")
+
+
 def check_segments(segments: list[int], job: Job, start_frames: int) -> None:
     """Refuse a length that adds no frames (a fragment that would only re-cache), saying what to change; log where a
     start latent leaves fewer frames than `length` (whole blocks follow it)."""
@@ -236,11 +251,8 @@ def check_segments(segments: list[int], job: Job, start_frames: int) -> None:
         raise ValueError(f"num_fragments {job.num_fragments} with length {length}: each fragment after the first starts "
                          f"again from the last block and adds length - {4 * block} frames, nothing at length {length}. "
                          f"Set length to at least {two_blocks}, or num_fragments to 1")
-    if job.resume is None and start_frames and start_frames + segments[0] < n:
-        made = start_frames + segments[0]
-        log.info("CausVid: the start latent's %d frame(s) and the %d-frame blocks that fit after it make %d latent "
-                 "frames (%d frames), not length %d; length %d makes %d", start_frames, block, made, 4 * made - 3,
-                 length, length + 4 * block, 4 * (made + block) - 3)
+    if (notice := shorter_than_asked(job)) is not None:
+        log.info("CausVid: %s", notice)
 
 
 @dataclass(frozen=True)
@@ -530,7 +542,8 @@ class CausVidSampler(io.ComfyNode):
                              "CausVid Stream to Video")
         new, next_state = run(model, positive, job, cls.hidden.unique_id, vae=vae)
         latent = new if job.prefix is None or job.resume is not None else next_state.video
-        return io.NodeOutput({"samples": latent}, next_state)
+        notice = shorter_than_asked(job)  # said on the node (ComfyUI's executed message), not only in the log
+        return io.NodeOutput({"samples": latent}, next_state, ui=None if notice is None else ui.PreviewText(notice))
 
 
 class CausVidContinue(io.ComfyNode):

@@ -236,7 +236,8 @@ def test_settings_that_add_no_frames_say_what_to_change(caplog):
 
     def check(num_frames, num_fragments=1, start=0, resume=None):
         job = types.SimpleNamespace(schedule=schedule, num_frames=num_frames, num_fragments=num_fragments,
-                                    resume=resume)
+                                    resume=resume, seconds=0.0,
+                                    start=torch.zeros(1, 16, start, 2, 2) if start else None)
         segments = sampler.fragment_lengths(num_frames, num_fragments, 3 if resume else start, 3)
         sampler.check_segments(segments, job, start)
 

@@ -127,6 +127,12 @@ def test_start_latent_begins_the_video(comfy_server, standins, start_length, lat
     assert len(result.of_type("progress")) == 3
     (path,) = comfy_server.output_paths(result, node_id=save_id)
     assert video_info(path)[0] == 1 + 4 * (latent_frames - 1)
+    # a video shorter than length says so on the sampler node (its executed message), one that is not says nothing
+    texts = [d["output"].get("text") for d in result.of_type("executed") if d["node"] == sampler_id]
+    if latent_frames < 6:
+        assert texts and "not length 21; length 33 makes 25" in texts[0][0], texts
+    else:
+        assert not any(texts), texts
 
 
 def test_rolling_video_past_the_window_with_a_prompt_timeline(comfy_server, standins):
