@@ -12,6 +12,8 @@ Options:
                    same weights, a block per call; the Wan VAE only).
   fast_low_memory  fast a frame at a time (`low_memory`: what the stream decodes with when a block's call would not
                    fit beside sampling).
+  fast_dynamic     fast with its kernels compiled for dynamic shapes (one compile per kernel instead of one per
+                   shape: an experiment on the first call's compile time, bench-only; first_s holds the compile).
   cudnn_benchmark  plain with torch.backends.cudnn.benchmark on (cuDNN times its algorithms once per shape).
   channels_last    plain with the decoder's weights in channels_last(_3d) memory format.
 s / block = median over the blocks after the first two (GPU-synchronised); rel-L2 and max |diff| against plain,
@@ -25,6 +27,7 @@ estimate (nodes/streaming.py).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -32,7 +35,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-OPTIONS = ("plain", "fast", "fast_low_memory", "cudnn_benchmark", "channels_last")
+OPTIONS = ("plain", "fast", "fast_low_memory", "fast_dynamic", "cudnn_benchmark", "channels_last")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,8 +120,15 @@ def main(argv: list[str] | None = None) -> int:
                         fmt = (torch.channels_last_3d if param.dim() == 5 else torch.channels_last) if layout \
                             else torch.contiguous_format
                         param.data = param.data.contiguous(memory_format=fmt)
-            seconds, peaks, video = decode_all(vae, fast=option.startswith("fast"),
-                                               low_memory=option == "fast_low_memory")
+            decoder_module = sys.modules[streaming.WanDecodeStream.__module__]
+            compiled = decoder_module.compiled
+            if option == "fast_dynamic":  # the product's own kernels, compiled once for every shape
+                decoder_module.compiled = functools.partial(compiled, dynamic=True)
+            try:
+                seconds, peaks, video = decode_all(vae, fast=option.startswith("fast"),
+                                                   low_memory=option == "fast_low_memory")
+            finally:
+                decoder_module.compiled = compiled
             row = {"s_per_block": round(statistics.median(seconds[2:] or seconds), 4), "first_s": round(seconds[0], 4),
                    "vs_fp32": rel_l2(video, fp32)}
             if peaks:

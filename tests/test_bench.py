@@ -197,7 +197,7 @@ def test_vae_decode_bench_tiny_cpu(tmp_path):
     for kind in ("wan", "taew2_1"):
         rows = report["decoders"][kind]
         assert set(rows) == {"plain", "cudnn_benchmark", "channels_last"} | (
-            {"fast", "fast_low_memory"} if kind == "wan" else set())
+            {"fast", "fast_low_memory", "fast_dynamic"} if kind == "wan" else set())
         assert all(math.isfinite(r["s_per_block"]) and r["s_per_block"] > 0 for r in rows.values())
         assert rows["cudnn_benchmark"]["bitwise"] and rows["channels_last"]["rel_l2"] < 1e-4, rows
         assert rows["plain"]["vs_fp32"] == 0.0  # the CPU computes the VAE in float32 anyway
