@@ -32,7 +32,7 @@ SPEEDS = ("fast", "exact")
 DEFAULT_SPEED = "fast"
 SPEED_TOOLTIP = ("fast: compiled elementwise kernels and CUDA graphs (within bf16 noise of the references, "
                  "measured in bench/RESULTS.md; the first run of a size compiles for a while); Stream to Video "
-                 "also decodes the Wan VAE about 2x faster (bf16 rounding of VAE Decode's frames). exact: the "
+                 "also decodes the Wan VAE 1.7-1.9x faster (bf16 rounding of VAE Decode's frames). exact: the "
                  "references' arithmetic bit for bit (CUDA graphs too: the same numbers), and VAE Decode's frames. "
                  "Without CUDA + Triton, fast runs exact.")
 log = logging.getLogger("comfyui-causvid")

@@ -305,13 +305,12 @@ class Mp4Writer:
             self.container.close()
 
 
-def decode_out_of_memory(error: torch.OutOfMemoryError, decoder: StreamingDecoder) -> torch.OutOfMemoryError:
+def decode_out_of_memory(error: torch.OutOfMemoryError) -> torch.OutOfMemoryError:
     """The same error with what to change in its message (the blocks written so far stay in the file)."""
-    fast = " or speed exact (it decodes one latent frame at a time)" if decoder.fast else ""
     return torch.OutOfMemoryError(
         "the VAE ran out of GPU memory decoding a finished block while the next one sampled (the blocks before it "
-        f"are in the mp4). Free some: kv_cache fp8 (half the KV cache), a tiny decoder (taew2_1){fast}, a smaller "
-        f"size or window, or ComfyUI's --reserve-vram. {error}")
+        "are in the mp4). Free some: kv_cache fp8 (half the KV cache), a tiny decoder (taew2_1), a smaller size or "
+        f"window, or ComfyUI's --reserve-vram. {error}")
 
 
 class BlockStream:
@@ -348,7 +347,7 @@ class BlockStream:
                 try:
                     self.decoded.put(data if decoded else self._decode(data))
                 except torch.OutOfMemoryError as e:
-                    self._fail(decode_out_of_memory(e, self.decoder))
+                    self._fail(decode_out_of_memory(e))
                 except BaseException as e:  # noqa: BLE001 (re-raised on the sampling thread)
                     self._fail(e)
         self.decoded.put(None)
