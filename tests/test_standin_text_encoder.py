@@ -1,8 +1,8 @@
 """The real-size umT5-XXL stand-in (tools/standins.py) against ComfyUI's own loader code: its layout is detected as
 Wan's umT5-XXL with scaled fp8, is exactly what CLIPLoader (type wan) loads, and is about 6.7 GB; the writer's
 values and safetensors output, on a few real-size tensors. Writing and loading the whole 6.7 GB file is too slow
-for CI (no marker here skips slow tests): it is checked by hand (write_umt5_xxl_fp8_scaled, comfy.sd.load_clip,
-encode)."""
+for CI (no marker here skips slow tests): it was checked by hand (write_umt5_standin on the whole layout,
+comfy.sd.load_clip, encode) and runs in bench/cards.py."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def test_layout_is_about_6_7_gb(layout):
 
 
 def test_writer_values_through_safetensors(layout, tmp_path):
-    """The writer (``write_umt5_standin``, which ``write_umt5_xxl_fp8_scaled`` runs on the whole layout) on a part
+    """The writer (``write_umt5_standin``, which bench/cards.py runs on the whole layout) on a part
     of the real layout, read back with safetensors: shapes and dtypes as the layout, dequantized Linear weights
     N(0, 0.02^2) clipped at 4 std (``wo`` has 42 M elements: two chunks), norms ones, the tokenizer's bytes."""
     from safetensors import safe_open

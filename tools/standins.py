@@ -279,32 +279,3 @@ def write_umt5_standin(path: str | os.PathLike, layout: dict[str, tuple[tuple[in
     spiece = tiny_spiece_model() if "spiece_model" in layout else b""
     return write_safetensors_streamed(
         path, layout, lambda name: umt5_standin_chunks(name, *layout[name], generator, device, spiece))
-
-
-_UMT5_SCRIPT = r"""
-import sys
-sys.path.insert(1, sys.argv[1])
-from tools.comfy_inprocess import add_comfyui_to_sys_path
-add_comfyui_to_sys_path(cpu=True)
-from tools.standins import umt5_xxl_fp8_scaled_layout, write_umt5_standin
-
-path = write_umt5_standin(sys.argv[2], umt5_xxl_fp8_scaled_layout(), int(sys.argv[3]), sys.argv[4])
-print(path, path.stat().st_size)
-"""
-
-
-def write_umt5_xxl_fp8_scaled(path: str | os.PathLike, seed: int = 0, device: str = "cpu") -> Path:
-    """Write a real-size random-weight stand-in for ComfyUI's ``umt5_xxl_fp8_e4m3fn_scaled.safetensors`` (about
-    6.7 GB) to ``path``: the tensors of ``umt5_xxl_fp8_scaled_layout()`` with the values of ``umt5_standin_chunks``,
-    generated on ``device`` ("cpu", "cuda", ...) and streamed to disk a chunk at a time (the writing process peaks
-    at about 0.85 GB resident, torch and ComfyUI included; about a minute on two CPU cores), and the test pack's tiny sentencepiece model, whose token ids
-    (< 60) are valid rows of the 256384-row embedding. ``CLIPLoader`` (type wan) loads it as umT5-XXL with scaled
-    fp8. Built in a subprocess (ComfyUI imported there, with ``--cpu``; the random numbers are still drawn on
-    ``device``), so this process never imports ComfyUI. Deterministic for a given seed and device.
-    """
-    path = Path(path)
-    proc = subprocess.run([sys.executable, "-c", _UMT5_SCRIPT, str(REPO_ROOT), str(path), str(int(seed)), device],
-                          cwd=str(COMFY_DIR), capture_output=True, text=True, timeout=3600)
-    if proc.returncode != 0:
-        raise RuntimeError(f"writing the umT5-XXL stand-in failed:\n{proc.stdout}\n{proc.stderr[-4000:]}")
-    return path
