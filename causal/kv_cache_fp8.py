@@ -6,10 +6,11 @@ Each cached row (one token of one head: head_dim values) is stored as e4m3 codes
 
 (448 is e4m3's largest finite value), so a row's largest value is exact up to its scale and every value keeps
 e4m3's 3 mantissa bits relative to that row's range. Rows are quantized as they are written and dequantized to
-the compute dtype when attention reads them (on CUDA with Triton as one compiled kernel, the same arithmetic:
-eager, the casts and the product each pass over the whole visible cache in float32); the rest of the cache's bookkeeping (slots, protected sink rows,
-eviction in order) is `KVCache`'s, with the scales moving with their rows. Per-row scales cost 4 bytes per 128
-values (3 %); coarser scales (per frame or block) would save that at a larger error.
+the compute dtype when attention reads them (on CUDA with Triton as one compiled kernel of the same arithmetic;
+eagerly the casts and the product each pass over the whole visible cache in float32). The rest of the cache's
+bookkeeping (slots, protected sink rows, eviction in order) is `KVCache`'s, with the scales moving with their
+rows. Per-row scales cost 4 bytes per 128 values (3 %); coarser scales (per frame or block) would save that at a
+larger error.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from torch import nn
 
 from .kernels import compiled, fused_unavailable
 
-Cache = dict  # module -> its cached input frames (or True: an up-sampler that has seen the stream's first frame)
+Cache = dict  # id(conv) -> its cached input frames (a temporal up-sampler's zeros once it has seen the first frame)
 
 
 class Pending(NamedTuple):

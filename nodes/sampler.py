@@ -248,9 +248,9 @@ def check_segments(segments: list[int], job: Job, start_frames: int) -> None:
                          f"for a {block}-frame block after it. Set length to at least "
                          f"{4 * (start_frames + block) - 3}")
     if len(segments) > 1 and segments[1] <= 0:
-        raise ValueError(f"num_fragments {job.num_fragments} with length {length}: each fragment after the first starts "
-                         f"again from the last block and adds length - {4 * block} frames, nothing at length {length}. "
-                         f"Set length to at least {two_blocks}, or num_fragments to 1")
+        raise ValueError(f"num_fragments {job.num_fragments} with length {length}: each fragment after the first "
+                         f"starts again from the last block and adds length - {4 * block} frames, nothing at length "
+                         f"{length}. Set length to at least {two_blocks}, or num_fragments to 1")
     if (notice := shorter_than_asked(job)) is not None:
         log.info("CausVid: %s", notice)
 
@@ -313,7 +313,8 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
     # what it keeps free; on the CPU an allocation this large could get the whole server killed by the OS instead
     smaller = "lower the size or the window" + ("" if fp8 else ", or set kv_cache to fp8 (half the cache)") + \
         (", or stream with a tiny decoder (taew2_1 in VAE Loader)" if extra_memory else "")
-    needs = f"sampling {job.width}x{job.height} with a {job.policy.describe()} needs {(memory + extra_memory) / 2**30:.1f}"
+    needs = (f"sampling {job.width}x{job.height} with a {job.policy.describe()} needs "
+             f"{(memory + extra_memory) / 2**30:.1f}")
     if device.type == "cpu" and memory + extra_memory > (free := mm.get_free_memory(device)):
         raise MemoryError(f"{needs} GiB of RAM for its KV cache and activations, but {free / 2**30:.1f} GiB are "
                           f"free: {smaller}")
