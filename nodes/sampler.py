@@ -277,6 +277,40 @@ def sampling_memory(model, job: Job, batch: int) -> SamplingMemory:
                           cache=kv_cache_bytes(network, **shape, fp8=fp8))
 
 
+def load_for_sampling(model, extra_models: tuple, memory_required: int) -> None:
+    """Load the sampled `model` and the `extra_models` it works with (the stream's VAE) through ComfyUI's model
+    management, keeping `memory_required` bytes free beside them. Two things `load_models_gpu` alone gets wrong
+    on a small card (bench/cards.py, H200 under caps, 2026-12-02):
+    - it gives each model in turn what is free beyond `memory_required`, so the DiT can take the room a VAE
+      listed after it needed; a VAE left partly offloaded decodes on its slow exact path, whose larger call then
+      ran out of memory (14B at 16 GiB). The extra models (small) therefore load first and whole.
+    - its smart memory unloads other models only partly, by its own estimate of what they free, which can leave
+      the text encoder on the card and the DiT's weights streamed every forward (1.3B at 8 GiB with taew2_1: 234 MB
+      offloaded, CUDA graphs off, 1.95x the time per block). Where the DiT comes out partly offloaded while models
+      this run does not use still hold memory on its device, those are unloaded entirely and the load tried
+      again."""
+    models = [model, *extra_models]
+    if extra_models:  # with room for the DiT's missing weights as the next call counts them (1.1 x): it unloads none
+        missing = model.model_size() - (model.loaded_size() if model.current_loaded_device() == model.load_device
+                                        else 0)
+        mm.load_models_gpu(list(extra_models), memory_required=memory_required + int(1.1 * missing),
+                           force_full_load=True)
+    mm.load_models_gpu(models, memory_required=memory_required)
+    if model.loaded_size() >= model.model_size():
+        return
+    device = model.load_device
+    others = [m for m in mm.current_loaded_models
+              if m.device == device and m.model is not None and all(m.model is not x for x in models)]
+    if not others:
+        return
+    log.info("CausVid: unloading %s to hold more of the model on %s (%.2f of %.2f GiB loaded)",
+             ", ".join(type(m.model.model).__name__ for m in others), device, model.loaded_size() / 2**30,
+             model.model_size() / 2**30)
+    ours = [m for m in mm.current_loaded_models if any(m.model is x for x in models)]
+    mm.free_memory(float("inf"), device, keep_loaded=ours)  # a target never met: every other model goes whole
+    mm.load_models_gpu(models, memory_required=memory_required)
+
+
 def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, keep_video: bool = True,
         extra_models: tuple = (), extra_memory: int = 0, preview=None, vae=None,
         on_decoded=None) -> tuple[torch.Tensor, CausVidState]:
@@ -324,7 +358,7 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
                           f"has {usable / 2**30:.1f} GiB for ComfyUI even with every weight offloaded: {smaller}")
     shape = (batch, job.height, job.width, cache_frames, dtype, device, fp8)
     held = keep_only(network, shape) if speed.graphs else 0  # a KV cache kept from a run of this shape
-    mm.load_models_gpu([model, *extra_models], memory_required=memory - held + extra_memory)
+    load_for_sampling(model, extra_models, memory - held + extra_memory)
     graphs = kept_graphs(network, shape) if speed.graphs else None
     reencoder = reencoder_for(model, vae, job, batch, on_decoded)
     previewer = latent_preview.get_previewer(device, model.model.latent_format)

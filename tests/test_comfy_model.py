@@ -251,3 +251,81 @@ def test_settings_that_add_no_frames_say_what_to_change(caplog):
     with caplog.at_level(logging.INFO, logger="comfyui-causvid"):
         check(21, start=1)
     assert "make 19 latent frames (73 frames), not length 81; length 93 makes 85" in caplog.text
+
+
+class _Card:
+    """A stand-in for ComfyUI's model management on a card of `capacity` bytes: `load_models_gpu` gives each model
+    what is free beyond `memory_required` (whole with force_full_load), in the order given; `free_memory` unloads
+    what `keep_loaded` does not hold, whole, while less than the target is free."""
+
+    def __init__(self, capacity: int):
+        self.capacity, self.current_loaded_models, self.calls = capacity, [], []
+
+    def free(self) -> int:
+        return self.capacity - sum(m.model.loaded for m in self.current_loaded_models)
+
+    def load_models_gpu(self, models, memory_required=0, force_full_load=False):
+        self.calls.append(([m.name for m in models], memory_required, force_full_load))
+        for patcher in models:
+            loaded = next((m for m in self.current_loaded_models if m.model is patcher), None)
+            if loaded is None:
+                self.current_loaded_models.insert(0, loaded := _Loaded(patcher))
+            room = self.free() + patcher.loaded - memory_required
+            patcher.loaded = patcher.size if force_full_load else max(0, min(patcher.size, room))
+
+    def free_memory(self, memory_required, device, keep_loaded=()):
+        self.calls.append(("free", [m.model.name for m in keep_loaded]))
+        for m in list(self.current_loaded_models):
+            if self.free() < memory_required and m not in keep_loaded:
+                m.model.loaded = 0
+                self.current_loaded_models.remove(m)
+
+
+class _Patcher:
+    def __init__(self, name: str, size: int, loaded: int = 0):
+        self.name, self.size, self.loaded = name, size, loaded
+        self.model = type(name, (), {})()
+        self.load_device = torch.device("cuda")
+
+    def model_size(self) -> int:
+        return self.size
+
+    def loaded_size(self) -> int:
+        return self.loaded
+
+    def current_loaded_device(self):
+        return self.load_device if self.loaded else torch.device("cpu")
+
+
+class _Loaded:
+    def __init__(self, patcher):
+        self.model, self.device = patcher, patcher.load_device
+
+    def __eq__(self, other):
+        return self.model is other.model
+
+
+@pytest.mark.parametrize("text_encoder_left", [True, False])
+def test_sampling_loads_the_vae_whole_first_and_unloads_other_models_before_offloading_the_dit(monkeypatch,
+                                                                                              text_encoder_left):
+    """On a card of 16 with 4 kept free for sampling: the VAE (1) loads first and whole, with room kept for the DiT
+    (10) as ComfyUI counts it (1.1 x); a text encoder (6) still loaded would leave the DiT partly offloaded, so it
+    is unloaded whole and the DiT loaded again; with no such model the DiT loads at once, one call each."""
+    sampler = pack_module("nodes.sampler")
+    card = _Card(16)
+    for name, fn in [("load_models_gpu", card.load_models_gpu), ("free_memory", card.free_memory),
+                     ("current_loaded_models", card.current_loaded_models)]:
+        monkeypatch.setattr(sampler.mm, name, fn)
+    dit, vae = _Patcher("dit", 10), _Patcher("vae", 1)
+    if text_encoder_left:
+        text_encoder = _Patcher("te", 6, loaded=6)
+        card.current_loaded_models.append(_Loaded(text_encoder))
+    sampler.load_for_sampling(dit, (vae,), 4)
+    assert card.calls[0] == (["vae"], 4 + 11, True)
+    assert card.calls[1] == (["dit", "vae"], 4, False)
+    if text_encoder_left:
+        assert card.calls[2:] == [("free", ["dit", "vae"]), (["dit", "vae"], 4, False)]
+        assert text_encoder.loaded == 0
+    else:
+        assert card.calls[2:] == []
+    assert (dit.loaded, vae.loaded) == (10, 1) and card.free() == 5

@@ -299,9 +299,15 @@ def test_a_failing_stream_leaves_a_playable_file(streaming, vae, tmp_path):
     assert _frames_in(tmp_path / "broken.mp4") == (1 + 12, 16.0)
 
 
-def test_a_decode_out_of_memory_says_what_to_change(streaming, vae, tmp_path):
+@pytest.mark.parametrize("alloc_conf", [None, "expandable_segments:True"])
+def test_a_decode_out_of_memory_says_what_to_change(streaming, vae, tmp_path, monkeypatch, alloc_conf):
     """The VAE running out of device memory on the worker: close() raises an OutOfMemoryError (so ComfyUI still
-    reads it as one) naming what to change, the blocks before it in the file."""
+    reads it as one) naming what to change, the blocks before it in the file; expandable segments among them
+    where the allocator runs without."""
+    for name in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF"):
+        monkeypatch.delenv(name, raising=False)
+    if alloc_conf:
+        monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", alloc_conf)
     decoder = streaming.StreamingDecoder(vae)
     real, calls = decoder.decode, []
 
@@ -315,8 +321,10 @@ def test_a_decode_out_of_memory_says_what_to_change(streaming, vae, tmp_path):
     stream = streaming.BlockStream(decoder, streaming.Mp4Writer(tmp_path / "oom.mp4", W, H))
     stream.put(_latents(1))
     stream.put(_latents(3, seed=1))
-    with pytest.raises(torch.OutOfMemoryError, match="kv_cache fp8.*taew2_1.*Tried to allocate 1.2 GiB"):
+    with pytest.raises(torch.OutOfMemoryError, match="kv_cache fp8.*fp8_e4m3fn.*taew2_1.*Tried to allocate 1.2 GiB"
+                       ) as raised:
         stream.close()
+    assert ("expandable_segments:True and --disable-cuda-malloc" in str(raised.value)) == (alloc_conf is None)
     assert _frames_in(tmp_path / "oom.mp4") == (1, 16.0)
 
 
