@@ -9,9 +9,19 @@
   offsets attention sees never exceed the window.
 * `sink` (LongLive, Self-Forcing with `sink_size`): as `rolling`, but the first `sink` frames of the
   video stay in the cache for ever (an attention sink) and eviction starts after them.
+* `sink` with `sink_ema` (Reward Forcing): an evicted block is blended into the sink instead of forgotten,
+  sink <- alpha * sink + (1 - alpha) * evicted (keys and values, in the cache's dtype).
 * `recompute` (Krea Realtime): nothing is kept between blocks. Before every block the cache is rebuilt from
   `window` clean latent frames (the first frame, or a decoded frame encoded again, and the latest ones) at RoPE
   positions 0.., and the block follows at the next position, so positions stay bounded (`rebuilt_context`).
+
+Positions: the keys of every policy above are cached already rotated at their frame's position in the video
+(`positions = "video"`), which is exact for every family before Reward Forcing. With `rope_at_read` the cache
+holds keys un-rotated and attention rotates them when it reads them, from a position per cache slot; that is
+what `positions = "slot"` needs (Reward Forcing: a frame's position is its slot in the cache, 0 .. window - 1, so
+positions stay bounded and move with the frames as they are evicted). `rope_at_read` with video positions
+gives the write-time rotation's numbers bit for bit (the same rotation of the same values), at the cost of
+rotating the whole cache on every forward.
 
 A policy is a value: the sampler and its `ContextWindow` carry it out.
 """
@@ -21,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 KINDS = ("fragments", "rolling", "sink", "recompute")
+POSITIONS = ("video", "slot")
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,13 @@ class CachePolicy:
     keep_first_frame: bool = False
     """Kind `recompute` only: the rebuilt context always starts with the video's own first latent frame (Krea's
     `keep_first_frame`) instead of a decoded frame encoded again once the first frame is far behind."""
+    sink_ema: float | None = None
+    """Kind `sink` only: alpha of Reward Forcing's EMA sink; None keeps the sink as it was written."""
+    rope_at_read: bool = False
+    """Keys cached un-rotated and rotated when attention reads them (see the module docstring)."""
+    positions: str = "video"
+    """The RoPE position of a cached frame and of the chunk being made: its frame index in the video ("video";
+    fragments and recompute count from their window's start), or its slot in the cache ("slot")."""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -49,6 +67,13 @@ class CachePolicy:
             raise ValueError(f"only the sink policy keeps sink frames ({self.kind} got sink = {self.sink})")
         if self.keep_first_frame and self.kind != "recompute":
             raise ValueError(f"keep_first_frame applies to the recompute policy only (got {self.kind})")
+        if self.sink_ema is not None and (self.kind != "sink" or not 0.0 <= self.sink_ema <= 1.0):
+            raise ValueError(f"sink_ema is the EMA sink's alpha in [0, 1], for the sink policy only (got "
+                             f"{self.kind} with {self.sink_ema})")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"unknown positions '{self.positions}'; choose one of {', '.join(POSITIONS)}")
+        if self.positions == "slot" and not self.rope_at_read:
+            raise ValueError("slot positions need rope_at_read: a key's position changes as it moves in the cache")
         if self.sink >= self.window:
             raise ValueError(f"the sink ({self.sink} frames) must be smaller than the window ({self.window} frames)")
 
@@ -80,7 +105,8 @@ class CachePolicy:
             return f"context of {self.window} latent frames rebuilt before every block{first}"
         if self.kind == "rolling":
             return f"rolling window of {self.window} latent frames"
-        return f"sink of {self.sink} + window of {self.window} latent frames"
+        ema = "" if self.sink_ema is None else f" (EMA sink, alpha {self.sink_ema:g})"
+        return f"sink of {self.sink} + window of {self.window} latent frames{ema}"
 
 
 def fragments(window: int = 21) -> CachePolicy:
@@ -99,6 +125,12 @@ def recompute(context_frames: int = 3, *, keep_first_frame: bool = False) -> Cac
     return CachePolicy("recompute", context_frames, keep_first_frame=keep_first_frame)
 
 
+def ema_sink(sink_frames: int = 3, window: int = 9, alpha: float = 0.999) -> CachePolicy:
+    """Reward Forcing's cache: a sink of `sink_frames` in a `window`-frame cache (its `sink_size` 3 and
+    `local_attn_size` 9), evicted blocks blended into the sink, positions the frames' slots."""
+    return CachePolicy("sink", window, sink_frames, sink_ema=alpha, rope_at_read=True, positions="slot")
+
+
 FAMILY_POLICIES: dict[str, CachePolicy] = {
     "CausVid 1.3B": fragments(21),
     "CausVid 1.3B warped 4-step": fragments(21),
@@ -106,6 +138,7 @@ FAMILY_POLICIES: dict[str, CachePolicy] = {
     "LightX2V CausVid 14B": fragments(21),
     "Self-Forcing / LongLive 1.3B": rolling(21),
     "LongLive 1.3B": sink(3, 12),
+    "Reward Forcing 1.3B": ema_sink(3, 9, 0.999),
     "Causal-Forcing chunk-wise 1.3B": rolling(21),
     "Causal-Forcing frame-wise 1.3B": rolling(21),
     "Causal-Forcing++ frame-wise 2-step": rolling(21),
@@ -115,7 +148,8 @@ FAMILY_POLICIES: dict[str, CachePolicy] = {
 """Each preset's own policy: CausVid restarts windows (its long-video script re-caches the last frames of
 each 21-frame rollout), CausVid-Plus slides a 21-frame window (the 14B's training code), LightX2V chains
 fragments, Self-Forcing rolls a local window (beyond its trained 21 frames), LongLive keeps a 3-frame sink in
-a 12-frame cache (its inference config). Causal-Forcing keeps a full 21-frame cache in its own 81-frame videos
+a 12-frame cache (its inference config), Reward Forcing an EMA sink of 3 in a 9-frame cache at slot positions
+(its `model_kwargs` and `compression_alpha` default). Causal-Forcing keeps a full 21-frame cache in its own 81-frame videos
 (its README warns that its 5-second models are not made for long ones); past 21 frames the window rolls, as
 Self-Forcing's does. Krea Realtime rebuilds a 3-frame context before every block (its server's
 `kv_cache_num_frames = 3`)."""

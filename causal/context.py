@@ -16,6 +16,13 @@ slot it is written to and its RoPE position:
 
 * `recompute`: `rebuild` empties the cache and caches a short context from slot 0 at positions 0.. before each
   block, which then goes right after it (`rebuilt_context`).
+* an EMA sink (Reward Forcing): the frames an eviction drops are blended into the sink,
+  sink <- alpha * sink + (1 - alpha) * evicted, when they are as many as the sink's (else they are copied over
+  its start), as its `CausalWanSelfAttention` does.
+
+With the policy's `rope_at_read` the window keeps the RoPE position of the frame in each slot and, before every
+forward, gives the cache the phases of those positions; with `positions = "slot"` a frame's position is its slot
+and a chunk is made at the position of the slot it goes to.
 
 Every forward whose keys/values stay in the cache (a block's last writer: its clean pass, or its last
 denoising step without one; a prefilled start latent; a re-cache after a prompt switch) is recorded in a
@@ -123,8 +130,12 @@ class ContextWindow:
         self.tokens_per_frame = tokens_per_frame
         self.text: CrossAttentionKV | None = None
         self.context: torch.Tensor | None = None
+        if policy.sink_ema is not None and cache.quantized:
+            raise ValueError("an EMA sink blends cached keys and values: use the bf16 KV cache with it")
         self.filled = 0  # latent frames in the cache
-        self.position = 0  # RoPE position of the next frame
+        self.position = 0  # RoPE position of the next frame (its frame index since the window started)
+        self.slot_positions: list[int] = []  # RoPE position of the frame in each filled slot
+        self._key_phases: tuple[tuple, torch.Tensor] | None = None  # (positions, grid), their phases
         # clean latents of the last `window` frames placed, one per frame (what a re-cache recomputes)
         self.recent: deque[torch.Tensor] = deque(maxlen=policy.window)
         self.history = History(policy) if record else None
@@ -140,6 +151,8 @@ class ContextWindow:
 
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, slot: int, position: int) -> torch.Tensor:
         """Flow prediction for a chunk x [B, 16, n, h, w] whose K/V go to `slot` at RoPE `position`."""
+        if self.policy.rope_at_read:
+            self.cache.key_phases = self.key_phases(x)
         if self._forward is None:
             return self._model_forward(x, timestep, slot, position)
         return self._forward(x, timestep, slot, position)
@@ -164,6 +177,15 @@ class ContextWindow:
             return
         self.set_prompt(context, text_for(context), recache=recache)
 
+    def key_phases(self, x: torch.Tensor) -> torch.Tensor:
+        """RoPE phases of every filled slot's frame at its position, for chunks shaped like x [B, 16, n, h, w]."""
+        frame = (*x.shape[:2], 1, *x.shape[3:])
+        key = (tuple(self.slot_positions), frame, x.device)
+        if self._key_phases is None or self._key_phases[0] != key:
+            phases = torch.cat([self.model.phases(p, frame, x.device) for p in self.slot_positions])
+            self._key_phases = (key, phases)
+        return self._key_phases[1]
+
     # -- placing chunks -------------------------------------------------------------------------
 
     def fits(self, frames: int) -> bool:
@@ -175,18 +197,36 @@ class ContextWindow:
             if not self.policy.evicts:
                 raise RuntimeError("the fragment's window is full: start a new fragment first")
             self._evict(self.filled + frames - self.capacity)
-        slot, position = self.filled, self.position
+        slot, position = self.filled, self.rope_position(self.filled, self.position)
+        self.slot_positions[slot:] = range(position, position + frames)
         self.filled += frames
         self.position += frames
         return slot, position
+
+    def rope_position(self, slot: int, frame: int) -> int:
+        """The RoPE position of frame `frame` (counted since the window started) placed at `slot`."""
+        return slot if self.policy.positions == "slot" else frame
 
     def _evict(self, frames: int) -> None:
         keep = self.policy.sink
         if frames > self.filled - keep:
             raise ValueError(f"cannot evict {frames} frames: only {self.filled - keep} are outside the sink")
         tpf = self.tokens_per_frame
-        self.cache.evict(keep * tpf, frames * tpf, self.filled * tpf)
+        start, count = keep * tpf, frames * tpf
+        evicted = [t[:, start:start + count].clone() for t in self.cache.tensors()] \
+            if self.policy.sink_ema is not None else []
+        self.cache.evict(start, count, self.filled * tpf)
+        del self.slot_positions[keep:keep + frames]  # the later frames keep their positions as they move left,
+        if self.policy.positions == "slot":  # unless a frame's position is its slot
+            self.slot_positions[:] = range(len(self.slot_positions))
         self.filled -= frames
+        for t, dropped in zip(self.cache.tensors(), evicted):
+            sink = t[:, :start]
+            if dropped.shape[1] == start:  # the EMA sink, in the cache's dtype
+                alpha = self.policy.sink_ema
+                sink.copy_(alpha * sink + (1 - alpha) * dropped)
+            else:
+                sink[:, :dropped.shape[1]].copy_(dropped[:, :start])
 
     def finish(self, latents: torch.Tensor, timestep: float, clean: torch.Tensor | None = None) -> None:
         """The chunk placed last is done: its K/V were last written from `latents` at `timestep`; its clean
@@ -210,6 +250,7 @@ class ContextWindow:
         """An empty window with positions from 0; the previous window's last block is re-cached by the caller."""
         self.filled = 0
         self.position = 0
+        self.slot_positions.clear()
         self.recent.clear()
         if self.history is not None:
             self.history.events.clear()
@@ -225,6 +266,7 @@ class ContextWindow:
         The next chunk placed goes to slot and position m. A history then keeps only the prompt in use."""
         self.filled = 0
         self.position = 0
+        self.slot_positions.clear()
         if self.history is not None:
             self.history.events.clear()
             self.history.prompts.clear()
@@ -252,7 +294,10 @@ class ContextWindow:
         self.cache.protected = self.policy.sink * self.tokens_per_frame if keep_sink else 0
         try:
             t = torch.zeros(latents.shape[0], n, dtype=torch.float64, device=latents.device)
-            self.forward(latents, t, self.filled - n, self.position - n)
+            slot = self.filled - n
+            for j in range(max(slot, self.cache.protected // self.tokens_per_frame), self.filled):
+                self.slot_positions[j] = self.rope_position(j, self.position - self.filled + j)  # rewritten slots
+            self.forward(latents, t, slot, self.rope_position(slot, self.position - n))
         finally:
             self.cache.protected = 0
 

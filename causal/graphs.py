@@ -11,7 +11,9 @@ the latents, the timesteps and the RoPE phases of the chunk's position. So one c
 `fragments` (position = slot), `rolling` / `sink` (once the window is full every block goes to the same slot
 at a growing position; the eviction before it is an ordinary copy within the cache, outside the graph) and
 `recompute` (the rebuilt context and the block at fixed slots). Forwards that skip protected sink rows (a
-prompt switch's re-cache, rare) run eagerly on the same cache.
+prompt switch's re-cache, rare) run eagerly on the same cache. A policy that rotates keys when the cache is read
+(`rope_at_read`) gives the cache a table of key phases before each forward; the graphs copy it into one buffer of
+their own when it changes, and every capture reads that buffer.
 
 It holds the cache's memory (5.6 GiB for 1.3B at 832×480, 21 frames) and the graphs' working memory for as long
 as it lives; `release()` frees both at once.
@@ -64,6 +66,8 @@ class CudaGraphs:
                                  num_frames=num_frames, dtype=dtype, device=device)
         self.text: CrossAttentionKV | None = None
         self.graphs: dict[tuple, _Captured] = {}
+        self.key_phases: torch.Tensor | None = None  # the buffer the captures read the cache's key phases from
+        self._key_phases_from: torch.Tensor | None = None  # the table last copied into it
         self.captures = 0
         self.replays = 0
         self._start_capturing(device)
@@ -115,6 +119,7 @@ class CudaGraphs:
         if self.text is None:
             raise RuntimeError("set_text first: the graphs read the prompt's K/V from their own buffers")
         model = self.model
+        self._use_key_phases()
         if self.cache.protected:  # a re-cache that keeps the sink: rare, and its skipped rows are no data
             return model(x, timestep, self.text, cache=self.cache, cache_frame=slot, rope_frame=position, glue=glue)
         key = (tuple(x.shape), x.dtype, slot, glue.compiled)
@@ -140,6 +145,19 @@ class CudaGraphs:
         self.captures += 1
         return out
 
+    def _use_key_phases(self) -> None:
+        """Point the cache at this object's key-phase buffer, holding the table the window gave it."""
+        table = self.cache.key_phases
+        if table is None or table is self.key_phases:
+            return
+        if self.key_phases is None:
+            self.key_phases = torch.zeros(self.cache.capacity, *table.shape[1:], dtype=table.dtype,
+                                          device=table.device)
+        if table is not self._key_phases_from:
+            self.key_phases[:table.shape[0]].copy_(table)
+            self._key_phases_from = table
+        self.cache.key_phases = self.key_phases
+
     @property
     def nbytes(self) -> int:
         """The KV cache's bytes (the graphs' working memory comes on top, about one forward's activations)."""
@@ -150,3 +168,4 @@ class CudaGraphs:
         self.graphs.clear()
         self.cache.release()
         self.text = None
+        self.key_phases = self._key_phases_from = None

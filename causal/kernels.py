@@ -143,11 +143,23 @@ class Glue:
             return compiled(rms_norm_rope)(x, weight, eps, phases.real, phases.imag, heads)
         return apply_rope(rms_norm(x, weight, eps).unflatten(-1, (heads, -1)), phases)
 
+    def rope(self, x: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
+        """x [B, L, heads, D] rotated by phases [L, 1, D / 2] (the arithmetic of `norm_rope`'s rotation)."""
+        if self.compiled:
+            return compiled(rope_rotate, dynamic=True)(x, phases.real, phases.imag)
+        return apply_rope(x, phases)
+
     def store(self, cache, layer: int, start: int, k: torch.Tensor, v: torch.Tensor, weight: torch.Tensor,
               eps: float, phases: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Put RoPE(RMSNorm(k)) and v [B, L, heads·D] into `cache` (a `KVCache`) at token `start` and return its
         visible keys and values. Eagerly through `cache.store`; compiled, one kernel writes the keys straight
-        into their slots (all but protected sink rows); a quantized cache quantizes them in its `store`."""
+        into their slots (all but protected sink rows); a quantized cache quantizes them in its `store`. With
+        the cache's `key_phases` set, RMSNorm(k) is stored and the visible keys are rotated by them."""
+        if (key_phases := getattr(cache, "key_phases", None)) is not None:  # (the tests' renditions have none)
+            normed = self.run(rms_norm, k, weight, eps).unflatten(-1, (heads, -1))
+            keys, values = cache.store(layer, start, normed, v.unflatten(-1, (heads, -1)))
+            rotated = self.rope(keys.transpose(1, 2), key_phases[:keys.shape[2]])
+            return rotated.transpose(1, 2), values
         if not self.compiled or cache.quantized:
             return cache.store(layer, start, self.norm_rope(k, weight, eps, phases, heads),
                                v.unflatten(-1, (heads, -1)))

@@ -1,6 +1,7 @@
 """Key/value caches of the causal DiT (docs/algorithm.md §2.2, §2.5).
 
-`KVCache` holds, per layer, preallocated self-attention keys (already RoPE-rotated) and values for a
+`KVCache` holds, per layer, preallocated self-attention keys (RoPE-rotated when written, or un-rotated with
+`key_phases` set: then rotated as attention reads them) and values for a
 window of latent frames, token-major ([B, tokens, heads, head_dim]: the projections' own layout, so a
 write is a contiguous copy, or a fused kernel's own output; attention reads transposed views). Every
 forward writes its tokens' K/V at its slot and attends to everything from slot 0 up to the end of what it
@@ -37,6 +38,10 @@ class KVCache:
         self.protected = 0
         """Tokens [0, protected) are never written (an attention sink kept through a re-cache); the rows of a
         write that fall there are dropped."""
+        self.key_phases: torch.Tensor | None = None
+        """None: keys are stored RoPE-rotated. Else keys are stored un-rotated (RMS-normed) and attention rotates
+        token t's key by key_phases[t] (complex128 [tokens, 1, head_dim / 2]) when it reads it: the positions of
+        the cached frames, which the cache policy sets before each forward (`ContextWindow`)."""
 
     @classmethod
     def for_video(cls, config: WanConfig, *, batch: int, height: int, width: int, num_frames: int,

@@ -92,10 +92,12 @@ def kv_cache_bytes(model: CausalWanModel, *, batch: int, num_frames: int, height
 
 def working_memory_bytes(model: CausalWanModel, *, batch: int, num_frames: int, height: int, width: int,
                          dtype: torch.dtype = torch.bfloat16, frames_per_block: int = FRAMES_PER_BLOCK,
-                         kv_cache_fp8: bool = False) -> int:
+                         kv_cache_fp8: bool = False, rope_at_read: bool = False) -> int:
     """What sampling needs beside the weights: the KV cache, the text K/V and one block's activations
     (L tokens: the FFN hidden 2·L·ffn, about ten L·D tensors, and the float64 RoPE temporaries ~ 32·L·D
-    bytes); an FP8 cache adds one layer's K/V dequantized for attention."""
+    bytes); an FP8 cache adds one layer's K/V dequantized for attention; keys rotated when read add, for one
+    layer's N cached tokens, their rotated copy and its float64 temporaries, N·D·(element + 32), and the phase
+    table, N·(D / heads / 2) complex128."""
     c = model.config
     element = torch.empty((), dtype=dtype).element_size()
     tokens = frames_per_block * c.tokens_per_frame(height, width)
@@ -106,6 +108,9 @@ def working_memory_bytes(model: CausalWanModel, *, batch: int, num_frames: int, 
     if kv_cache_fp8:
         cache += kv_cache_bytes(model, batch=batch, num_frames=num_frames, height=height, width=width,
                                 dtype=dtype) // c.num_layers
+    if rope_at_read:
+        cached = num_frames * c.tokens_per_frame(height, width)
+        cache += batch * cached * c.dim * (element + 32) + cached * (c.head_dim // 2) * 16
     return cache + text + activations
 
 

@@ -124,6 +124,7 @@ SCHEDULES: dict[str, Schedule] = {s.name: s for s in (
              clean_pass=False, lightx2v_arithmetic=True),
     Schedule("Self-Forcing / LongLive 1.3B", (1000, 750, 500, 250), shift=5.0, warp=True),
     Schedule("LongLive 1.3B", (1000, 750, 500, 250), shift=5.0, warp=True),
+    Schedule("Reward Forcing 1.3B", (1000, 750, 500, 250), shift=5.0, warp=True),
     Schedule("Causal-Forcing chunk-wise 1.3B", (1000, 750, 500, 250), shift=5.0, warp=True),
     Schedule("Causal-Forcing frame-wise 1.3B", (1000, 750, 500, 250), shift=5.0, warp=True, frames_per_block=1),
     Schedule("Causal-Forcing++ frame-wise 2-step", (1000, 500), shift=5.0, warp=True, frames_per_block=1,
@@ -134,6 +135,7 @@ SCHEDULES: dict[str, Schedule] = {s.name: s for s in (
 )}
 """Presets per checkpoint family (docs/algorithm.md §4.3, §10.1). "CausVid-Plus 14B" is the schedule the
 14B weights were trained with; "LightX2V CausVid 14B" reproduces LightX2V's runner (warped, no clean pass).
-"LongLive 1.3B" has Self-Forcing's steps; it differs in its cache policy (`cache_policy.FAMILY_POLICIES`).
+"LongLive 1.3B" and "Reward Forcing 1.3B" have Self-Forcing's steps (Reward Forcing's `configs/reward_forcing.yaml`);
+they differ in their cache policies (`cache_policy.FAMILY_POLICIES`).
 "Krea Realtime 14B" is its server's default, `linspace(1000, 0, 5)` warped: 1000, 937.5, 833.33, 625 and a last
 forward at 0 (its `get_denoising_schedule`); no clean pass, because its context is rebuilt before every block."""

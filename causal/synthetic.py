@@ -27,6 +27,7 @@ LAYOUTS: dict[str, str] = {
     "comfyui": "wan2.1_t2v_causal_comfyui.safetensors",
     "causvid_plus_converted": "causvid_plus_converted.pt",
     "krea": "krea-realtime-video-14b.safetensors",
+    "reward_forcing": "rewardforcing.pt",
 }
 """Layout name -> the file name such a checkpoint typically has (its suffix selects the format):
 
@@ -39,6 +40,8 @@ LAYOUTS: dict[str, str] = {
 * comfyui: ``model.diffusion_model.`` + bare key, safetensors.
 * causvid_plus_converted: bare keys cast to bf16, as CausVid-Plus ``utils/convert_checkpoint.py`` writes.
 * krea: ``model.`` + bare key, safetensors (Krea Realtime 14B).
+* reward_forcing: ``model.`` + bare key, one pickled state dict (Reward Forcing ``rewardforcing.pt``: its
+  generator wrapper's ``state_dict()``).
 """
 
 
@@ -109,7 +112,7 @@ def write_checkpoint(state_dict: Mapping[str, Tensor], path: str | Path, layout:
         obj = sd
     elif layout == "comfyui":
         obj = prefixed(sd, "model.diffusion_model.")
-    elif layout == "krea":
+    elif layout in ("krea", "reward_forcing"):
         obj = prefixed(sd, "model.")
     else:  # causvid_plus_converted
         obj = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in sd.items()}

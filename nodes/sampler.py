@@ -7,6 +7,7 @@ carries a video on is a small CPU state: the last clean block, the generator sta
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -106,6 +107,8 @@ def choose_policy(preset: str, cache: str, window: int, sink: int, num_frames: i
         sink_frames = sink if sink >= 0 else (base.sink if base.kind == "sink" else 3)
     elif sink > 0:
         raise ValueError(f"sink_frames only applies to the sink policy (got {sink} with {kind})")
+    if kind == base.kind:  # the preset's own cache, resized: its EMA sink and positions stay
+        return dataclasses.replace(base, window=size, sink=sink_frames)
     return CachePolicy(kind, size, sink_frames)
 
 
@@ -273,7 +276,8 @@ def sampling_memory(model, job: Job, batch: int) -> SamplingMemory:
     shape = dict(batch=batch, num_frames=job.policy.cache_frames(block), height=job.height, width=job.width,
                  dtype=compute_dtype(model))
     fp8 = job.kv_cache == "fp8"
-    return SamplingMemory(total=working_memory_bytes(network, **shape, frames_per_block=block, kv_cache_fp8=fp8),
+    return SamplingMemory(total=working_memory_bytes(network, **shape, frames_per_block=block, kv_cache_fp8=fp8,
+                                                     rope_at_read=job.policy.rope_at_read),
                           cache=kv_cache_bytes(network, **shape, fp8=fp8))
 
 

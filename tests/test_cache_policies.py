@@ -10,6 +10,7 @@ of each layer's cache, reads the sink plus the window after the write, and commi
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 
 import pytest
@@ -17,7 +18,7 @@ import torch
 
 import causal
 from causal import PromptChange, Schedule, generate
-from causal.cache_policy import family_policy, fragments, rolling, sink
+from causal.cache_policy import ema_sink, family_policy, fragments, rolling, sink
 from causal.context import ContextWindow
 from causal.kv_cache import KVCache
 from tools.tiny import TINY, latent_size, prompt, tiny_model
@@ -322,6 +323,7 @@ def test_memory_is_flat_over_many_blocks(model, policy):
     (fragments(9), (9, 12, 6)),  # fragments continue at a window's end: each window draws its noise at once
     (rolling(6), (9, 15, 6)),
     (sink(3, 9), (9, 15, 6)),
+    (ema_sink(3, 9, 0.5), (9, 15, 6)),
 ])
 def test_a_continued_video_equals_one_long_run(model, policy, parts):
     """Three calls chained through their histories equal one long run bit for bit, a prompt switch (at frame 12)
@@ -448,3 +450,130 @@ def test_fp8_kv_cache_stays_close_to_the_full_precision_cache(policy_name):
     error = ((fp8 - full).norm() / full.norm()).item()
     print(f"{policy_name}: FP8 KV cache vs float32 cache rel-L2 {error:.2e}")
     assert torch.equal(fp8, again) and 0 < error <= 2e-2
+
+
+# -- positions applied when the cache is read; Reward Forcing ---------------------------------------------------
+
+
+@pytest.mark.parametrize("policy, timeline", [
+    (fragments(6), None),
+    (rolling(6), None),
+    (sink(3, 9), [PromptChange(0, prompt(seed=1)), PromptChange(13, prompt(seed=2))]),
+    (sink(3, 9, refresh_sink=True), [PromptChange(0, prompt(seed=1)), PromptChange(13, prompt(seed=2))]),
+])
+def test_keys_rotated_when_read_give_the_write_time_rotation_bit_for_bit(model, policy, timeline):
+    """The same video with keys cached un-rotated and rotated at every read, at the frames' video positions:
+    the same rotation of the same values, so the same latents bit for bit, evictions and a re-cache included."""
+    args = dict(height=H, width=W, schedule=FAST, total_frames=24, seed=0)
+    written = generate(model, timeline or prompt(), policy=policy, **args).latents
+    read = generate(model, timeline or prompt(), policy=dataclasses.replace(policy, rope_at_read=True),
+                    **args).latents
+    assert torch.equal(written, read)
+
+
+class RewardForcingCache:
+    """Reward Forcing's self-attention cache, a plain rendition of `CausalWanSelfAttention.forward` in its
+    `wan/modules/causal_model.py` (JaydenLyh/Reward-Forcing @ 4317f5a): per layer k, v [1, local_attn_size frames,
+    heads, 128] and global/local end indices; keys stored RMS-normed and un-rotated; a new block past a full cache
+    evicts the oldest tokens after the sink, rolls the rest left, writes at the end, and blends the evicted tokens
+    into the sink (alpha * sink + (1 - alpha) * evicted, in bf16) when they are as many as the sink's; attention
+    reads [sink, everything after it up to local_end], rotated with positions 0.. (`start_frame=0`). The query's
+    position comes from `query_frame` before the forward. `store` gets the absolute token start (`current_start`)."""
+
+    def __init__(self, local_attn_size, sink_size, alpha, key_phases):
+        shape = (1, local_attn_size * TPF, TINY.num_heads, 128)
+        self.k = [torch.zeros(shape, dtype=torch.bfloat16) for _ in range(TINY.num_layers)]
+        self.v = [torch.zeros(shape, dtype=torch.bfloat16) for _ in range(TINY.num_layers)]
+        self.global_end = [0] * TINY.num_layers
+        self.local_end = [0] * TINY.num_layers
+        self.size, self.sink, self.alpha = local_attn_size * TPF, sink_size * TPF, alpha
+        self.key_phases = key_phases  # positions 0 .. local_attn_size - 1, applied to what `store` returns
+
+    def _local_end(self, layer, start, n):
+        end, G, L = start + n, self.global_end[layer], self.local_end[layer]
+        if end > G and n + L > self.size:
+            return L + end - G - (n + L - self.size), True
+        return L + end - G, False
+
+    def query_frame(self, start, n):
+        """`query_start_frame` of the forward that starts at absolute token `start` with n tokens."""
+        local_end, _ = self._local_end(0, start, n)
+        return (local_end - n) // TPF
+
+    def store(self, layer, start, k, v):
+        n, S = k.shape[1], self.sink
+        ck, cv = self.k[layer], self.v[layer]
+        local_end, evicts = self._local_end(layer, start, n)
+        if evicts:
+            evicted_n = n + self.local_end[layer] - self.size
+            rolled = self.local_end[layer] - evicted_n - S
+            evicted_k, evicted_v = ck[:, S:S + evicted_n].clone(), cv[:, S:S + evicted_n].clone()
+            ck[:, S:S + rolled] = ck[:, S + evicted_n:S + evicted_n + rolled].clone()
+            cv[:, S:S + rolled] = cv[:, S + evicted_n:S + evicted_n + rolled].clone()
+        ck[:, local_end - n:local_end], cv[:, local_end - n:local_end] = k, v
+        if evicts and evicted_n == S:
+            ck[:, :S] = self.alpha * ck[:, :S] + (1 - self.alpha) * evicted_k
+            cv[:, :S] = self.alpha * cv[:, :S] + (1 - self.alpha) * evicted_v
+        elif evicts:
+            m = min(evicted_n, S)
+            ck[:, :m], cv[:, :m] = evicted_k[:, :m], evicted_v[:, :m]
+        kv_start = max(S, local_end - self.size + S)
+        keys = torch.cat([ck[:, :S], ck[:, kv_start:local_end]], dim=1)
+        values = torch.cat([cv[:, :S], cv[:, kv_start:local_end]], dim=1)
+        self.global_end[layer], self.local_end[layer] = start + n, local_end
+        return keys.transpose(1, 2), values.transpose(1, 2)
+
+
+def _reward_forcing(model, noise, eps, schedule, local_attn_size, sink_size, alpha):
+    """Its `CausalInferencePipeline.inference`: blocks of 3 at `current_start` = the frame index, each denoised
+    then re-run clean; the query at the position the cache gives it."""
+    text = model.text_kv(prompt(), torch.bfloat16)
+    phases = model.phases(0, (1, 16, local_attn_size, h, w), torch.device("cpu"))
+    cache = RewardForcingCache(local_attn_size, sink_size, alpha, phases)
+    draws, out = iter(eps), []
+    for b in range(noise.shape[1] // 3):
+        frame = 3 * b
+        out.append(_denoise_block(model, text, cache, noise[:, frame:frame + 3], draws, schedule, frame,
+                                  cache.query_frame(frame * TPF, 3 * TPF)))
+    return torch.cat(out, dim=2)
+
+
+@pytest.mark.parametrize("alpha", [0.999, 0.5])
+def test_ema_sink_reproduces_reward_forcing(model, alpha):
+    """Reward Forcing's cache (sink 3 in a 9-frame cache, evicted blocks blended into the sink, positions the
+    frames' slots) over 8 blocks, 5 of them past a full cache, bit for bit."""
+    noise, draws = _noise(24), Draws()
+    got = generate(model, prompt(), height=H, width=W, schedule=FAST, policy=ema_sink(3, 9, alpha), total_frames=24,
+                   noise=noise, renoise=draws).latents
+    expected = _reward_forcing(model, noise, draws.tensors, FAST, 9, 3, alpha)
+    assert torch.equal(got, expected)
+
+
+def test_the_ema_and_the_slot_positions_each_change_the_video(model):
+    """Against Reward Forcing's cache: the same sink kept as written (alpha 1), and the same EMA at the video's
+    positions, each give other frames from the first block that evicts (and the same ones before it)."""
+    args = dict(height=H, width=W, schedule=FAST, total_frames=21, seed=0)
+    reward = generate(model, prompt(), policy=ema_sink(3, 9, 0.5), **args).latents
+    plain_sink = generate(model, prompt(), policy=ema_sink(3, 9, 1.0), **args).latents
+    video_positions = generate(model, prompt(), policy=dataclasses.replace(ema_sink(3, 9, 0.5), positions="video"),
+                               **args).latents
+    for other in (plain_sink, video_positions):
+        assert torch.equal(reward[:, :, :9], other[:, :, :9])  # blocks 0-2 fill the cache; block 3 evicts
+        assert not torch.equal(reward[:, :, 9:12], other[:, :, 9:12])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(kind="rolling", window=9, sink_ema=0.9), "for the sink policy only"),
+    (dict(kind="sink", window=9, sink=3, sink_ema=1.5), r"alpha in \[0, 1\]"),
+    (dict(kind="rolling", window=9, positions="slot"), "slot positions need rope_at_read"),
+    (dict(kind="rolling", window=9, rope_at_read=True, positions="frame"), "unknown positions"),
+])
+def test_bad_position_and_ema_settings_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        causal.CachePolicy(**kwargs)
+
+
+def test_an_ema_sink_refuses_the_fp8_cache(model):
+    with pytest.raises(ValueError, match="use the bf16 KV cache"):
+        generate(model, prompt(), height=H, width=W, schedule=ONE, policy=ema_sink(), total_frames=3, seed=0,
+                 kv_cache_fp8=True)

@@ -122,6 +122,7 @@ LAYOUT_MARKERS = {
     "comfyui": "model.diffusion_model.",
     "causvid_plus_converted": "bare Wan keys",
     "krea": "model. prefix",
+    "reward_forcing": "model. prefix",
 }
 
 

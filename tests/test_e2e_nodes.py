@@ -509,31 +509,38 @@ def test_krea_recompute_samples_with_the_vae_and_continues_exactly(comfy_server,
     assert torch.equal(continued, single), (continued - single).abs().max()
 
 
-@pytest.mark.parametrize("speed, kv_cache", [("exact", "bf16"), ("fast", "bf16"), ("exact", "fp8")])
-def test_the_nodes_latents_are_the_librarys_bit_for_bit(comfy_server, standins, speed, kv_cache):
+SELF_FORCING, REWARD_FORCING = "Self-Forcing / LongLive 1.3B", "Reward Forcing 1.3B"
+
+
+@pytest.mark.parametrize("speed, kv_cache, preset", [("exact", "bf16", SELF_FORCING), ("fast", "bf16", SELF_FORCING),
+                                                     ("exact", "fp8", SELF_FORCING), ("fast", "bf16", REWARD_FORCING)])
+def test_the_nodes_latents_are_the_librarys_bit_for_bit(comfy_server, standins, speed, kv_cache, preset):
     """What CausVid Sampler returns is `causal.generate`'s video of the same file, prompt, seed, policy, compute
     dtype and KV cache, bit for bit (in VAE space, as the node hands it on): the node only adapts. Here on the CPU
     the node computes in float32 (ComfyUI's choice without a GPU; bf16 weights cast per op), and `fast` runs exact
-    (its compiled kernels need CUDA)."""
+    (its compiled kernels need CUDA). Reward Forcing's preset brings its own cache (an EMA sink of 3 in 9 frames,
+    slot positions), past its first eviction."""
     import hashlib
 
     import torch
     from safetensors.torch import load_file
 
     import causal
-    from causal.cache_policy import rolling
+    from causal.cache_policy import ema_sink, rolling
     from tools.comfy_inprocess import add_comfyui_to_sys_path
 
     text = "a fox runs through the snow"
+    seconds, policy = (2.0, rolling(6)) if preset == SELF_FORCING else (3.0, ema_sink(3, 9, 0.999))
     prompt = {
         "1": {"class_type": "CausVidModelLoader", "inputs": {"ckpt_name": eg.CAUSVID_13B, "weight_dtype": "bf16"}},
         "2": {"class_type": "CausVidTestConditioning", "inputs": {"text": text, "width": TINY.text_dim}},
         "3": {"class_type": "CausVidSampler", "inputs": {
             "model": ["1", 0], "positive": ["2", 0], "width": W, "height": H, "length": LENGTH,
-            "preset": "Self-Forcing / LongLive 1.3B", "custom_steps": "", "seed": 77, "num_fragments": 1,
-            "cache": "rolling", "window": 6, "seconds": 2.0, "speed": speed, "kv_cache": kv_cache}},
+            "preset": preset, "custom_steps": "", "seed": 77, "num_fragments": 1,
+            "cache": "rolling" if preset == SELF_FORCING else "preset default", "window": 6 if preset == SELF_FORCING else 0,
+            "seconds": seconds, "speed": speed, "kv_cache": kv_cache}},
         "4": {"class_type": "SaveLatent", "inputs": {"samples": ["3", 0],
-                                                     "filename_prefix": f"e2e/library_{speed}_{kv_cache}"}},
+                                                     "filename_prefix": f"e2e/library_{speed}_{kv_cache}_{preset[:4]}"}},
     }
     result = run_ok(comfy_server, prompt, timeout=120)
     (path,) = comfy_server.output_paths(result, node_id="4")
@@ -545,13 +552,13 @@ def test_the_nodes_latents_are_the_librarys_bit_for_bit(comfy_server, standins, 
     n = len(text.split()) + 1
     context[:, :n] = torch.randn(1, n, TINY.text_dim, generator=torch.Generator().manual_seed(seed)) * 0.1
     model = causal.load_model(standins / "diffusion_models" / eg.CAUSVID_13B, dtype=torch.float32)
-    frames = causal.prompts.frames_for_seconds(2.0)
-    library = causal.generate(model, context, height=H, width=W, schedule=causal.SCHEDULES["Self-Forcing / LongLive 1.3B"],
-                              policy=rolling(6), total_frames=frames, seed=77, dtype=torch.float32,
+    frames = causal.prompts.frames_for_seconds(seconds)
+    library = causal.generate(model, context, height=H, width=W, schedule=causal.SCHEDULES[preset],
+                              policy=policy, total_frames=frames, seed=77, dtype=torch.float32,
                               kv_cache_fp8=kv_cache == "fp8").latents
     add_comfyui_to_sys_path()
     import comfy.latent_formats
 
     expected = comfy.latent_formats.Wan21().process_out(library.float())
-    assert node.shape == expected.shape and node.shape[2] == frames > 6  # past the window
+    assert node.shape == expected.shape and node.shape[2] == frames > policy.window  # past the window
     assert torch.equal(node, expected), (node - expected).abs().max()

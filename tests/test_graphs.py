@@ -10,11 +10,13 @@ are checked the same way on the GPU (tests/test_gpu.py).
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from causal import PromptChange, Schedule, generate
-from causal.cache_policy import fragments, recompute, rolling, sink
+from causal.cache_policy import ema_sink, fragments, recompute, rolling, sink
 from causal.graphs import CudaGraphs
 from tools.tiny import prompt, tiny_model
 
@@ -35,15 +37,17 @@ class ReplayedClosures(CudaGraphs):
     def _capture(self, run):
         out = run()
         static_out = out.clone()
-        protected = self.cache.protected  # the one Python value the forward reads from the cache: a graph keeps
-        # the rows it skipped at capture, whatever the cache says at replay
+        # what the forward reads from the cache object itself: a graph keeps the rows it skipped at capture and the
+        # key-phase tensor it read then (its address), whatever the cache says at replay
+        protected, key_phases = self.cache.protected, self.cache.key_phases
 
         def replay() -> None:
-            now, self.cache.protected = self.cache.protected, protected
+            now = self.cache.protected, self.cache.key_phases
+            self.cache.protected, self.cache.key_phases = protected, key_phases
             try:
                 static_out.copy_(run())
             finally:
-                self.cache.protected = now
+                self.cache.protected, self.cache.key_phases = now
 
         return out, replay, static_out
 
@@ -58,6 +62,8 @@ POLICIES = {
     "rolling": (rolling(6), 24),
     "sink": (sink(3, 9), 24),
     "recompute": (recompute(3, keep_first_frame=True), 15),
+    "ema_sink": (ema_sink(3, 9, 0.5), 24),  # keys rotated when read, at slot positions
+    "rolling_rope_at_read": (dataclasses.replace(rolling(6), rope_at_read=True), 24),  # at ever new positions
 }
 
 
