@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import sys
 import time
@@ -47,7 +48,15 @@ POLICIES = {
     "rolling": lambda: cache_policy.rolling(21),
     "sink": lambda: cache_policy.sink(3, 12),
     "recompute": lambda: cache_policy.recompute(3, keep_first_frame=True),  # DiT only: no VAE re-encode
+    "sink_at_read": lambda: dataclasses.replace(cache_policy.sink(3, 12), rope_at_read=True),
+    "rolling_at_read": lambda: dataclasses.replace(cache_policy.rolling(21), rope_at_read=True),
+    "reward_forcing": lambda: cache_policy.ema_sink(3, 9, 0.999),
 }
+"""`sink_at_read` / `rolling_at_read`: `sink` / `rolling` with keys cached un-rotated and rotated at every read (the
+cost of read-time positions; the latents are compared with the write-time policy's of the same option);
+`reward_forcing`: Reward Forcing's EMA sink at slot
+positions."""
+WRITE_TIME = {"sink_at_read": "sink", "rolling_at_read": "rolling"}
 SCHEDULE = {"1.3B": "Self-Forcing / LongLive 1.3B", "14B": "CausVid-Plus 14B"}
 OPTIONS = ("exact", "graphs", "fused", "fused_graphs", "exact_flash", "exact_efficient", "exact_fp8kv",
            "fused_graphs_fp8kv")
@@ -69,7 +78,7 @@ def attention_backend(option: str) -> Iterator[None]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", choices=sorted(SCHEDULE), default="1.3B")
-    p.add_argument("--policies", default=",".join(POLICIES))
+    p.add_argument("--policies", default="fragments,rolling,sink,recompute")
     p.add_argument("--options", default="exact,graphs,fused,fused_graphs,exact_flash")
     p.add_argument("--blocks", type=int, default=14, help="blocks of the timed video (past the 21-frame window)")
     p.add_argument("--schedule", default=None, help="a causal.SCHEDULES name (default: the model's)")
@@ -132,6 +141,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                               "settings": {"model": "tiny" if args.tiny else args.model, "schedule": args.schedule,
                                            "size": f"{args.width}x{args.height}", "blocks": args.blocks},
                               "rows": []}
+    by_option: dict[tuple[str, str], torch.Tensor] = {}  # the latents of write-time policies, for *_at_read
     for name in args.policies:
         policy = POLICIES[name]()
         exact = None
@@ -171,6 +181,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 exact = latents
             row["rel_l2_vs_exact"] = rel_l2(latents, exact) if exact is not None else None
             row["bitwise"] = bool(exact is not None and torch.equal(latents, exact))
+            if name in WRITE_TIME.values():
+                by_option[name, option] = latents
+            if (written := by_option.get((WRITE_TIME.get(name, ""), option))) is not None:
+                row["bitwise_vs_" + WRITE_TIME[name]] = bool(torch.equal(latents, written))
             report["rows"].append(row)
             print(f"{name:9} {option:15} steady {row['steady_s']:.3f} s/block  first {first:.3f} s (cold "
                   f"{cold_first:.2f} s)  peak {row['peak_gib'] or 0:.2f} GiB  rel-L2 {row['rel_l2_vs_exact']}"
