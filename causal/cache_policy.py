@@ -148,10 +148,10 @@ FAMILY_POLICIES: dict[str, CachePolicy] = {
 """Each preset's own policy: CausVid restarts windows (its long-video script re-caches the last frames of
 each 21-frame rollout), CausVid-Plus slides a 21-frame window (the 14B's training code), LightX2V chains
 fragments, Self-Forcing rolls a local window (beyond its trained 21 frames), LongLive keeps a 3-frame sink in
-a 12-frame cache (its inference config), Reward Forcing an EMA sink of 3 in a 9-frame cache at slot positions
-(its `model_kwargs` and `compression_alpha` default). Causal-Forcing keeps a full 21-frame cache in its own 81-frame videos
-(its README warns that its 5-second models are not made for long ones); past 21 frames the window rolls, as
-Self-Forcing's does. Krea Realtime rebuilds a 3-frame context before every block (its server's
+a 12-frame cache (its inference config), Reward Forcing an EMA sink of 3 in a 9-frame cache at slot
+positions (its `model_kwargs` and `compression_alpha` default). Causal-Forcing keeps a full 21-frame cache in
+its own 81-frame videos (its README warns that its 5-second models are not made for long ones); past 21 frames
+the window rolls, as Self-Forcing's does. Krea Realtime rebuilds a 3-frame context before every block (its server's
 `kv_cache_num_frames = 3`)."""
 
 

@@ -211,13 +211,14 @@ def frontend_schema_problems(ui: dict) -> list[str]:
 # Files
 
 
-def test_example_files_are_the_seven_workflows():
+def test_example_files_are_the_eight_workflows():
     ui_files = sorted(p.stem for p in eg.UI_DIR.glob("*.json"))
     api_files = sorted(p.stem for p in eg.API_DIR.glob("*.json"))
     assert ui_files == NAMES == api_files
     assert set(NAMES) == {"causvid_1.3b_t2v", "causvid_14b_lightx2v_3_fragments",
                           "causvid_long_video_prompt_per_fragment", "causvid_one_minute_three_prompts",
-                          "causvid_image_to_video", "causvid_stream_ten_minutes", "causvid_krea_realtime_14b_stream"}
+                          "causvid_image_to_video", "causvid_stream_ten_minutes", "causvid_krea_realtime_14b_stream",
+                          "causvid_reward_forcing_stream"}
 
 
 def test_readme_names_every_file_the_workflows_load_and_run_example_takes_both_names(tmp_path):
@@ -555,6 +556,25 @@ def test_stream_ten_minutes():
     for words in ("gdhe17/Self-Forcing", "checkpoints/self_forcing_dmd.pt", "generator_ema", "seconds 600",
                   "9609", "sink", "window 12", "constant", "Cancel", "playable", "ComfyUI/output/video/",
                   "46 GB", "VAE Decode"):
+        assert words in note, words
+
+
+def test_reward_forcing_stream():
+    """Reward Forcing's file under its published name, its preset with its own cache (the EMA sink), a minute in two
+    prompts streamed to an mp4."""
+    name = "causvid_reward_forcing_stream"
+    api, ui = eg.load_api(name), eg.load_ui(name)
+    _, loader = _one(api, "CausVidModelLoader")
+    assert loader["ckpt_name"] == eg.REWARD_FORCING_13B == "rewardforcing.pt"
+    sid, s = _one(api, "CausVidStreamToVideo")
+    assert (s["preset"], s["cache"], s["window"], s["sink_frames"], s["seconds"]) == \
+        ("Reward Forcing 1.3B", "preset default", 0, -1, 60.0)
+    assert s["vae"] == [eg.find_nodes(api, "VAELoader")[0], 0]
+    assert _timeline(api, s) == [0, 30]
+    assert eg.latent_frames_of(api, sid) == 243  # 60 s as in the one-minute example
+    note = _note(ui)
+    for words in ("JaydenLu666/Reward-Forcing-T2V-1.3B", "rewardforcing.pt", "Reward Forcing 1.3B", "sink",
+                  "9-frame cache", "0.999", "slots", "seconds 60"):
         assert words in note, words
 
 

@@ -18,13 +18,13 @@ ComfyUI (``/object_info``: widget order, socket slots, display names)::
 twins against ``/object_info`` and converts each UI workflow to API format the way the frontend does
 and compares it with its twin, so a hand edit of either file is caught.
 
-The modules: ``files`` (the model files), ``graph`` (specs to API and UI JSON), ``examples`` (the six
+The modules: ``files`` (the model files), ``graph`` (specs to API and UI JSON), ``examples`` (the eight
 workflows), ``frames`` (frame and step counts of a prompt), ``standins`` (running them on tiny stand-ins).
 Their public names are re-exported here: ``from tools import workflows as eg; eg.load_api(name)``.
 """
 
 from tools.workflows.examples import ONE_MINUTE_TIMELINE, TEN_MINUTES_TIMELINE, WORKFLOWS, generated_files
-from tools.workflows.files import (CAUSVID_13B, FILE_WIDGETS, LIGHTX2V_14B, MODEL_LINKS, PUBLISHED,
+from tools.workflows.files import (CAUSVID_13B, FILE_WIDGETS, LIGHTX2V_14B, MODEL_LINKS, PUBLISHED, REWARD_FORCING_13B,
                                    SELF_FORCING_13B, START_IMAGE, UMT5, WAN_VAE)
 from tools.workflows.frames import (FPS, FRAMES_PER_BLOCK, SAMPLER_KINDS, SAMPLING_NODES, decoded_frames,
                                     denoising_steps, find_nodes, frames_for_seconds, latent_frames_of,
@@ -36,7 +36,8 @@ from tools.workflows.standins import STANDIN_LAYOUTS, standin_prompt, write_stan
 
 __all__ = [
     "API_DIR", "CAUSVID_13B", "FILE_WIDGETS", "FPS", "FRAMES_PER_BLOCK", "FRONTEND_ONLY", "LIGHTX2V_14B",
-    "MODEL_LINKS", "Node", "Note", "ONE_MINUTE_TIMELINE", "PUBLISHED", "SAMPLER_KINDS", "SAMPLING_NODES",
+    "MODEL_LINKS", "Node", "Note", "ONE_MINUTE_TIMELINE", "PUBLISHED", "REWARD_FORCING_13B", "SAMPLER_KINDS",
+    "SAMPLING_NODES",
     "SELF_FORCING_13B", "STANDIN_LAYOUTS", "START_IMAGE", "Slot", "TEN_MINUTES_TIMELINE", "UI_DIR", "UMT5",
     "WAN_VAE", "WORKFLOWS", "Workflow", "build_api", "build_ui", "decoded_frames", "denoising_steps", "dumps",
     "find_nodes", "frames_for_seconds", "generated_files", "input_slots", "latent_frames_of", "load_api",

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tools.workflows.files import CAUSVID_13B, KREA_14B, LIGHTX2V_14B, SELF_FORCING_13B, START_IMAGE, UMT5, WAN_VAE
+from tools.workflows.files import (CAUSVID_13B, KREA_14B, LIGHTX2V_14B, REWARD_FORCING_13B, SELF_FORCING_13B,
+                                   START_IMAGE, UMT5, WAN_VAE)
 from tools.workflows.graph import API_DIR, UI_DIR, Node, Note, Workflow, build_api, build_ui, dumps
 
 POSITIVE = ("#232", "#353")  # the core templates' green prompt nodes
@@ -468,8 +469,62 @@ block to block: before each block it caches a short context **again from scratch
     )
 
 
+REWARD_SECONDS = 60.0
+REWARD_TIMELINE = [
+    (0, "A hot air balloon rises over a misty green valley at dawn, a river winding below, the camera slowly "
+        "circling the balloon, soft golden light, cinematic."),
+    (30, "The hot air balloon drifts over snowy mountain peaks in bright sunshine, long shadows on the snow, "
+         "the camera gliding beside the basket."),
+]
+
+
+def _reward_forcing() -> Workflow:
+    files = _files(REWARD_FORCING_13B)
+    note = f"""## Reward Forcing 1.3B: a minute streamed, with its EMA sink
+
+**Reward Forcing** (Wan2.1 1.3B distilled with a reward on motion) keeps a short cache whose first frames, the
+*sink*, slowly absorb the frames it evicts, and places every cached frame by its slot in the cache.
+
+### Models (this pack never downloads weights)
+- **`{REWARD_FORCING_13B}`** {ARROW} `ComfyUI/models/diffusion_models/`: download it from
+  [JaydenLu666/Reward-Forcing-T2V-1.3B](https://huggingface.co/JaydenLu666/Reward-Forcing-T2V-1.3B) (keep its
+  name). Its tensors are Self-Forcing's: the **preset** tells them apart, so keep *Reward Forcing 1.3B*.
+{DOWNLOAD_COMMON}
+
+```
+{_tree(files)}
+```
+
+### Settings
+- Preset **Reward Forcing 1.3B**: Self-Forcing's 4 steps (1000, 750, 500, 250, shift 5, warped) and a clean
+  pass; cache **preset default** = its own: a **sink of 3 latent frames in a 9-frame cache**. When a block
+  finds the cache full, the oldest 3 frames after the sink leave, and are blended into the sink
+  (sink = 0.999 sink + 0.001 evicted), as its code does. Positions are the frames' slots (0..8), so they stay
+  bounded for any length.
+- **seconds 60** and a prompt timeline (`0:`, `30:`): a prompt takes over at the first block that starts at
+  or after its time, with the window re-cached under it (Reward Forcing's own code has no prompt switch).
+- *CausVid Stream to Video* writes the mp4 as it samples (see the ten-minute example): constant memory.
+- {NO_CFG}
+"""
+    return Workflow(
+        name="causvid_reward_forcing_stream",
+        nodes=[
+            *_loaders(REWARD_FORCING_13B),
+            _timeline_prompt(REWARD_TIMELINE, height=260),
+            Node(5, "CausVidStreamToVideo", (960, 0), (520, 760),
+                 {**SAMPLER, "preset": "Reward Forcing 1.3B", "filename_prefix": "video/reward_forcing",
+                  "seconds": REWARD_SECONDS},
+                 {"model": (1, 0), "positive": (4, 0), "vae": (3, 0)}, control="randomize"),
+        ],
+        note=Note(6, (-500, 0), (460, 760), note),
+        groups=[("Models", [1, 2, 3]), ("Prompt timeline", [4]), ("Sample 60 s, stream to mp4", [5])],
+        files=files,
+    )
+
+
 WORKFLOWS: dict[str, Workflow] = {w.name: w for w in (_t2v_13b(), _lightx2v_14b(), _long_video(), _one_minute(),
-                                                      _image_to_video(), _stream_ten_minutes(), _krea_realtime())}
+                                                      _image_to_video(), _stream_ten_minutes(), _krea_realtime(),
+                                                      _reward_forcing())}
 
 
 def generated_files(object_info: dict) -> dict[Path, str]:

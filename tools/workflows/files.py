@@ -9,12 +9,14 @@ CAUSVID_13B = "causvid_1.3b_autoregressive.pt"
 LIGHTX2V_14B = "lightx2v_causvid_14b.safetensors"
 SELF_FORCING_13B = "self_forcing_dmd.pt"  # gdhe17/Self-Forcing checkpoints/self_forcing_dmd.pt, name kept
 KREA_14B = "krea-realtime-video-14b.safetensors"  # krea/krea-realtime-video, name kept
+REWARD_FORCING_13B = "rewardforcing.pt"  # JaydenLu666/Reward-Forcing-T2V-1.3B, name kept
 
 PUBLISHED = {
     CAUSVID_13B: ("model.pt", "tianweiy/CausVid: autoregressive_checkpoint/model.pt"),
     LIGHTX2V_14B: ("causal_model.safetensors", "lightx2v/Wan2.1-T2V-14B-CausVid: causvid_models/causal_model.safetensors"),
     SELF_FORCING_13B: (SELF_FORCING_13B, "gdhe17/Self-Forcing: checkpoints/self_forcing_dmd.pt"),
     KREA_14B: (KREA_14B, "krea/krea-realtime-video: krea-realtime-video-14b.safetensors"),
+    REWARD_FORCING_13B: (REWARD_FORCING_13B, "JaydenLu666/Reward-Forcing-T2V-1.3B: rewardforcing.pt"),
 }
 """Workflow file name -> (the name it is published under, where): a file kept under its published name is
 found too (scripts/run_example.py)."""

@@ -13,14 +13,14 @@ from causal.synthetic import random_state_dict, write_checkpoint
 from tools.standins import make_tiny_wan_vae, write_standin_image
 from tools.tiny import TINY
 from tools.workflows.examples import WORKFLOWS
-from tools.workflows.files import CAUSVID_13B, KREA_14B, LIGHTX2V_14B, SELF_FORCING_13B, WAN_VAE
+from tools.workflows.files import CAUSVID_13B, KREA_14B, LIGHTX2V_14B, REWARD_FORCING_13B, SELF_FORCING_13B, WAN_VAE
 from tools.workflows.frames import SAMPLING_NODES
 
 STANDIN_VAE_STD = 0.2
 """Weight scale of the stand-in Wan VAE: large enough that its frames show the latents moving."""
 
 STANDIN_LAYOUTS = {CAUSVID_13B: "causvid", LIGHTX2V_14B: "lightx2v_safetensors", SELF_FORCING_13B: "self_forcing",
-                   KREA_14B: "krea"}
+                   KREA_14B: "krea", REWARD_FORCING_13B: "reward_forcing"}
 """Checkpoint file -> the layout its family ships in (causal.synthetic.LAYOUTS)."""
 
 
