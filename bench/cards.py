@@ -27,6 +27,14 @@ change of models), gc and soft_empty_cache; the cap (bench/node.py's `cap_memory
 GiB, set_per_process_memory_fraction, and ComfyUI's EXTRA_RESERVED_VRAM is its own value at import + the rest of the
 card, as --reserve-vram would set; `none`: the whole card and ComfyUI's own reserve); peak statistics reset; the prompt.
 
+`--workflow NAME` runs another example workflow (tools/workflows/api/NAME.json) the same way: its loaders get the
+bench's files (the model size its checkpoint names: 1.3B, or 14B for LightX2V's and Krea's), every sampling node
+(Sampler, Stream to Video, Continue) the case's kv_cache, speed, window and sink and 832x480, one set to a length
+in seconds `--seconds`, LoadImage a stand-in image; it saves as it does (ComfyUI's built-in extra nodes are loaded
+for CreateVideo / SaveVideo). Without mp4 writes to time, s / block is the sampling nodes' seconds over their blocks
+(`mean_s_per_block`, the first block's compile included) and the slowdown compares those. Default cases then:
+WORKFLOW_CASES.
+
 Reported per case: finished (False with `error`, the failure's first line, e.g. torch.OutOfMemoryError's or the
 pack's own refusal, recorded, not raised; or `stopped`: the deadline); steady_s_per_block = the median time between
 consecutive mp4 writes after the first (one block of 3 latent = 12 video frames each; bench/node.py's `summarize`);
@@ -62,12 +70,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]  # as bench/node.py: no shadowing
 sys.path.insert(0, str(REPO))
 
-from bench.node import (CLIP_NODE, DEFAULT_PRESET, GIB, LOADER_NODE, STREAM_NODE, TEMPLATE, TEXT_NODE,  # noqa: E402
-                        VAE_NODE, VAES,
+from bench.node import (DEFAULT_PRESET, GIB, STREAM_NODE, TEMPLATE, VAES,  # noqa: E402
                         Bench, Comfy, Recorder, cap_memory, fmt, import_comfyui, reset_peak, summarize,
                         write_decoder, write_models)
 
-_STREAM = json.loads(TEMPLATE.read_text())[STREAM_NODE]["inputs"]
 TEXT_ENCODER = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
 WEIGHTS = ("default", "bf16", "fp16", "fp8_e4m3fn", "fp8_e4m3fn_fast")
 """The loader's weight_dtype options (nodes/comfy_model.py's WEIGHT_DTYPES; checked against it once imported)."""
@@ -77,6 +83,12 @@ DEFAULT_CASES = {
              "cap=none,kv=fp8,vae=taew2_1", "cap=8,kv=fp8,vae=taew2_1"),
     "14B": ("cap=none,kv=fp8,weights=fp8_e4m3fn", "cap=24,kv=fp8,weights=fp8_e4m3fn"),
 }
+WORKFLOW_CASES = {"1.3B": ("cap=none", "cap=24"),
+                  "14B": ("cap=none,kv=fp8,weights=fp8_e4m3fn", "cap=24,kv=fp8,weights=fp8_e4m3fn")}
+"""Cases of another example workflow than the stream template (`--workflow`): uncapped and on a 24 GiB card."""
+MODEL_OF = {"lightx2v_causvid_14b.safetensors": "14B", "krea-realtime-video-14b.safetensors": "14B"}
+"""A workflow's checkpoint name -> the model size it loads (1.3B otherwise)."""
+SAMPLING = ("CausVidSampler", "CausVidStreamToVideo", "CausVidContinue")
 """Cases without --case. 1.3B (about 5 min at 8 s of video): the bf16 cache uncapped and on 24 to 12 GiB cards, the
 fp8 cache on 12 and 8 GiB (8 GiB with the Wan VAE is refused by the planning: its message is the result), the
 tiny decoder uncapped and on 8 GiB. 14B (28.6 GB of bf16 weights, about 5 s a block: about 4 min at 5 s of
@@ -90,8 +102,9 @@ class Case:
     weights: str = "default"
     vae: str = "wan"
     speed: str = "fast"
-    window: int = _STREAM["window"]
-    sink: int = _STREAM["sink_frames"]
+    window: int | None = None
+    """The sampling nodes' window and sink_frames; None: the workflow's own (the stream template's 12 and 3)."""
+    sink: int | None = None
 
     @property
     def label(self) -> str:
@@ -132,7 +145,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--comfyui", default=str(REPO / ".comfyui" / "ComfyUI"), help="a ComfyUI tree (0.3.75)")
-    p.add_argument("--model", choices=("1.3B", "14B"), default="1.3B")
+    p.add_argument("--model", choices=("1.3B", "14B"), default=None,
+                   help="the stream template's model (default 1.3B); another --workflow loads the size it names")
+    p.add_argument("--workflow", default=TEMPLATE.stem, choices=sorted(p.stem for p in TEMPLATE.parent.glob("*.json")),
+                   help="the example workflow (tools/workflows/api/); default the stream template")
     p.add_argument("--tiny", action="store_true", help="the tiny DiT, VAE and text encoder at 64x48 (smoke test)")
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     p.add_argument("--case", action="append", type=parse_case, metavar="SPEC",
@@ -148,9 +164,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", default=None, help="everything measured (rewritten after each case)")
     p.add_argument("--out", default=None, help="a markdown table (rewritten after each case)")
     args = p.parse_args(argv)
+    api = json.loads((TEMPLATE.parent / f"{args.workflow}.json").read_text())
+    named = {MODEL_OF.get(n["inputs"]["ckpt_name"], "1.3B") for n in api.values()
+             if n["class_type"] == "CausVidModelLoader"}
+    if args.workflow != TEMPLATE.stem:
+        if args.model not in (None, *named):
+            p.error(f"{args.workflow} loads the {', '.join(named)} model, not {args.model}")
+        args.model = next(iter(named))
+    args.model = args.model or "1.3B"
     if args.tiny and args.model != "1.3B":
-        p.error("--tiny replaces the model: leave --model at 1.3B")
-    args.case = args.case or [parse_case(spec) for spec in DEFAULT_CASES[args.model]]
+        p.error("--tiny replaces the model with the tiny one: use it with a 1.3B workflow")
+    cases = DEFAULT_CASES if args.workflow == TEMPLATE.stem else WORKFLOW_CASES
+    args.case = args.case or [parse_case(spec) for spec in cases[args.model]]
     if args.device != "cuda" and any(c.cap is not None for c in args.case):
         p.error("a cap limits a CUDA device: on the CPU every case needs cap=none")
     return args
@@ -161,25 +186,54 @@ def log(message: str) -> None:
 
 
 def case_prompt(template: dict, args: argparse.Namespace, files: dict, case: Case, index: int) -> dict:
-    """The stream template with the bench's files, `--seconds`, `--seed` and the case's widgets; its timeline's
-    lines that start within the video (the pack refuses a prompt past the end)."""
+    """The workflow with the bench's files, `--seed` and the case's widgets on every loader and sampling node; a
+    sampling node set to a length in seconds runs `--seconds`, and the timed lines of the prompts keep those that
+    start within the video (the pack refuses a prompt past the end). The stream template also takes the model's
+    preset (DEFAULT_PRESET); another workflow keeps its own."""
     from causal.text import split_timed_prompts
 
     prompt = json.loads(json.dumps(template))
-    timeline = split_timed_prompts(prompt[TEXT_NODE]["inputs"]["text"])
-    prompt[TEXT_NODE]["inputs"]["text"] = "\n".join(f"{t:g}: {line}" for t, line in timeline if t < args.seconds)
-    if args.tiny:
-        prompt[CLIP_NODE] = {"class_type": "CausVidTestTinyCLIP", "inputs": {"width": files["text_dim"], "seed": 0}}
-    else:
-        prompt[CLIP_NODE]["inputs"]["clip_name"] = Path(files["text_encoder"]).name
-    prompt[LOADER_NODE]["inputs"].update(ckpt_name=Path(files["dit"]).name, weight_dtype=case.weights)
-    prompt[VAE_NODE]["inputs"]["vae_name"] = Path(files["vaes"][case.vae]).name
-    width, height = (64, 48) if args.tiny else (832, 480)
-    prompt[STREAM_NODE]["inputs"].update(
-        width=width, height=height, seconds=args.seconds, seed=args.seed, preset=DEFAULT_PRESET[args.model],
-        speed=case.speed, kv_cache=case.kv, window=case.window, sink_frames=case.sink,
-        filename_prefix=f"bench/cards_{index}")
+    for node in prompt.values():
+        kind, inputs = node["class_type"], node["inputs"]
+        timeline = split_timed_prompts(inputs["text"]) if kind == "CausVidTextEncode" else []
+        if timeline and timeline[0][0] is not None:
+            inputs["text"] = "\n".join(f"{t:g}: {line}" for t, line in timeline if t < args.seconds)
+        elif kind == "CLIPLoader":
+            if args.tiny:
+                node.update(class_type="CausVidTestTinyCLIP", inputs={"width": files["text_dim"], "seed": 0})
+            else:
+                inputs["clip_name"] = Path(files["text_encoder"]).name
+        elif kind == "CausVidModelLoader":
+            inputs.update(ckpt_name=Path(files["dit"]).name, weight_dtype=case.weights)
+        elif kind == "VAELoader":
+            inputs["vae_name"] = Path(files["vaes"][case.vae]).name
+        elif kind == "ImageScale" and args.tiny:
+            inputs.update(width=64, height=48)
+        if kind in SAMPLING:
+            inputs.update(seed=args.seed, speed=case.speed, kv_cache=case.kv)
+            if kind != "CausVidContinue":
+                inputs.update(zip(("width", "height"), (64, 48) if args.tiny else (832, 480)))
+            if inputs.get("seconds", 0) > 0:
+                inputs["seconds"] = args.seconds
+            for widget, value in (("window", case.window), ("sink_frames", case.sink)):
+                if value is not None:
+                    inputs[widget] = value
+        if "filename_prefix" in inputs:
+            inputs["filename_prefix"] = f"bench/cards_{index}_{node['class_type']}"
+    if args.workflow == TEMPLATE.stem:
+        prompt[STREAM_NODE]["inputs"]["preset"] = DEFAULT_PRESET[args.model]
     return prompt
+
+
+def mean_s_per_block(prompt: dict, node_s: dict[str, float]) -> float | None:
+    """The sampling nodes' seconds over the blocks they make (the first block's compile included)."""
+    from causal.schedule import SCHEDULES
+    from tools.workflows.frames import new_latent_frames_of, preset_of
+
+    blocks = sum(new_latent_frames_of(prompt, nid) // SCHEDULES[preset_of(prompt, nid)].frames_per_block
+                 for nid, node in prompt.items() if node["class_type"] in SAMPLING)
+    seconds = sum(v for k, v in node_s.items() if k in SAMPLING)
+    return seconds / blocks if blocks and seconds else None
 
 
 def slowdowns(rows: list[dict]) -> None:
@@ -187,9 +241,12 @@ def slowdowns(rows: list[dict]) -> None:
     def key(row: dict) -> str:
         return json.dumps({**row["settings"], "cap": None}, sort_keys=True)
 
-    base = {key(r): r.get("steady_s_per_block") for r in rows if r["settings"]["cap"] is None and r.get("finished")}
+    def per_block(row: dict) -> float | None:
+        return row.get("steady_s_per_block") or row.get("mean_s_per_block")
+
+    base = {key(r): per_block(r) for r in rows if r["settings"]["cap"] is None and r.get("finished")}
     for r in rows:
-        steady, reference = r.get("steady_s_per_block"), base.get(key(r))
+        steady, reference = per_block(r), base.get(key(r))
         r["slowdown"] = steady / reference if r.get("finished") and steady and reference else None
 
 
@@ -198,8 +255,8 @@ def render_table(report: dict) -> str:
     encoder = "CausVidTestTinyCLIP" if s["model"] == "tiny" else "CLIPLoader (umT5-XXL fp8 scaled)"
     lines = [f"## {env.get('date')} · {env.get('card', env.get('device'))} · torch {env.get('torch')} · ComfyUI "
              f"{env.get('comfyui')} · will it run on my card (bench/cards.py) · causal/ sha {env.get('causal_sha')}",
-             f"{encoder} -> CausVidTextEncode -> CausVid Stream to Video in ComfyUI's executor, {s['model']} random "
-             f"weights, {s['size']}, {s['seconds']} s of video per case, preset {s['preset']}, allocator "
+             f"{encoder} -> CausVidTextEncode -> the workflow {s['workflow']} in ComfyUI's executor, {s['model']} "
+             f"random weights, {s['size']}, {s['seconds']} s of video per case, preset {s['preset']}, allocator "
              f"`{s['allocator']}`; the columns: bench/cards.py's docstring (text encoder: its load + encode; loaded: "
              "ComfyUI's loaded models at the end, loaded / size GiB).",
              "| case | result | s / block | vs uncapped | fps | first frame (s) | peak alloc / reserved (GiB) | "
@@ -209,7 +266,9 @@ def render_table(report: dict) -> str:
         text = [v for k, v in r.get("node_s", {}).items() if k in ("CLIPLoader", "CausVidTestTinyCLIP",
                                                                    "CausVidTextEncode")]
         loaded = ", ".join(f"{m['model']} {m['loaded_gib']:.2f} / {m['size_gib']:.2f}" for m in r.get("loaded", []))
-        lines.append(f"| {r['case']} | {result} | {fmt(r.get('steady_s_per_block'), 3)} | {fmt(r.get('slowdown'), 2)}"
+        per_block = fmt(r.get("steady_s_per_block"), 3) if r.get("steady_s_per_block") else \
+            f"{fmt(r.get('mean_s_per_block'), 3)} (mean)"
+        lines.append(f"| {r['case']} | {result} | {per_block} | {fmt(r.get('slowdown'), 2)}"
                      f" | {fmt(r.get('fps'), 1)} | {fmt(r.get('first_frame_s'), 2)} | "
                      f"{fmt(r.get('peak_allocated_gib'), 2)} / {fmt(r.get('peak_reserved_gib'), 2)} | "
                      f"{fmt(sum(text), 1) if text else fmt(None, 0)} | {loaded} |")
@@ -243,12 +302,13 @@ class Cards(Bench):
                                       "reserved_at_import_gib": self.base_reserved / GIB}
         self.report["settings"] = {
             "model": "tiny" if args.tiny else args.model, "size": "64x48" if args.tiny else "832x480",
-            "seconds": args.seconds, "seed": args.seed, "preset": DEFAULT_PRESET[args.model],
-            "allocator": args.allocator, "deadline_s": args.deadline_s, "workflow": TEMPLATE.name,
+            "seconds": args.seconds, "seed": args.seed,
+            "preset": DEFAULT_PRESET[args.model] if args.workflow == TEMPLATE.stem else "the workflow's",
+            "allocator": args.allocator, "deadline_s": args.deadline_s, "workflow": args.workflow,
             "cases": [c.label for c in args.case]}
         try:
             self.setup(work)
-            template = json.loads(TEMPLATE.read_text())
+            template = json.loads((TEMPLATE.parent / f"{args.workflow}.json").read_text())
             for index, case in enumerate(args.case):
                 last = self.report["cases"][-1].get("case_s") if self.report["cases"] else None
                 if self.left_s() <= 0 or (last is not None and last > self.left_s()):
@@ -298,10 +358,16 @@ class Cards(Bench):
         log(f"wrote the models in {files['write_s']} s: {json.dumps(files)}")
         for kind in ("diffusion_models", "vae", "text_encoders"):
             folder_paths.add_model_folder_path(kind, str(models / kind), is_default=True)
-        for sub, setter in (("output", folder_paths.set_output_directory), ("temp", folder_paths.set_temp_directory)):
+        for sub, setter in (("output", folder_paths.set_output_directory), ("temp", folder_paths.set_temp_directory),
+                            ("input", folder_paths.set_input_directory)):
             (work / sub).mkdir(parents=True, exist_ok=True)
             setter(str(work / sub))
-        self.comfy = Comfy()
+        from tools.standins import write_standin_image
+        from tools.workflows import WORKFLOWS
+
+        for image in WORKFLOWS[args.workflow].images:  # LoadImage's file
+            write_standin_image(work / "input" / image)
+        self.comfy = Comfy(extra_nodes=args.workflow != TEMPLATE.stem)
         mine, pack = set(WEIGHTS), set(self.comfy.module("nodes.comfy_model").WEIGHT_DTYPES)
         if mine != pack:
             raise RuntimeError(f"the loader's weight_dtype options are now {sorted(pack)}: update WEIGHTS")
@@ -330,7 +396,8 @@ class Cards(Bench):
             writes = self.recorder.begin()
             executed = self.execute(prompt)
             row.update(finished=not executed.interrupted, stopped="deadline" if executed.interrupted else None,
-                       prompt_s=executed.seconds, node_s=executed.node_s)
+                       prompt_s=executed.seconds, node_s=executed.node_s,
+                       mean_s_per_block=mean_s_per_block(prompt, executed.node_s))
         except Exception as e:  # noqa: BLE001 (a case that fails is a result)
             row.update(error=f"{type(e).__name__}: {e}".splitlines()[0], traceback=traceback.format_exc())
             log(f"{case.label} FAILED: {row['traceback']}")

@@ -261,13 +261,17 @@ class Executed:
 class Comfy:
     """ComfyUI's executor with the core nodes, this pack and the test pack registered, and a queue-like `run`."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, extra_nodes: bool = False) -> None:
+        """`extra_nodes`: also ComfyUI's built-in extra nodes (comfy_extras: CreateVideo, SaveVideo, ...), which the
+        example workflows other than the stream template save with."""
         import comfy.utils
         import execution
         import nodes
 
         self.nodes, self.execution = nodes, execution
         asyncio.run(nodes.init_public_apis())
+        if extra_nodes:
+            asyncio.run(nodes.init_builtin_extra_nodes())
         builtin = set(nodes.NODE_CLASS_MAPPINGS)
         self.pack = self._load(REPO, builtin)
         self._load(TEST_NODES, builtin)
@@ -306,8 +310,10 @@ class Comfy:
                                f"{failure.get('exception_message')}\n{''.join(failure.get('traceback', []))}")
         steps = [(t, d["node"]) for t, e, d in events if e == "executing" and d.get("node") is not None]
         end = next((t for t, e, _ in reversed(events) if e.startswith("execution_")), time.perf_counter())
-        node_s = {prompt[node]["class_type"]: round(later - t, 4)
-                  for (t, node), later in zip(steps, [t for t, _ in steps[1:]] + [end])}
+        node_s: dict[str, float] = {}  # per node type, summed over its nodes
+        for (t, node), later in zip(steps, [t for t, _ in steps[1:]] + [end]):
+            kind = prompt[node]["class_type"]
+            node_s[kind] = round(node_s.get(kind, 0.0) + later - t, 4)
         messages = {k: n - counts.get(k, 0) for k, n in self.server.counts.items() if n > counts.get(k, 0)}
         return Executed(prompt_id, seconds, interrupted, self.executor.history_result["outputs"], node_s, messages)
 

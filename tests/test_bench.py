@@ -225,3 +225,35 @@ def test_loading_holds_one_copy_of_the_weights(tmp_path, layout):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(js.read_text())
     assert report["model_bytes"] > 2 ** 27 and report["peak_over_model"] < 1.1, report
+
+
+@pytest.mark.comfyui
+def test_cards_bench_runs_another_example_workflow_tiny_cpu(tmp_path):
+    """bench/cards.py --workflow: the image-to-video example (LoadImage, VAE Encode, CausVid Sampler, VAE Decode,
+    Save Video) on the tiny stand-ins with an fp8 cache case; s / block from the sampler's time over its blocks;
+    the video saved; and a workflow that names the 14B refused with --model 1.3B."""
+    import subprocess
+    import sys
+
+    from tools.comfy_server import COMFY_DIR, REPO_ROOT, comfyui_available
+
+    if not comfyui_available():
+        pytest.skip("ComfyUI is not installed (scripts/setup.sh)")
+    script = str(REPO_ROOT / "bench" / "cards.py")
+    wrong = subprocess.run([sys.executable, script, "--workflow", "causvid_14b_lightx2v_3_fragments", "--model", "1.3B"],
+                           capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 2 and "loads the 14B model, not 1.3B" in wrong.stderr, wrong.stderr
+    js = tmp_path / "cards.json"
+    proc = subprocess.run(
+        [sys.executable, script, "--comfyui", str(COMFY_DIR), "--tiny", "--device", "cpu", "--workflow",
+         "causvid_image_to_video", "--case", "cap=none,kv=fp8", "--work-dir", str(tmp_path / "work"), "--json",
+         str(js)], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    report = json.loads(js.read_text())
+    (case,) = report["cases"]
+    assert case["finished"] and not case["error"], case
+    assert {"LoadImage", "VAEEncode", "CausVidSampler", "VAEDecode", "SaveVideo"} <= set(case["node_s"]), case
+    assert math.isfinite(case["mean_s_per_block"]) and case["mean_s_per_block"] > 0 and case["slowdown"] == 1.0
+    assert report["settings"]["workflow"] == "causvid_image_to_video"
+    saved = list((tmp_path / "work" / "output" / "bench").glob("cards_0_SaveVideo*"))
+    assert saved, list((tmp_path / "work" / "output").rglob("*"))
