@@ -51,7 +51,11 @@ POLICIES = {
     "sink_at_read": lambda: dataclasses.replace(cache_policy.sink(3, 12), rope_at_read=True),
     "rolling_at_read": lambda: dataclasses.replace(cache_policy.rolling(21), rope_at_read=True),
     "reward_forcing": lambda: cache_policy.ema_sink(3, 9, 0.999),
+    "rolling_forcing": lambda: cache_policy.family_policy("Rolling Forcing 1.3B"),
 }
+OWN_SCHEDULE = {"rolling_forcing": "Rolling Forcing 1.3B"}
+"""Policies that come with their own sampler: Rolling Forcing's joint window (s / block: between blocks leaving
+the window; no CUDA graphs yet)."""
 """`sink_at_read` / `rolling_at_read`: `sink` / `rolling` with keys cached un-rotated and rotated at every read (the
 cost of read-time positions; the latents are compared with the write-time policy's of the same option);
 `reward_forcing`: Reward Forcing's EMA sink at slot
@@ -103,11 +107,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def video(model, context, args, policy, option: str, graphs,
-          blocks: int | None = None) -> tuple[list[float], float, torch.Tensor]:
+          blocks: int | None = None, schedule_name: str | None = None) -> tuple[list[float], float, torch.Tensor]:
     """(seconds per block, seconds to the first block's last step, latents on the CPU)."""
     device = context.device
     clock = Clock(device)
-    schedule = causal.SCHEDULES[args.schedule]
+    schedule = causal.SCHEDULES[schedule_name or args.schedule]
     marks: list[Any] = []
 
     def progress(p: causal.Progress) -> None:
@@ -158,6 +162,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 continue
             graphs = None
             if "graphs" in option:
+                if name in OWN_SCHEDULE:
+                    print(f"skipping {name} {option}: its sampler runs without CUDA graphs", flush=True)
+                    continue
                 if not cuda:
                     print(f"skipping {option}: CUDA graphs need a CUDA device", flush=True)
                     continue
@@ -168,9 +175,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 torch.cuda.reset_peak_memory_stats(device)
             t0 = time.perf_counter()
             warmup = min(args.blocks, policy.cache_frames(3) // 3 + 2)  # every slot once, compiled and captured
-            _, cold_first, _ = video(model, context, args, policy, option, graphs, warmup)
+            own = OWN_SCHEDULE.get(name)
+            _, cold_first, _ = video(model, context, args, policy, option, graphs, warmup, own)
             warmup_s = time.perf_counter() - t0
-            blocks, first, latents = video(model, context, args, policy, option, graphs)
+            blocks, first, latents = video(model, context, args, policy, option, graphs, schedule_name=own)
             steady = sorted(blocks[full_after:] or blocks)
             row = {"policy": name, "describe": policy.describe(), "option": option,
                    "steady_s": steady[len(steady) // 2], "first_block_s": first, "cold_first_block_s": cold_first,

@@ -139,6 +139,7 @@ FAMILY_POLICIES: dict[str, CachePolicy] = {
     "Self-Forcing / LongLive 1.3B": rolling(21),
     "LongLive 1.3B": sink(3, 12),
     "Reward Forcing 1.3B": ema_sink(3, 9, 0.999),
+    "Rolling Forcing 1.3B": sink(3, 24),
     "Causal-Forcing chunk-wise 1.3B": rolling(21),
     "Causal-Forcing frame-wise 1.3B": rolling(21),
     "Causal-Forcing++ frame-wise 2-step": rolling(21),
@@ -149,7 +150,9 @@ FAMILY_POLICIES: dict[str, CachePolicy] = {
 each 21-frame rollout), CausVid-Plus slides a 21-frame window (the 14B's training code), LightX2V chains
 fragments, Self-Forcing rolls a local window (beyond its trained 21 frames), LongLive keeps a 3-frame sink in
 a 12-frame cache (its inference config), Reward Forcing an EMA sink of 3 in a 9-frame cache at slot
-positions (its `model_kwargs` and `compression_alpha` default). Causal-Forcing keeps a full 21-frame cache in
+positions (its `model_kwargs` and `compression_alpha` default), Rolling Forcing its anchor block in a 24-frame
+cache (the cache's size here: what each forward attends to is its sampler's, `causal.rolling_window`).
+Causal-Forcing keeps a full 21-frame cache in
 its own 81-frame videos (its README warns that its 5-second models are not made for long ones); past 21 frames
 the window rolls, as Self-Forcing's does. Krea Realtime rebuilds a 3-frame context before every block (its server's
 `kv_cache_num_frames = 3`)."""

@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 import torch
 
 from . import kernels
-from .cache_policy import CachePolicy, fragments
+from .cache_policy import CachePolicy, family_policy, fragments
 from .config import LATENT_CHANNELS, VAE_STRIDE
 from .context import ContextWindow, History
 from .host import to_device
@@ -40,6 +40,7 @@ from .kv_cache_fp8 import Fp8KVCache, video_cache
 from .model import CausalWanModel
 from .rebuilt_context import RebuiltContext, Reencoder
 from .prompts import PromptChange, check_timeline, per_segment, prompt_at
+from .rolling_window import ROLLING_FORCING_CACHE, Window, sample_rolling
 from .schedule import Schedule
 
 FRAMES_PER_BLOCK = 3
@@ -249,7 +250,8 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
              kv_cache_fp8: bool = False) -> Generation:
     """Sample a video block by block; see `sample_video` for the arguments."""
     frames_per_block = frames_per_block or schedule.frames_per_block
-    policy = policy or fragments(num_frames)
+    own_policy = family_policy_of(schedule) if schedule.joint_window else None  # the joint window's cache size
+    policy = policy or own_policy or fragments(num_frames)
     if num_fragments < 1:
         raise ValueError(f"num_fragments must be at least 1 (got {num_fragments})")
     if start_latents is not None and resume is not None:
@@ -281,6 +283,20 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
         return torch.randn(shape, generator=generator, dtype=noise_dtype, device=device)
 
     renoise = renoise or draw
+    if schedule.joint_window:
+        unsupported = [what for what, given in (
+            ("start latents", start_latents is not None), ("a history to resume", resume is not None),
+            ("record", record), ("CUDA graphs", graphs is not None), ("the FP8 KV cache", kv_cache_fp8),
+            ("a prompt timeline", len(timeline) > 1), (f"the {policy.describe()}", policy != own_policy),
+            ("more than one fragment", num_fragments > 1)) if given]
+        if unsupported:
+            raise ValueError(f"{schedule.name} samples a window of blocks together (Rolling Forcing): it does not take "
+                             f"{', '.join(unsupported)} yet; leave them at their defaults (cache: the preset's)")
+        video_noise = noise if noise is not None else draw((batch, total, LATENT_CHANNELS, h, w))
+        return _generate_joint_window(model, timeline[0].context, video_noise.to(device=device, dtype=dtype),
+                                      schedule=schedule, glue=glue, renoise=renoise, on_block=on_block,
+                                      keep_latents=keep_latents, progress=progress, output_device=output_device,
+                                      size=(height, width))
     # the video's first block may have its own step list (Causal-Forcing++); a resumed video is past it
     step_lists = {first: schedule.steps_for(first) for first in (True, False)}
     num_blocks = total // frames_per_block
@@ -406,6 +422,52 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
     latents = torch.cat(blocks, dim=2) if blocks else last_block.new_empty(*last_block.shape[:2], 0,
                                                                            *last_block.shape[3:])
     return Generation(latents=to_device(latents, output_device), last_block=last_block, history=window.history)
+
+
+def family_policy_of(schedule: Schedule) -> CachePolicy | None:
+    """The cache policy of a preset's schedule (custom steps keep their family's); None for a schedule no preset
+    has."""
+    try:
+        return family_policy(schedule.name)
+    except ValueError:
+        return None
+
+
+def _generate_joint_window(model: CausalWanModel, context: torch.Tensor, noise: torch.Tensor, *, schedule: Schedule,
+                           glue: kernels.Glue, renoise: Renoise, on_block: Callable[[torch.Tensor], None] | None,
+                           keep_latents: bool, progress: Callable[[Progress], None] | None,
+                           output_device: torch.device, size: tuple[int, int]) -> Generation:
+    """Rolling Forcing's sampler (`rolling_window.sample_rolling`) behind `generate`'s callbacks: progress after
+    every window (`step` is the window's oldest block's), `on_block` as each block leaves the window final."""
+    height, width = size
+    batch, total, _, _, _ = noise.shape
+    n_b, num_steps = schedule.frames_per_block, schedule.num_steps
+    cache = video_cache(model.config, False, batch=batch, height=height, width=width,
+                        num_frames=ROLLING_FORCING_CACHE, dtype=noise.dtype, device=noise.device)
+    completed, final = 0, []
+
+    def after_window(window: Window, x0: torch.Tensor) -> None:
+        nonlocal completed
+        completed += len(window.steps)
+        oldest = x0[:, :, :n_b]
+        if window.steps[0] == num_steps - 1:
+            final.append(oldest)
+            if on_block is not None:
+                on_block(oldest)
+        if progress is not None:
+            progress(Progress(0, window.first, window.steps[0], num_steps, completed, total // n_b * num_steps,
+                              oldest))
+
+    try:
+        latents = sample_rolling(model, model.text_kv(context.to(noise.device), noise.dtype), noise=noise,
+                                 schedule=schedule, cache=cache, tokens_per_frame=model.config.tokens_per_frame(
+                                     height, width), renoise=renoise, glue=glue, after_window=after_window)
+    finally:
+        cache.release()
+    if not torch.isfinite(latents).all():
+        raise FloatingPointError(_NON_FINITE.format(what="a block of the video"))
+    kept = latents if keep_latents else latents[:, :, :0]
+    return Generation(latents=to_device(kept, output_device), last_block=final[-1], history=None)
 
 
 def sample_video(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tensor] | Sequence[PromptChange], *,

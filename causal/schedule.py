@@ -63,6 +63,9 @@ class Schedule:
     """A final 0 in the list is a real step (Krea Realtime): the step before it re-noises to the table's last
     sigma (the entry nearest T = 0: 0.00498 at shift 5) and the network runs once more at timestep 0. Without
     it a final 0 only ends the list, as in the other families' configs."""
+    joint_window: bool = False
+    """Rolling Forcing: one block per step denoised together in one forward, each at its own step, the window
+    sliding by a block (`causal.rolling_window`), instead of each block's steps in turn."""
 
     def __post_init__(self) -> None:
         steps = [float(s) for s in self.step_list]
@@ -113,7 +116,7 @@ class Schedule:
         return Schedule(name=f"{self.name} (custom steps)", step_list=tuple(step_list), shift=self.shift,
                         warp=self.warp, clean_pass=self.clean_pass, lightx2v_arithmetic=self.lightx2v_arithmetic,
                         frames_per_block=self.frames_per_block, first_block_steps=self.first_block_steps,
-                        zero_step=self.zero_step)
+                        zero_step=self.zero_step, joint_window=self.joint_window)
 
 
 SCHEDULES: dict[str, Schedule] = {s.name: s for s in (
@@ -125,6 +128,7 @@ SCHEDULES: dict[str, Schedule] = {s.name: s for s in (
     Schedule("Self-Forcing / LongLive 1.3B", (1000, 750, 500, 250), shift=5.0, warp=True),
     Schedule("LongLive 1.3B", (1000, 750, 500, 250), shift=5.0, warp=True),
     Schedule("Reward Forcing 1.3B", (1000, 750, 500, 250), shift=5.0, warp=True),
+    Schedule("Rolling Forcing 1.3B", (1000, 800, 600, 400, 200), shift=5.0, warp=True, joint_window=True),
     Schedule("Causal-Forcing chunk-wise 1.3B", (1000, 750, 500, 250), shift=5.0, warp=True),
     Schedule("Causal-Forcing frame-wise 1.3B", (1000, 750, 500, 250), shift=5.0, warp=True, frames_per_block=1),
     Schedule("Causal-Forcing++ frame-wise 2-step", (1000, 500), shift=5.0, warp=True, frames_per_block=1,
@@ -136,6 +140,7 @@ SCHEDULES: dict[str, Schedule] = {s.name: s for s in (
 """Presets per checkpoint family (docs/algorithm.md §4.3, §10.1). "CausVid-Plus 14B" is the schedule the
 14B weights were trained with; "LightX2V CausVid 14B" reproduces LightX2V's runner (warped, no clean pass).
 "LongLive 1.3B" and "Reward Forcing 1.3B" have Self-Forcing's steps (Reward Forcing's `configs/reward_forcing.yaml`);
-they differ in their cache policies (`cache_policy.FAMILY_POLICIES`).
+they differ in their cache policies (`cache_policy.FAMILY_POLICIES`). "Rolling Forcing 1.3B" is its
+`configs/rolling_forcing_dmd.yaml` with its joint-window sampler (`joint_window`).
 "Krea Realtime 14B" is its server's default, `linspace(1000, 0, 5)` warped: 1000, 937.5, 833.33, 625 and a last
 forward at 0 (its `get_denoising_schedule`); no clean pass, because its context is rebuilt before every block."""

@@ -276,8 +276,10 @@ def sampling_memory(model, job: Job, batch: int) -> SamplingMemory:
     shape = dict(batch=batch, num_frames=job.policy.cache_frames(block), height=job.height, width=job.width,
                  dtype=compute_dtype(model))
     fp8 = job.kv_cache == "fp8"
-    return SamplingMemory(total=working_memory_bytes(network, **shape, frames_per_block=block, kv_cache_fp8=fp8,
-                                                     rope_at_read=job.policy.rope_at_read),
+    joint = job.schedule.joint_window  # Rolling Forcing: a window of blocks per forward, keys rotated when read
+    frames_per_forward = block * (job.schedule.num_steps if joint else 1)
+    return SamplingMemory(total=working_memory_bytes(network, **shape, frames_per_block=frames_per_forward,
+                                                     kv_cache_fp8=fp8, rope_at_read=job.policy.rope_at_read or joint),
                           cache=kv_cache_bytes(network, **shape, fp8=fp8))
 
 
@@ -324,6 +326,9 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
     previewer's. `vae` serves the recompute policy (Krea Realtime), which decodes and encodes as it samples;
     `on_decoded` then gets each block's decoded frames (see `shares_decode`)."""
     network = causal_network(model)
+    if job.resume is not None and job.resume.history is None:
+        raise ValueError(f"this state comes from {job.resume.schedule.name}, whose window of blocks sampled together "
+                         "cannot be continued yet: make the whole video in one Sampler or Stream to Video run")
     if job.resume is not None and job.resume.model != network.config.name:
         raise ValueError(f"this state was made by the {job.resume.model} model; connect the same model to continue "
                          f"it (this one is {network.config.name})")
@@ -344,6 +349,10 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
             extra_models = (*extra_models, vae.patcher)
             extra_memory += vae.memory_used_decode((1, 16, 1, job.height // 8, job.width // 8), vae.vae_dtype)
     speed = choose_speed(job.speed, device)
+    if speed.graphs and job.schedule.joint_window:
+        log.info("CausVid: CUDA graphs off for %s (its window of blocks is not captured yet; same numbers)",
+                 job.schedule.name)
+        speed = dataclasses.replace(speed, graphs=False)
     cache_frames = job.policy.cache_frames(block)
     fp8 = job.kv_cache == "fp8"
     memory = sampling_memory(model, job, batch).total
@@ -386,7 +395,8 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
         result = generate(network, timeline, height=job.height, width=job.width, schedule=job.schedule,
                           policy=job.policy, num_frames=job.num_frames, total_frames=total, generator=job.generator,
                           start_latents=job.start, resume=None if job.resume is None else job.resume.history,
-                          device=device, dtype=dtype, output_device="cpu", record=True, progress=progress,
+                          device=device, dtype=dtype, output_device="cpu", record=not job.schedule.joint_window,
+                          progress=progress,
                           on_block=None if on_block is None else block_done, keep_latents=keep_video,
                           fused_kernels=speed.fused_kernels, graphs=graphs, reencoder=reencoder, kv_cache_fp8=fp8)
     except mm.InterruptProcessingException:

@@ -400,6 +400,27 @@ def test_a_state_continues_only_on_the_model_that_made_it(comfy_server, standins
     assert f"made by the {TINY.name} model" in result.error["exception_message"], result.describe()
 
 
+def test_a_rolling_forcing_video_is_refused_by_continue_with_what_to_do(comfy_server, standins):
+    """Rolling Forcing's state carries no cache history (its window of blocks is sampled together): CausVid Continue
+    stops with a message that says to make the whole video in one run, and the sampler's own output is whole."""
+    prompt = {
+        "1": {"class_type": "CausVidModelLoader", "inputs": {"ckpt_name": eg.CAUSVID_13B, "weight_dtype": "default"}},
+        "3": {"class_type": "CausVidTestConditioning", "inputs": {"text": "a cat", "width": TINY.text_dim}},
+        "4": {"class_type": "CausVidSampler", "inputs": {
+            "model": ["1", 0], "positive": ["3", 0], "width": W, "height": H, "length": 57,
+            "preset": "Rolling Forcing 1.3B", "custom_steps": "", "seed": 0, "num_fragments": 1}},
+        "5": {"class_type": "CausVidContinue", "inputs": {"model": ["1", 0], "state": ["4", 1], "positive": ["3", 0],
+                                                          "num_fragments": 1}},
+        "6": {"class_type": "CausVidTestShowShape", "inputs": {"latent": ["5", 0]}},
+    }
+    result = comfy_server.run(prompt, timeout=300)
+    assert result.status == "error" and result.error["node_id"] == "5", result.describe()
+    assert "cannot be continued yet" in result.error["exception_message"], result.describe()
+    alone = {k: v for k, v in prompt.items() if k in ("1", "3", "4")}
+    alone["6"] = {"class_type": "CausVidTestShowShape", "inputs": {"latent": ["4", 0]}}
+    run_ok(comfy_server, alone)
+
+
 def test_a_cache_larger_than_free_ram_is_refused_before_allocation(comfy_server, standins):
     """On the CPU nothing makes room the way model management does on a GPU: a 1020-frame window at 4096x4096
     (hundreds of GB of KV cache) is refused with the sizes, and the server goes on serving."""
@@ -511,38 +532,41 @@ def test_krea_recompute_samples_with_the_vae_and_continues_exactly(comfy_server,
     assert torch.equal(continued, single), (continued - single).abs().max()
 
 
-SELF_FORCING, REWARD_FORCING = "Self-Forcing / LongLive 1.3B", "Reward Forcing 1.3B"
+SELF_FORCING, REWARD_FORCING, ROLLING_FORCING = "Self-Forcing / LongLive 1.3B", "Reward Forcing 1.3B", \
+    "Rolling Forcing 1.3B"
 
 
 @pytest.mark.parametrize("speed, kv_cache, preset", [("exact", "bf16", SELF_FORCING), ("fast", "bf16", SELF_FORCING),
-                                                     ("exact", "fp8", SELF_FORCING), ("fast", "bf16", REWARD_FORCING)])
+                                                     ("exact", "fp8", SELF_FORCING), ("fast", "bf16", REWARD_FORCING),
+                                                     ("fast", "bf16", ROLLING_FORCING)])
 def test_the_nodes_latents_are_the_librarys_bit_for_bit(comfy_server, standins, speed, kv_cache, preset):
     """What CausVid Sampler returns is `causal.generate`'s video of the same file, prompt, seed, policy, compute
     dtype and KV cache, bit for bit (in VAE space, as the node hands it on): the node only adapts. Here on the CPU
     the node computes in float32 (ComfyUI's choice without a GPU; bf16 weights cast per op), and `fast` runs exact
     (its compiled kernels need CUDA). Reward Forcing's preset brings its own cache (an EMA sink of 3 in 9 frames,
-    slot positions), past its first eviction."""
+    slot positions), past its first eviction; Rolling Forcing's its joint window of 5 blocks."""
     import hashlib
 
     import torch
     from safetensors.torch import load_file
 
     import causal
-    from causal.cache_policy import ema_sink, rolling
+    from causal.cache_policy import ema_sink, rolling, sink
     from tools.comfy_inprocess import add_comfyui_to_sys_path
 
     text = "a fox runs through the snow"
-    seconds, policy = (2.0, rolling(6)) if preset == SELF_FORCING else (3.0, ema_sink(3, 9, 0.999))
+    seconds, policy = {SELF_FORCING: (2.0, rolling(6)), REWARD_FORCING: (3.0, ema_sink(3, 9, 0.999)),
+                       ROLLING_FORCING: (4.0, sink(3, 24))}[preset]
     prompt = {
         "1": {"class_type": "CausVidModelLoader", "inputs": {"ckpt_name": eg.CAUSVID_13B, "weight_dtype": "bf16"}},
         "2": {"class_type": "CausVidTestConditioning", "inputs": {"text": text, "width": TINY.text_dim}},
         "3": {"class_type": "CausVidSampler", "inputs": {
             "model": ["1", 0], "positive": ["2", 0], "width": W, "height": H, "length": LENGTH,
             "preset": preset, "custom_steps": "", "seed": 77, "num_fragments": 1,
-            "cache": "rolling" if preset == SELF_FORCING else "preset default", "window": 6 if preset == SELF_FORCING else 0,
-            "seconds": seconds, "speed": speed, "kv_cache": kv_cache}},
-        "4": {"class_type": "SaveLatent", "inputs": {"samples": ["3", 0],
-                                                     "filename_prefix": f"e2e/library_{speed}_{kv_cache}_{preset[:4]}"}},
+            "cache": "rolling" if preset == SELF_FORCING else "preset default",
+            "window": 6 if preset == SELF_FORCING else 0, "seconds": seconds, "speed": speed, "kv_cache": kv_cache}},
+        "4": {"class_type": "SaveLatent", "inputs": {
+            "samples": ["3", 0], "filename_prefix": f"e2e/library_{speed}_{kv_cache}_{preset[:4]}"}},
     }
     result = run_ok(comfy_server, prompt, timeout=120)
     (path,) = comfy_server.output_paths(result, node_id="4")
@@ -562,5 +586,6 @@ def test_the_nodes_latents_are_the_librarys_bit_for_bit(comfy_server, standins, 
     import comfy.latent_formats
 
     expected = comfy.latent_formats.Wan21().process_out(library.float())
-    assert node.shape == expected.shape and node.shape[2] == frames > policy.window  # past the window
+    window = 5 * 3 if preset == ROLLING_FORCING else policy.window  # Rolling Forcing: its 5 blocks sampled together
+    assert node.shape == expected.shape and node.shape[2] == frames > window  # past the window
     assert torch.equal(node, expected), (node - expected).abs().max()

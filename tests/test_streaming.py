@@ -480,6 +480,18 @@ def test_stream_to_video_writes_the_whole_video(comfy_server, standins):
 
 
 
+def test_stream_to_video_writes_rolling_forcing_blocks_as_they_leave_its_window(comfy_server, standins):
+    """Rolling Forcing samples 5 blocks together and a block is final when it leaves the window: 4 s (18 latent
+    frames, 6 blocks) streamed whole, the file equal in length to the video, progress after every window."""
+    prompt, node_id = _stream_prompt("video/stream_rolling_forcing", seconds=4.0, seed=3)
+    prompt[node_id]["inputs"].update(preset="Rolling Forcing 1.3B", cache="preset default")
+    result = comfy_server.run(prompt, timeout=180)
+    assert result.status == "success", result.describe() + comfy_server.log_tail(3000)
+    (path,) = comfy_server.output_paths(result, node_id=node_id)
+    assert _frames_in(path) == (1 + 4 * 17, 16.0)  # 18 latent frames -> 69 video frames
+    assert len([p for p in result.of_type("progress") if p["node"] == node_id]) == 6 + 5 - 1
+
+
 def test_stream_to_video_takes_a_tiny_decoder(comfy_server, standins):
     """CausVid Stream to Video with a tiny taew2_1 in models/vae (VAE Loader): the same 2 s video, 33 frames."""
     name = "tiny_taew2_1.safetensors"
