@@ -21,7 +21,7 @@ from causal import PromptChange, Schedule, generate
 from causal.cache_policy import ema_sink, family_policy, fragments, rolling, sink
 from causal.context import ContextWindow
 from causal.kv_cache import KVCache
-from tools.tiny import TINY, latent_size, prompt, tiny_model
+from tools.tiny import Draws, TINY, latent_size, prompt, tiny_model
 
 H, W = 32, 48
 h, w = latent_size(H, W)
@@ -37,17 +37,6 @@ def model():
 
 def _noise(frames, seed=0):
     return torch.randn(1, frames, 16, h, w, generator=torch.Generator().manual_seed(seed)).to(torch.bfloat16)
-
-
-class Draws:
-    def __init__(self, seed=100):
-        self.g = torch.Generator().manual_seed(seed)
-        self.tensors = []
-
-    def __call__(self, shape):
-        t = torch.randn(shape, generator=self.g).to(torch.bfloat16)
-        self.tensors.append(t)
-        return t
 
 
 def _denoise_block(model, text, cache, x_noise, eps, schedule, cache_frame, rope_frame):

@@ -16,7 +16,7 @@ from causal.cache_policy import CachePolicy, family_policy, recompute, rolling
 from causal.kv_cache import KVCache
 from causal.rebuilt_context import ReencodedFrames, decoded_frames_kept
 from causal.schedule import nearest_sigma, sigma_table
-from tools.tiny import TINY, latent_size, prompt, tiny_model
+from tools.tiny import Draws, TINY, latent_size, prompt, tiny_model
 
 H, W = 32, 48
 h, w = latent_size(H, W)
@@ -57,14 +57,6 @@ class StandinVae:
 def _reencoder(context_frames=3):
     vae = StandinVae()
     return ReencodedFrames(vae.decode, vae.encode, context_frames)
-
-
-class Draws:
-    def __init__(self, seed=100):
-        self.g = torch.Generator().manual_seed(seed)
-
-    def __call__(self, shape):
-        return torch.randn(shape, generator=self.g).to(torch.bfloat16)
 
 
 def _krea_step_list(steps=5, strength=1.0, shift=5.0):

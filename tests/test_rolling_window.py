@@ -16,7 +16,7 @@ from causal.kv_cache import KVCache
 from causal.rolling_window import ROLLING_FORCING_ATTENTION, ROLLING_FORCING_CACHE, sample_rolling, windows
 from causal.rope import apply_rope
 from causal.schedule import Schedule
-from tools.tiny import TINY, latent_size, prompt, tiny_model
+from tools.tiny import Draws, TINY, latent_size, prompt, tiny_model
 
 H, W = 32, 48
 h, w = latent_size(H, W)
@@ -27,17 +27,6 @@ STEPS = Schedule("rolling forcing", (1000, 800, 600, 400, 200), shift=5.0, warp=
 @pytest.fixture(scope="module")
 def model():
     return tiny_model(torch.bfloat16)
-
-
-class Draws:
-    def __init__(self, seed=100):
-        self.g = torch.Generator().manual_seed(seed)
-        self.tensors = []
-
-    def __call__(self, shape):
-        t = torch.randn(shape, generator=self.g).to(torch.bfloat16)
-        self.tensors.append(t)
-        return t
 
 
 class RollingForcingCache:

@@ -10,7 +10,7 @@ import causal
 import causal.cache_policy
 from causal import SCHEDULES, Schedule, fragment_lengths, generate, sample_video
 from causal.kv_cache import KVCache
-from tools.tiny import TINY, latent_size, prompt, tiny_model
+from tools.tiny import Draws, TINY, latent_size, prompt, tiny_model
 
 H, W = 32, 48  # pixels -> latents 4×6, 2×3 = 6 tokens per frame
 h, w = latent_size(H, W)
@@ -24,21 +24,6 @@ def model():
 
 def _noise(frames, seed=0, batch=1, dtype=torch.bfloat16):
     return torch.randn(batch, frames, 16, h, w, generator=torch.Generator().manual_seed(seed)).to(dtype)
-
-
-class Draws:
-    """A re-noise source that records the shapes it was asked for."""
-
-    def __init__(self, seed=100, dtype=torch.bfloat16):
-        self.g = torch.Generator().manual_seed(seed)
-        self.shapes, self.tensors = [], []
-        self.dtype = dtype
-
-    def __call__(self, shape):
-        t = torch.randn(shape, generator=self.g).to(self.dtype)
-        self.shapes.append(shape)
-        self.tensors.append(t)
-        return t
 
 
 def _oracle(model, context, noise, eps, schedule, frames):

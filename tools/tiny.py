@@ -24,3 +24,20 @@ def prompt(batch: int = 1, tokens: int = 12, width: int = TINY.text_dim, seed: i
 def latent_size(height: int, width: int) -> tuple[int, int]:
     """(h, w) of the latent of a height x width video: the Wan VAE's spatial stride."""
     return height // VAE_STRIDE[1], width // VAE_STRIDE[2]
+
+
+class Draws:
+    """A seeded re-noise source for `generate(renoise=...)` that records what it drew (the renditions in the tests
+    replay `tensors` in order)."""
+
+    def __init__(self, seed: int = 100, dtype: torch.dtype = torch.bfloat16) -> None:
+        self.g = torch.Generator().manual_seed(seed)
+        self.dtype = dtype
+        self.shapes: list[tuple[int, ...]] = []
+        self.tensors: list[torch.Tensor] = []
+
+    def __call__(self, shape: tuple[int, ...]) -> torch.Tensor:
+        t = torch.randn(shape, generator=self.g).to(self.dtype)
+        self.shapes.append(shape)
+        self.tensors.append(t)
+        return t
