@@ -9,6 +9,8 @@
   offsets attention sees never exceed the window.
 * `sink` (LongLive, Self-Forcing with `sink_size`): as `rolling`, but the first `sink` frames of the
   video stay in the cache for ever (an attention sink) and eviction starts after them.
+* `sink` flushed at a prompt switch (Infinity-RoPE): the sink and the newest frames that leave room for a block
+  stay, moved right after the sink; nothing is recomputed under the new prompt.
 * `sink` with `sink_ema` (Reward Forcing): an evicted block is blended into the sink instead of forgotten,
   sink <- alpha * sink + (1 - alpha) * evicted (keys and values, in the cache's dtype).
 * `recompute` (Krea Realtime): nothing is kept between blocks. Before every block the cache is rebuilt from
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 
 KINDS = ("fragments", "rolling", "sink", "recompute")
 POSITIONS = ("video", "slot")
+SWITCHES = ("recache", "flush")
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,10 @@ class CachePolicy:
     positions: str = "video"
     """The RoPE position of a cached frame and of the chunk being made: its frame index in the video ("video";
     fragments and recompute count from their window's start), or its slot in the cache ("slot")."""
+    on_switch: str = "recache"
+    """What a prompt switch does to the cache: LongLive's re-cache of the window under the new prompt ("recache"),
+    or Infinity-RoPE's flush ("flush": the sink and the most recent frames that leave room for one block stay,
+    the rest is dropped, nothing is recomputed)."""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -74,6 +81,9 @@ class CachePolicy:
             raise ValueError(f"unknown positions '{self.positions}'; choose one of {', '.join(POSITIONS)}")
         if self.positions == "slot" and not self.rope_at_read:
             raise ValueError("slot positions need rope_at_read: a key's position changes as it moves in the cache")
+        if self.on_switch not in SWITCHES or (self.on_switch == "flush" and self.kind != "sink"):
+            raise ValueError(f"on_switch is one of {', '.join(SWITCHES)} ('flush' for the sink policy only), not "
+                             f"'{self.on_switch}' with {self.kind}")
         if self.sink >= self.window:
             raise ValueError(f"the sink ({self.sink} frames) must be smaller than the window ({self.window} frames)")
 
@@ -106,7 +116,8 @@ class CachePolicy:
         if self.kind == "rolling":
             return f"rolling window of {self.window} latent frames"
         ema = "" if self.sink_ema is None else f" (EMA sink, alpha {self.sink_ema:g})"
-        return f"sink of {self.sink} + window of {self.window} latent frames{ema}"
+        flush = ", flushed at a prompt switch" if self.on_switch == "flush" else ""
+        return f"sink of {self.sink} + window of {self.window} latent frames{ema}{flush}"
 
 
 def fragments(window: int = 21) -> CachePolicy:
@@ -125,6 +136,12 @@ def recompute(context_frames: int = 3, *, keep_first_frame: bool = False) -> Cac
     return CachePolicy("recompute", context_frames, keep_first_frame=keep_first_frame)
 
 
+def infinity_rope(sink_frames: int = 1, window: int = 6) -> CachePolicy:
+    """Infinity-RoPE's cache on a Self-Forcing model (its `configs/self_forcing_dmd.yaml`: `sink_size` 1,
+    `local_attn_size` 6): positions the frames' slots (its block-relativistic RoPE), a prompt switch flushes."""
+    return CachePolicy("sink", window, sink_frames, rope_at_read=True, positions="slot", on_switch="flush")
+
+
 def ema_sink(sink_frames: int = 3, window: int = 9, alpha: float = 0.999) -> CachePolicy:
     """Reward Forcing's cache: a sink of `sink_frames` in a `window`-frame cache (its `sink_size` 3 and
     `local_attn_size` 9), evicted blocks blended into the sink, positions the frames' slots."""
@@ -140,6 +157,7 @@ FAMILY_POLICIES: dict[str, CachePolicy] = {
     "LongLive 1.3B": sink(3, 12),
     "Reward Forcing 1.3B": ema_sink(3, 9, 0.999),
     "Rolling Forcing 1.3B": sink(3, 24),
+    "Infinity-RoPE (Self-Forcing 1.3B)": infinity_rope(1, 6),
     "Causal-Forcing chunk-wise 1.3B": rolling(21),
     "Causal-Forcing frame-wise 1.3B": rolling(21),
     "Causal-Forcing++ frame-wise 2-step": rolling(21),
@@ -151,7 +169,9 @@ each 21-frame rollout), CausVid-Plus slides a 21-frame window (the 14B's trainin
 fragments, Self-Forcing rolls a local window (beyond its trained 21 frames), LongLive keeps a 3-frame sink in
 a 12-frame cache (its inference config), Reward Forcing an EMA sink of 3 in a 9-frame cache at slot
 positions (its `model_kwargs` and `compression_alpha` default), Rolling Forcing its anchor block in a 24-frame
-cache (the cache's size here: what each forward attends to is its sampler's, `causal.rolling_window`).
+cache (the cache's size here: what each forward attends to is its sampler's, `causal.rolling_window`),
+Infinity-RoPE (on Self-Forcing's weights) a 1-frame sink in a 6-frame cache at slot positions, flushed at a
+prompt switch.
 Causal-Forcing keeps a full 21-frame cache in
 its own 81-frame videos (its README warns that its 5-second models are not made for long ones); past 21 frames
 the window rolls, as Self-Forcing's does. Krea Realtime rebuilds a 3-frame context before every block (its server's

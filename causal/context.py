@@ -164,7 +164,7 @@ class ContextWindow:
         if self.history is not None:
             self.history.events.append(Switch(self.history.prompt_index(context), recache))
         if recache:
-            self._recache()
+            self._flush() if self.policy.on_switch == "flush" else self._recache()
 
     def use_prompt(self, context: torch.Tensor, text_for: Callable[[torch.Tensor], CrossAttentionKV], *,
                    recache: bool) -> None:
@@ -277,6 +277,16 @@ class ContextWindow:
             slot, position = self.place(chunk.shape[2])
             t = torch.zeros(chunk.shape[0], chunk.shape[2], dtype=torch.float64, device=chunk.device)
             self.forward(chunk, t, slot, position)
+
+    def _flush(self) -> None:
+        """Infinity-RoPE's `kv_flush` at a prompt switch: after the sink S keep the newest n = min(W - S - b,
+        filled - S) frames (b: the block), moved to slots [S, S + n); the rest of the cache is dropped and nothing
+        is recomputed. (Its code copies the cache buffer's last W - S - b frames, which are the newest once the
+        cache is full; before that they are unwritten rows, which this does not copy.)"""
+        sink = self.policy.sink
+        keep = max(min(self.policy.window - sink - self.frames_per_block, self.filled - sink), 0)
+        if self.filled - sink - keep > 0:
+            self._evict(self.filled - sink - keep)
 
     def _recache(self) -> None:
         """LongLive's re-cache (`_recache_after_switch`): one forward at timestep 0, under the new prompt, over

@@ -129,6 +129,7 @@ SCHEDULES: dict[str, Schedule] = {s.name: s for s in (
     Schedule("LongLive 1.3B", (1000, 750, 500, 250), shift=5.0, warp=True),
     Schedule("Reward Forcing 1.3B", (1000, 750, 500, 250), shift=5.0, warp=True),
     Schedule("Rolling Forcing 1.3B", (1000, 800, 600, 400, 200), shift=5.0, warp=True, joint_window=True),
+    Schedule("Infinity-RoPE (Self-Forcing 1.3B)", (1000, 750, 500, 250), shift=5.0, warp=True),
     Schedule("Causal-Forcing chunk-wise 1.3B", (1000, 750, 500, 250), shift=5.0, warp=True),
     Schedule("Causal-Forcing frame-wise 1.3B", (1000, 750, 500, 250), shift=5.0, warp=True, frames_per_block=1),
     Schedule("Causal-Forcing++ frame-wise 2-step", (1000, 500), shift=5.0, warp=True, frames_per_block=1,
@@ -141,6 +142,7 @@ SCHEDULES: dict[str, Schedule] = {s.name: s for s in (
 14B weights were trained with; "LightX2V CausVid 14B" reproduces LightX2V's runner (warped, no clean pass).
 "LongLive 1.3B" and "Reward Forcing 1.3B" have Self-Forcing's steps (Reward Forcing's `configs/reward_forcing.yaml`);
 they differ in their cache policies (`cache_policy.FAMILY_POLICIES`). "Rolling Forcing 1.3B" is its
-`configs/rolling_forcing_dmd.yaml` with its joint-window sampler (`joint_window`).
+`configs/rolling_forcing_dmd.yaml` with its joint-window sampler (`joint_window`). "Infinity-RoPE (Self-Forcing
+1.3B)" is Self-Forcing's schedule under Infinity-RoPE's cache (training-free, on Self-Forcing's weights).
 "Krea Realtime 14B" is its server's default, `linspace(1000, 0, 5)` warped: 1000, 937.5, 833.33, 625 and a last
 forward at 0 (its `get_denoising_schedule`); no clean pass, because its context is rebuilt before every block."""

@@ -18,9 +18,10 @@ import torch
 
 import causal
 from causal import PromptChange, Schedule, generate
-from causal.cache_policy import ema_sink, family_policy, fragments, rolling, sink
+from causal.cache_policy import ema_sink, family_policy, fragments, infinity_rope, rolling, sink
 from causal.context import ContextWindow
 from causal.kv_cache import KVCache
+from causal.rope import apply_rope
 from tools.tiny import Draws, TINY, latent_size, prompt, tiny_model
 
 H, W = 32, 48
@@ -313,6 +314,7 @@ def test_memory_is_flat_over_many_blocks(model, policy):
     (rolling(6), (9, 15, 6)),
     (sink(3, 9), (9, 15, 6)),
     (ema_sink(3, 9, 0.5), (9, 15, 6)),
+    (infinity_rope(1, 6), (9, 15, 6)),  # the switch flushes the cache
 ])
 def test_a_continued_video_equals_one_long_run(model, policy, parts):
     """Three calls chained through their histories equal one long run bit for bit, a prompt switch (at frame 12)
@@ -556,6 +558,8 @@ def test_the_ema_and_the_slot_positions_each_change_the_video(model):
     (dict(kind="sink", window=9, sink=3, sink_ema=1.5), r"alpha in \[0, 1\]"),
     (dict(kind="rolling", window=9, positions="slot"), "slot positions need rope_at_read"),
     (dict(kind="rolling", window=9, rope_at_read=True, positions="frame"), "unknown positions"),
+    (dict(kind="rolling", window=9, on_switch="flush"), "'flush' for the sink policy only"),
+    (dict(kind="sink", window=9, sink=3, on_switch="forget"), "on_switch is one of recache, flush"),
 ])
 def test_bad_position_and_ema_settings_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -566,3 +570,99 @@ def test_an_ema_sink_refuses_the_fp8_cache(model):
     with pytest.raises(ValueError, match="use the bf16 KV cache"):
         generate(model, prompt(), height=H, width=W, schedule=ONE, policy=ema_sink(), total_frames=3, seed=0,
                  kv_cache_fp8=True)
+
+
+class InfinityRopeCache:
+    """Infinity-RoPE's self-attention cache (yesiltepe-hidir/infinity-rope @ 63d7b84, `wan/modules/causal_model.py`
+    `CausalWanSelfAttention.forward` with a KV cache, no scene cut) and its `kv_flush`: per layer k, v of
+    `local_attn_size` frames and global/local end indices; keys stored un-rotated except the first frame, stored
+    rotated at 0 while the first block is written; every read rotates the cached span at positions 0.. (its
+    block-relativistic RoPE), the stored first frame taken as it is; the query at its frame's place in the span.
+    `store` returns the keys rotated (`key_phases` the identity, as in test_rolling_window)."""
+
+    def __init__(self, model, local_attn_size, sink_size):
+        self.model = model
+        shape = (1, local_attn_size * TPF, TINY.num_heads, 128)
+        self.k = [torch.zeros(shape, dtype=torch.bfloat16) for _ in range(TINY.num_layers)]
+        self.v = [torch.zeros(shape, dtype=torch.bfloat16) for _ in range(TINY.num_layers)]
+        self.global_end = [0] * TINY.num_layers
+        self.local_end = [0] * TINY.num_layers
+        self.size, self.sink = local_attn_size * TPF, sink_size * TPF
+        self.key_phases = torch.ones(64 * self.size, 1, 64, dtype=torch.complex128)
+
+    def rope(self, x, start_frame):
+        return apply_rope(x, self.model.phases(start_frame, (1, 16, x.shape[1] // TPF, h, w), torch.device("cpu")))
+
+    def query_frame(self, start, n):
+        """`relative_start_frame` of a forward at absolute token `start` with n tokens (before it runs)."""
+        end, frames = start + n, self.size // TPF
+        if end > self.global_end[0] and n + self.local_end[0] > self.size:
+            return frames - n // TPF
+        return start // TPF if start // TPF < frames else frames - n // TPF
+
+    def flush(self):
+        """`kv_flush`: slots 1..2 <- the buffer's last 2 frames, local_end = 3 frames."""
+        for layer in range(TINY.num_layers):
+            self.k[layer][:, TPF:3 * TPF] = self.k[layer][:, -2 * TPF:].clone()
+            self.v[layer][:, TPF:3 * TPF] = self.v[layer][:, -2 * TPF:].clone()
+            self.local_end[layer] = 3 * TPF
+
+    def store(self, layer, start, k, v):
+        n, end, G, L, S = k.shape[1], start + k.shape[1], self.global_end[layer], self.local_end[layer], self.sink
+        ck, cv = self.k[layer], self.v[layer]
+        if end > G and n + L > self.size:
+            evicted = n + L - self.size
+            rolled = L - evicted - S
+            ck[:, S:S + rolled] = ck[:, S + evicted:S + evicted + rolled].clone()
+            cv[:, S:S + rolled] = cv[:, S + evicted:S + evicted + rolled].clone()
+            local_end = L + end - G - evicted
+            ck[:, local_end - n:local_end], cv[:, local_end - n:local_end] = k, v
+            span = ck[:, max(0, local_end - self.size):local_end]
+            keys = self.rope(span, 0)
+            keys[:, :TPF] = span[:, :TPF]
+        else:
+            local_end = L + end - G
+            local_start = local_end - n
+            ck[:, local_start:local_end], cv[:, local_start:local_end] = k, v
+            span = ck[:, max(0, local_end - self.size):local_end]
+            keys = self.rope(span, 0)
+            if local_start == 0:
+                ck[:, :TPF] = keys[:, :TPF]
+            else:
+                keys[:, :TPF] = span[:, :TPF]
+        values = cv[:, max(0, local_end - self.size):local_end]
+        self.global_end[layer], self.local_end[layer] = end, local_end
+        return keys.transpose(1, 2), values.transpose(1, 2)
+
+
+def _infinity_rope(model, timeline, noise, eps, schedule):
+    """Its `CausalInferencePipeline.inference`: blocks of 3 at `current_start` = the frame index; at a scene
+    boundary (a new prompt) `kv_flush` before the block, then the block under the new prompt."""
+    cache = InfinityRopeCache(model, 6, 1)
+    changes = list(timeline)
+    text = model.text_kv(changes.pop(0).context, torch.bfloat16)
+    draws, out = iter(eps), []
+    for b in range(noise.shape[1] // 3):
+        frame = 3 * b
+        if changes and frame >= changes[0].frame:
+            text = model.text_kv(changes.pop(0).context, torch.bfloat16)
+            cache.flush()
+        out.append(_denoise_block(model, text, cache, noise[:, frame:frame + 3], draws, schedule, frame,
+                                  cache.query_frame(frame * TPF, 3 * TPF)))
+    return torch.cat(out, dim=2)
+
+
+@pytest.mark.parametrize("switch", [None, 9, 15])
+def test_infinity_rope_reproduces_its_cache_and_flush(model, switch):
+    """Infinity-RoPE on Self-Forcing's loop: a 1-frame sink in a 6-frame cache at slot positions over 8 blocks, and
+    a prompt switch (once the cache is full) that flushes it to the sink and the 2 newest frames, bit for bit."""
+    timeline = [PromptChange(0, prompt(seed=1))] + ([PromptChange(switch, prompt(seed=2))] if switch else [])
+    noise, draws = _noise(24), Draws()
+    got = generate(model, timeline, height=H, width=W, schedule=FAST, policy=infinity_rope(1, 6), total_frames=24,
+                   noise=noise, renoise=draws).latents
+    expected = _infinity_rope(model, timeline, noise, draws.tensors, FAST)
+    assert torch.equal(got, expected)
+    if switch:  # the flush, not LongLive's re-cache
+        recached = generate(model, timeline, height=H, width=W, schedule=FAST, total_frames=24, noise=noise,
+                            renoise=Draws(), policy=dataclasses.replace(infinity_rope(1, 6), on_switch="recache"))
+        assert not torch.equal(got[:, :, switch:], recached.latents[:, :, switch:])

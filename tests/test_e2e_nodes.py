@@ -534,11 +534,12 @@ def test_krea_recompute_samples_with_the_vae_and_continues_exactly(comfy_server,
 
 SELF_FORCING, REWARD_FORCING, ROLLING_FORCING = "Self-Forcing / LongLive 1.3B", "Reward Forcing 1.3B", \
     "Rolling Forcing 1.3B"
+INFINITY_ROPE = "Infinity-RoPE (Self-Forcing 1.3B)"
 
 
 @pytest.mark.parametrize("speed, kv_cache, preset", [("exact", "bf16", SELF_FORCING), ("fast", "bf16", SELF_FORCING),
                                                      ("exact", "fp8", SELF_FORCING), ("fast", "bf16", REWARD_FORCING),
-                                                     ("fast", "bf16", ROLLING_FORCING)])
+                                                     ("fast", "bf16", ROLLING_FORCING), ("fast", "bf16", INFINITY_ROPE)])
 def test_the_nodes_latents_are_the_librarys_bit_for_bit(comfy_server, standins, speed, kv_cache, preset):
     """What CausVid Sampler returns is `causal.generate`'s video of the same file, prompt, seed, policy, compute
     dtype and KV cache, bit for bit (in VAE space, as the node hands it on): the node only adapts. Here on the CPU
@@ -551,12 +552,12 @@ def test_the_nodes_latents_are_the_librarys_bit_for_bit(comfy_server, standins, 
     from safetensors.torch import load_file
 
     import causal
-    from causal.cache_policy import ema_sink, rolling, sink
+    from causal.cache_policy import ema_sink, infinity_rope, rolling, sink
     from tools.comfy_inprocess import add_comfyui_to_sys_path
 
     text = "a fox runs through the snow"
     seconds, policy = {SELF_FORCING: (2.0, rolling(6)), REWARD_FORCING: (3.0, ema_sink(3, 9, 0.999)),
-                       ROLLING_FORCING: (4.0, sink(3, 24))}[preset]
+                       ROLLING_FORCING: (4.0, sink(3, 24)), INFINITY_ROPE: (2.0, infinity_rope(1, 6))}[preset]
     prompt = {
         "1": {"class_type": "CausVidModelLoader", "inputs": {"ckpt_name": eg.CAUSVID_13B, "weight_dtype": "bf16"}},
         "2": {"class_type": "CausVidTestConditioning", "inputs": {"text": text, "width": TINY.text_dim}},
