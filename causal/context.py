@@ -132,6 +132,7 @@ class ContextWindow:
         self.context: torch.Tensor | None = None
         if policy.sink_ema is not None and cache.quantized:
             raise ValueError("an EMA sink blends cached keys and values: use the bf16 KV cache with it")
+        cache.key_phases = None  # a kept cache (CUDA graphs') may come from a run that rotated keys when read
         self.filled = 0  # latent frames in the cache
         self.position = 0  # RoPE position of the next frame (its frame index since the window started)
         self.slot_positions: list[int] = []  # RoPE position of the frame in each filled slot

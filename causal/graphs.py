@@ -122,7 +122,7 @@ class CudaGraphs:
         self._use_key_phases()
         if self.cache.protected:  # a re-cache that keeps the sink: rare, and its skipped rows are no data
             return model(x, timestep, self.text, cache=self.cache, cache_frame=slot, rope_frame=position, glue=glue)
-        key = (tuple(x.shape), x.dtype, slot, glue.compiled)
+        key = (tuple(x.shape), x.dtype, slot, glue.compiled, self.cache.key_phases is not None)
         captured = self.graphs.get(key)
         if captured is not None:
             captured.x.copy_(x)

@@ -152,3 +152,13 @@ def test_graphs_refuse_the_cuda_malloc_async_allocator(monkeypatch):
         CudaGraphs(tiny_model(torch.bfloat16), batch=1, height=H, width=W, num_frames=6, device="cuda")
     monkeypatch.setattr(torch.cuda, "get_allocator_backend", lambda: "native")
     assert graphs_module.allocator_unsupported() is None
+
+
+def test_graphs_kept_from_a_read_time_policy_give_a_write_time_one_its_own_numbers(model):
+    """One CudaGraphs (one cache, as the nodes keep them per shape) first under keys rotated when read, then under
+    the same window with keys rotated when written: the second video is its own exact one (the captures of the
+    first are not replayed for it, and the cache no longer rotates at read)."""
+    read = dataclasses.replace(rolling(6), rope_at_read=True, positions="slot")
+    graphs = _graphs(model, rolling(6))
+    assert torch.equal(_video(model, read, 24, graphs).latents, _video(model, read, 24).latents)
+    assert torch.equal(_video(model, rolling(6), 24, graphs).latents, _video(model, rolling(6), 24).latents)
