@@ -27,7 +27,8 @@ change of models), gc and soft_empty_cache; the cap (bench/node.py's `cap_memory
 GiB, set_per_process_memory_fraction, and ComfyUI's EXTRA_RESERVED_VRAM is its own value at import + the rest of the
 card, as --reserve-vram would set; `none`: the whole card and ComfyUI's own reserve); peak statistics reset; the prompt.
 
-`--workflow NAME` runs another example workflow (tools/workflows/api/NAME.json) the same way: its loaders get the
+`--workflow NAME` (repeatable: each workflow's cases in turn, in one process, the models written once) runs another
+example workflow (tools/workflows/api/NAME.json) the same way: its loaders get the
 bench's files (the model size its checkpoint names: 1.3B, or 14B for LightX2V's and Krea's), every sampling node
 (Sampler, Stream to Video, Continue) the case's kv_cache, speed, window and sink and 832x480, one set to a length
 in seconds `--seconds`, LoadImage a stand-in image; it saves as it does (ComfyUI's built-in extra nodes are loaded
@@ -147,8 +148,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--comfyui", default=str(REPO / ".comfyui" / "ComfyUI"), help="a ComfyUI tree (0.3.75)")
     p.add_argument("--model", choices=("1.3B", "14B"), default=None,
                    help="the stream template's model (default 1.3B); another --workflow loads the size it names")
-    p.add_argument("--workflow", default=TEMPLATE.stem, choices=sorted(p.stem for p in TEMPLATE.parent.glob("*.json")),
-                   help="the example workflow (tools/workflows/api/); default the stream template")
+    p.add_argument("--workflow", action="append", choices=sorted(p.stem for p in TEMPLATE.parent.glob("*.json")),
+                   help="an example workflow (tools/workflows/api/; repeatable, all of one model size: every case of "
+                        "each in one process); default the stream template")
     p.add_argument("--tiny", action="store_true", help="the tiny DiT, VAE and text encoder at 64x48 (smoke test)")
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     p.add_argument("--case", action="append", type=parse_case, metavar="SPEC",
@@ -164,17 +166,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", default=None, help="everything measured (rewritten after each case)")
     p.add_argument("--out", default=None, help="a markdown table (rewritten after each case)")
     args = p.parse_args(argv)
-    api = json.loads((TEMPLATE.parent / f"{args.workflow}.json").read_text())
-    named = {MODEL_OF.get(n["inputs"]["ckpt_name"], "1.3B") for n in api.values()
+    args.workflow = args.workflow or [TEMPLATE.stem]
+    others = [w for w in args.workflow if w != TEMPLATE.stem]
+    named = {MODEL_OF.get(n["inputs"]["ckpt_name"], "1.3B") for w in others
+             for n in json.loads((TEMPLATE.parent / f"{w}.json").read_text()).values()
              if n["class_type"] == "CausVidModelLoader"}
-    if args.workflow != TEMPLATE.stem:
+    if len(named) > 1:
+        p.error(f"{', '.join(others)} load models of more than one size ({', '.join(sorted(named))}): run them apart")
+    if named:
         if args.model not in (None, *named):
-            p.error(f"{args.workflow} loads the {', '.join(named)} model, not {args.model}")
+            p.error(f"{', '.join(others)} loads the {', '.join(named)} model, not {args.model}")
         args.model = next(iter(named))
     args.model = args.model or "1.3B"
     if args.tiny and args.model != "1.3B":
         p.error("--tiny replaces the model with the tiny one: use it with a 1.3B workflow")
-    cases = DEFAULT_CASES if args.workflow == TEMPLATE.stem else WORKFLOW_CASES
+    cases = WORKFLOW_CASES if others else DEFAULT_CASES
     args.case = args.case or [parse_case(spec) for spec in cases[args.model]]
     if args.device != "cuda" and any(c.cap is not None for c in args.case):
         p.error("a cap limits a CUDA device: on the CPU every case needs cap=none")
@@ -185,7 +191,8 @@ def log(message: str) -> None:
     print(f"[bench/cards.py] {message}", flush=True)
 
 
-def case_prompt(template: dict, args: argparse.Namespace, files: dict, case: Case, index: int) -> dict:
+def case_prompt(template: dict, args: argparse.Namespace, files: dict, case: Case, index: int,
+                workflow: str = TEMPLATE.stem) -> dict:
     """The workflow with the bench's files, `--seed` and the case's widgets on every loader and sampling node; a
     sampling node set to a length in seconds runs `--seconds`, and the timed lines of the prompts keep those that
     start within the video (the pack refuses a prompt past the end). The stream template also takes the model's
@@ -220,7 +227,7 @@ def case_prompt(template: dict, args: argparse.Namespace, files: dict, case: Cas
                     inputs[widget] = value
         if "filename_prefix" in inputs:
             inputs["filename_prefix"] = f"bench/cards_{index}_{node['class_type']}"
-    if args.workflow == TEMPLATE.stem:
+    if workflow == TEMPLATE.stem:
         prompt[STREAM_NODE]["inputs"]["preset"] = DEFAULT_PRESET[args.model]
     return prompt
 
@@ -239,7 +246,7 @@ def mean_s_per_block(prompt: dict, node_s: dict[str, float]) -> float | None:
 def slowdowns(rows: list[dict]) -> None:
     """Each row's steady s/block over that of the finished uncapped case with the same other settings."""
     def key(row: dict) -> str:
-        return json.dumps({**row["settings"], "cap": None}, sort_keys=True)
+        return json.dumps({**row["settings"], "cap": None, "workflow": row.get("workflow")}, sort_keys=True)
 
     def per_block(row: dict) -> float | None:
         return row.get("steady_s_per_block") or row.get("mean_s_per_block")
@@ -255,7 +262,7 @@ def render_table(report: dict) -> str:
     encoder = "CausVidTestTinyCLIP" if s["model"] == "tiny" else "CLIPLoader (umT5-XXL fp8 scaled)"
     lines = [f"## {env.get('date')} · {env.get('card', env.get('device'))} · torch {env.get('torch')} · ComfyUI "
              f"{env.get('comfyui')} · will it run on my card (bench/cards.py) · causal/ sha {env.get('causal_sha')}",
-             f"{encoder} -> CausVidTextEncode -> the workflow {s['workflow']} in ComfyUI's executor, {s['model']} "
+             f"{encoder} -> CausVidTextEncode -> {', '.join(s['workflow'])} in ComfyUI's executor, {s['model']} "
              f"random weights, {s['size']}, {s['seconds']} s of video per case, preset {s['preset']}, allocator "
              f"`{s['allocator']}`; the columns: bench/cards.py's docstring (text encoder: its load + encode; loaded: "
              "ComfyUI's loaded models at the end, loaded / size GiB).",
@@ -268,7 +275,8 @@ def render_table(report: dict) -> str:
         loaded = ", ".join(f"{m['model']} {m['loaded_gib']:.2f} / {m['size_gib']:.2f}" for m in r.get("loaded", []))
         per_block = fmt(r.get("steady_s_per_block"), 3) if r.get("steady_s_per_block") else \
             f"{fmt(r.get('mean_s_per_block'), 3)} (mean)"
-        lines.append(f"| {r['case']} | {result} | {per_block} | {fmt(r.get('slowdown'), 2)}"
+        label = r["case"] if len(s["workflow"]) == 1 else f"{r.get('workflow')}: {r['case']}"
+        lines.append(f"| {label} | {result} | {per_block} | {fmt(r.get('slowdown'), 2)}"
                      f" | {fmt(r.get('fps'), 1)} | {fmt(r.get('first_frame_s'), 2)} | "
                      f"{fmt(r.get('peak_allocated_gib'), 2)} / {fmt(r.get('peak_reserved_gib'), 2)} | "
                      f"{fmt(sum(text), 1) if text else fmt(None, 0)} | {loaded} |")
@@ -303,20 +311,22 @@ class Cards(Bench):
         self.report["settings"] = {
             "model": "tiny" if args.tiny else args.model, "size": "64x48" if args.tiny else "832x480",
             "seconds": args.seconds, "seed": args.seed,
-            "preset": DEFAULT_PRESET[args.model] if args.workflow == TEMPLATE.stem else "the workflow's",
+            "preset": DEFAULT_PRESET[args.model] if args.workflow == [TEMPLATE.stem] else "the workflow's",
             "allocator": args.allocator, "deadline_s": args.deadline_s, "workflow": args.workflow,
             "cases": [c.label for c in args.case]}
         try:
             self.setup(work)
-            template = json.loads((TEMPLATE.parent / f"{args.workflow}.json").read_text())
-            for index, case in enumerate(args.case):
+            runs = [(w, c) for w in args.workflow for c in args.case]
+            for index, (workflow, case) in enumerate(runs):
+                template = json.loads((TEMPLATE.parent / f"{workflow}.json").read_text())
                 last = self.report["cases"][-1].get("case_s") if self.report["cases"] else None
                 if self.left_s() <= 0 or (last is not None and last > self.left_s()):
-                    self.report["cases"].append({"case": case.label, "settings": asdict(case), "finished": False,
-                                                 "stopped": f"skipped: {self.left_s():.0f} s left"})
-                    log(f"skipped {case.label}: {self.left_s():.0f} s left, the last case took {last} s")
+                    self.report["cases"].append({"case": case.label, "workflow": workflow, "settings": asdict(case),
+                                                 "finished": False, "stopped": f"skipped: {self.left_s():.0f} s left"})
+                    log(f"skipped {workflow} {case.label}: {self.left_s():.0f} s left, the last case took {last} s")
                 else:
-                    self.run_case(case_prompt(template, args, self.report["files"], case, index), case)
+                    self.run_case(case_prompt(template, args, self.report["files"], case, index, workflow), case,
+                                  workflow)
                 slowdowns(self.report["cases"])
                 self.write()
         except Exception as e:  # noqa: BLE001 (setup: recorded, the exit status says so)
@@ -365,9 +375,9 @@ class Cards(Bench):
         from tools.standins import write_standin_image
         from tools.workflows import WORKFLOWS
 
-        for image in WORKFLOWS[args.workflow].images:  # LoadImage's file
+        for image in {i for w in args.workflow for i in WORKFLOWS[w].images}:  # LoadImage's files
             write_standin_image(work / "input" / image)
-        self.comfy = Comfy(extra_nodes=args.workflow != TEMPLATE.stem)
+        self.comfy = Comfy(extra_nodes=args.workflow != [TEMPLATE.stem])
         mine, pack = set(WEIGHTS), set(self.comfy.module("nodes.comfy_model").WEIGHT_DTYPES)
         if mine != pack:
             raise RuntimeError(f"the loader's weight_dtype options are now {sorted(pack)}: update WEIGHTS")
@@ -386,9 +396,9 @@ class Cards(Bench):
             log(f"{case.label}: {cap_memory(self.device, case.cap, self.base_reserved)}")
         reset_peak(self.device)
 
-    def run_case(self, prompt: dict, case: Case) -> None:
-        row: dict[str, Any] = {"case": case.label, "settings": asdict(case), "finished": False, "stopped": None,
-                               "error": None}
+    def run_case(self, prompt: dict, case: Case, workflow: str = TEMPLATE.stem) -> None:
+        row: dict[str, Any] = {"case": case.label, "workflow": workflow, "settings": asdict(case), "finished": False,
+                               "stopped": None, "error": None}
         self.report["cases"].append(row)
         t0, writes = time.perf_counter(), None
         try:

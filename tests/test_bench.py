@@ -231,7 +231,8 @@ def test_loading_holds_one_copy_of_the_weights(tmp_path, layout):
 def test_cards_bench_runs_another_example_workflow_tiny_cpu(tmp_path):
     """bench/cards.py --workflow: the image-to-video example (LoadImage, VAE Encode, CausVid Sampler, VAE Decode,
     Save Video) on the tiny stand-ins with an fp8 cache case; s / block from the sampler's time over its blocks;
-    the video saved; and a workflow that names the 14B refused with --model 1.3B."""
+    the video saved; two workflows in one process, each against its own baseline; and a workflow that names the
+    14B refused with --model 1.3B, workflows of two sizes together too."""
     import subprocess
     import sys
 
@@ -243,17 +244,23 @@ def test_cards_bench_runs_another_example_workflow_tiny_cpu(tmp_path):
     wrong = subprocess.run([sys.executable, script, "--workflow", "causvid_14b_lightx2v_3_fragments", "--model", "1.3B"],
                            capture_output=True, text=True, timeout=60)
     assert wrong.returncode == 2 and "loads the 14B model, not 1.3B" in wrong.stderr, wrong.stderr
+    mixed = subprocess.run([sys.executable, script, "--workflow", "causvid_1.3b_t2v", "--workflow",
+                            "causvid_krea_realtime_14b_stream"], capture_output=True, text=True, timeout=60)
+    assert mixed.returncode == 2 and "more than one size" in mixed.stderr, mixed.stderr
     js = tmp_path / "cards.json"
     proc = subprocess.run(
         [sys.executable, script, "--comfyui", str(COMFY_DIR), "--tiny", "--device", "cpu", "--workflow",
-         "causvid_image_to_video", "--case", "cap=none,kv=fp8", "--work-dir", str(tmp_path / "work"), "--json",
-         str(js)], capture_output=True, text=True, timeout=240)
+         "causvid_image_to_video", "--workflow", "causvid_1.3b_t2v", "--case", "cap=none,kv=fp8", "--work-dir",
+         str(tmp_path / "work"), "--json", str(js)], capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     report = json.loads(js.read_text())
-    (case,) = report["cases"]
-    assert case["finished"] and not case["error"], case
-    assert {"LoadImage", "VAEEncode", "CausVidSampler", "VAEDecode", "SaveVideo"} <= set(case["node_s"]), case
-    assert math.isfinite(case["mean_s_per_block"]) and case["mean_s_per_block"] > 0 and case["slowdown"] == 1.0
-    assert report["settings"]["workflow"] == "causvid_image_to_video"
+    assert [c["workflow"] for c in report["cases"]] == ["causvid_image_to_video", "causvid_1.3b_t2v"]
+    for case in report["cases"]:
+        assert case["finished"] and not case["error"], case
+        assert math.isfinite(case["mean_s_per_block"]) and case["mean_s_per_block"] > 0
+        assert case["slowdown"] == 1.0  # each its own workflow's uncapped baseline
+    image_to_video = set(report["cases"][0]["node_s"])
+    assert {"LoadImage", "VAEEncode", "CausVidSampler", "VAEDecode", "SaveVideo"} <= image_to_video
+    assert report["settings"]["workflow"] == ["causvid_image_to_video", "causvid_1.3b_t2v"]
     saved = list((tmp_path / "work" / "output" / "bench").glob("cards_0_SaveVideo*"))
     assert saved, list((tmp_path / "work" / "output").rglob("*"))
