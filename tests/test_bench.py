@@ -241,8 +241,8 @@ def test_cards_bench_runs_another_example_workflow_tiny_cpu(tmp_path):
     if not comfyui_available():
         pytest.skip("ComfyUI is not installed (scripts/setup.sh)")
     script = str(REPO_ROOT / "bench" / "cards.py")
-    wrong = subprocess.run([sys.executable, script, "--workflow", "causvid_14b_lightx2v_3_fragments", "--model", "1.3B"],
-                           capture_output=True, text=True, timeout=60)
+    wrong = subprocess.run([sys.executable, script, "--workflow", "causvid_14b_lightx2v_3_fragments", "--model",
+                            "1.3B"], capture_output=True, text=True, timeout=60)
     assert wrong.returncode == 2 and "loads the 14B model, not 1.3B" in wrong.stderr, wrong.stderr
     mixed = subprocess.run([sys.executable, script, "--workflow", "causvid_1.3b_t2v", "--workflow",
                             "causvid_krea_realtime_14b_stream"], capture_output=True, text=True, timeout=60)
