@@ -33,6 +33,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 KINDS = ("fragments", "rolling", "sink", "recompute")
+SCENE_CUT_POSITION = 45
+"""Infinity-RoPE's `rope_cut` (`transition_from`): during the first block after a scene cut, that block's frames
+sit at positions 45, 46, ... while the frames before it keep their slots, so it attends to them from afar."""
 POSITIONS = ("video", "slot")
 SWITCHES = ("recache", "flush")
 

@@ -40,7 +40,7 @@ from typing import Callable
 
 import torch
 
-from .cache_policy import CachePolicy
+from .cache_policy import SCENE_CUT_POSITION, CachePolicy
 from .host import to_host
 from .kernels import EAGER, Glue
 from .kv_cache import CrossAttentionKV, KVCache
@@ -61,10 +61,12 @@ class Write:
 
 @dataclass(frozen=True)
 class Switch:
-    """From here on, prompt `prompt` (an index into `History.prompts`); `recache` re-caches the window."""
+    """From here on, prompt `prompt` (an index into `History.prompts`); `recache` re-caches the window; `cut`: a
+    scene cut (Infinity-RoPE)."""
 
     prompt: int
     recache: bool
+    cut: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,7 @@ class ContextWindow:
         self.filled = 0  # latent frames in the cache
         self.position = 0  # RoPE position of the next frame (its frame index since the window started)
         self.slot_positions: list[int] = []  # RoPE position of the frame in each filled slot
+        self.scene_cut = False  # the next chunk placed is the first after a scene cut (until it is finished)
         self._key_phases: tuple[tuple, torch.Tensor] | None = None  # (positions, grid), their phases
         # clean latents of the last `window` frames placed, one per frame (what a re-cache recomputes)
         self.recent: deque[torch.Tensor] = deque(maxlen=policy.window)
@@ -158,17 +161,22 @@ class ContextWindow:
             return self._model_forward(x, timestep, slot, position)
         return self._forward(x, timestep, slot, position)
 
-    def set_prompt(self, context: torch.Tensor, text: CrossAttentionKV, *, recache: bool) -> None:
+    def set_prompt(self, context: torch.Tensor, text: CrossAttentionKV, *, recache: bool, cut: bool = False) -> None:
         """Use a new prompt from the next forward on; with `recache`, first rebuild the cached frames' K/V
-        under it (LongLive's switch, section 3.6 item 6)."""
+        under it (LongLive's switch, section 3.6 item 6), or flush the cache (Infinity-RoPE); with `cut`, the next
+        chunk is a scene cut (Infinity-RoPE's `rope_cut`: placed at SCENE_CUT_POSITION)."""
+        if cut and self.policy.on_switch != "flush":
+            raise ValueError("a scene cut ('seconds#: prompt') is Infinity-RoPE's: use its preset (its cache is "
+                             f"flushed at a switch), not a {self.policy.describe()}")
         self.text, self.context = text, context
         if self.history is not None:
-            self.history.events.append(Switch(self.history.prompt_index(context), recache))
+            self.history.events.append(Switch(self.history.prompt_index(context), recache, cut))
         if recache:
             self._flush() if self.policy.on_switch == "flush" else self._recache()
+        self.scene_cut = cut
 
     def use_prompt(self, context: torch.Tensor, text_for: Callable[[torch.Tensor], CrossAttentionKV], *,
-                   recache: bool) -> None:
+                   recache: bool, cut: bool = False) -> None:
         """Switch to `context` (see `set_prompt`) unless it is the prompt in use: the same tensor, or one with the
         same values (a continued video given its prompt again), which then needs no re-cache."""
         if context is self.context:
@@ -176,7 +184,7 @@ class ContextWindow:
         if same_prompt(context, self.context):
             self.context = context
             return
-        self.set_prompt(context, text_for(context), recache=recache)
+        self.set_prompt(context, text_for(context), recache=recache, cut=cut)
 
     def key_phases(self, x: torch.Tensor) -> torch.Tensor:
         """RoPE phases of every filled slot's frame at its position, for chunks shaped like x [B, 16, n, h, w]."""
@@ -199,6 +207,8 @@ class ContextWindow:
                 raise RuntimeError("the fragment's window is full: start a new fragment first")
             self._evict(self.filled + frames - self.capacity)
         slot, position = self.filled, self.rope_position(self.filled, self.position)
+        if self.scene_cut:
+            position = SCENE_CUT_POSITION
         self.slot_positions[slot:] = range(position, position + frames)
         self.filled += frames
         self.position += frames
@@ -233,6 +243,10 @@ class ContextWindow:
         """The chunk placed last is done: its K/V were last written from `latents` at `timestep`; its clean
         latents are `clean` (default: `latents`)."""
         clean_latents = latents if clean is None else clean
+        if self.scene_cut:  # from the next block on, the cut block sits where any frame of its slots would
+            self.scene_cut = False
+            for j in range(self.filled - clean_latents.shape[2], self.filled):
+                self.slot_positions[j] = self.rope_position(j, self.position - self.filled + j)
         for i in range(clean_latents.shape[2]):
             self.recent.append(clean_latents[:, :, i:i + 1])
         if self.history is not None:
@@ -329,7 +343,7 @@ class ContextWindow:
                 self.start_fragment()
             elif isinstance(event, Switch):
                 context = history.prompts[event.prompt]  # text_for caches its K/V per prompt object
-                self.set_prompt(context, text_for(context), recache=event.recache)
+                self.set_prompt(context, text_for(context), recache=event.recache, cut=event.cut)
             else:
                 latents = event.latents.to(device=device, dtype=dtype)
                 clean = None if event.clean is None else event.clean.to(device=device, dtype=dtype)

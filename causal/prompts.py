@@ -27,6 +27,8 @@ FPS = 16
 class PromptChange:
     frame: int
     context: torch.Tensor
+    cut: bool = False
+    """A scene cut at this switch (Infinity-RoPE's cache only; `cache_policy.SCENE_CUT_POSITION`)."""
 
 
 def latent_frame_at(seconds: float, fps: float = FPS) -> int:
@@ -72,13 +74,18 @@ def check_timeline(timeline: Sequence[PromptChange], total_frames: int) -> None:
             raise ValueError("all prompts must have the same batch size")
 
 
-def prompt_at(timeline: Sequence[PromptChange], frame: int) -> torch.Tensor:
-    """The prompt driving a block that starts at latent frame `frame`."""
-    current = timeline[0].context
+def change_at(timeline: Sequence[PromptChange], frame: int) -> PromptChange:
+    """The change whose prompt drives a block that starts at latent frame `frame`."""
+    current = timeline[0]
     for change in timeline:
         if change.frame <= frame:
-            current = change.context
+            current = change
     return current
+
+
+def prompt_at(timeline: Sequence[PromptChange], frame: int) -> torch.Tensor:
+    """The prompt driving a block that starts at latent frame `frame`."""
+    return change_at(timeline, frame).context
 
 
 def frames_for_seconds(seconds: float, start_frames: int = 0, frames_per_block: int = 3, fps: float = FPS) -> int:
@@ -92,15 +99,15 @@ def frames_for_seconds(seconds: float, start_frames: int = 0, frames_per_block: 
     return math.ceil(generated / frames_per_block) * frames_per_block
 
 
-def timeline_from_seconds(entries: Sequence[tuple[float, torch.Tensor]], start_frames: int = 0,
-                          fps: float = FPS) -> list[PromptChange]:
-    """A timeline from (seconds into the video, prompt) pairs; the video begins with `start_frames` latent
-    frames that were given, not generated, so the generated frame of a time is its latent frame minus those."""
+def timeline_from_seconds(entries: Sequence[tuple], start_frames: int = 0, fps: float = FPS) -> list[PromptChange]:
+    """A timeline from (seconds into the video, prompt[, scene cut]) entries; the video begins with `start_frames`
+    latent frames that were given, not generated, so the generated frame of a time is its latent frame minus
+    those."""
     changes: list[PromptChange] = []
-    for seconds, context in entries:
+    for seconds, context, *cut in entries:
         frame = max(latent_frame_at(seconds, fps) - start_frames, 0)
         if changes and frame <= changes[-1].frame:
             raise ValueError(f"the prompt at {seconds:g} s starts in the same latent frame as the one before it: "
                              f"keep changes at least {VAE_STRIDE[0] / fps:g} s apart")
-        changes.append(PromptChange(frame, context))
+        changes.append(PromptChange(frame, context, bool(cut and cut[0])))
     return changes

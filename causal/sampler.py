@@ -39,7 +39,7 @@ from .kv_cache import CrossAttentionKV, KVCache
 from .kv_cache_fp8 import Fp8KVCache, video_cache
 from .model import CausalWanModel
 from .rebuilt_context import RebuiltContext, Reencoder
-from .prompts import PromptChange, check_timeline, per_segment, prompt_at
+from .prompts import PromptChange, change_at, check_timeline, per_segment
 from .rolling_window import ROLLING_FORCING_CACHE, Window, sample_rolling
 from .schedule import Schedule
 
@@ -366,7 +366,8 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
                 fragment += 1
             if rebuilt is not None and (context_latents := rebuilt.frames(reencoder)) is not None:
                 window.rebuild(context_latents)  # under the previous block's prompt, as Krea's server does
-            window.use_prompt(prompt_at(timeline, first), text_for, recache=not new_fragment and rebuilt is None)
+            change = change_at(timeline, first)
+            window.use_prompt(change.context, text_for, recache=not new_fragment and rebuilt is None, cut=change.cut)
             if new_fragment:
                 window.write(last_block, 0.0)  # the previous window's last clean block at slot 0
             if chunk is None or chunk.shape[1] == 0:

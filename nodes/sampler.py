@@ -28,7 +28,7 @@ from ..causal.schedule import SCHEDULES, Schedule
 from .comfy_model import causal_network, compute_dtype
 from .speed import DEFAULT_SPEED, SPEED_TOOLTIP, SPEEDS, choose_speed, keep_only, kept_graphs, release_graphs
 from .streaming import StreamingDecoder, WanVAEStreamingDecoder
-from .text import FRAGMENT_KEY, START_KEY
+from .text import CUT_KEY, FRAGMENT_KEY, START_KEY
 
 log = logging.getLogger("comfyui-causvid")
 
@@ -123,7 +123,8 @@ def prompt_timeline(conditioning, segments: list[int], start_frames: int) -> lis
             raise ValueError(f"the prompt has {entry[0].shape[1]} tokens but the model reads at most 512: shorten it "
                              "or use CausVid Text Encode, which truncates like the reference")
     if tagged and START_KEY in tagged[0][1]:
-        return timeline_from_seconds([(e[1][START_KEY], e[0]) for e in tagged], start_frames)
+        return timeline_from_seconds([(e[1][START_KEY], e[0], e[1].get(CUT_KEY, False)) for e in tagged],
+                                     start_frames)
     if tagged:
         prompts = [entry[0] for entry in tagged]
     elif len(conditioning) == 1:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..causal.text import TEXT_TOKENS, clean_prompt, split_timed_prompts
+from ..causal.text import TEXT_TOKENS, clean_prompt, split_timeline
 
 FRAGMENT_KEY = "causvid_fragment"
 """CONDITIONING entries tagged with their index carry one prompt per fragment (or per timed line)."""
 START_KEY = "causvid_start_seconds"
 """Timed lines (`seconds: prompt`) also carry when they start."""
+CUT_KEY = "causvid_scene_cut"
+"""On a timed line written `seconds#: prompt`: a scene cut at that switch (Infinity-RoPE's cache)."""
 
 
 def _escape_weights(text: str) -> str:
@@ -48,7 +50,8 @@ class CausVidTextEncode(io.ComfyNode):
                 io.Clip.Input("clip", tooltip="The umT5-XXL text encoder (CLIPLoader, type wan)."),
                 io.String.Input("text", multiline=True, dynamic_prompts=True,
                                 tooltip="One prompt per line; each line is one fragment's prompt. Or a timeline: "
-                                        "'0: first prompt', '12.5: second prompt', ... (seconds into the video)."),
+                                        "'0: first prompt', '12.5: second prompt', ... (seconds into the video); "
+                                        "'12.5#: ...' marks a scene cut (the Infinity-RoPE preset)."),
             ],
             outputs=[io.Conditioning.Output(tooltip="One entry per prompt, for CausVid Sampler.")],
         )
@@ -57,14 +60,17 @@ class CausVidTextEncode(io.ComfyNode):
     def execute(cls, clip, text: str) -> io.NodeOutput:
         if clip is None:
             raise RuntimeError("no text encoder: connect a CLIPLoader (type wan) with umt5_xxl")
-        lines = [(start, clean_prompt(p)) for start, p in split_timed_prompts(text)] or [(None, "")]
+        lines = [(line.start, clean_prompt(line.text), line.cut) for line in split_timeline(text)] or \
+            [(None, "", False)]
         conditioning = []
-        for index, (start, prompt) in enumerate(lines):
+        for index, (start, prompt, cut) in enumerate(lines):
             tokens = clip.tokenize(_escape_weights(prompt))
             tokenizer = getattr(clip.tokenizer, getattr(clip.tokenizer, "clip", ""), None)
             end_token = getattr(tokenizer, "end_token", 1)
             encoded = clip.encode_from_tokens(_truncate(tokens, end_token), return_dict=True)
             cond = encoded.pop("cond")
             tags = {FRAGMENT_KEY: index} if start is None else {FRAGMENT_KEY: index, START_KEY: start}
+            if cut:
+                tags[CUT_KEY] = True
             conditioning.append([cond, {**encoded, **tags}])
         return io.NodeOutput(conditioning)

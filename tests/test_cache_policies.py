@@ -589,12 +589,24 @@ class InfinityRopeCache:
         self.local_end = [0] * TINY.num_layers
         self.size, self.sink = local_attn_size * TPF, sink_size * TPF
         self.key_phases = torch.ones(64 * self.size, 1, 64, dtype=torch.complex128)
+        self.scene_cut = False  # its kv_cache["scene_cut"]: set for the first block after a cut
 
     def rope(self, x, start_frame):
+        """`block_relativistic_rope` from `start_frame`; with a scene cut (`rope_cut`) the last 3 frames at 45.."""
+        if self.scene_cut:
+            head = x[:, :-3 * TPF]
+            return torch.cat([self.rope_plain(head, start_frame) if head.shape[1] else head,
+                              self.rope_plain(x[:, -3 * TPF:], 45)], dim=1)
+        return self.rope_plain(x, start_frame)
+
+    def rope_plain(self, x, start_frame):
         return apply_rope(x, self.model.phases(start_frame, (1, 16, x.shape[1] // TPF, h, w), torch.device("cpu")))
 
     def query_frame(self, start, n):
-        """`relative_start_frame` of a forward at absolute token `start` with n tokens (before it runs)."""
+        """`relative_start_frame` of a forward at absolute token `start` with n tokens (before it runs); the query
+        rotation then goes through `rope` too, so a cut puts it at 45 (returned as such)."""
+        if self.scene_cut:
+            return 45
         end, frames = start + n, self.size // TPF
         if end > self.global_end[0] and n + self.local_end[0] > self.size:
             return frames - n // TPF
@@ -644,25 +656,69 @@ def _infinity_rope(model, timeline, noise, eps, schedule):
     draws, out = iter(eps), []
     for b in range(noise.shape[1] // 3):
         frame = 3 * b
+        cache.scene_cut = False
         if changes and frame >= changes[0].frame:
-            text = model.text_kv(changes.pop(0).context, torch.bfloat16)
+            change = changes.pop(0)
+            text = model.text_kv(change.context, torch.bfloat16)
             cache.flush()
+            cache.scene_cut = change.cut
         out.append(_denoise_block(model, text, cache, noise[:, frame:frame + 3], draws, schedule, frame,
                                   cache.query_frame(frame * TPF, 3 * TPF)))
     return torch.cat(out, dim=2)
 
 
-@pytest.mark.parametrize("switch", [None, 9, 15])
-def test_infinity_rope_reproduces_its_cache_and_flush(model, switch):
+@pytest.mark.parametrize("switch, cut", [(None, False), (9, False), (15, False), (9, True), (15, True)])
+def test_infinity_rope_reproduces_its_cache_and_flush(model, switch, cut):
     """Infinity-RoPE on Self-Forcing's loop: a 1-frame sink in a 6-frame cache at slot positions over 8 blocks, and
-    a prompt switch (once the cache is full) that flushes it to the sink and the 2 newest frames, bit for bit."""
-    timeline = [PromptChange(0, prompt(seed=1))] + ([PromptChange(switch, prompt(seed=2))] if switch else [])
+    a prompt switch (once the cache is full) that flushes it to the sink and the 2 newest frames, with or without
+    a scene cut (the first block after it at positions 45..47), bit for bit."""
+    timeline = [PromptChange(0, prompt(seed=1))] + ([PromptChange(switch, prompt(seed=2), cut)] if switch else [])
     noise, draws = _noise(24), Draws()
     got = generate(model, timeline, height=H, width=W, schedule=FAST, policy=infinity_rope(1, 6), total_frames=24,
                    noise=noise, renoise=draws).latents
     expected = _infinity_rope(model, timeline, noise, draws.tensors, FAST)
     assert torch.equal(got, expected)
-    if switch:  # the flush, not LongLive's re-cache
+    if switch and not cut:  # the flush, not LongLive's re-cache
         recached = generate(model, timeline, height=H, width=W, schedule=FAST, total_frames=24, noise=noise,
                             renoise=Draws(), policy=dataclasses.replace(infinity_rope(1, 6), on_switch="recache"))
         assert not torch.equal(got[:, :, switch:], recached.latents[:, :, switch:])
+    if cut:  # the cut moved the frames from its block on, and only from there
+        uncut = [timeline[0], PromptChange(switch, timeline[1].context)]
+        plain = generate(model, uncut, height=H, width=W, schedule=FAST, policy=infinity_rope(1, 6), total_frames=24,
+                         noise=noise, renoise=Draws()).latents
+        first = (switch + 2) // 3 * 3
+        assert torch.equal(got[:, :, :first], plain[:, :, :first])
+        assert not torch.equal(got[:, :, first:first + 3], plain[:, :, first:first + 3])
+
+
+def test_a_scene_cut_is_infinity_ropes_and_its_timeline_syntax(model):
+    """`12#: prompt` marks a scene cut; a cut at 0 s is refused; any other cache refuses a cut with what to use."""
+    from causal.text import split_timeline
+
+    lines = split_timeline("0: a cat sleeps\n12#: a dog runs\n20s: the dog stops")
+    assert [(p.start, p.cut) for p in lines] == [(0.0, False), (12.0, True), (20.0, False)]
+    assert lines[1].text == "a dog runs"
+    with pytest.raises(ValueError, match="the first prompt .* cannot have one"):
+        split_timeline("0#: a cat")
+    timeline = [PromptChange(0, prompt(seed=1)), PromptChange(9, prompt(seed=2), cut=True)]
+    with pytest.raises(ValueError, match="a scene cut .* is Infinity-RoPE's"):
+        generate(model, timeline, height=H, width=W, schedule=ONE, policy=sink(3, 9), total_frames=12, seed=0)
+
+
+def test_a_scene_cut_block_goes_back_to_its_slots_once_finished(model):
+    """The window's own bookkeeping, on a cache with room after the cut block (no eviction to reset it): the cut
+    block is placed at 45.. while it is made and then sits at its slots like every other frame."""
+    policy = infinity_rope(1, 9)
+    cache = KVCache(TINY.num_layers, 1, 9 * TPF, TINY.num_heads, 128, dtype=torch.bfloat16, device="cpu")
+    window = ContextWindow(model, policy, cache, tokens_per_frame=TPF, forward=lambda x, t, slot, position: x)
+    block = torch.zeros(1, 16, 3, h, w, dtype=torch.bfloat16)
+    for _ in range(2):
+        window.place(3)
+        window.finish(block, 0.0)
+    text = model.text_kv(prompt(seed=2), torch.bfloat16)
+    window.set_prompt(prompt(seed=2), text, recache=True, cut=True)  # flush: the sink and the newest 5 frames
+    assert window.filled == 6 and window.slot_positions == list(range(6))
+    slot, position = window.place(3)
+    assert (slot, position) == (6, 45) and window.slot_positions == [0, 1, 2, 3, 4, 5, 45, 46, 47]
+    window.finish(block, 0.0)
+    assert window.slot_positions == list(range(9)) and not window.scene_cut

@@ -152,6 +152,24 @@ def test_rolling_video_past_the_window_with_a_prompt_timeline(comfy_server, stan
     assert video_info(path)[0] == 33
 
 
+def test_a_scene_cut_line_runs_with_infinity_rope_and_is_refused_elsewhere(comfy_server, standins):
+    """`1.2#: prompt` in CausVid Text Encode: a scene cut, which Infinity-RoPE's preset makes (3 s, the cut past
+    its full cache) and another cache refuses with the preset to use."""
+    prompt = eg.standin_prompt(eg.load_api("causvid_1.3b_t2v"), width=W, height=H, length=LENGTH)
+    (sampler_id,) = eg.find_nodes(prompt, "CausVidSampler")
+    (text_id,) = eg.find_nodes(prompt, "CausVidTextEncode")
+    (save_id,) = eg.find_nodes(prompt, "SaveVideo")
+    prompt[text_id]["inputs"]["text"] = "0: a red ball\n1.6#: a blue ball"
+    prompt[sampler_id]["inputs"].update(preset="Infinity-RoPE (Self-Forcing 1.3B)", cache="preset default",
+                                        seconds=3.0)
+    result = run_ok(comfy_server, prompt)
+    (path,) = comfy_server.output_paths(result, node_id=save_id)
+    assert video_info(path)[0] == 57
+    prompt[sampler_id]["inputs"].update(preset="Self-Forcing / LongLive 1.3B", cache="sink", window=6, sink_frames=3)
+    failed = comfy_server.run(prompt, timeout=120)
+    assert failed.status == "error" and "is Infinity-RoPE's" in failed.error["exception_message"], failed.describe()
+
+
 @pytest.mark.parametrize("inputs, words", [
     (dict(cache="sink", window=6, sink_frames=6), "smaller than the window"),
     (dict(cache="rolling", window=4), "whole number of 3-frame blocks"),
