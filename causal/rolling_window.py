@@ -102,11 +102,10 @@ class RollingCache:
         self.capacity, self.attended = capacity, attended
         self.frames: list[int] = []
 
-    def _phases(self, positions: list[int], like: torch.Tensor) -> torch.Tensor:
-        frame = (*like.shape[:2], 1, *like.shape[3:])
-        if not positions:
-            return torch.empty(0, 1, self.model.config.head_dim // 2, dtype=torch.complex128, device=like.device)
-        return torch.cat([self.model.phases(p, frame, like.device) for p in positions])
+    def _phases(self, first: int, frames: int, like: torch.Tensor) -> torch.Tensor:
+        """Phases of `frames` frames at positions first, first + 1, ... (what a forward attends to is always one run
+        of positions: the anchor right before the cached frames, which come right before the window)."""
+        return self.model.phases(first, (*like.shape[:2], frames, *like.shape[3:]), like.device)
 
     def slot_for(self, first_frame: int) -> int:
         """The slot of the block starting at video frame `first_frame`: where it was cached, or the next free slot,
@@ -126,11 +125,10 @@ class RollingCache:
         if slot == 0:
             return None
         t, a = self.tpf, self.block
-        working = max(a, slot - (self.attended - x.shape[2] - a))
-        positions = [first_frame - (slot - working) - a + i for i in range(a)] + self.frames[working:slot] + \
-            list(range(first_frame, first_frame + x.shape[2]))
-        return _Attended(self.cache, slice(working * t, slot * t), self._phases(positions, x),
-                         anchor=slice(0, a * t))
+        working = max(a, slot - (self.attended - x.shape[2] - a))  # the cached frames [working, slot) precede it
+        frames = a + slot - working + x.shape[2]
+        return _Attended(self.cache, slice(working * t, slot * t), self._phases(first_frame + x.shape[2] - frames,
+                                                                                frames, x), anchor=slice(0, a * t))
 
     def clean_view(self, x: torch.Tensor, first_frame: int) -> _Attended:
         """The clean pass of the block starting at `first_frame` (x: [B, 16, n_b, h, w]): written at its slot,
@@ -138,52 +136,54 @@ class RollingCache:
         slot = self.slot_for(first_frame)
         self.frames[slot:slot + x.shape[2]] = range(first_frame, first_frame + x.shape[2])
         end = slot + x.shape[2]
-        lo = max(0, end - self.attended)
-        positions = [s if s < self.block else self.frames[s] for s in range(lo, end)]  # the anchor at 0
-        return _Attended(self.cache, slice(lo * self.tpf, end * self.tpf), self._phases(positions, x),
-                         write_at=slot * self.tpf)
+        lo = max(0, end - self.attended)  # 0 (the anchor at 0 and no eviction yet) or past the anchor
+        return _Attended(self.cache, slice(lo * self.tpf, end * self.tpf),
+                         self._phases(self.frames[lo], end - lo, x), write_at=slot * self.tpf)
 
 
-def sample_rolling(model: CausalWanModel, text: CrossAttentionKV, *, noise: torch.Tensor, schedule: Schedule,
-                   cache: KVCache, tokens_per_frame: int, renoise: Renoise, glue: Glue = EAGER,
-                   after_window: Callable[[Window, torch.Tensor], None] | None = None) -> torch.Tensor:
-    """Rolling Forcing's loop over a video whose initial noise is `noise` [B, F, 16, h, w] (F a whole number of
-    blocks, at least one per step): x0 latents [B, 16, F, h, w] in the model's dtype. `after_window(window, x0)`
-    follows every window's forward (x0 [B, 16, frames, h, w]; its first block is final when the window's first
-    step is the last)."""
-    batch, total, channels, h, w = noise.shape
+def sample_rolling(model: CausalWanModel, text: CrossAttentionKV, *, num_blocks: int,
+                   initial: Callable[[int], torch.Tensor], schedule: Schedule, cache: KVCache, tokens_per_frame: int,
+                   renoise: Renoise, glue: Glue = EAGER, keep: bool = True,
+                   after_window: Callable[[Window, torch.Tensor], None] | None = None) -> torch.Tensor | None:
+    """Rolling Forcing's loop over `num_blocks` blocks (at least one per step); `initial(b)` is block b's noise
+    [B, n_b, 16, h, w], asked for when the block enters the window. Returns the x0 latents [B, 16, F, h, w] (with
+    `keep`; else None: only the blocks in the window are held). `after_window(window, x0)` follows every window's
+    forward (x0 [B, 16, frames, h, w]; its first block is final when the window's first step is the last)."""
     n_b, steps = schedule.frames_per_block, schedule.steps_for(first_block=False)
-    if total % n_b or total // n_b < len(steps):
-        raise ValueError(f"Rolling Forcing makes whole blocks of {n_b} latent frames, at least {len(steps)} (one per "
-                         f"step: {len(steps) * n_b} latent frames = {4 * len(steps) * n_b - 3} video frames); got "
-                         f"{total} latent frames")
-    dtype, device = noise.dtype, noise.device
+    if num_blocks < len(steps):
+        raise ValueError(f"Rolling Forcing makes at least {len(steps)} blocks of {n_b} latent frames (one per step: "
+                         f"{len(steps) * n_b} latent frames = {4 * len(steps) * n_b - 3} video frames); got "
+                         f"{num_blocks * n_b} latent frames")
     rolling = RollingCache(model, cache, tokens_per_frame=tokens_per_frame, block=n_b)
-    noisy = torch.zeros_like(noise)  # each block's input at its next level: the references' `noisy_cache`
-    output = torch.zeros_like(noise)
-    for window in windows(total // n_b, len(steps)):
-        first, end = window.first * n_b, (window.last + 1) * n_b
-        newest_is_noise = window.steps[-1] == 0
-        x = torch.cat([noisy[:, first:end - n_b], noise[:, end - n_b:end]], dim=1) if newest_is_noise \
-            else noisy[:, first:end]
-        level = [k for k in window.steps for _ in range(n_b)]
-        t = torch.tensor([[steps[k][0] for k in level]] * batch, dtype=torch.float64, device=device)
-        sigma = torch.tensor([steps[k][1] for k in level], dtype=torch.float64, device=device).view(1, -1, 1, 1, 1)
+    noisy: dict[int, torch.Tensor] = {}  # each block in the window at its next level: the references' `noisy_cache`
+    levels: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}  # per-frame timesteps and sigmas
+    final = []
+    for window in windows(num_blocks, len(steps)):
+        if window.steps[-1] == 0:
+            noisy[window.last] = initial(window.last)
+        x = torch.cat([noisy[b] for b in range(window.first, window.last + 1)], dim=1)
+        batch, frames, channels, h, w = x.shape
+        if window.steps not in levels:
+            level = [k for k in window.steps for _ in range(n_b)]
+            levels[window.steps] = (
+                torch.tensor([[steps[k][0] for k in level]] * batch, dtype=torch.float64, device=x.device),
+                torch.tensor([steps[k][1] for k in level], dtype=torch.float64, device=x.device).view(1, -1, 1, 1, 1))
+        t, sigma = levels[window.steps]
+        first = window.first * n_b
         x_in = x.transpose(1, 2)
         v = model(x_in, t, text, cache=rolling.window_view(x_in, first), rope_frame=first, glue=glue).transpose(1, 2)
-        x0 = (x.double() - sigma * v.double()).to(dtype)
-        output[:, first:end] = x0
+        x0 = (x.double() - sigma * v.double()).to(x.dtype)
         if after_window is not None:
             after_window(window, x0.transpose(1, 2))
+        del noisy[window.first]  # at its last step (a final block) or to be re-noised below
         for i, k in enumerate(window.steps):  # every block but the one at its last step goes to its next level
             if k + 1 < len(steps):
-                eps = renoise((batch * (end - first), channels, h, w)).to(device).view(batch, end - first, channels,
-                                                                                      h, w)
-                s = steps[k + 1][1]
-                rows = slice(i * n_b, (i + 1) * n_b)
-                noisy[:, first + i * n_b:first + (i + 1) * n_b] = \
-                    ((1 - s) * x0[:, rows].float() + s * eps[:, rows].float()).to(dtype)
+                eps = renoise((batch * frames, channels, h, w)).to(x.device).view(batch, frames, channels, h, w)
+                s, rows = steps[k + 1][1], slice(i * n_b, (i + 1) * n_b)
+                noisy[window.first + i] = ((1 - s) * x0[:, rows].float() + s * eps[:, rows].float()).to(x.dtype)
+        if keep and window.steps[0] == len(steps) - 1:
+            final.append(x0[:, :n_b])
         clean = x0[:, :n_b].transpose(1, 2)
-        zero = torch.zeros(batch, n_b, dtype=torch.float64, device=device)
+        zero = torch.zeros(batch, n_b, dtype=torch.float64, device=x.device)
         model(clean, zero, text, cache=rolling.clean_view(clean, first), rope_frame=first, glue=glue)
-    return output.transpose(1, 2)
+    return torch.cat(final, dim=1).transpose(1, 2) if keep else None

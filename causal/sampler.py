@@ -292,11 +292,16 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
         if unsupported:
             raise ValueError(f"{schedule.name} samples a window of blocks together (Rolling Forcing): it does not take "
                              f"{', '.join(unsupported)} yet; leave them at their defaults (cache: the preset's)")
-        video_noise = noise if noise is not None else draw((batch, total, LATENT_CHANNELS, h, w))
-        return _generate_joint_window(model, timeline[0].context, video_noise.to(device=device, dtype=dtype),
-                                      schedule=schedule, glue=glue, renoise=renoise, on_block=on_block,
-                                      keep_latents=keep_latents, progress=progress, output_device=output_device,
-                                      size=(height, width))
+        n_b = frames_per_block
+
+        def initial(b: int) -> torch.Tensor:  # block b's noise, drawn as it enters the window
+            chunk = noise[:, b * n_b:(b + 1) * n_b] if noise is not None else draw((batch, n_b, LATENT_CHANNELS, h, w))
+            return chunk.to(device=device, dtype=dtype)
+
+        return _generate_joint_window(model, timeline[0].context.to(device), initial, schedule=schedule, glue=glue,
+                                      renoise=renoise, on_block=on_block, keep_latents=keep_latents,
+                                      progress=progress, output_device=output_device, size=(height, width, total),
+                                      dtype=dtype)
     # the video's first block may have its own step list (Causal-Forcing++); a resumed video is past it
     step_lists = {first: schedule.steps_for(first) for first in (True, False)}
     num_blocks = total // frames_per_block
@@ -434,25 +439,29 @@ def family_policy_of(schedule: Schedule) -> CachePolicy | None:
         return None
 
 
-def _generate_joint_window(model: CausalWanModel, context: torch.Tensor, noise: torch.Tensor, *, schedule: Schedule,
-                           glue: kernels.Glue, renoise: Renoise, on_block: Callable[[torch.Tensor], None] | None,
-                           keep_latents: bool, progress: Callable[[Progress], None] | None,
-                           output_device: torch.device, size: tuple[int, int]) -> Generation:
+def _generate_joint_window(model: CausalWanModel, context: torch.Tensor, initial: Callable[[int], torch.Tensor], *,
+                           schedule: Schedule, glue: kernels.Glue, renoise: Renoise,
+                           on_block: Callable[[torch.Tensor], None] | None, keep_latents: bool,
+                           progress: Callable[[Progress], None] | None, output_device: torch.device,
+                           size: tuple[int, int, int], dtype: torch.dtype) -> Generation:
     """Rolling Forcing's sampler (`rolling_window.sample_rolling`) behind `generate`'s callbacks: progress after
-    every window (`step` is the window's oldest block's), `on_block` as each block leaves the window final."""
-    height, width = size
-    batch, total, _, _, _ = noise.shape
+    every window (`step` is the window's oldest block's), `on_block` as each block leaves the window final. The
+    noise of a block is drawn when it enters the window, before that window's re-noise draws."""
+    height, width, total = size
+    batch = context.shape[0]
     n_b, num_steps = schedule.frames_per_block, schedule.num_steps
     cache = video_cache(model.config, False, batch=batch, height=height, width=width,
-                        num_frames=ROLLING_FORCING_CACHE, dtype=noise.dtype, device=noise.device)
-    completed, final = 0, []
+                        num_frames=ROLLING_FORCING_CACHE, dtype=dtype, device=context.device)
+    completed, last_block, finite = 0, None, None
 
     def after_window(window: Window, x0: torch.Tensor) -> None:
-        nonlocal completed
+        nonlocal completed, last_block, finite
         completed += len(window.steps)
         oldest = x0[:, :, :n_b]
         if window.steps[0] == num_steps - 1:
-            final.append(oldest)
+            last_block = oldest
+            ok = torch.isfinite(oldest).all()  # on the device: read once at the end
+            finite = ok if finite is None else finite & ok
             if on_block is not None:
                 on_block(oldest)
         if progress is not None:
@@ -460,15 +469,16 @@ def _generate_joint_window(model: CausalWanModel, context: torch.Tensor, noise: 
                               oldest))
 
     try:
-        latents = sample_rolling(model, model.text_kv(context.to(noise.device), noise.dtype), noise=noise,
-                                 schedule=schedule, cache=cache, tokens_per_frame=model.config.tokens_per_frame(
-                                     height, width), renoise=renoise, glue=glue, after_window=after_window)
+        latents = sample_rolling(model, model.text_kv(context, dtype), num_blocks=total // n_b, initial=initial,
+                                 schedule=schedule, cache=cache,
+                                 tokens_per_frame=model.config.tokens_per_frame(height, width), renoise=renoise,
+                                 glue=glue, keep=keep_latents, after_window=after_window)
     finally:
         cache.release()
-    if not torch.isfinite(latents).all():
+    if finite is not None and not finite:
         raise FloatingPointError(_NON_FINITE.format(what="a block of the video"))
-    kept = latents if keep_latents else latents[:, :, :0]
-    return Generation(latents=to_device(kept, output_device), last_block=final[-1], history=None)
+    kept = latents if latents is not None else last_block[:, :, :0]
+    return Generation(latents=to_device(kept, output_device), last_block=last_block, history=None)
 
 
 def sample_video(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tensor] | Sequence[PromptChange], *,

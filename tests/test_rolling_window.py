@@ -139,6 +139,11 @@ def _rolling_forcing(model, noise, eps, schedule):
     return output.permute(0, 2, 1, 3, 4)
 
 
+def _blocks_of(noise):
+    """`initial` for `sample_rolling`: block b of a whole video's noise [B, F, 16, h, w]."""
+    return lambda b: noise[:, 3 * b:3 * b + 3]
+
+
 def test_windows_slide_one_block_at_staggered_steps():
     got = [(wi.first, wi.last, wi.steps) for wi in windows(7, 5)]
     assert got[:5] == [(0, 0, (0,)), (0, 1, (1, 0)), (0, 2, (2, 1, 0)), (0, 3, (3, 2, 1, 0)), (0, 4, (4, 3, 2, 1, 0))]
@@ -155,8 +160,8 @@ def test_rolling_window_reproduces_rolling_forcing(model, blocks):
     draws = Draws()
     cache = KVCache(TINY.num_layers, 1, ROLLING_FORCING_CACHE * TPF, TINY.num_heads, 128, dtype=torch.bfloat16,
                     device="cpu")
-    got = sample_rolling(model, model.text_kv(prompt(), torch.bfloat16), noise=noise, schedule=STEPS, cache=cache,
-                         tokens_per_frame=TPF, renoise=draws)
+    got = sample_rolling(model, model.text_kv(prompt(), torch.bfloat16), num_blocks=blocks, initial=_blocks_of(noise),
+                         schedule=STEPS, cache=cache, tokens_per_frame=TPF, renoise=draws)
     expected = _rolling_forcing(model, noise, draws.tensors, STEPS)
     assert len(draws.tensors) == sum(len(wi.steps) - (wi.steps[0] == 4) for wi in windows(blocks, 5))
     assert torch.equal(got, expected)
@@ -177,12 +182,17 @@ def test_generate_runs_the_rolling_forcing_preset_and_streams_blocks_as_they_lea
     cache = KVCache(TINY.num_layers, 1, ROLLING_FORCING_CACHE * TPF, TINY.num_heads, 128, dtype=torch.bfloat16,
                     device="cpu")
     replayed = iter(draws.tensors)
-    direct = sample_rolling(model, model.text_kv(prompt(), torch.bfloat16), noise=noise, schedule=schedule,
-                            cache=cache, tokens_per_frame=TPF, renoise=lambda shape: next(replayed))
+    direct = sample_rolling(model, model.text_kv(prompt(), torch.bfloat16), num_blocks=6, initial=_blocks_of(noise),
+                            schedule=schedule, cache=cache, tokens_per_frame=TPF, renoise=lambda shape: next(replayed))
     assert torch.equal(got.latents, direct) and got.history is None
     assert torch.equal(torch.cat(blocks, dim=2), direct) and len(blocks) == 6
     assert len(reports) == 6 + 5 - 1 and reports[-1].completed == reports[-1].total == 6 * 5
     assert [r.block for r in reports if r.step == r.steps - 1] == list(range(6))
+    streamed = []  # a stream keeps nothing: the blocks go to on_block only, the same ones
+    kept = generate(model, prompt(), height=H, width=W, schedule=schedule, total_frames=18, noise=noise,
+                    renoise=lambda shape, again=iter(draws.tensors): next(again), on_block=streamed.append,
+                    keep_latents=False)
+    assert kept.latents.shape[2] == 0 and torch.equal(torch.cat(streamed, dim=2), direct)
     with pytest.raises(ValueError, match="does not take record, the rolling window of 21 latent frames yet"):
         generate(model, prompt(), height=H, width=W, schedule=schedule, total_frames=18, seed=0, policy=rolling(21),
                  record=True)
