@@ -37,7 +37,7 @@ import torch  # noqa: E402
 import causal  # noqa: E402
 from bench.environment import GiB, environment, free_memory, pick_device, sync  # noqa: E402
 from bench.models import Setup, prompt_embedding  # noqa: E402
-from bench.profiling import profile_forwards  # noqa: E402
+from bench.profiling import BlockMarks, block_breakdown, kineto_kernels, profile_forwards  # noqa: E402
 from bench.timing import Clock, rel_l2  # noqa: E402
 from causal import cache_policy  # noqa: E402
 from causal.synthetic import random_state_dict  # noqa: E402
@@ -91,6 +91,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--deadline-s", type=float, default=540.0, help="skip what would start after this (wall)")
     p.add_argument("--profile", action="store_true",
                    help="also profile forwards of one steady sink block (12 cached frames), exact and fused")
+    p.add_argument("--profile-blocks", action="store_true",
+                   help="after each timed video, two more on CUDA: CUDA events around every graph replay, then "
+                        "torch.profiler: per steady block the time inside replays, in other kernels, and idle")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     args.policies = [x for x in args.policies.split(",") if x]
@@ -106,17 +109,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def video(model, context, args, policy, option: str, graphs,
-          blocks: int | None = None, schedule_name: str | None = None) -> tuple[list[float], float, torch.Tensor]:
-    """(seconds per block, seconds to the first block's last step, latents on the CPU)."""
+def video(model, context, args, policy, option: str, graphs, blocks: int | None = None,
+          schedule_name: str | None = None, marks: BlockMarks | None = None) -> tuple[list[float], float, torch.Tensor]:
+    """(seconds per block, seconds to the first block's last step, latents on the CPU); `marks` is marked at every
+    block's last step."""
     device = context.device
     clock = Clock(device)
     schedule = causal.SCHEDULES[schedule_name or args.schedule]
-    marks: list[Any] = []
+    ends: list[Any] = []
 
     def progress(p: causal.Progress) -> None:
         if p.step == p.steps - 1:
-            marks.append(clock.mark())
+            ends.append(clock.mark())
+            if marks is not None:
+                marks.mark()
 
     sync(device)
     start = clock.mark()
@@ -126,8 +132,38 @@ def video(model, context, args, policy, option: str, graphs,
                                   fused_kernels=option.startswith("fused"), graphs=graphs,
                                   kv_cache_fp8=option.endswith("_fp8kv"), output_device="cpu").latents
     sync(device)
-    ends = [clock.seconds(start, m) for m in marks]
-    return [b - a for a, b in zip(ends, ends[1:])], ends[0], latents.float()
+    seconds = [clock.seconds(start, m) for m in ends]
+    return [b - a for a, b in zip(seconds, seconds[1:])], seconds[0], latents.float()
+
+
+def profile_blocks(model, context, args, policy, option: str, graphs, steady_from: int,
+                   schedule_name: str | None) -> dict[str, Any]:
+    """Where a steady block's GPU time goes: the replays' share from CUDA events (no profiler overhead), then the
+    kernels outside replays and the idle time from a profiled video."""
+    from torch.profiler import ProfilerActivity, profile
+
+    marks = BlockMarks(context.device, graphs)
+    try:
+        video(model, context, args, policy, option, graphs, schedule_name=schedule_name, marks=marks)
+        split = marks.split(steady_from + 1)
+    finally:
+        marks.restore()
+    marks = BlockMarks(context.device)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        video(model, context, args, policy, option, graphs, schedule_name=schedule_name, marks=marks)
+    result = {"events": {k: sorted(r[k] for r in split)[len(split) // 2] for k in ("block_s", "replay_s", "replays")}
+              if split else {}, "profiled": block_breakdown(kineto_kernels(prof), steady_from + 1)}
+    e, b = result["events"], result["profiled"]
+    if e:
+        print(f"    block {e['block_s'] * 1000:.1f} ms: {e['replays']} replays {e['replay_s'] * 1000:.1f} ms (events)")
+    if b.get("blocks"):
+        print(f"    profiled: block {b['block_ms']:.1f} ms, busy {b['busy_ms']:.1f}, replays {b['replay_ms']:.1f}, "
+              f"other kernels {b['other_kernels_ms']:.1f}, idle {b['idle_ms']:.1f}")
+        for kind in ("replay_kernels", "other_kernels"):
+            print(f"    {kind}:")
+            for k in b[kind][:16 if kind == "replay_kernels" else 4]:
+                print(f"      {k['ms_per_block']:7.2f} ms x{k['calls_per_block']:.0f} {k['kernel']}")
+    return result
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -197,6 +233,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"{name:9} {option:15} steady {row['steady_s']:.3f} s/block  first {first:.3f} s (cold "
                   f"{cold_first:.2f} s)  peak {row['peak_gib'] or 0:.2f} GiB  rel-L2 {row['rel_l2_vs_exact']}"
                   f"{'  bitwise' if row['bitwise'] else ''}", flush=True)
+            if args.profile_blocks and cuda:
+                row["block_profile"] = profile_blocks(model, context, args, policy, option, graphs, full_after, own)
             if graphs is not None:
                 graphs.release()
             del graphs

@@ -1,9 +1,12 @@
 """Profiling a few forwards of one block: CUDA time per op family (a `record_function` label around each
-family's function) and per kernel (kernel classes by name, the top kernels)."""
+family's function) and per kernel (kernel classes by name, the top kernels); and whole blocks of a video on the
+GPU timeline: how much of a steady block is CUDA graph replays, other kernels, and idle (`BlockMarks`,
+`block_breakdown`)."""
 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import torch
@@ -184,3 +187,115 @@ def profile_forwards(model: Any, context: torch.Tensor, setup: Setup, n_forwards
     for r in result["top_kernels"][:12]:
         log(f"    {r['ms']:7.2f} ms {100 * r['share']:5.1f} % x{r['calls_per_forward']:.0f}  {r['kernel']}")
     return result
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Whole blocks on the GPU timeline: inside CUDA graph replays, other kernels, idle
+
+
+BLOCK_MARKER = "bitwise_not"
+"""The kernel `BlockMarks.mark` launches at the end of every block: its starts cut the GPU timeline into blocks."""
+
+
+@dataclass
+class Kernel:
+    name: str
+    start: float
+    end: float
+    in_replay: bool
+    """Launched by a CUDA graph replay (its runtime call was cudaGraphLaunch)."""
+
+
+class BlockMarks:
+    """A one-element kernel at the end of every block (where `mark()` is called), and CUDA events around every
+    replay of `graphs`' captures, each tagged with the block it falls in."""
+
+    def __init__(self, device: torch.device, graphs: Any = None) -> None:
+        self.flag = torch.zeros(1, dtype=torch.int32, device=device)
+        self.cuda = device.type == "cuda"
+        self.block_ends: list[Any] = []
+        self.replays: list[tuple[int, Any, Any]] = []  # (block, start event, end event)
+        self._restore: list[tuple[Any, Callable]] = []
+        for captured in (graphs.graphs.values() if graphs is not None else ()):
+            self._restore.append((captured, captured.replay))
+            captured.replay = self._timed(captured.replay)
+
+    def _timed(self, replay: Callable[[], None]) -> Callable[[], None]:
+        def timed() -> None:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            replay()
+            end.record()
+            self.replays.append((len(self.block_ends), start, end))
+        return timed
+
+    def mark(self) -> None:
+        self.flag.bitwise_not_()
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self.block_ends.append(end)
+
+    def restore(self) -> None:
+        for captured, replay in self._restore:
+            captured.replay = replay
+        self._restore.clear()
+
+    def split(self, steady_from: int) -> list[dict[str, float]]:
+        """Per block from `steady_from` on (after the device synchronized): its seconds between two marks, the
+        seconds inside replays and their count."""
+        rows = []
+        for b in range(max(steady_from, 1), len(self.block_ends)):
+            inside = [s.elapsed_time(e) / 1000 for blk, s, e in self.replays if blk == b]
+            rows.append({"block": b, "block_s": self.block_ends[b - 1].elapsed_time(self.block_ends[b]) / 1000,
+                         "replay_s": sum(inside), "replays": len(inside)})
+        return rows
+
+
+def kineto_kernels(prof: Any) -> list[Kernel]:
+    """Every GPU activity of a torch.profiler run (kernels, copies, sets), in microseconds, with whether a graph
+    replay launched it (matched through the CUDA runtime call's correlation id)."""
+    events = prof.profiler.kineto_results.events()
+    graph_launches = {e.correlation_id() for e in events if e.name() == "cudaGraphLaunch"}
+    out = []
+    for e in events:
+        if e.device_type() != torch.autograd.DeviceType.CUDA:
+            continue
+        ids = {e.correlation_id(), e.linked_correlation_id()}
+        start = e.start_ns() / 1000
+        out.append(Kernel(e.name(), start, start + e.duration_ns() / 1000, bool(ids & graph_launches)))
+    return sorted(out, key=lambda k: k.start)
+
+
+def block_breakdown(kernels: list[Kernel], steady_from: int, top: int = 24) -> dict[str, Any]:
+    """Steady blocks (the GPU time between two markers, from block `steady_from` on), averaged: wall, the union of
+    all activity, of replayed kernels, the time no kernel ran (idle), and the other kernels by name."""
+    from bench.timeline import _clip, _length, _union
+
+    marks = [k.start for k in kernels if BLOCK_MARKER in k.name.lower()]
+    windows = list(zip(marks[steady_from - 1:], marks[steady_from:])) if steady_from >= 1 else []
+    if not windows:
+        return {"blocks": 0}
+    wall = busy = replayed = 0.0
+    others: dict[str, list[float]] = {}
+    replays: dict[str, list[float]] = {}
+    for lo, hi in windows:
+        inside = [k for k in kernels if lo <= k.start < hi]
+        wall += hi - lo
+        busy += _length(_clip(_union([(k.start, k.end) for k in inside]), lo, hi))
+        replayed += _length(_clip(_union([(k.start, k.end) for k in inside if k.in_replay]), lo, hi))
+        for k in inside:
+            entry = (replays if k.in_replay else others).setdefault(k.name, [0.0, 0])
+            entry[0] += k.end - k.start
+            entry[1] += 1
+    n = len(windows)
+    ms = 1000.0 * n  # microseconds summed over n blocks -> ms per block
+
+    def table(kernels: dict[str, list[float]]) -> list[dict[str, Any]]:
+        return [{"kernel": name[:110], "ms_per_block": d / ms, "calls_per_block": c / n}
+                for name, (d, c) in sorted(kernels.items(), key=lambda kv: -kv[1][0])[:top]]
+
+    return {"blocks": n, "block_ms": wall / ms, "busy_ms": busy / ms, "idle_ms": (wall - busy) / ms,
+            "replay_ms": replayed / ms, "other_kernels_ms": sum(v[0] for v in others.values()) / ms,
+            "replay_kernels_ms": sum(v[0] for v in replays.values()) / ms,
+            "other_kernels": table(others), "replay_kernels": table(replays)}

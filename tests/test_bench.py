@@ -176,6 +176,30 @@ def test_trace_summary_counts_busy_and_shared_time():
     assert steady_window(puts) == (20.0, 40.0) and steady_window(puts[:6]) is None
 
 
+def test_block_breakdown_splits_steady_blocks_into_replays_other_kernels_and_idle():
+    """Blocks run from one marker kernel to the next; replayed kernels, other kernels (by name) and the idle time
+    between them add up to each block's wall; blocks before `steady_from` are left out."""
+    from bench.profiling import Kernel, block_breakdown
+
+    def marker(t):
+        return Kernel("vectorized_elementwise_kernel<bitwise_not_kernel_cuda>", t, t + 1, False)
+
+    kernels = [marker(0), Kernel("copy", 5, 505, False), marker(1000),                  # block 1: not steady
+               Kernel("replay_gemm", 1001, 1601, True), Kernel("replay_attn", 1500, 1801, True),  # overlap 100
+               Kernel("copy", 1850, 1900, False), Kernel("randn", 1950, 1960, False), marker(2000),
+               Kernel("replay_gemm", 2001, 2801, True), Kernel("copy", 2900, 2950, False), marker(3000)]
+    b = block_breakdown(kernels, steady_from=2)
+    assert b["blocks"] == 2 and b["block_ms"] == 1.0
+    assert b["replay_ms"] == (800 + 800) / 2 / 1000
+    assert b["other_kernels_ms"] == (50 + 10 + 50 + 1 + 1) / 2 / 1000  # the markers count as other kernels
+    assert abs(b["busy_ms"] + b["idle_ms"] - b["block_ms"]) < 1e-12
+    assert b["busy_ms"] == (1 + 800 + 50 + 10 + 1 + 800 + 50) / 2 / 1000
+    assert b["other_kernels"][0] == {"kernel": "copy", "ms_per_block": 0.05, "calls_per_block": 1.0}
+    assert b["replay_kernels"][0] == {"kernel": "replay_gemm", "ms_per_block": 0.7, "calls_per_block": 1.0}
+    assert b["replay_kernels_ms"] == (600 + 301 + 800) / 2 / 1000
+    assert block_breakdown(kernels, steady_from=4) == {"blocks": 0}
+
+
 @pytest.mark.comfyui
 def test_vae_decode_bench_tiny_cpu(tmp_path):
     """bench/vae_decode.py end to end on a dim-8 Wan VAE and a random taew2_1 at 64x48: every option timed and
