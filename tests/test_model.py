@@ -202,6 +202,34 @@ def test_fused_compositions_compute_the_eager_numbers(monkeypatch, dtype, tol):
     assert _rel(fused_cached, exact_cached) <= tol and _rel(fused_full, exact_full) <= tol
 
 
+def test_compiled_read_time_keys_compute_the_eager_numbers(monkeypatch):
+    """Keys cached un-rotated (the cache's `key_phases` set): the compiled glue's code (RMSNorm(k) and v written by
+    one function, the visible keys rotated by another), run uncompiled, fills the cache with the eager path's rows
+    and gives its outputs bit for bit, block after block."""
+    from causal import kernels
+
+    model = tiny_model(torch.bfloat16)
+    g = torch.Generator().manual_seed(13)
+    x = torch.randn(1, 16, 6, 8, 12, generator=g).bfloat16()
+    t = torch.rand(1, 6, generator=g) * 1000
+    text = model.text_kv(prompt(), torch.bfloat16)
+
+    def blocks(glue):
+        cache = KVCache.for_video(TINY, batch=1, height=64, width=96, num_frames=6, dtype=torch.bfloat16,
+                                  device="cpu")
+        cache.key_phases = model.phases(0, x.shape, x.device)
+        outs = [model(x[:, :, f:f + 3], t[:, f:f + 3], text, cache=cache, cache_frame=f, rope_frame=f, glue=glue)
+                for f in (0, 3)]
+        return outs, cache.keys + cache.values
+
+    exact_outs, exact_rows = blocks(EAGER)
+    used: set[str] = set()
+    monkeypatch.setattr(kernels, "compiled", lambda fn, **_: used.add(fn.__name__) or fn)
+    fused_outs, fused_rows = blocks(COMPILED)
+    assert {"store_normed_keys_values", "rope_rotate"} <= used and "store_keys_values" not in used
+    assert all(torch.equal(a, b) for a, b in zip(fused_outs + fused_rows, exact_outs + exact_rows))
+
+
 def test_compiled_glue_on_the_cpu_stays_within_bf16_rounding():
     """The compiled glue for real (Inductor's CPU backend stands in for Triton here): a cached pass and a
     block-causal pass within bf16 rounding of the exact path, and deterministic."""
