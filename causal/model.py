@@ -233,7 +233,9 @@ class CausalWanModel(nn.Module):
         (`kernels.COMPILED`).
         """
         grid = self._grid(x.shape)
-        tokens = self.patch_embedding(x).flatten(2).transpose(1, 2)
+        # token-major in memory, as the references' torch.cat of the patch embeddings leaves it: a transposed view
+        # would make every LayerNorm copy its input and every compiled kernel read it against its stride
+        tokens = self.patch_embedding(x).flatten(2).transpose(1, 2).contiguous()
         e, e0 = self._time(timestep, tokens.dtype)
         if phases is None:
             phases = self.phases(rope_frame, x.shape, tokens.device)
