@@ -22,14 +22,14 @@ from .kv_cache import CrossAttentionKV, KVCache
 from .model import CausalWanModel
 from .fp8 import quantize_blocks_fp8
 from .graphs import CudaGraphs
-from .prompts import PromptChange, latent_frame_at
+from .prompts import LivePrompts, PromptChange, latent_frame_at
 from .rebuilt_context import ReencodedFrames, Reencoder
 from .sampler import (Generation, Progress, fragment_lengths, generate, kv_cache_bytes, sample_video,
                       working_memory_bytes)
 from .schedule import SCHEDULES, Schedule, sigma_table
 
 __all__ = [
-    "CachePolicy", "ContextWindow", "FAMILY_POLICIES", "History", "PromptChange", "family_policy",
+    "CachePolicy", "ContextWindow", "FAMILY_POLICIES", "History", "LivePrompts", "PromptChange", "family_policy",
     "latent_frame_at", "ReencodedFrames", "Reencoder",
     "CudaGraphs", "quantize_blocks_fp8",
     "CausalWanModel", "Checkpoint", "CheckpointError", "CrossAttentionKV", "Generation", "KVCache", "PRESETS",

@@ -5,6 +5,10 @@ generated latent frames from `frame` on. A change takes effect at the first bloc
 its frame (LongLive's `switch_frame_indices`); a window policy then re-caches its window under the new
 prompt, a fragment starting there simply uses it.
 
+A `LivePrompts` is a timeline written while the video is made: a prompt submitted from any thread drives the
+blocks that start after it arrives, and what was used is kept as an ordinary timeline that gives the same video
+when queued.
+
 Times in seconds map to latent frames through the Wan VAE's layout: latent frame 0 is video frame 0, latent
 frame i >= 1 covers video frames 4i - 3 .. 4i, so video frame p lies in latent frame ceil(p / 4).
 """
@@ -12,8 +16,9 @@ frame i >= 1 covers video frames 4i - 3 .. 4i, so video frame p lies in latent f
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 
@@ -74,8 +79,65 @@ def check_timeline(timeline: Sequence[PromptChange], total_frames: int) -> None:
             raise ValueError("all prompts must have the same batch size")
 
 
+class LivePrompts(Sequence[PromptChange]):
+    """A timeline that grows while the video is made. `submit` (from any thread) hands in the next prompt; the
+    first block that starts after it takes it (`change_at`, called by the sampler at each block's start), and the
+    change is recorded at that block's first frame. As a sequence it is the changes used so far: the timeline
+    that, queued, gives the same video. Of several prompts submitted between two block starts only the last is
+    used."""
+
+    def __init__(self, first: torch.Tensor, *, max_tokens: int | None = None) -> None:
+        self.max_tokens = max_tokens
+        self._check(first, like=None)
+        self._used = [PromptChange(0, first)]
+        self._pending: PromptChange | None = None
+        self._lock = threading.Lock()
+
+    def _check(self, context: torch.Tensor, like: torch.Tensor | None) -> None:
+        if context.dim() != 3:
+            raise ValueError(f"a prompt embedding must be [batch, tokens, width], got {tuple(context.shape)}")
+        if like is not None and (context.shape[0], context.shape[2]) != (like.shape[0], like.shape[2]):
+            raise ValueError(f"a new prompt must have the first one's batch size and width "
+                             f"({like.shape[0]}, {like.shape[2]}), got ({context.shape[0]}, {context.shape[2]})")
+        if self.max_tokens is not None and context.shape[1] > self.max_tokens:
+            raise ValueError(f"a prompt has {context.shape[1]} tokens; the model reads at most {self.max_tokens}")
+        if not torch.isfinite(context).all():
+            raise ValueError("a prompt embedding contains NaN or Inf values: re-encode the prompt")
+
+    def submit(self, context: torch.Tensor, cut: bool = False) -> None:
+        """Drive the blocks from the next block start on with `context` (checked here: a bad one changes
+        nothing and raises ValueError)."""
+        self._check(context, like=self._used[0].context)
+        with self._lock:
+            self._pending = PromptChange(-1, context, cut)
+
+    def change_at(self, frame: int) -> PromptChange:
+        """The change driving a block that starts at latent frame `frame`: the prompt submitted since the last
+        block started, recorded at `frame`, or the one in use."""
+        with self._lock:
+            if self._pending is not None and frame > self._used[-1].frame:
+                self._used.append(PromptChange(frame, self._pending.context, self._pending.cut))
+                self._pending = None
+            return self._used[-1]
+
+    def __getitem__(self, index):  # type: ignore[override]
+        with self._lock:
+            return list(self._used)[index]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._used)
+
+    def __iter__(self) -> Iterator[PromptChange]:
+        with self._lock:
+            return iter(list(self._used))
+
+
 def change_at(timeline: Sequence[PromptChange], frame: int) -> PromptChange:
-    """The change whose prompt drives a block that starts at latent frame `frame`."""
+    """The change whose prompt drives a block that starts at latent frame `frame` (a live timeline takes a newly
+    submitted prompt here)."""
+    if isinstance(timeline, LivePrompts):
+        return timeline.change_at(frame)
     current = timeline[0]
     for change in timeline:
         if change.frame <= frame:

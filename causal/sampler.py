@@ -39,7 +39,7 @@ from .kv_cache import CrossAttentionKV, KVCache
 from .kv_cache_fp8 import Fp8KVCache, video_cache
 from .model import CausalWanModel
 from .rebuilt_context import RebuiltContext, Reencoder
-from .prompts import PromptChange, change_at, check_timeline, per_segment
+from .prompts import LivePrompts, PromptChange, change_at, check_timeline, per_segment
 from .rolling_window import ROLLING_FORCING_CACHE, Window, sample_rolling
 from .schedule import Schedule
 
@@ -115,7 +115,7 @@ def working_memory_bytes(model: CausalWanModel, *, batch: int, num_frames: int, 
     return cache + text + activations
 
 
-def _check_inputs(model: CausalWanModel, timeline: list[PromptChange], height: int, width: int,
+def _check_inputs(model: CausalWanModel, timeline: Sequence[PromptChange], height: int, width: int,
                   total_frames: int, frames_per_block: int, policy: CachePolicy,
                   start_latents: torch.Tensor | None) -> None:
     if height <= 0 or width <= 0 or height % PIXEL_MULTIPLE or width % PIXEL_MULTIPLE:
@@ -173,7 +173,9 @@ def _prefill_chunks(frames: int, frames_per_block: int) -> list[int]:
 
 
 def _timeline(context: torch.Tensor | Sequence[torch.Tensor] | Sequence[PromptChange],
-              segments: list[int]) -> list[PromptChange]:
+              segments: list[int]) -> Sequence[PromptChange]:
+    if isinstance(context, LivePrompts):
+        return context
     if isinstance(context, torch.Tensor):
         return [PromptChange(0, context)]
     items = list(context)
@@ -287,7 +289,8 @@ def generate(model: CausalWanModel, context: torch.Tensor | Sequence[torch.Tenso
         unsupported = [what for what, given in (
             ("start latents", start_latents is not None), ("a history to resume", resume is not None),
             ("record", record), ("CUDA graphs", graphs is not None), ("the FP8 KV cache", kv_cache_fp8),
-            ("a prompt timeline", len(timeline) > 1), (f"the {policy.describe()}", policy != own_policy),
+            ("a prompt timeline", len(timeline) > 1), ("live prompts", isinstance(timeline, LivePrompts)),
+            (f"the {policy.describe()}", policy != own_policy),
             ("more than one fragment", num_fragments > 1)) if given]
         if unsupported:
             raise ValueError(f"{schedule.name} samples a window of blocks together (Rolling Forcing): it does not take "
@@ -487,7 +490,8 @@ def sample_video(model: CausalWanModel, context: torch.Tensor | Sequence[torch.T
     are not included. The options are `generate`'s:
 
     context: prompt embeddings [B, <=512, text_dim] (umT5 output, zero rows after the prompt), a list with
-        one per fragment (the last repeats), or a timeline of `PromptChange(frame, embedding)`.
+        one per fragment (the last repeats), a timeline of `PromptChange(frame, embedding)`, or a
+        `LivePrompts` that takes new prompts while the video is made (each from the next block on).
     height, width: video size in pixels, multiples of 16.
     schedule: a `Schedule` (see `SCHEDULES` for the presets).
     policy: a `CachePolicy` (`cache_policy.rolling(21)`, `sink(3, 12)`, ...); default: fragments of
