@@ -200,6 +200,17 @@ def test_block_breakdown_splits_steady_blocks_into_replays_other_kernels_and_idl
     assert block_breakdown(kernels, steady_from=4) == {"blocks": 0}
 
 
+def test_glue_bench_tiny_cpu(tmp_path):
+    """bench/glue.py on the CPU: every section reports, and the residual layout check finds the exact glue bitwise."""
+    from bench import glue
+
+    report = glue.main(["--tiny", "--device", "cpu", "--repeats", "1", "--json", str(tmp_path / "g.json")])
+    assert json.loads((tmp_path / "g.json").read_text())["settings"]["compiled"] is False
+    assert report["rotation"]["tokens"] == 72 and report["rotation"]["eager_ms"] > 0
+    assert report["gelu_epilogue"]["rel_epilogue_vs_float32"] < 1e-2
+    assert report["residual_layout"]["EAGER"]["bitwise"] and report["residual_layout"]["EAGER"]["model_is_token_major"]
+
+
 @pytest.mark.comfyui
 def test_vae_decode_bench_tiny_cpu(tmp_path):
     """bench/vae_decode.py end to end on a dim-8 Wan VAE and a random taew2_1 at 64x48: every option timed and

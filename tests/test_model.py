@@ -202,6 +202,19 @@ def test_fused_compositions_compute_the_eager_numbers(monkeypatch, dtype, tol):
     assert _rel(fused_cached, exact_cached) <= tol and _rel(fused_full, exact_full) <= tol
 
 
+def test_residual_stream_is_token_major_in_memory():
+    """Every block and the head get the residual stream contiguous [B, tokens, dim], as the references' torch.cat
+    of the patch embeddings leaves it: a transposed view made every norm3 LayerNorm copy it (bench/RESULTS.md)."""
+    model = tiny_model(torch.bfloat16)
+    seen = []
+    for module in [*model.blocks, model.head]:
+        module.register_forward_pre_hook(lambda _, args: seen.append(args[0].is_contiguous()))
+    cache = KVCache.for_video(TINY, batch=1, height=64, width=96, num_frames=3, dtype=torch.bfloat16, device="cpu")
+    model(torch.randn(1, 16, 3, 8, 12).bfloat16(), torch.rand(1, 3) * 1000, model.text_kv(prompt(), torch.bfloat16),
+          cache=cache)
+    assert seen == [True] * (len(model.blocks) + 1)
+
+
 def test_compiled_read_time_keys_compute_the_eager_numbers(monkeypatch):
     """Keys cached un-rotated (the cache's `key_phases` set): the compiled glue's code (RMSNorm(k) and v written by
     one function, the visible keys rotated by another), run uncompiled, fills the cache with the eager path's rows
