@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
+from .live import register_with_server
 from .loader import CausVidModelLoader
 from .sampler import CausVidContinue, CausVidSampler
 from .stream import CausVidStreamToVideo
@@ -15,4 +16,5 @@ NODES: list[type[io.ComfyNode]] = [CausVidModelLoader, CausVidTextEncode, CausVi
 
 class CausVidExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        register_with_server()  # while ComfyUI loads the packs, before its server takes its routes
         return NODES

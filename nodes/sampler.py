@@ -26,6 +26,7 @@ from ..causal.sampler import (FRAMES_PER_BLOCK, PIXEL_MULTIPLE, fragment_lengths
                               working_memory_bytes)
 from ..causal.schedule import SCHEDULES, Schedule
 from .comfy_model import causal_network, compute_dtype
+from .live import LiveRun, announce
 from .speed import DEFAULT_SPEED, SPEED_TOOLTIP, SPEEDS, choose_speed, keep_only, kept_graphs, release_graphs
 from .streaming import StreamingDecoder, WanVAEStreamingDecoder
 from .text import CUT_KEY, FRAGMENT_KEY, START_KEY
@@ -320,12 +321,13 @@ def load_for_sampling(model, extra_models: tuple, memory_required: int) -> None:
 
 def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, keep_video: bool = True,
         extra_models: tuple = (), extra_memory: int = 0, preview=None, vae=None,
-        on_decoded=None) -> tuple[torch.Tensor, CausVidState]:
+        on_decoded=None, live: LiveRun | None = None) -> tuple[torch.Tensor, CausVidState]:
     """Sample and package the result: (new latents in VAE space, the state after them). With `on_block`, each
     finished block (VAE space, CPU) goes there as soon as it is done; without `keep_video` nothing else is kept.
     `preview()`, when given, supplies the progress preview (e.g. the newest decoded frame) instead of the latent
     previewer's. `vae` serves the recompute policy (Krea Realtime), which decodes and encodes as it samples;
-    `on_decoded` then gets each block's decoded frames (see `shares_decode`)."""
+    `on_decoded` then gets each block's decoded frames (see `shares_decode`). With `live` its prompts are the
+    timeline, and after every block it encodes the prompt sent meanwhile (`live.LiveRun`)."""
     network = causal_network(model)
     if job.resume is not None and job.resume.history is None:
         raise ValueError(f"this state comes from {job.resume.schedule.name}, whose window of blocks sampled together "
@@ -341,7 +343,7 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
     if job.seconds <= 0:
         check_segments(segments, job, start_frames)
     total = frames_for_seconds(job.seconds, start_frames, block) if job.seconds > 0 else sum(segments)
-    timeline = prompt_timeline(conditioning, segments, start_frames)
+    timeline = live.prompts if live is not None else prompt_timeline(conditioning, segments, start_frames)
     device, dtype = model.load_device, compute_dtype(model)
     mm.throw_exception_if_processing_interrupted()
     batch = timeline[0].context.shape[0]
@@ -387,6 +389,9 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
             image = preview() if preview is not None else None
             if image is None and previewer is not None:
                 image = previewer.decode_latent_to_preview_image("JPEG", p.denoised[:, :, -1:].float())
+            if live is not None:
+                live.between_blocks()
+                announce(live)
         bars[0].update_absolute(p.completed, p.total, image)
 
     def block_done(block: torch.Tensor) -> None:

@@ -11,9 +11,12 @@ import torch
 from comfy_api.latest import io, ui
 from PIL import Image
 
+from ..causal.text import TEXT_TOKENS
+from .live import RUNS, LiveRun, announce
 from .sampler import CausVidStateType, prepare, run, sampling_inputs, sampling_memory, shares_decode
 from .speed import choose_speed
 from .streaming import FPS, BlockStream, Mp4Writer, StreamingDecoder, decode_room, stream_memory
+from .text import START_KEY, TEXT_KEY, encode_prompt
 
 
 class NewestFrame:
@@ -37,6 +40,19 @@ class NewestFrame:
         return self._image
 
 
+def live_run(clip, positive, job, node_id: str) -> LiveRun:
+    """The live run of a stream whose positive is one CausVid Text Encode prompt (its text starts the timeline)."""
+    if len(positive) != 1 or TEXT_KEY not in positive[0][1] or START_KEY in positive[0][1]:
+        raise ValueError("a live stream (live_clip connected) starts from one prompt of CausVid Text Encode: give it a "
+                         "single line without a time; later prompts come while it streams")
+    if job.resume is not None or job.schedule.joint_window:
+        raise ValueError("a live stream starts a new video with a block-by-block preset: disconnect live_clip to "
+                         f"{'continue a state' if job.resume is not None else 'use ' + job.schedule.name}")
+    start = 0 if job.start is None else job.start.shape[2]
+    return LiveRun(node_id, positive[0][1][TEXT_KEY], positive[0][0], lambda text: encode_prompt(clip, text)[0],
+                   start_frames=start, max_tokens=TEXT_TOKENS)
+
+
 class CausVidStreamToVideo(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -58,6 +74,12 @@ class CausVidStreamToVideo(io.ComfyNode):
                 io.String.Input("filename_prefix", default="video/causvid_stream",
                                 tooltip="Where the mp4 goes, inside ComfyUI's output folder (as Save Video)."),
                 *sampling_inputs(),
+                io.Clip.Input("live_clip", optional=True,
+                              tooltip="Live: connect the text encoder (the CLIPLoader of positive) to steer the "
+                                      "video while it streams. A prompt sent to POST /causvid/live/<run>/prompt "
+                                      "({\"text\": ...}; GET /causvid/live lists the runs) drives it from the next "
+                                      "block on; the prompts used are saved beside the mp4 as 'seconds: prompt' "
+                                      "lines, which queued give the same video. Keeps the text encoder loaded."),
             ],
             outputs=[io.Custom("CAUSVID_STATE").Output(display_name="state")],
             hidden=[io.Hidden.unique_id],
@@ -72,7 +94,7 @@ class CausVidStreamToVideo(io.ComfyNode):
         return CausVidSampler.validate_inputs(width, height, length, custom_steps, preset)
 
     @classmethod
-    def execute(cls, model, positive, vae, filename_prefix: str, **widgets) -> io.NodeOutput:
+    def execute(cls, model, positive, vae, filename_prefix: str, live_clip=None, **widgets) -> io.NodeOutput:
         job = prepare(model, **widgets)
         if not positive or positive[0][0].shape[0] != 1:
             raise ValueError("CausVid Stream to Video writes one video: use a prompt batch of 1")
@@ -89,20 +111,30 @@ class CausVidStreamToVideo(io.ComfyNode):
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
             filename_prefix, folder_paths.get_output_directory(), job.width, job.height)
         file = f"{name}_{counter:05}_.mp4"
+        live = None if live_clip is None else live_run(live_clip, positive, job, cls.hidden.unique_id)
+        extra_models, extra_memory = (vae.patcher,), stream_memory(sampling.transient,
+                                                                     decoder.memory_used(one_frame, block))
+        if live is not None:  # the text encoder stays loaded, with room to run, so encoding never unloads the DiT
+            extra_models = (*extra_models, live_clip.patcher)
+            extra_memory += mm.minimum_inference_memory()
         newest = NewestFrame()
         writer = Mp4Writer(Path(folder) / file, job.width, job.height, FPS)
         stream = BlockStream(decoder, writer, on_frames=newest.update)
         try:
+            if live is not None:
+                RUNS.add(live)
+                announce(live)
             if job.start is not None:
                 stream.put(job.prefix)  # the video begins with its start image or video
             # the recompute policy (Krea) decodes every block on the sampling thread anyway: write those frames
             shared = shares_decode(job)
             _, state = run(model, positive, job, cls.hidden.unique_id, on_block=None if shared else stream.put,
-                           keep_video=False, extra_models=(vae.patcher,),
-                           extra_memory=stream_memory(sampling.transient, decoder.memory_used(one_frame, block)),
-                           preview=newest, vae=vae,
-                           on_decoded=stream.put_frames if shared else None)
+                           keep_video=False, extra_models=extra_models, extra_memory=extra_memory,
+                           preview=newest, vae=vae, on_decoded=stream.put_frames if shared else None, live=live)
         finally:
             stream.close()
+            if live is not None:
+                RUNS.remove(live)
+                (Path(folder) / f"{name}_{counter:05}_.prompts.txt").write_text(live.timeline_text(), encoding="utf-8")
         saved = ui.SavedResult(file, subfolder, io.FolderType.output)
         return io.NodeOutput(state, ui=ui.PreviewVideo([saved]))

@@ -13,6 +13,8 @@ START_KEY = "causvid_start_seconds"
 """Timed lines (`seconds: prompt`) also carry when they start."""
 CUT_KEY = "causvid_scene_cut"
 """On a timed line written `seconds#: prompt`: a scene cut at that switch (Infinity-RoPE's cache)."""
+TEXT_KEY = "causvid_text"
+"""The cleaned prompt text of the entry (a live stream writes it into the timeline it saves)."""
 
 
 def _escape_weights(text: str) -> str:
@@ -64,13 +66,21 @@ class CausVidTextEncode(io.ComfyNode):
             [(None, "", False)]
         conditioning = []
         for index, (start, prompt, cut) in enumerate(lines):
-            tokens = clip.tokenize(_escape_weights(prompt))
-            tokenizer = getattr(clip.tokenizer, getattr(clip.tokenizer, "clip", ""), None)
-            end_token = getattr(tokenizer, "end_token", 1)
-            encoded = clip.encode_from_tokens(_truncate(tokens, end_token), return_dict=True)
-            cond = encoded.pop("cond")
-            tags = {FRAGMENT_KEY: index} if start is None else {FRAGMENT_KEY: index, START_KEY: start}
+            cond, encoded = encode_prompt(clip, prompt)
+            tags = {FRAGMENT_KEY: index, TEXT_KEY: prompt}
+            if start is not None:
+                tags[START_KEY] = start
             if cut:
                 tags[CUT_KEY] = True
             conditioning.append([cond, {**encoded, **tags}])
         return io.NodeOutput(conditioning)
+
+
+def encode_prompt(clip, prompt: str) -> tuple:
+    """One cleaned prompt through umT5 as the references tokenise it: (cond [1, tokens, 4096], the rest of
+    ComfyUI's encode output)."""
+    tokens = clip.tokenize(_escape_weights(prompt))
+    tokenizer = getattr(clip.tokenizer, getattr(clip.tokenizer, "clip", ""), None)
+    end_token = getattr(tokenizer, "end_token", 1)
+    encoded = clip.encode_from_tokens(_truncate(tokens, end_token), return_dict=True)
+    return encoded.pop("cond"), encoded

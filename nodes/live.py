@@ -1,0 +1,188 @@
+"""Live steering: CausVid Stream to Video given a text encoder (`live_clip`) takes new prompts while it streams.
+
+Routes on ComfyUI's server, for the page and any HTTP client:
+
+    GET  /causvid/live               the live runs streaming now: [{"run", "node", "blocks", "error", "prompts"}]
+    POST /causvid/live/{run}/prompt  {"text": "..."}: the video turns to it from the next block on (202);
+                                     400 with what is wrong for bad input, 404 for a run that is not streaming
+
+When it starts and after every block a run sends "causvid.live" over ComfyUI's websocket: {"run", "node",
+"blocks", "error", "prompts"}, the prompts used so far as {"seconds", "text"}; "error" says why the last prompt
+sent was not used (it could not be encoded: the video goes on with the one before).
+
+A new prompt is encoded between two blocks on the sampling thread, the way CausVid Text Encode encodes it, with the
+text encoder the run loaded beside the DiT before it started (so encoding never makes ComfyUI unload the DiT), and
+drives the blocks from the next one on (`causal.LivePrompts`). The prompts used are written beside the video as
+`seconds: prompt` lines: given to CausVid Text Encode and queued with the same settings, they make the same video.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from typing import Callable
+
+import torch
+
+from ..causal.prompts import LivePrompts
+from ..causal.text import clean_prompt
+
+log = logging.getLogger("comfyui-causvid")
+
+MAX_TEXT = 20_000
+"""Characters a live prompt may have (umT5 reads at most 512 tokens; this only bounds what a request can send)."""
+VIDEO_FPS, LATENT_STRIDE = 16, 4
+
+
+def seconds_of(latent_frame: int) -> float:
+    """The time of the first video frame of latent frame `latent_frame` (0; then frames 4i - 3 .. 4i), the inverse
+    of `causal.prompts.latent_frame_at` on whole latent frames."""
+    return 0.0 if latent_frame == 0 else (LATENT_STRIDE * latent_frame - 3) / VIDEO_FPS
+
+
+class LiveRun:
+    """One streaming run that takes prompts: `submit` from any thread, `between_blocks` on the sampling thread."""
+
+    def __init__(self, node_id: str, first_text: str, first: torch.Tensor, encode: Callable[[str], torch.Tensor],
+                 *, start_frames: int = 0, max_tokens: int | None = None) -> None:
+        self.id = uuid.uuid4().hex
+        self.node_id = node_id
+        self.prompts = LivePrompts(first, max_tokens=max_tokens)
+        self.start_frames = start_frames
+        self.blocks = 0
+        self._encode = encode
+        self._texts = {id(first): first_text}
+        self._pending: str | None = None
+        self._lock = threading.Lock()
+        self.error: str | None = None
+        """Why the last prompt sent was not used (it could not be encoded), until one is."""
+
+    @staticmethod
+    def check_text(text) -> str:
+        """The prompt as it will be encoded (cleaned as CausVid Text Encode cleans it, on one line), or ValueError."""
+        if not isinstance(text, str):
+            raise ValueError(f"the prompt must be a string, not {type(text).__name__}")
+        if len(text) > MAX_TEXT:
+            raise ValueError(f"the prompt has {len(text)} characters; at most {MAX_TEXT} are taken")
+        cleaned = clean_prompt(" ".join(text.split()))
+        if not cleaned:
+            raise ValueError("the prompt is empty")
+        return cleaned
+
+    def submit(self, text) -> str:
+        """Queue a prompt for the next block (a later one before that block replaces it); returns it cleaned."""
+        cleaned = self.check_text(text)
+        with self._lock:
+            self._pending = cleaned
+        return cleaned
+
+    def between_blocks(self) -> None:
+        """After a block's last step: encode the queued prompt, if any, so that the next block takes it."""
+        with self._lock:
+            text, self._pending = self._pending, None
+        self.blocks += 1
+        if text is None:
+            return
+        try:
+            context = self._encode(text)
+            self.prompts.submit(context)
+        except Exception as e:  # noqa: BLE001 (a prompt that cannot be encoded must not end the video)
+            self.error = f"'{text[:60]}' was not used: {e}"
+            log.warning("CausVid live: %s", self.error)
+            return
+        self._texts[id(context)] = text
+        self.error = None
+
+    def used(self) -> list[tuple[float, str]]:
+        """(seconds into the video, text) of every prompt used so far, in order."""
+        return [(seconds_of(change.frame + self.start_frames) if change.frame else 0.0, self._texts[id(change.context)])
+                for change in self.prompts]
+
+    def timeline_text(self) -> str:
+        """The prompts used as CausVid Text Encode's timeline lines."""
+        return "".join(f"{format(seconds, '.10g')}: {text}\n" for seconds, text in self.used())
+
+    def status(self) -> dict:
+        return {"run": self.id, "node": self.node_id, "blocks": self.blocks, "error": self.error,
+                "prompts": [{"seconds": s, "text": t} for s, t in self.used()]}
+
+
+class Registry:
+    """The live runs streaming now, by id."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, LiveRun] = {}
+        self._lock = threading.Lock()
+
+    def add(self, run: LiveRun) -> None:
+        with self._lock:
+            self._runs[run.id] = run
+
+    def remove(self, run: LiveRun) -> None:
+        with self._lock:
+            self._runs.pop(run.id, None)
+
+    def get(self, run_id: str) -> LiveRun | None:
+        with self._lock:
+            return self._runs.get(run_id)
+
+    def all(self) -> list[LiveRun]:
+        with self._lock:
+            return list(self._runs.values())
+
+
+RUNS = Registry()
+
+
+def add_routes(routes, registry: Registry = RUNS) -> None:
+    """Register the live routes on an aiohttp RouteTableDef (ComfyUI's `PromptServer.instance.routes`)."""
+    from aiohttp import web
+
+    @routes.get("/causvid/live")
+    async def live_runs(request):
+        return web.json_response([run.status() for run in registry.all()])
+
+    @routes.post("/causvid/live/{run}/prompt")
+    async def live_prompt(request):
+        run = registry.get(request.match_info["run"])
+        if run is None:
+            return web.json_response({"error": "no live run with this id is streaming (it finished, or never started)"},
+                                     status=404)
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"error": 'send JSON: {"text": "the new prompt"}'}, status=400)
+        if not isinstance(body, dict) or "text" not in body:
+            return web.json_response({"error": 'send JSON: {"text": "the new prompt"}'}, status=400)
+        try:
+            text = run.submit(body["text"])
+        except ValueError as e:
+            return web.json_response({"error": str(e)}, status=400)
+        return web.json_response({"run": run.id, "queued": text, "after_block": run.blocks}, status=202)
+
+
+def register_with_server() -> bool:
+    """Add the routes to ComfyUI's server, once, while it loads the packs (it serves the routes it holds when it
+    starts); False where there is none (the library, in-process tests)."""
+    try:
+        from server import PromptServer
+    except ImportError:
+        return False
+    server = getattr(PromptServer, "instance", None)
+    if server is None or getattr(server, "_causvid_live_routes", False):
+        return server is not None
+    add_routes(server.routes)
+    server._causvid_live_routes = True
+    return True
+
+
+def announce(run: LiveRun) -> None:
+    """Send the run's status over ComfyUI's websocket (nothing without a server)."""
+    try:
+        from server import PromptServer
+    except ImportError:
+        return
+    server = getattr(PromptServer, "instance", None)
+    if server is not None:
+        server.send_sync("causvid.live", run.status())
