@@ -43,6 +43,12 @@ def latent_frame_at(seconds: float, fps: float = FPS) -> int:
     return math.ceil(round(seconds * fps) / VAE_STRIDE[0])
 
 
+def seconds_at(latent_frame: int, fps: float = FPS) -> float:
+    """When latent frame `latent_frame` starts showing: its first video frame (0, then 4i - 3) over the frame rate;
+    `latent_frame_at` of it gives the latent frame back."""
+    return 0.0 if latent_frame == 0 else (VAE_STRIDE[0] * latent_frame - VAE_STRIDE[0] + 1) / fps
+
+
 def video_frames(latent_frames: int) -> int:
     """Video frames decoded from `latent_frames` latent frames: 1 + 4 * (F - 1)."""
     return 1 + VAE_STRIDE[0] * (latent_frames - 1) if latent_frames else 0
@@ -90,7 +96,7 @@ class LivePrompts(Sequence[PromptChange]):
         self.max_tokens = max_tokens
         self._check(first, like=None)
         self._used = [PromptChange(0, first)]
-        self._pending: PromptChange | None = None
+        self._pending: tuple[torch.Tensor, bool] | None = None  # (context, scene cut) until a block takes it
         self._lock = threading.Lock()
 
     def _check(self, context: torch.Tensor, like: torch.Tensor | None) -> None:
@@ -109,14 +115,14 @@ class LivePrompts(Sequence[PromptChange]):
         nothing and raises ValueError)."""
         self._check(context, like=self._used[0].context)
         with self._lock:
-            self._pending = PromptChange(-1, context, cut)
+            self._pending = (context, cut)
 
     def change_at(self, frame: int) -> PromptChange:
         """The change driving a block that starts at latent frame `frame`: the prompt submitted since the last
         block started, recorded at `frame`, or the one in use."""
         with self._lock:
             if self._pending is not None and frame > self._used[-1].frame:
-                self._used.append(PromptChange(frame, self._pending.context, self._pending.cut))
+                self._used.append(PromptChange(frame, *self._pending))
                 self._pending = None
             return self._used[-1]
 

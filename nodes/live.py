@@ -25,20 +25,13 @@ from typing import Callable
 
 import torch
 
-from ..causal.prompts import LivePrompts
+from ..causal.prompts import LivePrompts, seconds_at
 from ..causal.text import clean_prompt
 
 log = logging.getLogger("comfyui-causvid")
 
 MAX_TEXT = 20_000
 """Characters a live prompt may have (umT5 reads at most 512 tokens; this only bounds what a request can send)."""
-VIDEO_FPS, LATENT_STRIDE = 16, 4
-
-
-def seconds_of(latent_frame: int) -> float:
-    """The time of the first video frame of latent frame `latent_frame` (0; then frames 4i - 3 .. 4i), the inverse
-    of `causal.prompts.latent_frame_at` on whole latent frames."""
-    return 0.0 if latent_frame == 0 else (LATENT_STRIDE * latent_frame - 3) / VIDEO_FPS
 
 
 class LiveRun:
@@ -96,8 +89,8 @@ class LiveRun:
 
     def used(self) -> list[tuple[float, str]]:
         """(seconds into the video, text) of every prompt used so far, in order."""
-        return [(seconds_of(change.frame + self.start_frames) if change.frame else 0.0, self._texts[id(change.context)])
-                for change in self.prompts]
+        return [(seconds_at(change.frame + self.start_frames) if change.frame else 0.0,
+                 self._texts[id(change.context)]) for change in self.prompts]
 
     def timeline_text(self) -> str:
         """The prompts used as CausVid Text Encode's timeline lines."""

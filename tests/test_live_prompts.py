@@ -103,6 +103,13 @@ def test_a_prompt_is_recorded_once_and_only_at_a_later_frame():
     assert len(live) == 2
 
 
+def test_seconds_at_is_the_inverse_of_latent_frame_at():
+    from causal.prompts import latent_frame_at, seconds_at
+
+    assert [latent_frame_at(seconds_at(f)) for f in range(0, 5000, 7)] == list(range(0, 5000, 7))
+    assert seconds_at(0) == 0.0 and seconds_at(1) == 1 / 16 and seconds_at(3) == 9 / 16
+
+
 def test_rolling_forcing_refuses_live_prompts(model):
     with pytest.raises(ValueError, match="live prompts"):
         generate(model, LivePrompts(prompt(seed=1)), height=H, width=W, schedule=SCHEDULES["Rolling Forcing 1.3B"],

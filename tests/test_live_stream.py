@@ -42,7 +42,7 @@ def test_a_prompt_sent_during_a_block_is_encoded_after_it_and_recorded_at_the_ne
     run.prompts.change_at(3)
     run.between_blocks()
     assert seen == ["the fox runs"]  # nothing new: nothing encoded
-    assert run.used() == [(0.0, "a fox sleeps"), (live.seconds_of(3), "the fox runs")]
+    assert run.used() == [(0.0, "a fox sleeps"), (0.5625, "the fox runs")]  # latent frame 3 starts at video frame 9
     assert run.status()["prompts"][1] == {"seconds": 0.5625, "text": "the fox runs"}
 
 
@@ -118,6 +118,7 @@ def test_a_live_stream_turns_to_a_prompt_sent_over_http_and_saves_its_timeline(c
     """Through a real ComfyUI: the stream template with live_clip connected announces its run over the websocket; a
     prompt POSTed after its first block drives it from a later block, and the saved `seconds: prompt` lines hold
     both prompts, the second at a block start after the first block."""
+    from comfyui_causvid.causal.prompts import seconds_at
     from tools import workflows as eg
     from tools.comfy_server import video_info
 
@@ -146,10 +147,6 @@ def test_a_live_stream_turns_to_a_prompt_sent_over_http_and_saves_its_timeline(c
     lines = (mp4.parent / mp4.name.replace(".mp4", ".prompts.txt")).read_text().splitlines()
     assert lines[0] == "0: a fox sleeps" and len(lines) == 2 and lines[1].endswith(": the fox wakes up")
     seconds = float(lines[1].split(":")[0])
-    assert seconds >= live_seconds(6), lines  # block 2 starts at latent frame 6 at the earliest
+    assert seconds >= seconds_at(6), lines  # block 2 starts at latent frame 6 at the earliest
     assert statuses[-1]["prompts"][1] == {"seconds": seconds, "text": "the fox wakes up"}
     assert comfy_server.get("/causvid/live") == []  # the run is gone once it finished
-
-
-def live_seconds(frame: int) -> float:
-    return (4 * frame - 3) / 16
