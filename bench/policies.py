@@ -63,8 +63,9 @@ positions."""
 WRITE_TIME = {"sink_at_read": "sink", "rolling_at_read": "rolling"}
 SCHEDULE = {"1.3B": "Self-Forcing / LongLive 1.3B", "14B": "CausVid-Plus 14B"}
 OPTIONS = ("exact", "graphs", "fused", "fused_graphs", "exact_flash", "exact_efficient", "exact_fp8kv",
-           "fused_graphs_fp8kv")
-"""`_fp8kv`: the same with the KV cache in FP8 (`generate(kv_cache_fp8=True)`)."""
+           "fused_graphs_fp8kv", "fused_graphs_gelu_apart")
+"""`_fp8kv`: the same with the KV cache in FP8 (`generate(kv_cache_fp8=True)`); `_gelu_apart`: the same with the
+FFN's GELU as a kernel of its own instead of the first product's epilogue (what the epilogue gains)."""
 BACKENDS = {"exact_flash": "FLASH_ATTENTION", "exact_efficient": "EFFICIENT_ATTENTION"}
 
 
@@ -77,6 +78,20 @@ def attention_backend(option: str) -> Iterator[None]:
 
     with sdpa_kernel([getattr(SDPBackend, BACKENDS[option])]):
         yield
+
+
+@contextlib.contextmanager
+def gelu_apart(option: str) -> Iterator[None]:
+    """For `*_gelu_apart`: no layer lends its weights to the GELU epilogue (causal.kernels.direct_weights)."""
+    if not option.endswith("_gelu_apart"):
+        yield
+        return
+    lend = causal.kernels.direct_weights
+    causal.kernels.direct_weights = lambda layer, x: None
+    try:
+        yield
+    finally:
+        causal.kernels.direct_weights = lend
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -126,7 +141,7 @@ def video(model, context, args, policy, option: str, graphs, blocks: int | None 
 
     sync(device)
     start = clock.mark()
-    with attention_backend(option):
+    with attention_backend(option), gelu_apart(option):
         latents = causal.generate(model, context, height=args.height, width=args.width, schedule=schedule,
                                   policy=policy, total_frames=3 * (blocks or args.blocks), seed=0, progress=progress,
                                   fused_kernels=option.startswith("fused"), graphs=graphs,

@@ -98,6 +98,30 @@ def add_layer_norm_modulate(x: torch.Tensor, y: torch.Tensor, scale: torch.Tenso
     return x, layer_norm_modulate(x, scale, shift, eps)
 
 
+def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """GELU_tanh(x·W^T + b) with the GELU in the CUDA matrix product's epilogue (cuBLASLt): it acts on the float32
+    accumulator and the result is rounded once, where the layers round the product and then the GELU."""
+    out = torch._addmm_activation(bias, x.reshape(-1, x.shape[-1]), weight.t(), use_gelu=True)
+    return out.view(*x.shape[:-1], weight.shape[0])
+
+
+def direct_weights(layer: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(W, b) when `layer(x)` is exactly F.linear(x, W, b) with W and b as they are, in x's dtype on x's device: a
+    plain torch.nn.Linear, or a host's layer that says so by its own `direct_weights(x)` (None while it casts,
+    offloads or patches its weights). None for anything else: a kernel may then not bypass the layer."""
+    if hasattr(layer, "direct_weights"):
+        weights = layer.direct_weights(x)
+    elif type(layer) is torch.nn.Linear:
+        weights = layer.weight, layer.bias
+    else:
+        return None
+    if weights is None or weights[1] is None:
+        return None
+    if any(t.dtype != x.dtype or t.device != x.device for t in weights):
+        return None
+    return weights
+
+
 def fused_unavailable(device: torch.device) -> str | None:
     """None when compiled kernels can run on `device`, else why not."""
     if device.type != "cuda":
@@ -158,6 +182,14 @@ class Glue:
         if self.compiled:
             return compiled(rope_rotate)(x, phases.real, phases.imag)
         return apply_rope(x, phases)
+
+    def linear_gelu(self, layer: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """GELU_tanh(layer(x)), the FFN's first layer and activation. Compiled, on a CUDA device, the GELU runs in
+        the product's epilogue where the layer lends its weights (`direct_weights`): one rounding fewer, and on an
+        H200 0.187 against 0.228 ms a 1.3B layer (bench/glue.py)."""
+        if self.compiled and x.is_cuda and (weights := direct_weights(layer, x)) is not None:
+            return linear_gelu(x, *weights)
+        return F.gelu(layer(x), approximate="tanh")
 
     def store(self, cache, layer: int, start: int, k: torch.Tensor, v: torch.Tensor, weight: torch.Tensor,
               eps: float, phases: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -135,7 +135,12 @@ class AttentionBlock(nn.Module):
         x = glue.run(kernels.gated_add, x, self.self_attn(h, phases, cache, layer, cache_start, mask, glue), m[2])
         x, h = glue.run(kernels.add_layer_norm_modulate, x, self.cross_attn(self.norm3(x), text_k, text_v, glue),
                         m[4], m[3], self.eps)
-        return glue.run(kernels.gated_add, x, self.ffn(h), m[5])
+        return glue.run(kernels.gated_add, x, self.feed_forward(h, glue), m[5])
+
+    def feed_forward(self, h: torch.Tensor, glue: Glue = EAGER) -> torch.Tensor:
+        """ffn(h) = W_2·GELU_tanh(W_1·h + b_1) + b_2; the first product and the GELU as the glue runs them."""
+        up, _, down = self.ffn
+        return down(glue.linear_gelu(up, h))
 
 
 class Head(nn.Module):

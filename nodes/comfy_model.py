@@ -10,6 +10,7 @@ from pathlib import Path
 import comfy.model_base
 import comfy.model_management
 import comfy.model_patcher
+import comfy.ops
 import comfy.patcher_extension
 import comfy.supported_models
 import torch
@@ -35,6 +36,26 @@ def comfy_cast(t: torch.Tensor, dtype: torch.dtype, device: torch.device) -> tor
     return comfy.model_management.cast_to(t, dtype=dtype, device=device)
 
 
+def lending_weights(operations):
+    """ComfyUI's layer classes with a Linear that lends its weight and bias to a fused kernel
+    (`causal.kernels.direct_weights`) while ComfyUI multiplies them as they are: not while it casts or offloads
+    them (`comfy_cast_weights`, which partial loading switches on) or patches them per forward (lowvram LoRA).
+    Layers of their own arithmetic (fp8 matrix products, scaled fp8) lend nothing."""
+    plain = comfy.ops.disable_weight_init.Linear
+    base = operations.Linear
+    if (base.forward is not plain.forward
+            or base.forward_comfy_cast_weights is not plain.forward_comfy_cast_weights):
+        return operations
+
+    class Linear(base):
+        def direct_weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+            if self.comfy_cast_weights or self.weight_function or self.bias_function:
+                return None
+            return self.weight, self.bias
+
+    return type(operations.__name__, (operations,), {"Linear": Linear})
+
+
 class ComfyCausalWanModel(CausalWanModel):
     """Takes the keyword arguments `BaseModel` passes (`**unet_config`, device, operations)."""
 
@@ -43,7 +64,8 @@ class ComfyCausalWanModel(CausalWanModel):
         config = WanConfig(dim=dim, ffn_dim=ffn_dim, num_layers=num_layers, text_dim=text_dim, in_dim=in_dim,
                            out_dim=out_dim)
         small = torch.bfloat16 if dtype in (torch.float8_e4m3fn, torch.float8_e5m2) else dtype
-        super().__init__(config, operations=operations, cast=comfy_cast, device=device, dtype=dtype,
+        super().__init__(config, operations=lending_weights(operations or comfy.ops.disable_weight_init),
+                         cast=comfy_cast, device=device, dtype=dtype,
                          small_dtype=small)
         self.dtype = dtype  # BaseModel.get_dtype reads it
 

@@ -8,6 +8,7 @@ import dataclasses
 
 import pytest
 import torch
+from torch.nn import Linear
 
 from tools.comfy_inprocess import pack_module
 from tools.comfy_server import comfyui_available
@@ -100,6 +101,33 @@ def test_fp8_storage_computes_in_a_wider_dtype_close_to_bf16(pack, checkpoint, w
     a = _sample(pack, fp8).double()
     b = _sample(pack, pack.load_causal_model(path, "bf16")).double()
     assert 0 < ((a - b).norm() / b.norm()).item() < 0.25
+
+
+def test_comfyui_linears_lend_their_weights_only_while_comfyui_multiplies_them_as_they_are(pack, checkpoint):
+    """The loader's layers lend weight and bias to the GELU epilogue (causal.kernels.direct_weights) while ComfyUI's
+    forward is F.linear of them; not once partial loading casts them, nor with a per-forward patch, nor for layers
+    of their own arithmetic (fp8 products)."""
+    import comfy.ops
+
+    kernels = pack_module("causal.kernels")
+    path, _ = checkpoint
+    patcher = pack.load_causal_model(path, "default")  # weights in the compute dtype: no cast
+    up = patcher.model.diffusion_model.blocks[0].ffn[0]
+    x = torch.randn(2, 256).to(pack.compute_dtype(patcher))
+    assert kernels.direct_weights(up, x) == (up.weight, up.bias)
+    up.weight_function = [lambda w: w]  # as ComfyUI patches a layer (the class list is shared)
+    assert kernels.direct_weights(up, x) is None
+    x = x.bfloat16()
+    partial = pack.load_causal_model(path, "bf16")
+    partial.load(torch.device("cpu"), lowvram_model_memory=partial.model_size() // 3)
+    layers = [m for m in partial.model.diffusion_model.modules() if hasattr(m, "direct_weights")]
+    assert any(m.comfy_cast_weights for m in layers)
+    assert all(kernels.direct_weights(m, x) is None for m in layers if m.comfy_cast_weights)
+    assert pack.lending_weights(comfy.ops.fp8_ops) is comfy.ops.fp8_ops
+    plain = pack.lending_weights(comfy.ops.disable_weight_init).Linear(256, 8, dtype=torch.bfloat16)
+    assert kernels.direct_weights(plain, x) == (plain.weight, plain.bias)
+    cast = pack.lending_weights(comfy.ops.manual_cast).Linear(256, 8, dtype=torch.bfloat16)
+    assert kernels.direct_weights(cast, x) is None
 
 
 def test_a_core_loaded_model_is_refused_by_the_sampler(pack):
@@ -329,3 +357,4 @@ def test_sampling_loads_the_vae_whole_first_and_unloads_other_models_before_offl
     else:
         assert card.calls[2:] == []
     assert (dit.loaded, vae.loaded) == (10, 1) and card.free() == 5
+

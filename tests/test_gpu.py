@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.nn import Linear
 
 from causal import SCHEDULES, generate
 from causal.kv_cache import KVCache
@@ -64,6 +65,33 @@ def test_fused_kernels_stay_within_bf16_tolerance():
     exact, fused = _clip(model), _clip(model, fused=True)
     assert 0 <= _rel(fused, exact) < 5e-2
     assert torch.equal(_clip(model, fused=True), fused)  # deterministic
+
+
+def test_gelu_epilogue_is_the_tanh_gelu_rounded_once(monkeypatch):
+    """cuBLASLt's GELU epilogue (causal.kernels.linear_gelu) is the tanh GELU of the references, not the erf one:
+    float32 through an identity product isolates it. In bf16 it is as close to the float64 FFN as the layers'
+    twice-rounded product and GELU are, and the fused path of the sampler runs it."""
+    import torch.nn.functional as F
+
+    from causal import kernels
+
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    x = (torch.arange(4096, device=CUDA, dtype=torch.float32) - 2048).div(512).view(64, 64)  # -4 .. 4, exact
+    out = kernels.linear_gelu(x, torch.eye(64, device=CUDA), torch.zeros(64, device=CUDA)).double()
+    tanh, erf = F.gelu(x.double(), approximate="tanh"), F.gelu(x.double())
+    assert (out - tanh).abs().max().item() < 1e-5 < (out - erf).abs().max().item()
+
+    g = torch.Generator("cuda").manual_seed(0)
+    layer = Linear(1536, 8960, device=CUDA, dtype=torch.bfloat16)
+    h = torch.randn(1, 1560, 1536, generator=g, device=CUDA).bfloat16()
+    ref = F.gelu(F.linear(h.double(), layer.weight.double(), layer.bias.double()), approximate="tanh")
+    fused, eager = kernels.COMPILED.linear_gelu(layer, h), kernels.EAGER.linear_gelu(layer, h)
+    assert not torch.equal(fused, eager) and _rel(fused, ref) <= _rel(eager, ref) < 4e-3
+
+    calls, epilogue = [], kernels.linear_gelu
+    monkeypatch.setattr(kernels, "linear_gelu", lambda *args: calls.append(1) or epilogue(*args))
+    _clip(tiny_model(torch.bfloat16).to(CUDA), fused=True)
+    assert calls
 
 
 def test_fp8_block_linears_on_cuda():

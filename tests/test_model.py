@@ -8,8 +8,9 @@ import shutil
 
 import pytest
 import torch
+from torch.nn import Linear
 
-from causal.kernels import COMPILED, EAGER
+from causal.kernels import COMPILED, EAGER, direct_weights
 from causal.kv_cache import KVCache
 from causal.model import RMSNorm, default_cast, sinusoidal_embedding
 from causal.rope import apply_rope, rope_frequencies, rope_phases, split_sizes
@@ -241,6 +242,41 @@ def test_compiled_read_time_keys_compute_the_eager_numbers(monkeypatch):
     fused_outs, fused_rows = blocks(COMPILED)
     assert {"store_normed_keys_values", "rope_rotate"} <= used and "store_keys_values" not in used
     assert all(torch.equal(a, b) for a, b in zip(fused_outs + fused_rows, exact_outs + exact_rows))
+
+
+def test_direct_weights_lends_only_layers_that_multiply_them_as_they_are():
+    """A kernel may bypass a linear layer (the GELU epilogue) only for a plain torch.nn.Linear or a layer that lends
+    its weights itself, with a bias, in the activations' dtype and device; anything else keeps its own forward."""
+    layer = Linear(8, 4).bfloat16()
+    x = torch.randn(2, 8).bfloat16()
+    assert direct_weights(layer, x) == (layer.weight, layer.bias)
+    assert direct_weights(layer, x.float()) is None  # a cast would be needed
+    assert direct_weights(Linear(8, 4, bias=False).bfloat16(), x) is None
+
+    class OwnArithmetic(torch.nn.Linear):  # e.g. fp8 products: its forward is not F.linear of its weights
+        pass
+
+    assert direct_weights(OwnArithmetic(8, 4).bfloat16(), x) is None
+
+    class Lending(OwnArithmetic):
+        lend = True
+
+        def direct_weights(self, x):
+            return (self.weight, self.bias) if self.lend else None
+
+    lending = Lending(8, 4).bfloat16()
+    assert direct_weights(lending, x) == (lending.weight, lending.bias)
+    lending.lend = False  # casting, offloading or patching now
+    assert direct_weights(lending, x) is None
+
+
+@pytest.mark.parametrize("glue", [EAGER, COMPILED])
+def test_feed_forward_is_the_sequential_ffn_off_cuda(glue):
+    """The block's FFN through the glue equals nn.Sequential(Linear, GELU_tanh, Linear) bit for bit where no GELU
+    epilogue runs (eagerly, and compiled off a CUDA device: the CPU's addmm activation is the erf GELU)."""
+    block = tiny_model(torch.bfloat16).blocks[0]
+    h = torch.randn(1, 40, TINY.dim, generator=torch.Generator().manual_seed(3)).bfloat16()
+    assert torch.equal(block.feed_forward(h, glue), block.ffn(h))
 
 
 def test_compiled_glue_on_the_cpu_stays_within_bf16_rounding():
