@@ -2,7 +2,7 @@
 
 The options are the ones `causal` ships (`generate(fused_kernels=True)`, `causal.quantize_blocks_fp8`),
 plus SDPA backend restrictions to check the dispatcher's choice. An fp8 option converts the model in
-place, so fp8 options run last on a model.
+place, so fp8 options run last on a model; `fp8_storage` runs on a rounded copy.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ class Option:
     cuda_graphs: bool = False
     """One causal.CudaGraphs per configuration, made before the warm-up clip and reused by every clip."""
     fp8: bool = False
+    fp8_storage: bool = False
+    """Runs on a copy of the model whose linear layers' weights and biases went through float8_e4m3fn."""
     enter: Callable[[], ContextManager[None]] = field(default=contextlib.nullcontext)
 
 
@@ -44,6 +46,8 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("fp8_fused", "fp8 block linears + fused kernels", False, fused_kernels=True, fp8=True),
     Option("fp8_fused_graphs", "fp8 block linears + fused kernels + CUDA graphs kept across clips", False,
            fused_kernels=True, cuda_graphs=True, fp8=True),
+    Option("fp8_storage", "weights stored in fp8 e4m3 and computed in bf16, as the loader's weight_dtype "
+           "fp8_e4m3fn does (ComfyUI's manual cast)", False, fp8_storage=True),
     Option("sdpa_cudnn", "SDPA restricted to cuDNN attention", False, enter=_sdpa("CUDNN_ATTENTION")),
     Option("sdpa_flash", "SDPA restricted to FlashAttention-2", False, enter=_sdpa("FLASH_ATTENTION")),
     Option("sdpa_math", "SDPA restricted to the math (reference) backend; runs anywhere", False,

@@ -7,6 +7,7 @@ failure into `results["errors"]` and rewrites `--json`, so a run keeps what it m
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 import traceback
@@ -163,7 +164,8 @@ def run_options(run: Run, name: str, model: causal.CausalWanModel, reserve_s: fl
                 model._bench_fp8 = True
                 free_memory()
             with option.enter():
-                row, lat = time_config(model, run.contexts[name], cfg, run.setup,
+                row, lat = time_config(stored_in_fp8(model) if option.fp8_storage else model, run.contexts[name],
+                                       cfg, run.setup,
                                        run.plan.option_repeats_14b if big else run.plan.option_repeats, run.log,
                                        reference=run.exact_latents.get(cfg.key), option=opt,
                                        warmups=run.plan.warmups, fused=option.fused_kernels,
@@ -175,6 +177,18 @@ def run_options(run: Run, name: str, model: causal.CausalWanModel, reserve_s: fl
             row = {"config": cfg.key, "option": opt, "error": f"{type(e).__name__}: {e}"}
         run.results["options"].append(row)
         run.save()
+
+
+def stored_in_fp8(model: causal.CausalWanModel) -> causal.CausalWanModel:
+    """A copy of `model` whose linear layers hold the values ComfyUI stores with weight_dtype fp8_e4m3fn: every
+    weight and bias rounded to float8_e4m3fn (casting them back to bf16 at each use, as ComfyUI does, is exact)."""
+    stored = copy.deepcopy(model)
+    for layer in stored.modules():
+        if isinstance(layer, torch.nn.Linear):
+            for p in (layer.weight, layer.bias):
+                if p is not None:
+                    p.data = p.data.to(torch.float8_e4m3fn).to(p.dtype)
+    return stored
 
 
 def run_profiles(run: Run, name: str, model: causal.CausalWanModel) -> None:

@@ -11,6 +11,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from bench import bench as bench_script
 from bench.configs import kernel_bound_s
@@ -23,7 +24,7 @@ def test_bench_tiny_end_to_end(tmp_path):
     js = tmp_path / "results.json"
     results = bench_script.main([
         "--tiny", "--configs", "1.3B-4step,14B-lightx2v", "--repeats", "2", "--profile", "--profile-forwards", "1",
-        "--options", "sdpa_math", "--option-repeats", "1",
+        "--options", "sdpa_math,fp8_storage", "--option-repeats", "1",
         "--out", str(out), "--json", str(js),
         "--ckpt-dir", str(tmp_path / "ckpt"),
     ])
@@ -37,8 +38,10 @@ def test_bench_tiny_end_to_end(tmp_path):
         assert r["forwards_per_block"] == (5 if key == "1.3B-4step" else 9)
         assert r["clip_s"] > 0 and r["first_block_s"] > 0 and len(r["block_s"]) == 1  # 6 frames = 2 blocks
         assert r["video_frames"] == 21
-    (opt,) = results["options"]
-    assert opt["option"] == "sdpa_math" and math.isfinite(opt["rel_l2_vs_exact"]) and opt["rel_l2_vs_exact"] < 0.1
+    math_row, fp8_row = results["options"]
+    assert math_row["option"] == "sdpa_math" and math.isfinite(math_row["rel_l2_vs_exact"])
+    assert math_row["rel_l2_vs_exact"] < 0.1
+    assert fp8_row["option"] == "fp8_storage" and 1e-3 < fp8_row["rel_l2_vs_exact"] < 0.1
     (prof,) = results["profiles"]
     categories = {c["category"] for c in prof["categories"]}
     assert {"gemm", "attention (SDPA)", "rope (float64)"} <= categories
@@ -47,6 +50,24 @@ def test_bench_tiny_end_to_end(tmp_path):
     assert "Speed options" in text and "Profile [exact]" in text
     assert json.loads(js.read_text())["settings"]["tiny"] is True
     assert not (tmp_path / "ckpt").exists() or not any((tmp_path / "ckpt").iterdir())  # checkpoints removed
+
+
+def test_fp8_storage_rounds_a_copy_of_every_linear_layer():
+    """The `fp8_storage` option's model holds what ComfyUI stores with weight_dtype fp8_e4m3fn (each linear's weight
+    and bias as float8_e4m3fn values, nothing else touched) and leaves the benchmark's model as it was."""
+    from bench.steps import stored_in_fp8
+    from tools.tiny import tiny_model
+
+    model = tiny_model(torch.bfloat16)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    stored = stored_in_fp8(model)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    linear = {f"{n}.{p}" for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)
+              for p in ("weight", "bias")}
+    for key, value in stored.state_dict().items():
+        fp8 = value.to(torch.float8_e4m3fn).to(value.dtype)
+        assert torch.equal(value, fp8) if key in linear else torch.equal(value, before[key]), key
+    assert any(not torch.equal(stored.state_dict()[k], before[k]) for k in linear)
 
 
 def test_kernel_bound_matches_the_published_floor():
