@@ -15,12 +15,18 @@ prompt switch's re-cache, rare) run eagerly on the same cache. A policy that rot
 (`rope_at_read`) gives the cache a table of key phases before each forward; the graphs copy it into one buffer of
 their own when it changes, and every capture reads that buffer.
 
+A graph reads the weights at the addresses they had when it was captured. A host that moves them meanwhile
+(ComfyUI unloading part of the model to make room for another) would have the replays read freed memory, so every
+forward first checks the addresses: where any moved, the graphs are dropped and captured again once the weights
+all sit on the device, and until then the forwards run eagerly on the same cache (the same numbers).
+
 It holds the cache's memory (5.6 GiB for 1.3B at 832×480, 21 frames) and the graphs' working memory for as long
 as it lives; `release()` frees both at once.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable
 
@@ -31,6 +37,8 @@ from .kernels import EAGER, Glue
 from .kv_cache import CrossAttentionKV
 from .kv_cache_fp8 import video_cache
 from .model import CausalWanModel
+
+log = logging.getLogger("comfyui-causvid")
 
 
 def allocator_unsupported() -> str | None:
@@ -70,6 +78,9 @@ class CudaGraphs:
         self._key_phases_from: torch.Tensor | None = None  # the table last copied into it
         self.captures = 0
         self.replays = 0
+        self.dropped = 0
+        """How many times the weights moved under captured graphs (each time they were all dropped)."""
+        self._weights: list[tuple[torch.Tensor, int]] = []  # what the captures read: (tensor, its address then)
         self._start_capturing(device)
 
     # -- the capture itself (a CPU stand-in in the tests overrides these two) ---------------------
@@ -122,6 +133,8 @@ class CudaGraphs:
         self._use_key_phases()
         if self.cache.protected:  # a re-cache that keeps the sink: rare, and its skipped rows are no data
             return model(x, timestep, self.text, cache=self.cache, cache_frame=slot, rope_frame=position, glue=glue)
+        if not self._weights_where_captured():
+            return model(x, timestep, self.text, cache=self.cache, cache_frame=slot, rope_frame=position, glue=glue)
         key = (tuple(x.shape), x.dtype, slot, glue.compiled, self.cache.key_phases is not None)
         captured = self.graphs.get(key)
         if captured is not None:
@@ -144,6 +157,25 @@ class CudaGraphs:
         self.graphs[key] = _Captured(replay, static_x, static_t, static_phases, static_out, position)
         self.captures += 1
         return out
+
+    def _weights_where_captured(self) -> bool:
+        """Whether the graphs may run: the weights are where the captures read them, or none is captured and they
+        all sit on the graphs' device (then captures record where). Weights that moved drop every graph."""
+        if self._weights and all(t.data_ptr() == address for t, address in self._weights):
+            return True
+        if self._weights:
+            self.graphs.clear()
+            self._weights = []
+            self.dropped += 1
+            log.warning("CausVid: the model's weights moved on the device (the host unloaded some of them); its "
+                        "CUDA graphs are captured again once the weights are back, and meanwhile the forwards run "
+                        "without them (the same numbers)")
+        device = self.shape[5]
+        tensors = [*self.model.parameters(), *self.model.buffers()]
+        if any(t.device != device for t in tensors):
+            return False
+        self._weights = [(t, t.data_ptr()) for t in tensors]
+        return True
 
     def _use_key_phases(self) -> None:
         """Point the cache at this object's key-phase buffer, holding the table the window gave it."""

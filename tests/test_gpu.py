@@ -151,6 +151,36 @@ def test_cuda_graphs_replay_the_same_numbers_for_every_policy(policy_name):
     graphs.release()
 
 
+def test_weights_moved_under_cuda_graphs_are_not_read_where_they_were():
+    """Mid-video the weights move to new device memory and the old is zeroed (a host that unloads part of the model
+    and loads it again): the graphs captured before are dropped and captured again, and the video is bit for bit
+    the one without graphs (replays that read the old addresses would compute with zeros)."""
+    from causal import CudaGraphs, kernels
+    from causal.cache_policy import sink
+
+    model = tiny_model(torch.bfloat16).to(CUDA)
+    graphs = CudaGraphs(model, batch=1, height=128, width=192, num_frames=sink(3, 9).cache_frames(3))
+
+    def move_the_weights(p) -> None:
+        if p.step == p.steps - 1 and p.completed in (2 * p.steps, 5 * p.steps):
+            for t in (*model.parameters(), *model.buffers()):
+                old = t.data
+                t.data = old.clone()
+                old.zero_()
+
+    for fused in [False] if kernels.fused_unavailable(CUDA) else [False, True]:
+        def video(**kw):
+            return generate(model, prompt().to(CUDA), height=128, width=192, policy=sink(3, 9), total_frames=24,
+                            schedule=SCHEDULES["Self-Forcing / LongLive 1.3B"], seed=2, fused_kernels=fused,
+                            **kw).latents
+
+        exact = video()
+        dropped = graphs.dropped
+        assert torch.equal(video(graphs=graphs, progress=move_the_weights), exact)
+        assert graphs.dropped == dropped + 2 and graphs.replays > 0
+    graphs.release()
+
+
 @pytest.mark.parametrize("policy_name", ["rolling", "sink"])
 def test_device_memory_is_flat_over_many_blocks(policy_name):
     """Allocator statistics at every block of a 45-block video (finished blocks go to the CPU): once the

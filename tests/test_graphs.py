@@ -37,11 +37,15 @@ class ReplayedClosures(CudaGraphs):
     def _capture(self, run):
         out = run()
         static_out = out.clone()
+        # a graph reads the weights at their addresses at capture: a replay after they moved would read freed memory
+        weights = [(t, t.data_ptr()) for t in (*self.model.parameters(), *self.model.buffers())]
         # what the forward reads from the cache object itself: a graph keeps the rows it skipped at capture and the
         # key-phase tensor it read then (its address), whatever the cache says at replay
         protected, key_phases = self.cache.protected, self.cache.key_phases
 
         def replay() -> None:
+            if any(t.data_ptr() != address for t, address in weights):
+                raise RuntimeError("a replay read weights that had moved since its capture")
             now = self.cache.protected, self.cache.key_phases
             self.cache.protected, self.cache.key_phases = protected, key_phases
             try:
@@ -122,6 +126,25 @@ def test_graphs_with_an_fp8_cache_give_its_numbers_and_refuse_the_other_kind(mod
         _video(model, policy, total, graphs)
     graphs.release()
     assert graphs.nbytes == 0
+
+
+def test_weights_moved_under_the_graphs_drop_them_and_the_video_keeps_its_numbers(model, caplog):
+    """A host moving the weights mid-video (ComfyUI unloading part of the model for a VAE encode, then loading it
+    again): the captures are dropped and made again at the new addresses, and the video is the one without graphs."""
+    policy, total = POLICIES["sink"]
+    exact = _video(model, policy, total).latents
+    moved = tiny_model(torch.bfloat16)
+    graphs = _graphs(moved, policy)
+
+    def move_the_weights(p) -> None:
+        if p.step == p.steps - 1 and p.completed in (2 * p.steps, 5 * p.steps):  # after blocks 2 and 5
+            for t in (*moved.parameters(), *moved.buffers()):
+                t.data = t.data.clone()
+
+    with caplog.at_level("WARNING", logger="comfyui-causvid"):
+        assert torch.equal(_video(moved, policy, total, graphs, progress=move_the_weights).latents, exact)
+    assert graphs.dropped == 2 and "weights moved" in caplog.text
+    assert graphs.replays > 0
 
 
 def test_graphs_for_another_cache_size_are_refused(model):
