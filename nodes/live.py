@@ -11,8 +11,8 @@ When it starts and after every block a run sends "causvid.live" over ComfyUI's w
 sent was not used (it could not be encoded: the video goes on with the one before).
 
 A new prompt is encoded between two blocks on the sampling thread, the way CausVid Text Encode encodes it, with the
-text encoder the run loaded beside the DiT before it started (so encoding never makes ComfyUI unload the DiT), and
-drives the blocks from the next one on (`causal.LivePrompts`). The prompts used are written beside the video as
+text encoder the run loaded beside the DiT before it started and keeps loaded with it (`sampler.kept_loaded`: the
+encode's own load call never makes ComfyUI unload part of the DiT under its CUDA graphs), and drives the blocks from the next one on (`causal.LivePrompts`). The prompts used are written beside the video as
 `seconds: prompt` lines: given to CausVid Text Encode and queued with the same settings, they make the same video.
 """
 

@@ -7,8 +7,10 @@ carries a video on is a small CPU state: the last clean block, the generator sta
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import comfy.model_management as mm
@@ -319,6 +321,26 @@ def load_for_sampling(model, extra_models: tuple, memory_required: int) -> None:
     mm.load_models_gpu(models, memory_required=memory_required)
 
 
+@contextlib.contextmanager
+def kept_loaded(models: tuple) -> Iterator[None]:
+    """While sampling, ComfyUI's model management unloads none of the run's `models` (the DiT, and the VAE or text
+    encoder working beside it): a VAE Encode (Krea's re-encode) or text encode between blocks calls
+    `load_models_gpu`, which would otherwise free room for its estimate by unloading part of the DiT, and with
+    CUDA graphs captured the next replays would read freed memory (14B Krea at 24 GiB crashed so on an H200,
+    2026-12-02). The run reserved the memory those calls use before it started (`run`'s extra_memory)."""
+    free_memory = mm.free_memory
+
+    def free_memory_keeping_the_run(memory_required, device, keep_loaded=()):
+        ours = [m for m in mm.current_loaded_models if any(m.model is x for x in models)]
+        return free_memory(memory_required, device, keep_loaded=[*keep_loaded, *ours])
+
+    mm.free_memory = free_memory_keeping_the_run
+    try:
+        yield
+    finally:
+        mm.free_memory = free_memory
+
+
 def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, keep_video: bool = True,
         extra_models: tuple = (), extra_memory: int = 0, preview=None, vae=None,
         on_decoded=None, live: LiveRun | None = None) -> tuple[torch.Tensor, CausVidState]:
@@ -398,13 +420,14 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
         on_block(to_host(model.model.process_latent_out(block.float())))
 
     try:
-        result = generate(network, timeline, height=job.height, width=job.width, schedule=job.schedule,
-                          policy=job.policy, num_frames=job.num_frames, total_frames=total, generator=job.generator,
-                          start_latents=job.start, resume=None if job.resume is None else job.resume.history,
-                          device=device, dtype=dtype, output_device="cpu", record=not job.schedule.joint_window,
-                          progress=progress,
-                          on_block=None if on_block is None else block_done, keep_latents=keep_video,
-                          fused_kernels=speed.fused_kernels, graphs=graphs, reencoder=reencoder, kv_cache_fp8=fp8)
+        with kept_loaded((model, *extra_models)):
+            result = generate(network, timeline, height=job.height, width=job.width, schedule=job.schedule,
+                              policy=job.policy, num_frames=job.num_frames, total_frames=total,
+                              generator=job.generator, start_latents=job.start,
+                              resume=None if job.resume is None else job.resume.history, device=device, dtype=dtype,
+                              output_device="cpu", record=not job.schedule.joint_window, progress=progress,
+                              on_block=None if on_block is None else block_done, keep_latents=keep_video,
+                              fused_kernels=speed.fused_kernels, graphs=graphs, reencoder=reencoder, kv_cache_fp8=fp8)
     except mm.InterruptProcessingException:
         raise  # a Cancel comes between forwards: the kept graphs are whole
     except BaseException:

@@ -358,3 +358,24 @@ def test_sampling_loads_the_vae_whole_first_and_unloads_other_models_before_offl
         assert card.calls[2:] == []
     assert (dit.loaded, vae.loaded) == (10, 1) and card.free() == 5
 
+
+def test_a_run_keeps_its_models_loaded_while_a_call_between_blocks_makes_room():
+    """Inside `kept_loaded`, ComfyUI's free_memory (what load_models_gpu runs for a VAE Encode or a text encode
+    between blocks) unloads the other models but none of the run's, whatever it is asked to free; after the run it
+    is ComfyUI's own again."""
+    sampler = pack_module("nodes.sampler")
+    import comfy.model_patcher
+
+    mm, cpu = sampler.mm, torch.device("cpu")
+    dit, vae, other = (comfy.model_patcher.ModelPatcher(Linear(4, 4), load_device=cpu, offload_device=cpu)
+                       for _ in range(3))
+    mm.load_models_gpu([dit, vae, other])
+    loaded = dit.loaded_size()
+    assert loaded > 0 and vae.loaded_size() == other.loaded_size() == loaded
+    free_memory = mm.free_memory
+    with sampler.kept_loaded((dit, vae)):
+        mm.free_memory(float("inf"), cpu)
+        assert (dit.loaded_size(), vae.loaded_size(), other.loaded_size()) == (loaded, loaded, 0)
+    assert mm.free_memory is free_memory
+    mm.free_memory(float("inf"), cpu)
+    assert dit.loaded_size() == vae.loaded_size() == 0
