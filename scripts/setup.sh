@@ -56,6 +56,10 @@ COMFY_RUNTIME_PKGS=(
     "pydantic-settings~=2.0"
     "pytest"
     "comfy-test==0.4.15"  # the ecosystem's install tester: its lint (Windows-safe source) runs in the tests
+    # the live panel's browser test (tests/test_live_browser.py): ComfyUI's own page and Playwright, driving the
+    # Chromium installed in step 5
+    "comfyui-frontend-package==1.32.9"
+    "playwright==1.65.2"
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -156,6 +160,20 @@ EOF
     "$PY" -c "import torch, torchvision, torchsde, av, aiohttp, sentencepiece, safetensors, einops, transformers, pydantic_settings, pytest"
     echo "$STAMP_KEY" > "$STAMP"
     say "python packages installed"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 5. Chromium for the browser test (Debian's package; Playwright's own browser download needs the internet)
+if command -v chromium >/dev/null 2>&1; then
+    say "chromium present: $(chromium --version 2>/dev/null | head -n1)"
+elif command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+    say "installing Debian's chromium (a minute)"
+    if ! apt-get install -y -q chromium >/dev/null 2>&1; then
+        apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1 \
+            || say "WARNING: chromium could not be installed; tests/test_live_browser.py will skip (fail under CI)"
+    fi
+else
+    say "WARNING: no chromium and no root apt-get: tests/test_live_browser.py will skip (fail under CI)"
 fi
 
 say "done (venv: .venv, ComfyUI: .comfyui/ComfyUI)"

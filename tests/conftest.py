@@ -23,6 +23,16 @@ if str(REPO_ROOT) not in sys.path:
 # End-to-end fixtures: a real headless ComfyUI 0.3.75 (see tools/comfy_server.py).
 
 
+def frontend_root():
+    """ComfyUI's own page (comfyui-frontend-package, which scripts/setup.sh installs) for the browser test; None
+    where it is not installed (the server then serves the API only)."""
+    try:
+        import comfyui_frontend_package
+    except ImportError:
+        return None
+    return Path(comfyui_frontend_package.__file__).parent / "static"
+
+
 @pytest.fixture(scope="session")
 def comfy_server(tmp_path_factory):
     """One ComfyUI server per test session (``tools.comfy_server.ComfyServer``), started on first use.
@@ -36,7 +46,7 @@ def comfy_server(tmp_path_factory):
         if os.environ.get("CI"):
             pytest.fail("ComfyUI is not installed in .comfyui/ComfyUI (scripts/setup.sh)")
         pytest.skip("ComfyUI is not installed in .comfyui/ComfyUI: run scripts/setup.sh")
-    server = ComfyServer(tmp_path_factory.mktemp("comfyui_base"))
+    server = ComfyServer(tmp_path_factory.mktemp("comfyui_base"), front_end_root=frontend_root())
     server.start()
     try:
         yield server

@@ -168,6 +168,8 @@ class ComfyServer:
         extra_args: more ``main.py`` arguments (e.g. ``["--cache-none"]``).
         preview_method: ``--preview-method`` (latent2rgb gives binary preview frames).
         python: interpreter (default ``sys.executable``, i.e. the venv running pytest).
+        front_end_root: the page ComfyUI serves (default an empty folder: the API only; a browser test gives the
+            real frontend's `comfyui_frontend_package/static`).
     """
 
     def __init__(
@@ -181,6 +183,7 @@ class ComfyServer:
         python: str | None = None,
         startup_timeout: float = 180.0,
         env: Mapping[str, str] | None = None,
+        front_end_root: str | os.PathLike | None = None,
     ):
         self._own_base = base_dir is None
         self.base_dir = Path(base_dir) if base_dir is not None else Path(tempfile.mkdtemp(prefix="comfy_e2e_"))
@@ -198,6 +201,7 @@ class ComfyServer:
         self.python = python or sys.executable
         self.startup_timeout = startup_timeout
         self.env = dict(env) if env else {}
+        self.front_end_root = Path(front_end_root) if front_end_root is not None else self.base_dir / "frontend"
         self.port: int | None = None
         self.proc: subprocess.Popen | None = None
         self.pack_import: dict[str, bool] = {}  # folder name -> imported OK (from the log table)
@@ -265,7 +269,7 @@ class ComfyServer:
             "--port", str(self.port),
             "--disable-auto-launch",
             "--base-directory", str(self.base_dir),
-            "--front-end-root", str(self.base_dir / "frontend"),
+            "--front-end-root", str(self.front_end_root),
             "--preview-method", self.preview_method,
             *self.extra_args,
         ]
