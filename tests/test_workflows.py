@@ -211,14 +211,14 @@ def frontend_schema_problems(ui: dict) -> list[str]:
 # Files
 
 
-def test_example_files_are_the_eight_workflows():
+def test_example_files_are_the_nine_workflows():
     ui_files = sorted(p.stem for p in eg.UI_DIR.glob("*.json"))
     api_files = sorted(p.stem for p in eg.API_DIR.glob("*.json"))
     assert ui_files == NAMES == api_files
     assert set(NAMES) == {"causvid_1.3b_t2v", "causvid_14b_lightx2v_3_fragments",
                           "causvid_long_video_prompt_per_fragment", "causvid_one_minute_three_prompts",
                           "causvid_image_to_video", "causvid_stream_ten_minutes", "causvid_krea_realtime_14b_stream",
-                          "causvid_reward_forcing_stream"}
+                          "causvid_reward_forcing_stream", "causvid_live_stream"}
 
 
 def test_readme_names_every_file_the_workflows_load_and_run_example_takes_both_names(tmp_path):
@@ -556,6 +556,20 @@ def test_stream_ten_minutes():
     for words in ("gdhe17/Self-Forcing", "checkpoints/self_forcing_dmd.pt", "generator_ema", "seconds 600",
                   "9609", "sink", "window 12", "constant", "Cancel", "playable", "ComfyUI/output/video/",
                   "46 GB", "VAE Decode"):
+        assert words in note, words
+
+
+def test_live_stream():
+    """The live template: one first prompt, and the stream's live_clip is the prompt's own umT5."""
+    name = "causvid_live_stream"
+    api, ui = eg.load_api(name), eg.load_ui(name)
+    sid, s = _sink_sampler(api, "CausVidStreamToVideo", 600.0)
+    assert s["preset"] == "Self-Forcing / LongLive 1.3B" and s["filename_prefix"] == "video/causvid_live"
+    text = api[s["positive"][0]]["inputs"]
+    assert s["live_clip"] == text["clip"] == [eg.find_nodes(api, "CLIPLoader")[0], 0]
+    assert ":" not in text["text"].split(",")[0]  # one prompt, not a timeline (a live run starts from one)
+    note = _note(ui)
+    for words in ("live panel", "next block", "live_clip", ".prompts.txt", "one prompt", "Cancel"):
         assert words in note, words
 
 

@@ -522,9 +522,56 @@ def _reward_forcing() -> Workflow:
     )
 
 
+LIVE_SECONDS = 600.0
+LIVE_PROMPT = ("A small red fox sleeps curled up in tall grass at the edge of a forest, morning mist, soft light, "
+               "the camera slowly moving closer, cinematic.")
+
+
+def _live_stream() -> Workflow:
+    files = _files(SELF_FORCING_13B)
+    note = f"""## Live: steer a stream while it is made
+
+Queue it, then **type a new prompt into the live panel** (under the widgets of *CausVid Stream to Video*) while
+the video streams: it takes over at the next block, with LongLive's KV re-cache.
+
+### Models (this pack never downloads weights)
+{SELF_FORCING_DOWNLOAD}
+
+```
+{_tree(files)}
+```
+
+### How it works
+- *CausVid Stream to Video* with its **`live_clip`** input connected (the same umT5 as the prompt's) takes
+  prompts while it runs. Its panel comes alive when the run starts: the prompts used so far (seconds into the
+  video) and a box (Enter sends); the node's preview shows the newest frame. A prompt sent while a block samples is encoded right
+  after it and drives the video from the next block on; a second one before then replaces the first.
+- The run starts from **one prompt** (no timeline in *CausVid Text Encode*).
+- The prompts used are saved beside the mp4 as `seconds: prompt` lines (`.prompts.txt`): pasted into *CausVid
+  Text Encode* with the same seed and settings, they make the same video again.
+- **Cancel** stops it and keeps the file; closing the page stops nothing.
+- **seconds 600**, preset **Self-Forcing / LongLive 1.3B**, cache **sink, window 12, sink_frames 3**: every
+  block costs the same however long it runs (see the ten-minute example for the streaming itself).
+- {NO_CFG}
+"""
+    return Workflow(
+        name="causvid_live_stream",
+        nodes=[
+            *_loaders(SELF_FORCING_13B),
+            _prompt(4, (440, 0), (480, 200), LIVE_PROMPT, title="First prompt"),
+            Node(5, "CausVidStreamToVideo", (960, 0), (520, 980),  # taller: the live panel sits under the widgets
+                 {**SAMPLER, **LONG_RUN, "filename_prefix": "video/causvid_live", "seconds": LIVE_SECONDS},
+                 {"model": (1, 0), "positive": (4, 0), "vae": (3, 0), "live_clip": (2, 0)}, control="randomize"),
+        ],
+        note=Note(6, (-500, 0), (460, 760), note),
+        groups=[("Models", [1, 2, 3]), ("First prompt", [4]), ("Stream, steered live", [5])],
+        files=files,
+    )
+
+
 WORKFLOWS: dict[str, Workflow] = {w.name: w for w in (_t2v_13b(), _lightx2v_14b(), _long_video(), _one_minute(),
                                                       _image_to_video(), _stream_ten_minutes(), _krea_realtime(),
-                                                      _reward_forcing())}
+                                                      _reward_forcing(), _live_stream())}
 
 
 def generated_files(object_info: dict) -> dict[Path, str]:
