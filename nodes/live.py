@@ -2,13 +2,16 @@
 
 Routes on ComfyUI's server, for the page and any HTTP client:
 
-    GET  /causvid/live               the live runs streaming now: [{"run", "node", "blocks", "error", "prompts"}]
+    GET  /causvid/live               the live runs streaming now: [{"run", "node", "blocks", "error", "paused",
+                                     "prompts"}]
     POST /causvid/live/{run}/prompt  {"text": "..."}: the video turns to it from the next block on (202);
+    POST /causvid/live/{run}/pause   {"paused": true | false}: hold the video after the block being made, or go on;
                                      400 with what is wrong for bad input, 404 for a run that is not streaming
 
-When it starts and after every block a run sends "causvid.live" over ComfyUI's websocket: {"run", "node",
-"blocks", "error", "prompts"}, the prompts used so far as {"seconds", "text"}; "error" says why the last prompt
-sent was not used (it could not be encoded: the video goes on with the one before).
+When it starts, after every block and when paused or resumed a run sends "causvid.live" over ComfyUI's websocket:
+{"run", "node", "blocks", "error", "paused", "prompts"}, the prompts used so far as {"seconds", "text"}; "error"
+says why the last prompt sent was not used (it could not be encoded: the video goes on with the one before). A
+paused run holds its memory and waits between two blocks (Cancel still stops it, keeping the file).
 
 A new prompt is encoded between two blocks on the sampling thread, the way CausVid Text Encode encodes it, with the
 text encoder the run loaded beside the DiT before it started and keeps loaded with it (`sampler.kept_loaded`: the
@@ -32,6 +35,8 @@ log = logging.getLogger("comfyui-causvid")
 
 MAX_TEXT = 20_000
 """Characters a live prompt may have (umT5 reads at most 512 tokens; this only bounds what a request can send)."""
+PAUSE_POLL_S = 0.1
+"""How often a paused run looks for a Cancel."""
 
 
 class LiveRun:
@@ -48,6 +53,8 @@ class LiveRun:
         self._texts = {id(first): first_text}
         self._pending: str | None = None
         self._lock = threading.Lock()
+        self._going = threading.Event()  # cleared while paused
+        self._going.set()
         self.error: str | None = None
         """Why the last prompt sent was not used (it could not be encoded), until one is."""
 
@@ -70,11 +77,27 @@ class LiveRun:
             self._pending = cleaned
         return cleaned
 
-    def between_blocks(self) -> None:
-        """After a block's last step: encode the queued prompt, if any, so that the next block takes it."""
+    @property
+    def paused(self) -> bool:
+        return not self._going.is_set()
+
+    def pause(self, paused: bool = True) -> None:
+        """Hold the video after the block being made (from any thread); `pause(False)` lets it go on."""
+        if paused:
+            self._going.clear()
+        else:
+            self._going.set()
+
+    def between_blocks(self, interrupted: Callable[[], None] = lambda: None) -> None:
+        """After a block's last step: wait while paused (calling `interrupted`, which raises on a Cancel, every
+        PAUSE_POLL_S), then encode the queued prompt, if any, so that the next block takes it."""
+        self.blocks += 1
+        if self.paused:
+            announce(self)  # the page shows the block the video holds after
+        while not self._going.wait(PAUSE_POLL_S):
+            interrupted()
         with self._lock:
             text, self._pending = self._pending, None
-        self.blocks += 1
         if text is None:
             return
         try:
@@ -98,7 +121,7 @@ class LiveRun:
 
     def status(self) -> dict:
         return {"run": self.id, "node": self.node_id, "blocks": self.blocks, "error": self.error,
-                "prompts": [{"seconds": s, "text": t} for s, t in self.used()]}
+                "paused": self.paused, "prompts": [{"seconds": s, "text": t} for s, t in self.used()]}
 
 
 class Registry:
@@ -153,6 +176,22 @@ def add_routes(routes, registry: Registry = RUNS) -> None:
         except ValueError as e:
             return web.json_response({"error": str(e)}, status=400)
         return web.json_response({"run": run.id, "queued": text, "after_block": run.blocks}, status=202)
+
+    @routes.post("/causvid/live/{run}/pause")
+    async def live_pause(request):
+        run = registry.get(request.match_info["run"])
+        if run is None:
+            return web.json_response({"error": "no live run with this id is streaming (it finished, or never started)"},
+                                     status=404)
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("paused"), bool):
+            return web.json_response({"error": 'send JSON: {"paused": true} or {"paused": false}'}, status=400)
+        run.pause(body["paused"])
+        announce(run)
+        return web.json_response({"run": run.id, "paused": run.paused, "after_block": run.blocks})
 
 
 def register_with_server() -> bool:

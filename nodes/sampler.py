@@ -59,6 +59,9 @@ class CausVidState:
     height: int
     model: str = ""
     """The network's shape (`WanConfig.name`): a state continues only on the model that made it."""
+    live_prompts: str = ""
+    """The prompts a live run used, as CausVid Text Encode's `seconds: prompt` lines (what its .prompts.txt holds:
+    queued with the same settings they make the same video); "" for any other run."""
 
 
 def latent_frames(length: int) -> int:
@@ -412,7 +415,7 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
             if image is None and previewer is not None:
                 image = previewer.decode_latent_to_preview_image("JPEG", p.denoised[:, :, -1:].float())
             if live is not None:
-                live.between_blocks()
+                live.between_blocks(mm.throw_exception_if_processing_interrupted)
                 announce(live)
         bars[0].update_absolute(p.completed, p.total, image)
 

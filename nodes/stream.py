@@ -3,6 +3,7 @@ mp4 in ComfyUI's output folder while the next block samples (see `streaming`).""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import comfy.model_management as mm
@@ -76,10 +77,11 @@ class CausVidStreamToVideo(io.ComfyNode):
                 *sampling_inputs(),
                 io.Clip.Input("live_clip", optional=True,
                               tooltip="Live: connect the text encoder (the CLIPLoader of positive) to steer the "
-                                      "video while it streams. A prompt sent to POST /causvid/live/<run>/prompt "
-                                      "({\"text\": ...}; GET /causvid/live lists the runs) drives it from the next "
-                                      "block on; the prompts used are saved beside the mp4 as 'seconds: prompt' "
-                                      "lines, which queued give the same video. Keeps the text encoder loaded."),
+                                      "video while it streams. A prompt typed into this node's live panel (or sent "
+                                      "to POST /causvid/live/<run>/prompt) drives it from the next block on; Pause "
+                                      "holds it between blocks. The prompts used are saved beside the mp4 as "
+                                      "'seconds: prompt' lines, which queued give the same video. Keeps the text "
+                                      "encoder loaded."),
             ],
             outputs=[io.Custom("CAUSVID_STATE").Output(display_name="state")],
             hidden=[io.Hidden.unique_id],
@@ -131,6 +133,8 @@ class CausVidStreamToVideo(io.ComfyNode):
             _, state = run(model, positive, job, cls.hidden.unique_id, on_block=None if shared else stream.put,
                            keep_video=False, extra_models=extra_models, extra_memory=extra_memory,
                            preview=newest, vae=vae, on_decoded=stream.put_frames if shared else None, live=live)
+            if live is not None:
+                state = dataclasses.replace(state, live_prompts=live.timeline_text())
         finally:
             stream.close()
             if live is not None:

@@ -1,6 +1,6 @@
 """Live steering in ComfyUI's real page, in headless Chromium (Playwright): the pack's panel on CausVid Stream to
 Video (web/causvid_live.js, a DOM widget) comes alive when a live stream starts, sends the prompt typed into it,
-and the video takes it; the page gets the stream's previews (ComfyUI shows them on the node).
+and the video takes it; Pause holds it; the page gets the stream's previews (ComfyUI shows them on the node).
 
 Needs Chromium (/usr/bin/chromium), Playwright and comfyui-frontend-package, which scripts/setup.sh installs; skipped
 without them, except under CI (env CI set), where that is an error.
@@ -97,6 +97,18 @@ def test_a_prompt_typed_into_the_live_panel_turns_the_stream(comfy_server, page)
     assert page.evaluate("() => window.causvidTestPreviews") >= 1
     if SCREENSHOT:
         page.screenshot(path=SCREENSHOT)
+
+    # Pause holds the video after the block being made; Resume lets it go on
+    blocks = f"() => Number(document.querySelector('{selector}').dataset.blocks)"
+    panel.get_by_role("button", name="Pause").click()
+    page.wait_for_function(f"() => document.querySelector('{selector}').textContent.includes(', paused')",
+                           timeout=30_000)
+    page.wait_for_timeout(1500)  # the block being made finishes
+    held = page.evaluate(blocks)
+    page.wait_for_timeout(1500)
+    assert page.evaluate(blocks) == held
+    panel.get_by_role("button", name="Resume").click()
+    page.wait_for_function(f"() => ({blocks})() > {held}", timeout=30_000)
     page.wait_for_function(f"() => document.querySelector('{selector}').textContent.includes('The run finished')",
                            timeout=180_000)
     assert panel.locator("textarea").is_disabled()

@@ -5,6 +5,7 @@ bit) is tests/test_live_prompts.py."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 import torch
@@ -80,6 +81,36 @@ def test_bad_live_text_is_refused_and_a_failed_encode_keeps_the_video_going(live
     assert len(run.prompts) == 1 and run.prompts.change_at(3).context is run.prompts[0].context
 
 
+def test_a_paused_run_waits_between_blocks_takes_the_prompt_sent_meanwhile_and_still_cancels(live):
+    """Paused, the sampling thread waits after its block (looking for a Cancel), and a prompt sent while it waits is
+    encoded once it goes on; a Cancel raised while paused ends the wait."""
+    import threading
+
+    seen: list[str] = []
+    run = live.LiveRun("7", "first", prompt(seed=1), _encoder(seen))
+    run.pause()
+    assert run.paused and run.status()["paused"]
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (run.between_blocks(), done.set()))
+    worker.start()
+    assert not done.wait(3 * live.PAUSE_POLL_S)  # held after its block
+    run.submit("the fox wakes up")
+    run.pause(False)
+    assert done.wait(5) and seen == ["the fox wakes up"] and not run.paused
+    worker.join()
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel():
+        raise Cancelled
+
+    run.pause()
+    with pytest.raises(Cancelled):
+        run.between_blocks(cancel)
+    assert run.blocks == 2
+
+
 def test_the_routes_list_runs_take_prompts_and_refuse_bad_requests(live):
     from aiohttp import web
     from aiohttp.test_utils import TestClient, TestServer
@@ -104,6 +135,14 @@ def test_the_routes_list_runs_take_prompts_and_refuse_bad_requests(live):
                        await client.post("/causvid/live/nope/prompt", json={"text": "x"})]
             assert [a.status for a in answers] == [400, 400, 400, 400, 404]
             assert "is empty" in (await answers[2].json())["error"]
+            pause = f"/causvid/live/{run.id}/pause"
+            held = await client.post(pause, json={"paused": True})
+            assert held.status == 200 and (await held.json())["paused"] and run.paused
+            bad = [await client.post(pause, json={"paused": "yes"}), await client.post(pause, data="x"),
+                   await client.post("/causvid/live/nope/pause", json={"paused": True})]
+            assert [b.status for b in bad] == [400, 400, 404] and run.paused
+            going = await client.post(pause, json={"paused": False})
+            assert going.status == 200 and not (await going.json())["paused"] and not run.paused
             registry.remove(run)
             gone = await client.post(url, json={"text": "late"})
             assert gone.status == 404 and await (await client.get("/causvid/live")).json() == []
@@ -128,6 +167,7 @@ def test_a_live_stream_turns_to_a_prompt_sent_over_http_and_saves_its_timeline(c
     text_id = inputs["positive"][0]
     prompt[text_id]["inputs"]["text"] = "a fox sleeps"
     inputs["live_clip"] = prompt[text_id]["inputs"]["clip"]
+    prompt["90"] = {"class_type": "CausVidTestShowShape", "inputs": {"state": [stream_id, 0]}}
     statuses: list[dict] = []
     replies: list[tuple[int, dict]] = []
 
@@ -144,7 +184,9 @@ def test_a_live_stream_turns_to_a_prompt_sent_over_http_and_saves_its_timeline(c
     assert statuses[0]["blocks"] == 0 and statuses[0]["node"] == stream_id
     (mp4,) = comfy_server.output_paths(result, node_id=stream_id)
     assert video_info(mp4)[0] == 105  # 6 s: 27 latent frames (whole blocks), the whole video written
-    lines = (mp4.parent / mp4.name.replace(".mp4", ".prompts.txt")).read_text().splitlines()
+    saved = (mp4.parent / mp4.name.replace(".mp4", ".prompts.txt")).read_text()
+    assert json.loads(result.ui_text("90")[0])["live_prompts"] == saved  # the state holds them too
+    lines = saved.splitlines()
     assert lines[0] == "0: a fox sleeps" and len(lines) == 2 and lines[1].endswith(": the fox wakes up")
     seconds = float(lines[1].split(":")[0])
     assert seconds >= seconds_at(6), lines  # block 2 starts at latent frame 6 at the earliest

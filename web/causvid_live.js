@@ -31,11 +31,17 @@ class LivePanel {
     this.text.rows = 2;
     this.text.placeholder = "A new prompt: it takes over at the next block (Enter sends)";
     this.text.disabled = true;
-    this.send = element("button", { alignSelf: "flex-start" }, "Send");
+    this.send = element("button", {}, "Send");
     this.send.disabled = true;
+    this.hold = element("button", { marginLeft: "6px" }, "Pause");
+    this.hold.disabled = true;
+    this.paused = false;
+    const buttons = element("div");
+    buttons.append(this.send, this.hold);
     this.status = element("div", { minHeight: "1.2em", opacity: "0.85" });
-    this.root.append(this.title, this.prompts, this.text, this.send, this.status);
+    this.root.append(this.title, this.prompts, this.text, buttons, this.status);
     this.send.addEventListener("click", () => this.submit());
+    this.hold.addEventListener("click", () => this.togglePause());
     this.text.addEventListener("keydown", (event) => {
       if (event.key === "Enter" && !event.shiftKey) {
         event.preventDefault();
@@ -47,20 +53,40 @@ class LivePanel {
   show(status) {
     if (this.run !== status.run) {
       this.run = status.run;
-      this.text.disabled = this.send.disabled = false;
+      this.text.disabled = this.send.disabled = this.hold.disabled = false;
       this.status.textContent = "";
     }
     this.root.dataset.blocks = String(status.blocks);
-    this.title.textContent = `Live: ${status.blocks} block(s) made`;
+    this.paused = Boolean(status.paused);
+    this.hold.textContent = this.paused ? "Resume" : "Pause";
+    this.title.textContent = `Live: ${status.blocks} block(s) made${this.paused ? ", paused" : ""}`;
     this.prompts.replaceChildren(...status.prompts.map((p) => element("li", {}, `${p.seconds.toFixed(2)} s: ${p.text}`)));
     if (status.error) this.status.textContent = status.error;
   }
 
   finish(how) {
     if (this.run === null) return;
-    this.text.disabled = this.send.disabled = true;
+    this.text.disabled = this.send.disabled = this.hold.disabled = true;
     this.status.textContent = `The run ${how}; its prompts are saved beside the video (.prompts.txt).`;
     this.run = null;
+  }
+
+  async post(action, payload) {
+    const response = await api.fetchApi(`/causvid/live/${this.run}/${action}`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(payload),
+    });
+    return [response.ok, await response.json()];
+  }
+
+  async togglePause() {
+    if (this.run === null) return;
+    try {
+      const [ok, body] = await this.post("pause", { paused: !this.paused });
+      this.status.textContent = ok ? (body.paused ? `Paused after block ${body.after_block + 1}` : "Going on")
+                                   : `Not sent: ${body.error}`;
+    } catch (error) {
+      this.status.textContent = `Not sent: ${error}`;
+    }
   }
 
   async submit() {
@@ -68,11 +94,8 @@ class LivePanel {
     if (!text || this.run === null) return;
     this.send.disabled = true;
     try {
-      const response = await api.fetchApi(`/causvid/live/${this.run}/prompt`, {
-        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ text }),
-      });
-      const body = await response.json();
-      if (response.ok) {
+      const [ok, body] = await this.post("prompt", { text });
+      if (ok) {
         this.text.value = "";
         this.status.textContent = `Queued for block ${body.after_block + 1}: ${body.queued}`;
       } else {
@@ -101,7 +124,7 @@ app.registerExtension({
     const panel = new LivePanel(node);
     panels.add(panel);
     node.addDOMWidget("live", "comfyui-causvid-live", panel.root, {
-      serialize: false, hideOnZoom: false, getMinHeight: () => 190,
+      serialize: false, hideOnZoom: false, getMinHeight: () => 200,
     });
     const onConfigure = node.onConfigure;
     node.onConfigure = function () {

@@ -205,10 +205,12 @@ class CausVidTestShowShape(io.ComfyNode):
             node_id="CausVidTestShowShape",
             display_name="CausVid Test Show Shape",
             category="CausVid/testing",
-            description="Test only: reports CONDITIONING / LATENT shapes as ui text (JSON).",
+            description="Test only: reports CONDITIONING / LATENT shapes (and a CAUSVID_STATE's live prompts) as ui "
+                        "text (JSON).",
             inputs=[
                 io.Conditioning.Input("conditioning", optional=True),
                 io.Latent.Input("latent", optional=True),
+                io.Custom("CAUSVID_STATE").Input("state", optional=True),
             ],
             outputs=[],
             is_output_node=True,
@@ -216,8 +218,10 @@ class CausVidTestShowShape(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, conditioning=None, latent=None) -> io.NodeOutput:
+    def execute(cls, conditioning=None, latent=None, state=None) -> io.NodeOutput:
         info: dict = {}
+        if state is not None:
+            info["live_prompts"] = state.live_prompts
         if conditioning is not None:
             info.update(_conditioning_summary(conditioning))
         if latent is not None:
