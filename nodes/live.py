@@ -15,8 +15,9 @@ paused run holds its memory and waits between two blocks (Cancel still stops it,
 
 A new prompt is encoded between two blocks on the sampling thread, the way CausVid Text Encode encodes it, with the
 text encoder the run loaded beside the DiT before it started and keeps loaded with it (`sampler.kept_loaded`: the
-encode's own load call never makes ComfyUI unload part of the DiT under its CUDA graphs), and drives the blocks from the next one on (`causal.LivePrompts`). The prompts used are written beside the video as
-`seconds: prompt` lines: given to CausVid Text Encode and queued with the same settings, they make the same video.
+encode's own load call never makes ComfyUI unload part of the DiT under its CUDA graphs), and drives the blocks from
+the next one on (`causal.LivePrompts`). The prompts used are written beside the video as `seconds: prompt` lines:
+given to CausVid Text Encode and queued with the same settings, they make the same video.
 """
 
 from __future__ import annotations
@@ -159,37 +160,39 @@ def add_routes(routes, registry: Registry = RUNS) -> None:
     async def live_runs(request):
         return web.json_response([run.status() for run in registry.all()])
 
-    @routes.post("/causvid/live/{run}/prompt")
-    async def live_prompt(request):
+    async def run_and_body(request, key: str, example: str, valid=lambda value: True):
+        """(the run, body[key]) of a request, or (None, the error response): 404 for no such run, 400 for a body
+        that is not a JSON object with a `valid` `key` (`example` shows one)."""
         run = registry.get(request.match_info["run"])
         if run is None:
-            return web.json_response({"error": "no live run with this id is streaming (it finished, or never started)"},
-                                     status=404)
+            return None, web.json_response(
+                {"error": "no live run with this id is streaming (it finished, or never started)"}, status=404)
         try:
             body = await request.json()
         except ValueError:
-            return web.json_response({"error": 'send JSON: {"text": "the new prompt"}'}, status=400)
-        if not isinstance(body, dict) or "text" not in body:
-            return web.json_response({"error": 'send JSON: {"text": "the new prompt"}'}, status=400)
+            body = None
+        if not isinstance(body, dict) or key not in body or not valid(body[key]):
+            return None, web.json_response({"error": f"send JSON: {example}"}, status=400)
+        return run, body[key]
+
+    @routes.post("/causvid/live/{run}/prompt")
+    async def live_prompt(request):
+        run, text = await run_and_body(request, "text", '{"text": "the new prompt"}')
+        if run is None:
+            return text
         try:
-            text = run.submit(body["text"])
+            text = run.submit(text)
         except ValueError as e:
             return web.json_response({"error": str(e)}, status=400)
         return web.json_response({"run": run.id, "queued": text, "after_block": run.blocks}, status=202)
 
     @routes.post("/causvid/live/{run}/pause")
     async def live_pause(request):
-        run = registry.get(request.match_info["run"])
+        run, paused = await run_and_body(request, "paused", '{"paused": true} or {"paused": false}',
+                                           lambda value: isinstance(value, bool))
         if run is None:
-            return web.json_response({"error": "no live run with this id is streaming (it finished, or never started)"},
-                                     status=404)
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict) or not isinstance(body.get("paused"), bool):
-            return web.json_response({"error": 'send JSON: {"paused": true} or {"paused": false}'}, status=400)
-        run.pause(body["paused"])
+            return paused
+        run.pause(paused)
         announce(run)
         return web.json_response({"run": run.id, "paused": run.paused, "after_block": run.blocks})
 

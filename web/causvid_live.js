@@ -1,7 +1,8 @@
 // CausVid live steering on the ComfyUI page: every CausVid Stream to Video node carries a panel (a DOM widget)
 // that, while its run streams with live_clip connected, shows the prompts used so far and a box whose prompt drives
-// the video from the next block on (the node itself shows the newest frame: ComfyUI's progress preview). The server side is nodes/live.py: the run announces
-// itself as "causvid.live" over the websocket and takes prompts at POST /causvid/live/<run>/prompt.
+// the video from the next block on (the node itself shows the newest frame: ComfyUI's progress preview). The server
+// side is nodes/live.py: the run announces itself as "causvid.live" over the websocket and takes prompts at POST
+// /causvid/live/<run>/prompt.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
@@ -60,7 +61,8 @@ class LivePanel {
     this.paused = Boolean(status.paused);
     this.hold.textContent = this.paused ? "Resume" : "Pause";
     this.title.textContent = `Live: ${status.blocks} block(s) made${this.paused ? ", paused" : ""}`;
-    this.prompts.replaceChildren(...status.prompts.map((p) => element("li", {}, `${p.seconds.toFixed(2)} s: ${p.text}`)));
+    const lines = status.prompts.map((p) => element("li", {}, `${p.seconds.toFixed(2)} s: ${p.text}`));
+    this.prompts.replaceChildren(...lines);
     if (status.error) this.status.textContent = status.error;
   }
 
