@@ -57,7 +57,7 @@ def check_progress(result, prompt: dict) -> None:
 
 
 SHORTENED = {"causvid_stream_ten_minutes": 3.0, "causvid_krea_realtime_14b_stream": 3.0,
-             "causvid_reward_forcing_stream": 3.0}
+             "causvid_reward_forcing_stream": 3.0, "causvid_live_stream": 3.0}
 """Seconds a workflow runs for here instead of its own (its prompt timeline scaled along)."""
 
 
@@ -74,7 +74,8 @@ def test_example_workflow_runs(comfy_server, standins, name):
                       "causvid_image_to_video": 13,  # the image + one block = 4 latent frames
                       "causvid_stream_ten_minutes": 57,  # 3 s instead of 600: 5 blocks = 15 latent frames
                       "causvid_krea_realtime_14b_stream": 57,  # 3 s instead of 30, the same
-                      "causvid_reward_forcing_stream": 57}[name]  # 3 s instead of 60: past its 9-frame cache
+                      "causvid_reward_forcing_stream": 57,  # 3 s instead of 60: past its 9-frame cache
+                      "causvid_live_stream": 57}[name]  # 3 s instead of 600, no prompt sent
     # progress: one message per denoising step of every sampling node; one preview per block (its last step)
     check_progress(result, prompt)
     from causal.schedule import SCHEDULES
