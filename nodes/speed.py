@@ -13,8 +13,9 @@ cudaMallocAsync cannot capture them (`--disable-cuda-malloc` turns it off), so t
 The graphs and their KV cache stay with the model (`CausalWanModel`) between executions of the same video shape,
 so only the first run of a shape captures them. They are released when ComfyUI unloads the model (its
 ON_DETACH callback with the weights unpatched, e.g. to make room for another model), when the shape changes, and
-when the model's weights moved (partial offloading, other LoRA weights): a capture reads weights at fixed
-addresses.
+when a run finds the model partly offloaded or patched per forward (it then runs without them). Weights that moved
+(other LoRA weights, a reload) need nothing here: `causal.CudaGraphs` checks their addresses every forward and
+captures again.
 """
 
 from __future__ import annotations
@@ -70,28 +71,15 @@ def choose_speed(level: str, device: torch.device) -> Speed:
     return Speed(fused_kernels=fused, graphs=graphs)
 
 
-@dataclass
-class _Kept:
-    graphs: CudaGraphs
-    weights: tuple[int, ...]
-    """The weights' addresses when the graphs were captured."""
-
-
 _ATTRIBUTE = "_causvid_kept_graphs"
 
 
-def _weights_in_place(network: CausalWanModel, device: torch.device) -> tuple[int, ...] | None:
-    """The weights' addresses when every weight sits on `device` with no per-forward patch function (ComfyUI's
-    lowvram LoRA); None when a capture could not hold them (a weight offloaded or patched per forward)."""
-    addresses = []
-    for module in network.modules():
-        if getattr(module, "weight_function", None) or getattr(module, "bias_function", None):
-            return None
-    for p in network.parameters():
-        if p.device != device:
-            return None
-        addresses.append(p.data_ptr())
-    return tuple(addresses)
+def _capturable(network: CausalWanModel, device: torch.device) -> bool:
+    """Whether a capture can hold the weights: every one on `device`, none patched per forward (ComfyUI's lowvram
+    LoRA)."""
+    if any(getattr(m, "weight_function", None) or getattr(m, "bias_function", None) for m in network.modules()):
+        return False
+    return all(p.device == device for p in network.parameters())
 
 
 GraphShape = tuple  # (batch, height, width, cache frames, dtype, device, FP8 cache): `_shape`
@@ -104,24 +92,24 @@ def _shape(graphs: CudaGraphs) -> GraphShape:
 def keep_only(network: CausalWanModel, shape: GraphShape) -> int:
     """Release kept graphs of any other shape; return the device memory that kept graphs of `shape` hold already
     (their KV cache), which a run of that shape need not reserve again."""
-    kept: _Kept | None = getattr(network, _ATTRIBUTE, None)
-    if kept is not None and _shape(kept.graphs) != shape:
+    kept: CudaGraphs | None = getattr(network, _ATTRIBUTE, None)
+    if kept is not None and _shape(kept) != shape:
         release_graphs(network)
         return 0
-    return 0 if kept is None else kept.graphs.nbytes
+    return 0 if kept is None else kept.nbytes
 
 
 def kept_graphs(network: CausalWanModel, shape: GraphShape) -> CudaGraphs | None:
-    """The model's CUDA graphs for this video shape: the ones kept from an earlier execution when their shape and
-    weights still match, else new ones (the old released first); None when the model is partly offloaded. Call it
-    once the model is loaded: the weights' addresses decide."""
+    """The model's CUDA graphs for this video shape: the ones kept from an earlier execution when their shape
+    matches, else new ones (the old released first); None when the model is partly offloaded or patched per forward.
+    Call it once the model is loaded."""
     device = shape[5]
-    weights = _weights_in_place(network, device)
-    kept: _Kept | None = getattr(network, _ATTRIBUTE, None)
-    if kept is not None and kept.weights == weights and _shape(kept.graphs) == shape:
-        return kept.graphs
+    kept: CudaGraphs | None = getattr(network, _ATTRIBUTE, None)
+    capturable = _capturable(network, device)
+    if kept is not None and capturable and _shape(kept) == shape:
+        return kept
     release_graphs(network)
-    if weights is None:
+    if not capturable:
         log.info("CausVid: CUDA graphs off for this run: the model is partly offloaded (lowvram); same numbers, "
                  "more kernel launches")
         return None
@@ -130,23 +118,23 @@ def kept_graphs(network: CausalWanModel, shape: GraphShape) -> CudaGraphs | None
              "runs of this size)", width, height, cache_frames)
     graphs = CudaGraphs(network, batch=batch, height=height, width=width, num_frames=cache_frames, dtype=dtype,
                         device=device, kv_cache_fp8=fp8)
-    setattr(network, _ATTRIBUTE, _Kept(graphs, weights))
+    setattr(network, _ATTRIBUTE, graphs)
     return graphs
 
 
 def release_graphs(network: CausalWanModel) -> None:
     """Free the model's kept graphs and their KV cache now."""
-    kept: _Kept | None = getattr(network, _ATTRIBUTE, None)
+    kept: CudaGraphs | None = getattr(network, _ATTRIBUTE, None)
     if kept is not None:
-        kept.graphs.release()
+        kept.release()
         delattr(network, _ATTRIBUTE)
 
 
 def release_on_detach(patcher, unpatch_all: bool) -> None:
     """ComfyUI's ON_DETACH callback. With `unpatch_all` the model is unloaded and its graphs go with it. Without,
     the weights stay where they are: ComfyUI detaches every loaded model it is asked to load again (each run's
-    `load_models_gpu`), so releasing here would capture the graphs again on every run; a run whose weights moved
-    meanwhile captures new ones anyway (`kept_graphs` compares their addresses)."""
+    `load_models_gpu`), so releasing here would capture the graphs again on every run; where the weights moved
+    meanwhile the graphs see it and capture again (`causal.CudaGraphs`)."""
     network = getattr(patcher.model, "diffusion_model", None)
     if unpatch_all and isinstance(network, CausalWanModel):
         release_graphs(network)

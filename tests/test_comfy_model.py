@@ -197,6 +197,34 @@ class StandInGraphs:
         self.released += 1
 
 
+def test_kept_cuda_graphs_are_reused_for_their_shape_and_dropped_for_a_model_patched_per_forward(pack, checkpoint,
+                                                                                                  monkeypatch):
+    """A run of the same shape gets the kept graphs (weights that moved are the graphs' own business: they check
+    the addresses every forward); another shape gets new ones; a model whose layers ComfyUI patches per forward
+    (lowvram LoRA) gets none and the kept ones are released."""
+    speed = pack_module("nodes.speed")
+    network = pack.causal_network(pack.load_causal_model(checkpoint[0], "bf16"))
+    made = []
+
+    def new_graphs(network, **kwargs):
+        made.append(StandInGraphs())
+        made[-1].shape = (kwargs["batch"], kwargs["height"], kwargs["width"], kwargs["num_frames"],
+                          kwargs["dtype"], kwargs["device"])
+        return made[-1]
+
+    monkeypatch.setattr(speed, "CudaGraphs", new_graphs)
+    cpu = torch.device("cpu")
+    shape = (1, 32, 48, 6, torch.bfloat16, cpu, False)
+    first = speed.kept_graphs(network, shape)
+    assert speed.kept_graphs(network, shape) is first and len(made) == 1
+    other = speed.kept_graphs(network, (1, 32, 48, 9, torch.bfloat16, cpu, False))
+    assert other is not first and first.released == 1
+    layer = next(m for m in network.modules() if hasattr(m, "weight_function"))
+    monkeypatch.setattr(layer, "weight_function", [lambda w: w])
+    assert speed.kept_graphs(network, shape) is None and other.released == 1
+    assert not hasattr(network, speed._ATTRIBUTE)
+
+
 def test_kept_cuda_graphs_survive_the_next_load_and_go_with_an_unload(pack, checkpoint):
     """ComfyUI detaches a loaded model (unpatch_all=False, weights left in place) each time a run loads it again;
     the graphs kept with the model must survive that (else every run captures again), and go when the model is
@@ -208,7 +236,7 @@ def test_kept_cuda_graphs_survive_the_next_load_and_go_with_an_unload(pack, chec
     network = pack.causal_network(patcher)
     graphs = StandInGraphs()
     mm.load_models_gpu([patcher])
-    setattr(network, speed._ATTRIBUTE, speed._Kept(graphs, ()))
+    setattr(network, speed._ATTRIBUTE, graphs)
     mm.load_models_gpu([patcher])
     assert not graphs.released and speed.keep_only(network, ("a shape", False)) == 0
     assert hasattr(network, speed._ATTRIBUTE)
@@ -229,7 +257,7 @@ def test_a_failed_run_frees_its_kept_cuda_graphs_and_a_cancel_keeps_them(pack, c
     graphs = StandInGraphs()
 
     def kept(network, shape):
-        setattr(network, speed._ATTRIBUTE, speed._Kept(graphs, ()))
+        setattr(network, speed._ATTRIBUTE, graphs)
         return graphs
 
     def generate(*args, **kwargs):
