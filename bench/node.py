@@ -139,6 +139,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cap-gib", type=float, default=None,
                    help="run as on a card of this size: PyTorch may allocate at most this much "
                         "(set_per_process_memory_fraction) and ComfyUI keeps the rest free (its --reserve-vram)")
+    p.add_argument("--attention", choices=("sdpa", "fa4"), default="sdpa",
+                   help="fa4: FlashAttention-4 in place of SDPA on both paths (bench/flash4.py)")
     p.add_argument("--kv-cache", choices=("bf16", "fp8"), default="bf16", help="the stream node's kv_cache widget")
     p.add_argument("--json", default=None, help="everything measured (rewritten after each step)")
     p.add_argument("--out", default=None, help="a markdown section (written)")
@@ -632,12 +634,13 @@ class Bench:
             "model": "tiny" if args.tiny else args.model, "size": "{}x{}".format(*self.size),
             "seconds": args.seconds, "speed": args.speed, "preset": args.preset, "repeats": args.repeats,
             "seed": args.seed, "check_latents": args.check_latents, "check_seconds": args.check_seconds,
-            "vae": args.vae, "cap_gib": args.cap_gib, "kv_cache": args.kv_cache, "allocator": args.allocator,
+            "vae": args.vae, "attention": args.attention, "cap_gib": args.cap_gib, "kv_cache": args.kv_cache, "allocator": args.allocator,
             "deadline_s": args.deadline_s, "workflow": TEMPLATE.name,
             "cache": "{cache} {sink_frames} + {window}".format(**template[STREAM_NODE]["inputs"])}
         try:
             if self.step("setup", lambda: self.setup(work)):
-                self.phases(template, self.report["files"])
+                with self.attention():
+                    self.phases(template, self.report["files"])
         finally:
             if hasattr(self, "comfy"):
                 self.comfy.server.close()
@@ -646,6 +649,16 @@ class Bench:
             if not args.work_dir:
                 shutil.rmtree(work, ignore_errors=True)
         return 1 if self.report["errors"] else 0
+
+    def attention(self) -> contextlib.AbstractContextManager:
+        """`--attention fa4`: FlashAttention-4 in place of SDPA in the pack's and the library's model, both paths."""
+        if self.args.attention == "sdpa":
+            return contextlib.nullcontext()
+        from bench import flash4  # imports torch: only after ComfyUI chose the allocator
+
+        if why := flash4.unavailable(self.device):
+            raise RuntimeError(why)
+        return flash4.patched()
 
     def cap(self, gib: float) -> None:
         log(cap_memory(self.device, gib, self.mm.EXTRA_RESERVED_VRAM))
