@@ -1,13 +1,8 @@
 #!/usr/bin/env python3
-"""FlashAttention-4 (`flash-attn-4`, CuTe DSL, Hopper and Blackwell) in place of SDPA: its speed and error alone,
-and the hook the benchmarks use to run the DiT with it.
+"""FlashAttention-4 (`flash-attn-4`, CuTe DSL, Hopper and Blackwell) against SDPA, the kernels alone:
+`causal.attention.flash4` (what `generate(flash_attention=True)` runs for the self-attention) and `sdpa`.
 
-`attention(q, k, v, mask)` takes SDPA's [B, heads, L, head_dim] views (the model's queries and the KV cache's
-keys and values are [B, L, heads, head_dim] underneath, which is FA4's layout, so no copy is made) and falls back
-to SDPA where FA4 does not apply (a mask). `patched()` swaps it in for every loaded `causal.model` (the library's
-and, in bench/node.py, the pack's as ComfyUI imported it); product code is not changed.
-
-Run alone it times both kernels on the DiT's shapes (4680 queries = one 3-frame block at 832x480, keys of a sink
+It times both kernels on the DiT's shapes (4680 queries = one 3-frame block at 832x480, keys of a sink
 3 + 12 cache, a 21-frame window and the 512 text tokens), eagerly and as a CUDA graph replay (FA4 launches through
 TVM FFI: a graph must capture it), and reports each one's relative L2 against float32 attention:
 
@@ -20,61 +15,21 @@ Installed with `pip install --target DIR`, FA4's CuTe DSL needs DIR/nvidia_cutla
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 if not __package__:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from bench.environment import environment  # noqa: E402
+from causal.attention import flash4, flash4_unavailable, sdpa  # noqa: E402
 
 SHAPES = ((12, 4680), (12, 18720), (12, 23400), (12, 32760), (12, 512), (40, 4680), (40, 32760), (40, 512))
 """(heads, keys) with 4680 queries and head dim 128: 1.3B (12 heads) and 14B (40 heads)."""
-
-
-def unavailable(device: torch.device) -> str | None:
-    """None when FA4 can run on `device`, else why not."""
-    if device.type != "cuda":
-        return "FlashAttention-4 needs a CUDA device"
-    major, _ = torch.cuda.get_device_capability(device)
-    if major not in (9, 10):
-        return f"FlashAttention-4 runs on Hopper (sm90) and Blackwell (sm100), not sm{major}x"
-    try:
-        import flash_attn.cute  # noqa: F401
-    except ImportError as e:
-        return f"flash-attn-4 is not importable: {e}"
-    return None
-
-
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d)) v of [B, heads, L, d] views, by FA4 (SDPA with a mask)."""
-    if mask is not None:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    from flash_attn.cute import flash_attn_func
-
-    out, _ = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-    return out.transpose(1, 2)
-
-
-@contextlib.contextmanager
-def patched(kernel: Callable = attention) -> Iterator[int]:
-    """Every loaded `*causal.model` module calls `kernel` for attention while inside; yields how many it patched."""
-    modules = [m for name, m in list(sys.modules.items())
-               if (name == "causal.model" or name.endswith(".causal.model")) and hasattr(m, "attention")]
-    saved = [m.attention for m in modules]
-    for m in modules:
-        m.attention = kernel
-    try:
-        yield len(modules)
-    finally:
-        for m, old in zip(modules, saved):
-            m.attention = old
 
 
 def _time(fn: Callable[[], Any], repeats: int) -> float:
@@ -114,10 +69,9 @@ def measure(heads: int, keys: int, *, queries: int = 4680, head_dim: int = 128, 
     # [B, L, heads, d] storage, as the model and the KV cache hold them, viewed as SDPA's [B, heads, L, d]
     q, k, v = (torch.randn(1, n, heads, head_dim, generator=g, device=device, dtype=torch.bfloat16).transpose(1, 2)
                for n in (queries, keys, keys))
-    ref = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    ref = sdpa(q.float(), k.float(), v.float())
     row: dict[str, Any] = {"heads": heads, "queries": queries, "keys": keys}
-    for name, kernel in (("sdpa", lambda: F.scaled_dot_product_attention(q, k, v)),
-                         ("fa4", lambda: attention(q, k, v))):
+    for name, kernel in (("sdpa", lambda: sdpa(q, k, v)), ("fa4", lambda: flash4(q, k, v))):
         out = kernel()
         row[f"{name}_rel_l2"] = rel_l2(out, ref)
         row[f"{name}_s"] = _time(kernel, repeats)
@@ -135,11 +89,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     device = torch.device("cuda")
-    if why := unavailable(device):
+    if why := flash4_unavailable(device):
         raise SystemExit(why)
-    import flash_attn.cute
+    from importlib.metadata import version
 
-    report: dict[str, Any] = {"environment": environment(device), "flash_attn_4": flash_attn.cute.__version__,
+    report: dict[str, Any] = {"environment": environment(device), "flash_attn_4": version("flash-attn-4"),
                               "rows": []}
     print("heads  keys   SDPA ms  FA4 ms  speed-up  graphs: SDPA  FA4  speed-up  rel-L2 SDPA  FA4")
     for heads, keys in SHAPES:

@@ -139,8 +139,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cap-gib", type=float, default=None,
                    help="run as on a card of this size: PyTorch may allocate at most this much "
                         "(set_per_process_memory_fraction) and ComfyUI keeps the rest free (its --reserve-vram)")
-    p.add_argument("--attention", choices=("sdpa", "fa4"), default="sdpa",
-                   help="fa4: FlashAttention-4 in place of SDPA on both paths (bench/flash4.py)")
+    p.add_argument("--attention", choices=("auto", "sdpa"), default="auto",
+                   help="auto: the node's choice (FlashAttention-4 where installed and it runs); sdpa: SDPA")
     p.add_argument("--kv-cache", choices=("bf16", "fp8"), default="bf16", help="the stream node's kv_cache widget")
     p.add_argument("--json", default=None, help="everything measured (rewritten after each step)")
     p.add_argument("--out", default=None, help="a markdown section (written)")
@@ -539,6 +539,7 @@ def describe_call(kwargs: dict) -> dict[str, str]:
             "policy": repr(kwargs["policy"]), "num_frames": str(kwargs["num_frames"]),
             "total_frames": str(kwargs["total_frames"]), "dtype": str(kwargs["dtype"]),
             "device": str(kwargs["device"]), "fused_kernels": str(kwargs["fused_kernels"]),
+            "flash_attention": str(kwargs.get("flash_attention", False)),
             "graphs": str(graphs is not None), "kv_cache_fp8": str(kwargs.get("kv_cache_fp8", False))}
 
 
@@ -650,15 +651,18 @@ class Bench:
                 shutil.rmtree(work, ignore_errors=True)
         return 1 if self.report["errors"] else 0
 
-    def attention(self) -> contextlib.AbstractContextManager:
-        """`--attention fa4`: FlashAttention-4 in place of SDPA in the pack's and the library's model, both paths."""
+    @contextlib.contextmanager
+    def attention(self):
+        """`--attention sdpa`: the node's `fast` keeps SDPA even where FlashAttention-4 runs (its choice is
+        `nodes.speed._flash_attention`; the library path does what the node did, `flash_attention` in the call)."""
+        speed = self.comfy.module("nodes.speed")
+        choose = speed._flash_attention
         if self.args.attention == "sdpa":
-            return contextlib.nullcontext()
-        from bench import flash4  # imports torch: only after ComfyUI chose the allocator
-
-        if why := flash4.unavailable(self.device):
-            raise RuntimeError(why)
-        return flash4.patched()
+            speed._flash_attention = lambda device: False
+        try:
+            yield
+        finally:
+            speed._flash_attention = choose
 
     def cap(self, gib: float) -> None:
         log(cap_memory(self.device, gib, self.mm.EXTRA_RESERVED_VRAM))
@@ -875,6 +879,7 @@ class Bench:
         if fused and (why := kernels.fused_unavailable(self.device)):
             log(f"library: speed 'fast' runs without compiled kernels here, as the node does: {why}")
             fused = False
+        flash = fused and self.args.attention == "auto" and causal.attention.flash4_unavailable(self.device) is None
         width, height = inputs["width"], inputs["height"]
         fp8 = inputs.get("kv_cache") == "fp8"
         graphs = causal.CudaGraphs(model, batch=1, height=height, width=width, dtype=dtype, device=self.device,
@@ -886,7 +891,7 @@ class Bench:
                                    num_frames=(inputs["length"] - 1) // 4 + 1,
                                    total_frames=causal.prompts.frames_for_seconds(inputs["seconds"]),
                                    dtype=dtype, device=self.device, fused_kernels=fused, graphs=graphs,
-                                   kv_cache_fp8=fp8)}
+                                   kv_cache_fp8=fp8, flash_attention=flash)}
         mine = describe_call(self.lib["kwargs"])
         self.report["library"]["generate"] = mine
         self.report["library"]["weight_dtypes"] = weight_dtypes(model)

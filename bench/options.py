@@ -32,6 +32,8 @@ class Option:
     """One causal.CudaGraphs per configuration, made before the warm-up clip and reused by every clip."""
     fp8: bool = False
     fp8_storage: bool = False
+    flash_attention: bool = False
+    """Self-attention by FlashAttention-4 (`generate(flash_attention=True)`)."""
     """Runs on a copy of the model whose linear layers' weights and biases went through float8_e4m3fn."""
     enter: Callable[[], ContextManager[None]] = field(default=contextlib.nullcontext)
 
@@ -46,6 +48,10 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("fp8_fused", "fp8 block linears + fused kernels", False, fused_kernels=True, fp8=True),
     Option("fp8_fused_graphs", "fp8 block linears + fused kernels + CUDA graphs kept across clips", False,
            fused_kernels=True, cuda_graphs=True, fp8=True),
+    Option("fused_graphs_fa4", "fused kernels + CUDA graphs, self-attention by FlashAttention-4", False,
+           fused_kernels=True, cuda_graphs=True, flash_attention=True),
+    Option("fp8_fused_graphs_fa4", "fp8 block linears + fused kernels + CUDA graphs + FlashAttention-4", False,
+           fused_kernels=True, cuda_graphs=True, fp8=True, flash_attention=True),
     Option("fp8_storage", "weights stored in fp8 e4m3 and computed in bf16, as the loader's weight_dtype "
            "fp8_e4m3fn does (ComfyUI's manual cast)", False, fp8_storage=True),
     Option("sdpa_cudnn", "SDPA restricted to cuDNN attention", False, enter=_sdpa("CUDNN_ATTENTION")),

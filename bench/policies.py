@@ -35,7 +35,6 @@ if not __package__:  # run as `python3 bench/policies.py`: `bench` is the packag
 import torch  # noqa: E402
 
 import causal  # noqa: E402
-from bench import flash4  # noqa: E402
 from bench.environment import GiB, environment, free_memory, pick_device, sync  # noqa: E402
 from bench.models import Setup, prompt_embedding  # noqa: E402
 from bench.profiling import BlockMarks, block_breakdown, kineto_kernels, profile_forwards  # noqa: E402
@@ -67,7 +66,8 @@ OPTIONS = ("exact", "graphs", "fused", "fused_graphs", "exact_flash", "exact_eff
            "fused_graphs_fp8kv", "fused_graphs_gelu_apart", "exact_fa4", "fused_graphs_fa4")
 """`_fp8kv`: the same with the KV cache in FP8 (`generate(kv_cache_fp8=True)`); `_gelu_apart`: the same with the
 FFN's GELU as a kernel of its own instead of the first product's epilogue (what the epilogue gains); `_fa4`: the
-same with FlashAttention-4 in place of SDPA (bench/flash4.py; `exact_fa4` is its cross-kernel error alone)."""
+same with the self-attention by FlashAttention-4 (`generate(flash_attention=True)`; `exact_fa4` is its
+cross-kernel error alone)."""
 BACKENDS = {"exact_flash": "FLASH_ATTENTION", "exact_efficient": "EFFICIENT_ATTENTION"}
 
 
@@ -79,16 +79,6 @@ def attention_backend(option: str) -> Iterator[None]:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     with sdpa_kernel([getattr(SDPBackend, BACKENDS[option])]):
-        yield
-
-
-@contextlib.contextmanager
-def flash_attention_4(option: str) -> Iterator[None]:
-    """For `*_fa4`: the model's attention is FlashAttention-4's (bench/flash4.py)."""
-    if not option.endswith("_fa4"):
-        yield
-        return
-    with flash4.patched():
         yield
 
 
@@ -153,11 +143,12 @@ def video(model, context, args, policy, option: str, graphs, blocks: int | None 
 
     sync(device)
     start = clock.mark()
-    with attention_backend(option), gelu_apart(option), flash_attention_4(option):
+    with attention_backend(option), gelu_apart(option):
         latents = causal.generate(model, context, height=args.height, width=args.width, schedule=schedule,
                                   policy=policy, total_frames=3 * (blocks or args.blocks), seed=0, progress=progress,
                                   fused_kernels=option.startswith("fused"), graphs=graphs,
-                                  kv_cache_fp8=option.endswith("_fp8kv"), output_device="cpu").latents
+                                  kv_cache_fp8=option.endswith("_fp8kv"), flash_attention=option.endswith("_fa4"),
+                                  output_device="cpu").latents
     sync(device)
     seconds = [clock.seconds(start, m) for m in ends]
     return [b - a for a, b in zip(seconds, seconds[1:])], seconds[0], latents.float()
@@ -220,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if "fused" in option and causal.kernels.fused_unavailable(device):
                 print(f"skipping {option}: {causal.kernels.fused_unavailable(device)}", flush=True)
                 continue
-            if option.endswith("_fa4") and (why := flash4.unavailable(device)):
+            if option.endswith("_fa4") and (why := causal.attention.flash4_unavailable(device)):
                 print(f"skipping {option}: {why}", flush=True)
                 continue
             if option in BACKENDS and not cuda:

@@ -21,7 +21,9 @@ CATEGORY_PATCHES = (
     # (category, owner, attribute); owner is resolved lazily
     ("gemm", "torch.nn.Linear", "forward"),
     ("conv (patch embedding)", "torch.nn.Conv3d", "forward"),
-    ("attention (SDPA)", "causal.model", "attention"),
+    ("attention (SDPA)", "causal.model", "sdpa"),  # cross-attention
+    ("attention (SDPA)", "causal.kernels", "sdpa"),  # self-attention (Glue.self_attention)
+    ("attention (FlashAttention-4)", "causal.kernels", "flash4"),
     ("rope (float64)", "causal.kernels", "apply_rope"),
     ("rope (float64)", "causal.model", "rope_phases"),
     ("rmsnorm (q/k)", "causal.kernels", "rms_norm"),

@@ -169,7 +169,7 @@ def run_options(run: Run, name: str, model: causal.CausalWanModel, reserve_s: fl
                                        run.plan.option_repeats_14b if big else run.plan.option_repeats, run.log,
                                        reference=run.exact_latents.get(cfg.key), option=opt,
                                        warmups=run.plan.warmups, fused=option.fused_kernels,
-                                       cuda_graphs=option.cuda_graphs)
+                                       cuda_graphs=option.cuda_graphs, flash=option.flash_attention)
             row["exact_option"] = option.exact
             run.option_latents[f"{cfg.key}:{opt}"] = lat
         except Exception as e:

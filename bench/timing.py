@@ -53,7 +53,7 @@ class Clip:
 
 
 def run_clip(model: Any, context: torch.Tensor, schedule: Any, setup: Setup, fused: bool = False,
-             graphs: Any = None) -> Clip:
+             graphs: Any = None, flash: bool = False) -> Clip:
     device = setup.device
     clock = Clock(device)
     last_step = schedule.num_steps - 1
@@ -71,7 +71,7 @@ def run_clip(model: Any, context: torch.Tensor, schedule: Any, setup: Setup, fus
     start = clock.mark()
     gen = causal.generate(model, context, height=setup.height, width=setup.width, schedule=schedule,
                           num_frames=setup.num_frames, seed=setup.seed, progress=progress, fused_kernels=fused,
-                          graphs=graphs)
+                          graphs=graphs, flash_attention=flash)
     end = clock.mark()
     sync(device)
     t1 = time.perf_counter()
@@ -90,16 +90,16 @@ def cuda_graphs_for(model: Any, setup: Setup) -> Any:
 
 def time_config(model: Any, context: torch.Tensor, cfg: BenchConfig, setup: Setup, repeats: int,
                 log: Callable[[str], None], reference: torch.Tensor | None = None, option: str = "exact",
-                warmups: int = 1, fused: bool = False,
-                cuda_graphs: bool = False) -> tuple[dict[str, Any], torch.Tensor]:
+                warmups: int = 1, fused: bool = False, cuda_graphs: bool = False,
+                flash: bool = False) -> tuple[dict[str, Any], torch.Tensor]:
     schedule = causal.SCHEDULES[cfg.schedule]
     graphs = cuda_graphs_for(model, setup) if cuda_graphs else None
     for i in range(warmups):
-        w = run_clip(model, context, schedule, setup, fused, graphs)
+        w = run_clip(model, context, schedule, setup, fused, graphs, flash)
         log(f"  {cfg.key} [{option}] warm-up {i + 1}: {w.seconds:.3f} s")
     clips: list[Clip] = []
     for i in range(repeats):
-        c = run_clip(model, context, schedule, setup, fused, graphs)
+        c = run_clip(model, context, schedule, setup, fused, graphs, flash)
         clips.append(c)
         log(f"  {cfg.key} [{option}] clip {i + 1}: {c.seconds:.3f} s (GPU {c.gpu_seconds:.3f} s), first block "
             f"{c.first_block:.3f} s, blocks {' '.join(f'{b:.3f}' for b in c.block_seconds)}"

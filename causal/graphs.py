@@ -135,7 +135,7 @@ class CudaGraphs:
             return model(x, timestep, self.text, cache=self.cache, cache_frame=slot, rope_frame=position, glue=glue)
         if not self._weights_where_captured():
             return model(x, timestep, self.text, cache=self.cache, cache_frame=slot, rope_frame=position, glue=glue)
-        key = (tuple(x.shape), x.dtype, slot, glue.compiled, self.cache.key_phases is not None)
+        key = (tuple(x.shape), x.dtype, slot, glue, self.cache.key_phases is not None)
         captured = self.graphs.get(key)
         if captured is not None:
             captured.x.copy_(x)

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import functools
 import threading
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from .attention import flash4, sdpa
 from .kv_cache import KVCache
 from .rope import apply_rope
 
@@ -155,14 +157,21 @@ def compiled(fn: Callable, *, dynamic: bool = False) -> Callable:
     return _compiled[fn, dynamic]
 
 
+@dataclass(frozen=True)
 class Glue:
-    """How the glue runs: each function eagerly (`EAGER`) or as its compiled kernel (`COMPILED`)."""
+    """How the glue runs: each function eagerly (`EAGER`) or as its compiled kernel (`COMPILED`); and which kernel
+    the self-attention runs: SDPA, or FlashAttention-4 with `flash_attention` (`COMPILED_FLASH`, where
+    `attention.flash4_unavailable` says it can run)."""
 
-    def __init__(self, compiled: bool) -> None:
-        self.compiled = compiled
+    compiled: bool
+    flash_attention: bool = False
 
     def __repr__(self) -> str:
-        return "COMPILED" if self.compiled else "EAGER"
+        return ("COMPILED" if self.compiled else "EAGER") + ("_FLASH" if self.flash_attention else "")
+
+    def self_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                       mask: torch.Tensor | None) -> torch.Tensor:
+        return (flash4 if self.flash_attention else sdpa)(q, k, v, mask)
 
     def run(self, fn: Callable, *args):
         return compiled(fn)(*args) if self.compiled else fn(*args)
@@ -218,3 +227,4 @@ class Glue:
 
 EAGER = Glue(compiled=False)
 COMPILED = Glue(compiled=True)
+COMPILED_FLASH = Glue(compiled=True, flash_attention=True)

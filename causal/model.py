@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from . import kernels
-from .attention import attention
+from .attention import sdpa
 from .config import WanConfig
 from .kernels import EAGER, Glue
 from .kv_cache import CrossAttentionKV, KVCache
@@ -88,7 +88,7 @@ class SelfAttention(Projections):
         else:
             keys = glue.norm_rope(k, norm_k.weight_for(h), norm_k.eps, phases, heads).transpose(1, 2)
             values = v.unflatten(-1, (heads, -1)).transpose(1, 2)
-        out = attention(q.transpose(1, 2), keys, values, mask)
+        out = glue.self_attention(q.transpose(1, 2), keys, values, mask)
         return self.o(out.transpose(1, 2).flatten(2))
 
 
@@ -102,7 +102,7 @@ class CrossAttention(Projections):
     def forward(self, h: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, glue: Glue = EAGER) -> torch.Tensor:
         b, length, _ = h.shape
         q = self.norm_q(self.q(h), glue).view(b, length, self.num_heads, -1)
-        out = attention(q.transpose(1, 2), keys, values)
+        out = sdpa(q.transpose(1, 2), keys, values)  # 512 text keys: SDPA beats FlashAttention-4 there
         return self.o(out.transpose(1, 2).flatten(2))
 
 

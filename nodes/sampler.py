@@ -430,7 +430,8 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
                               resume=None if job.resume is None else job.resume.history, device=device, dtype=dtype,
                               output_device="cpu", record=not job.schedule.joint_window, progress=progress,
                               on_block=None if on_block is None else block_done, keep_latents=keep_video,
-                              fused_kernels=speed.fused_kernels, graphs=graphs, reencoder=reencoder, kv_cache_fp8=fp8)
+                              fused_kernels=speed.fused_kernels, graphs=graphs, reencoder=reencoder, kv_cache_fp8=fp8,
+                              flash_attention=speed.flash_attention)
     except mm.InterruptProcessingException:
         raise  # a Cancel comes between forwards: the kept graphs are whole
     except BaseException:

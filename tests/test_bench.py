@@ -321,31 +321,3 @@ def test_cards_bench_runs_another_example_workflow_tiny_cpu(tmp_path):
     saved = list((tmp_path / "work" / "output" / "bench").glob("cards_0_SaveVideo*"))
     assert saved, list((tmp_path / "work" / "output").rglob("*"))
 
-
-def test_flash4_hook_swaps_the_models_attention_and_falls_back_to_sdpa_with_a_mask():
-    import causal.model
-    from bench import flash4
-    from tools.tiny import TINY, prompt, tiny_model
-
-    assert flash4.unavailable(torch.device("cpu")) == "FlashAttention-4 needs a CUDA device"
-    calls = []
-
-    def kernel(q, k, v, mask=None):
-        calls.append(q.shape)
-        return causal.attention.attention(q, k, v, mask)
-
-    sdpa = causal.model.attention
-    model = tiny_model()
-    x = torch.randn(1, 16, 3, 6, 8)
-    text = model.text_kv(prompt(), torch.float32)
-    expected = model(x, torch.zeros(1, 3), text)
-    with flash4.patched(kernel) as patched:
-        assert patched >= 1 and causal.model.attention is kernel
-        assert torch.equal(model(x, torch.zeros(1, 3), text), expected)
-    assert causal.model.attention is sdpa
-    assert len(calls) == 2 * TINY.num_layers  # self- and cross-attention of every block went through the hook
-    q, k, v = (torch.randn(1, 2, n, 8) for n in (4, 6, 6))
-    mask = torch.rand(4, 6) > 0.3
-    mask[:, 0] = True
-    assert torch.equal(flash4.attention(q, k, v, mask),
-                       torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask))

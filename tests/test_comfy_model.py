@@ -407,3 +407,27 @@ def test_a_run_keeps_its_models_loaded_while_a_call_between_blocks_makes_room():
     assert mm.free_memory is free_memory
     mm.free_memory(float("inf"), cpu)
     assert dit.loaded_size() == vae.loaded_size() == 0
+
+
+def test_fast_takes_flash_attention_where_it_runs_and_says_so(monkeypatch, caplog):
+    """speed 'fast' runs the self-attention by FlashAttention-4 where `flash4_unavailable` says it can (logged);
+    on a Hopper / Blackwell GPU without the package the log says what installing it gains; exact never takes it."""
+    import logging
+
+    speed = pack_module("nodes.speed")
+    attention = pack_module("causal.attention")
+    monkeypatch.setattr(speed, "_said", set())
+    monkeypatch.setattr(speed.kernels, "fused_unavailable", lambda device: None)
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setattr(attention, "flash4_unavailable", lambda device: None)
+    with caplog.at_level(logging.INFO, logger="comfyui-causvid"):
+        assert speed.choose_speed("fast", cuda).flash_attention
+        assert not speed.choose_speed("exact", cuda).flash_attention
+    assert "self-attention by FlashAttention-4" in caplog.text
+    monkeypatch.setattr(attention, "flash4_unavailable", lambda device: "FlashAttention-4 is not installed")
+    for major, said in ((9, True), (8, False)):
+        caplog.clear()
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device, major=major: (major, 0))
+        with caplog.at_level(logging.INFO, logger="comfyui-causvid"):
+            assert not speed.choose_speed("fast", cuda).flash_attention
+        assert ("about 10% faster on this GPU" in caplog.text) == said, (major, caplog.text)

@@ -511,3 +511,27 @@ def test_rolling_forcing_on_cuda_exact_and_fused():
         error = ((fused - exact).norm() / exact.norm()).item()
         print(f"Rolling Forcing fused vs exact: rel-L2 {error:.3e}")
         assert error < 2e-2
+
+
+def test_flash_attention_replays_its_own_numbers_and_stays_near_sdpa():
+    """FlashAttention-4 (where installed, Hopper / Blackwell): CUDA graphs replay its eager numbers bit for bit, a
+    graph of SDPA's is never replayed for it (and back), and it stays as near SDPA as another kernel does."""
+    from causal import CudaGraphs, cache_policy
+    from causal.attention import flash4_unavailable
+
+    if why := flash4_unavailable(CUDA):
+        pytest.skip(why)
+    model = tiny_model(torch.bfloat16).to(CUDA)
+    policy = cache_policy.sink(3, 6)
+    graphs = CudaGraphs(model, batch=1, height=128, width=192, num_frames=policy.cache_frames(3))
+
+    def clip(**options):
+        return generate(model, prompt().to(CUDA), height=128, width=192, total_frames=18, policy=policy,
+                        schedule=SCHEDULES["Self-Forcing / LongLive 1.3B"], seed=0, fused_kernels=True,
+                        **options).latents.float()
+
+    flash, sdpa = clip(flash_attention=True), clip()
+    for _ in range(2):  # captures, then replays
+        assert torch.equal(clip(flash_attention=True, graphs=graphs), flash)
+        assert torch.equal(clip(graphs=graphs), sdpa)
+    assert ((flash - sdpa).norm() / sdpa.norm()).item() < 2e-2

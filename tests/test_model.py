@@ -311,3 +311,43 @@ def test_compiled_kernels_allow_many_shapes_on_every_thread():
     thread.start()
     thread.join()
     assert seen[0] >= kernels.RECOMPILE_LIMIT
+
+
+def test_flash_attention_glue_routes_self_attention_only(monkeypatch):
+    """Glue(flash_attention=True) sends every block's self-attention (long keys) to FlashAttention-4 and leaves the
+    cross-attention (512 text keys) on SDPA; where FA4 does not apply it is SDPA exactly."""
+    import causal.attention
+    import causal.kernels
+    from causal.kernels import Glue
+
+    calls = []
+
+    def recorded(q, k, v, mask=None):
+        calls.append(k.shape[2])
+        return causal.attention.sdpa(q, k, v, mask)
+
+    monkeypatch.setattr(causal.kernels, "flash4", recorded)
+    model = tiny_model()
+    g = torch.Generator().manual_seed(0)
+    x, t = torch.randn(1, 16, 6, 6, 8, generator=g), torch.rand(1, 6, generator=g) * 1000
+    text = model.text_kv(prompt(), torch.float32)
+    flash = Glue(compiled=False, flash_attention=True)
+    assert torch.equal(_cached_blocks(model, x, t, text, glue=flash), _cached_blocks(model, x, t, text))
+    assert calls == [36] * TINY.num_layers + [72] * TINY.num_layers  # the cached keys, never the 512 text keys
+    assert flash != EAGER and len({flash, EAGER, COMPILED}) == 3  # distinct CUDA graph keys
+    q, k, v = (torch.randn(1, 2, n, 8, generator=g) for n in (4, 6, 6))
+    mask = torch.rand(4, 6, generator=g) > 0.3
+    mask[:, 0] = True
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    assert torch.equal(causal.attention.flash4(q, k, v, mask), sdpa(q, k, v, attn_mask=mask))  # FA4 takes no mask
+    assert torch.equal(causal.attention.flash4(q, k, v), sdpa(q, k, v))  # float32: FA4 takes bf16 / fp16 only
+
+
+def test_flash_attention_is_refused_where_it_cannot_run():
+    from causal import SCHEDULES, generate
+    from causal.attention import flash4_unavailable
+
+    assert flash4_unavailable(torch.device("cpu")) == "FlashAttention-4 needs a CUDA device"
+    with pytest.raises(RuntimeError, match="FlashAttention-4 needs a CUDA device"):
+        generate(tiny_model(), prompt(), height=48, width=64, schedule=SCHEDULES["CausVid 1.3B"], num_frames=3,
+                 seed=0, flash_attention=True)
