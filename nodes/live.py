@@ -23,10 +23,10 @@ unfinished tensor and never waits for one; the first block that starts after tha
 A prompt sent while another is being encoded follows it (of several sent meanwhile the last). The text encoder is
 the one the run loaded beside the DiT before it started and keeps loaded with it (`sampler.kept_loaded`: the
 encode's own load call never makes ComfyUI unload part of the DiT under its CUDA graphs); ComfyUI's model loads
-take turns while a live run streams (`one_load_at_a_time`), since its list of loaded models is not made for two
-threads. Which block takes a prompt now depends on when its encode finishes, but every prompt is recorded with the
-block that took it, and the prompts used are written beside the video as `seconds: prompt` lines: given to CausVid
-Text Encode and queued with the same settings, they make the same video.
+take turns while a live run streams, and never run during a CUDA graph capture (`one_load_at_a_time`). Which block
+takes a prompt now depends on when its encode finishes, but every prompt is recorded with the block that took it,
+and the prompts used are written beside the video as `seconds: prompt` lines: given to CausVid Text Encode and
+queued with the same settings, they make the same video.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from ..causal import kernels
 from ..causal.prompts import LivePrompts, seconds_at
 from ..causal.text import clean_prompt
 
@@ -214,15 +215,17 @@ def comfy_encoder(clip) -> Callable[[str], torch.Tensor]:
 
 @contextlib.contextmanager
 def one_load_at_a_time() -> Iterator[None]:
-    """While a live run streams, calls of ComfyUI's `load_models_gpu` take turns: the encode thread's (the CLIP's
-    load before each encode) and the sampling thread's (Krea's VAE re-encode) would otherwise edit its list of
-    loaded models together, which pops entries by index and could drop the wrong model."""
+    """While a live run streams, calls of ComfyUI's `load_models_gpu` take turns, under `kernels.one_at_a_time`: the
+    encode thread's (the CLIP's load before each encode) and the sampling thread's (Krea's VAE re-encode) would
+    otherwise edit its list of loaded models together, which pops entries by index and could drop the wrong model;
+    and a load may empty PyTorch's cache (a device-wide synchronize), which would break a CUDA graph capture under
+    way on the sampling thread."""
     import comfy.model_management as mm
 
-    load, lock = mm.load_models_gpu, threading.RLock()
+    load = mm.load_models_gpu
 
     def load_models_gpu(*args, **kwargs):
-        with lock:
+        with kernels.one_at_a_time:
             return load(*args, **kwargs)
 
     mm.load_models_gpu = load_models_gpu

@@ -362,12 +362,16 @@ def test_the_comfy_encoder_gives_a_cancel_it_saw_back_to_the_sampling_thread(liv
 
 
 def test_model_loads_take_turns_while_a_live_run_streams_and_the_run_closes_after(live, monkeypatch):
+    """Loads take turns, each holding the lock that CUDA graph captures and compiled kernels hold (a load may empty
+    PyTorch's cache, synchronizing the device under a capture)."""
     import comfy.model_management as mm
 
-    inside, most = [0], [0]
+    kernels = pack_module("causal.kernels")
+    inside, most, under_lock = [0], [0], []
     lock = threading.Lock()
 
     def load_models_gpu(models, **kwargs):
+        under_lock.append(kernels.one_at_a_time._is_owned())
         with lock:
             inside[0] += 1
             most[0] = max(most[0], inside[0])
@@ -390,7 +394,8 @@ def test_model_loads_take_turns_while_a_live_run_streams_and_the_run_closes_afte
             for thread in threads:
                 thread.join()
             raise RuntimeError("sampling failed")
-    assert most[0] == 1 and mm.load_models_gpu is load_models_gpu  # one at a time, then ComfyUI's own again
+    assert most[0] == 1 and all(under_lock) and len(under_lock) == 6
+    assert mm.load_models_gpu is load_models_gpu  # ComfyUI's own again
     assert registry.all() == [] and not _encode_threads()
     with pytest.raises(ValueError, match="has ended"):
         run.submit("late")
