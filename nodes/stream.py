@@ -13,11 +13,11 @@ from comfy_api.latest import io, ui
 from PIL import Image
 
 from ..causal.text import TEXT_TOKENS
-from .live import RUNS, LiveRun, announce
+from .live import LiveRun, comfy_encoder, streaming_live
 from .sampler import CausVidStateType, prepare, run, sampling_inputs, sampling_memory, shares_decode
 from .speed import choose_speed
 from .streaming import FPS, BlockStream, Mp4Writer, StreamingDecoder, decode_room, stream_memory
-from .text import START_KEY, TEXT_KEY, encode_prompt
+from .text import START_KEY, TEXT_KEY
 
 
 class NewestFrame:
@@ -50,8 +50,8 @@ def live_run(clip, positive, job, node_id: str) -> LiveRun:
         raise ValueError("a live stream starts a new video with a block-by-block preset: disconnect live_clip to "
                          f"{'continue a state' if job.resume is not None else 'use ' + job.schedule.name}")
     start = 0 if job.start is None else job.start.shape[2]
-    return LiveRun(node_id, positive[0][1][TEXT_KEY], positive[0][0], lambda text: encode_prompt(clip, text)[0],
-                   start_frames=start, max_tokens=TEXT_TOKENS)
+    return LiveRun(node_id, positive[0][1][TEXT_KEY], positive[0][0], comfy_encoder(clip), start_frames=start,
+                   max_tokens=TEXT_TOKENS, device=clip.patcher.load_device)
 
 
 class CausVidStreamToVideo(io.ComfyNode):
@@ -123,22 +123,19 @@ class CausVidStreamToVideo(io.ComfyNode):
         writer = Mp4Writer(Path(folder) / file, job.width, job.height, FPS)
         stream = BlockStream(decoder, writer, on_frames=newest.update)
         try:
-            if live is not None:
-                RUNS.add(live)
-                announce(live)
-            if job.start is not None:
-                stream.put(job.prefix)  # the video begins with its start image or video
-            # the recompute policy (Krea) decodes every block on the sampling thread anyway: write those frames
-            shared = shares_decode(job)
-            _, state = run(model, positive, job, cls.hidden.unique_id, on_block=None if shared else stream.put,
-                           keep_video=False, extra_models=extra_models, extra_memory=extra_memory,
-                           preview=newest, vae=vae, on_decoded=stream.put_frames if shared else None, live=live)
+            with streaming_live(live):  # ends (its encodes too) before the stream decodes its last blocks
+                if job.start is not None:
+                    stream.put(job.prefix)  # the video begins with its start image or video
+                # the recompute policy (Krea) decodes every block on the sampling thread anyway: write those frames
+                shared = shares_decode(job)
+                _, state = run(model, positive, job, cls.hidden.unique_id, on_block=None if shared else stream.put,
+                               keep_video=False, extra_models=extra_models, extra_memory=extra_memory,
+                               preview=newest, vae=vae, on_decoded=stream.put_frames if shared else None, live=live)
             if live is not None:
                 state = dataclasses.replace(state, live_prompts=live.timeline_text())
         finally:
             stream.close()
             if live is not None:
-                RUNS.remove(live)
                 (Path(folder) / f"{name}_{counter:05}_.prompts.txt").write_text(live.timeline_text(), encoding="utf-8")
         saved = ui.SavedResult(file, subfolder, io.FolderType.output)
         return io.NodeOutput(state, ui=ui.PreviewVideo([saved]))

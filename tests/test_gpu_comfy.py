@@ -77,3 +77,40 @@ def test_out_of_memory_inside_a_sampler_run_leaves_memory_as_it_was_and_the_reru
     print(f"allocated after a clean run and unload {baseline} B, after the failed run and unload {after} B")
     assert after == baseline
     assert torch.equal(sample(), clean)
+
+
+def test_a_live_prompt_is_encoded_on_a_cuda_stream_of_its_own_while_the_gpu_samples(pack):
+    """The live encode thread runs ComfyUI's CLIP (a tiny umT5 on the GPU) on a CUDA stream of its own while the
+    sampling thread keeps the default stream busy, and hands over a finished embedding: CausVid Text Encode's on
+    the sampling thread, bit for bit."""
+    import threading
+
+    from tools.comfy_inprocess import import_folder
+    from tools.comfy_server import TEST_NODES_DIR
+
+    live, text = pack("nodes.live"), pack("nodes.text")
+    clip = import_folder("causvid_test_nodes", TEST_NODES_DIR).build_tiny_clip(64, 0)
+    assert clip.patcher.load_device.type == "cuda"
+    with torch.inference_mode():
+        first, wakes = (text.encode_prompt(clip, t)[0] for t in ("a fox sleeps", "the fox wakes up"))
+    comfy_encode, streams = live.comfy_encoder(clip), []
+
+    def encode(prompt_text):
+        streams.append(torch.cuda.current_stream())
+        return comfy_encode(prompt_text)
+
+    run = live.LiveRun("7", "a fox sleeps", first, encode, max_tokens=512, device=clip.patcher.load_device)
+    busy = torch.randn(4096, 4096, device="cuda")
+    with live.streaming_live(run, live.Registry()):
+        for _ in range(1000):  # about 2 s of kernels queued on the sampling thread's stream
+            busy = torch.tanh(busy @ busy)
+        run.submit("the fox wakes up")
+        assert run.wait_encoded(60) and run.error is None
+        sampling_busy = not torch.cuda.current_stream().query()
+        (stream,) = streams
+        assert stream.query()  # handed over finished
+        taken = run.prompts.change_at(3).context
+    assert sampling_busy  # encoded beside the sampling thread's kernels, not after them
+    assert stream != torch.cuda.current_stream() and stream != torch.cuda.default_stream()
+    assert torch.equal(taken.to(wakes.device), wakes)
+    assert not [t for t in threading.enumerate() if t.name.startswith("causvid-live-encode-")]
