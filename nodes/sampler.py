@@ -327,7 +327,7 @@ def load_for_sampling(model, extra_models: tuple, memory_required: int) -> None:
 @contextlib.contextmanager
 def kept_loaded(models: tuple) -> Iterator[None]:
     """While sampling, ComfyUI's model management unloads none of the run's `models` (the DiT, and the VAE or text
-    encoder working beside it): a VAE Encode (Krea's re-encode) or text encode between blocks calls
+    encoder working beside it): a VAE Encode (Krea's re-encode) or a live prompt's text encode (on its own thread) calls
     `load_models_gpu`, which would otherwise free room for its estimate by unloading part of the DiT, and with
     CUDA graphs captured the next replays would read freed memory (14B Krea at 24 GiB crashed so on an H200,
     2026-12-02). The run reserved the memory those calls use before it started (`run`'s extra_memory)."""
@@ -352,7 +352,8 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
     `preview()`, when given, supplies the progress preview (e.g. the newest decoded frame) instead of the latent
     previewer's. `vae` serves the recompute policy (Krea Realtime), which decodes and encodes as it samples;
     `on_decoded` then gets each block's decoded frames (see `shares_decode`). With `live` its prompts are the
-    timeline, and after every block it encodes the prompt sent meanwhile (`live.LiveRun`)."""
+    timeline, and a prompt sent meanwhile, encoded on the run's own thread, drives the first block that starts once
+    it is encoded (`live.LiveRun`)."""
     network = causal_network(model)
     if job.resume is not None and job.resume.history is None:
         raise ValueError(f"this state comes from {job.resume.schedule.name}, whose window of blocks sampled together "

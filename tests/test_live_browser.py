@@ -90,7 +90,8 @@ def test_a_prompt_typed_into_the_live_panel_turns_the_stream(comfy_server, page)
     assert "a fox sleeps" in panel.locator("ol").inner_text()
     panel.locator("textarea").fill("the fox wakes up")
     panel.locator("textarea").press("Enter")
-    page.wait_for_function(f"() => document.querySelector('{selector}').textContent.includes('Queued for block')",
+    sent = "Encoding, for the next block"
+    page.wait_for_function(f"() => document.querySelector('{selector}').textContent.includes('{sent}')",
                            timeout=30_000)
     page.wait_for_function(f"() => document.querySelector('{selector} ol').textContent.includes('the fox wakes up')",
                            timeout=60_000)

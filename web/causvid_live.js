@@ -99,7 +99,7 @@ class LivePanel {
       const [ok, body] = await this.post("prompt", { text });
       if (ok) {
         this.text.value = "";
-        this.status.textContent = `Queued for block ${body.after_block + 1}: ${body.queued}`;
+        this.status.textContent = `Encoding, for the next block to start (after ${body.after_block}): ${body.queued}`;
       } else {
         this.status.textContent = `Not sent: ${body.error}`;
       }
