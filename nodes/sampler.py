@@ -24,8 +24,8 @@ from ..causal.context import History
 from ..causal.host import to_host
 from ..causal.rebuilt_context import ReencodedFrames
 from ..causal.prompts import PromptChange, frames_for_seconds, per_segment, timeline_from_seconds
-from ..causal.sampler import (FRAMES_PER_BLOCK, PIXEL_MULTIPLE, fragment_lengths, generate, kv_cache_bytes,
-                              working_memory_bytes)
+from ..causal.request import FRAMES_PER_BLOCK, PIXEL_MULTIPLE, Compute, Noise, Output, Video, fragment_lengths
+from ..causal.sampler import generate, kv_cache_bytes, working_memory_bytes
 from ..causal.schedule import SCHEDULES, Schedule
 from .comfy_model import causal_network, compute_dtype
 from .live import LiveRun, announce
@@ -424,13 +424,15 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
 
     try:
         with kept_loaded((model, *extra_models)):
-            result = generate(network, timeline, height=job.height, width=job.width, schedule=job.schedule,
-                              policy=job.policy, num_frames=job.num_frames, total_frames=total,
-                              generator=job.generator, start_latents=job.start,
-                              resume=None if job.resume is None else job.resume.history, device=device, dtype=dtype,
-                              output_device="cpu", record=not job.schedule.joint_window, progress=progress,
-                              on_block=None if on_block is None else block_done, keep_latents=keep_video,
-                              fused_kernels=speed.fused_kernels, graphs=graphs, reencoder=reencoder, kv_cache_fp8=fp8)
+            video = Video(job.height, job.width, job.num_frames, total_frames=total, start_latents=job.start,
+                          resume=None if job.resume is None else job.resume.history)
+            result = generate(network, timeline, video, job.schedule, job.policy, noise=Noise(generator=job.generator),
+                              compute=Compute(device=device, dtype=dtype, fused_kernels=speed.fused_kernels,
+                                              graphs=graphs, kv_cache_fp8=fp8),
+                              output=Output(device="cpu", keep_latents=keep_video,
+                                            on_block=None if on_block is None else block_done, progress=progress,
+                                            record=not job.schedule.joint_window),
+                              reencoder=reencoder)
     except mm.InterruptProcessingException:
         raise  # a Cancel comes between forwards: the kept graphs are whole
     except BaseException:

@@ -40,9 +40,10 @@ def _sample(pack, patcher, seed=0):
     causal = pack_module("causal")
     network = pack.causal_network(patcher)
     ctx = torch.randn(1, 10, TINY.text_dim, generator=torch.Generator().manual_seed(1))
-    return causal.sample_video(network, ctx, num_frames=6, height=32, width=48,
-                               schedule=causal.Schedule("2 steps", (1000, 500), shift=8.0, warp=False), seed=seed,
-                               dtype=pack.compute_dtype(patcher), device="cpu")
+    return causal.sample_video(network, ctx, causal.Video(32, 48, num_frames=6),
+                               causal.Schedule("2 steps", (1000, 500), shift=8.0, warp=False),
+                               noise=causal.Noise(seed=seed),
+                               compute=causal.Compute(device="cpu", dtype=pack.compute_dtype(patcher)))
 
 
 def test_loader_gives_a_wan21_model_patcher_with_wan_key_names(pack, checkpoint):
@@ -261,7 +262,7 @@ def test_a_failed_run_frees_its_kept_cuda_graphs_and_a_cancel_keeps_them(pack, c
         return graphs
 
     def generate(*args, **kwargs):
-        assert kwargs["graphs"] is not None
+        assert kwargs["compute"].graphs is not None
         raise mm.InterruptProcessingException() if failure == "cancel" else RuntimeError("a capture broke")
 
     monkeypatch.setattr(sampler, "choose_speed", lambda level, device: speed.Speed(fused_kernels=False, graphs=True))
