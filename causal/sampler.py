@@ -39,7 +39,7 @@ from .host import to_device
 from .kv_cache import CrossAttentionKV, KVCache
 from .kv_cache_fp8 import Fp8KVCache, video_cache
 from .model import CausalWanModel
-from .prompts import LivePrompts, PromptChange, change_at, check_timeline, per_segment
+from .prompts import LivePrompts, PromptChange, change_at, check_prompt, check_timeline, per_segment
 from .rebuilt_context import RebuiltContext, Reencoder
 from .request import (FRAMES_PER_BLOCK, Compute, Noise, Output, Progress, Renoise, Video,
                       fragment_lengths)
@@ -273,15 +273,7 @@ def _check_inputs(model: CausalWanModel, timeline: Sequence[PromptChange], video
         if change.context.shape[-1] != model.config.text_dim:
             raise ValueError(f"prompt embedding width {change.context.shape[-1]} does not match the model's text "
                              f"width {model.config.text_dim}: use the text encoder made for this model (umT5-XXL)")
-        if change.context.shape[1] > model.config.text_len:
-            raise ValueError(f"a prompt has {change.context.shape[1]} tokens; the model reads at most "
-                             f"{model.config.text_len}")
-        if change.context.shape[1] == 0:
-            raise ValueError("a prompt embedding has 0 tokens: encode a prompt (even an empty one gives the end "
-                             "token)")
-        if not torch.isfinite(change.context).all():
-            raise ValueError("a prompt embedding contains NaN or Inf values: the text encoder's output is broken; "
-                             "re-encode the prompt (and check the text encoder file)")
+        check_prompt(change.context, model.config.text_len)
 
 
 def _check_joint_window(schedule: Schedule, video: Video, policy: CachePolicy, own_policy: CachePolicy | None,
