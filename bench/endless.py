@@ -3,10 +3,11 @@
 
 Builds a real-size random-weight Wan2.1 DiT on the GPU (random_state_dict ->
 CausalWanModel.from_state_dict, bf16, no checkpoint file) and samples `--blocks` blocks of 3 latent
-frames with `causal.generate(policy=rolling(21) | sink(3, 12), total_frames=3 * blocks,
-output_device="cpu")`, DiT only: a seeded umT5-like prompt embedding [1, 512, text_dim] (20 random
-rows, zeros after) stands in for the text encoder. Finished blocks go to the CPU, so a flat curve
-means the cache policy keeps device memory and time per block constant however long the video runs.
+frames with `causal.generate(model, context, Video(H, W, total_frames=3 * blocks), schedule,
+rolling(21) | sink(3, 12), output=Output(device="cpu"))`, DiT only: a seeded umT5-like prompt embedding
+[1, 512, text_dim] (20 random rows, zeros after) stands in for the text encoder. Finished blocks go to the
+CPU, so a flat curve means the cache policy keeps device memory and time per block constant however long the
+video runs.
 
 Per block, measured in the progress callback at the block's LAST denoising step (after a
 torch.cuda.synchronize()):
@@ -139,8 +140,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     marks.append(time.perf_counter())
-    causal.generate(model, context, height=args.height, width=args.width, schedule=schedule, policy=policy,
-                    total_frames=3 * args.blocks, seed=args.seed, output_device="cpu", progress=on_step)
+    causal.generate(model, context, causal.Video(args.height, args.width, total_frames=3 * args.blocks), schedule,
+                    policy, noise=causal.Noise(seed=args.seed), output=causal.Output(device="cpu", progress=on_step))
 
     tail = seconds[-MEAN_OF_LAST:]
     mean_tail = sum(tail) / len(tail)

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """FlashAttention-4 (`flash-attn-4`, CuTe DSL, Hopper and Blackwell) against SDPA, the kernels alone:
-`causal.attention.flash4` (what `generate(flash_attention=True)` runs for the self-attention) and `sdpa`.
+`causal.attention.flash4` (what `Compute(flash_attention=True)` runs for the self-attention) and `sdpa`.
 
 It times both kernels on the DiT's shapes (4680 queries = one 3-frame block at 832x480, keys of a sink
 3 + 12 cache, a 21-frame window and the 512 text tokens), eagerly and as a CUDA graph replay (FA4 launches through

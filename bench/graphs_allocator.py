@@ -50,7 +50,7 @@ def _capture(run: Callable[[], "object"], *, pool: bool, error_mode: str, side_s
 def case(name: str) -> bool:
     import torch
 
-    from causal import SCHEDULES, CudaGraphs, generate, kernels
+    from causal import SCHEDULES, Compute, CudaGraphs, Noise, Video, generate, kernels
     from causal.kv_cache_fp8 import video_cache
     from tools.tiny import prompt, tiny_model
 
@@ -91,12 +91,14 @@ def case(name: str) -> bool:
     def pack_graphs() -> bool:  # what the sampler runs: CudaGraphs over a short sink video, against no graphs
         policy = __import__("causal.cache_policy", fromlist=["sink"]).sink(3, 9)
         schedule = SCHEDULES["Self-Forcing / LongLive 1.3B"]
-        args = dict(height=128, width=192, schedule=schedule, policy=policy, total_frames=15, seed=1,
-                    fused_kernels=True)
-        exact = generate(model, prompt(seed=1).to(device), **args).latents
+        video, noise = Video(128, 192, total_frames=15), Noise(seed=1)
+        exact = generate(model, prompt(seed=1).to(device), video, schedule, policy, noise=noise,
+                         compute=Compute(fused_kernels=True)).latents
         CudaGraphs._check_device = staticmethod(lambda d: torch.device("cuda", 0))  # past the allocator check
         graphs = CudaGraphs(model, batch=1, height=128, width=192, num_frames=9)
-        return bool(torch.equal(generate(model, prompt(seed=1).to(device), graphs=graphs, **args).latents, exact))
+        replayed = generate(model, prompt(seed=1).to(device), video, schedule, policy, noise=noise,
+                            compute=Compute(fused_kernels=True, graphs=graphs)).latents
+        return bool(torch.equal(replayed, exact))
 
     cases["pack_graphs_fused"] = pack_graphs
     return cases[name]()

@@ -85,7 +85,7 @@ import threading
 import time
 import traceback
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -531,16 +531,15 @@ def check_prompt(stream: dict, seconds: float, seed: int) -> dict:
     return prompt
 
 
-def describe_call(kwargs: dict) -> dict[str, str]:
+def describe_call(video, schedule, policy, compute) -> dict[str, str]:
     """The settings of a `causal.generate` call that both paths must share (reprs: the node's `causal` is the
     pack's copy of the package, the library's the top-level one)."""
-    graphs = kwargs.get("graphs")
-    return {"height": str(kwargs["height"]), "width": str(kwargs["width"]), "schedule": repr(kwargs["schedule"]),
-            "policy": repr(kwargs["policy"]), "num_frames": str(kwargs["num_frames"]),
-            "total_frames": str(kwargs["total_frames"]), "dtype": str(kwargs["dtype"]),
-            "device": str(kwargs["device"]), "fused_kernels": str(kwargs["fused_kernels"]),
-            "flash_attention": str(kwargs.get("flash_attention", False)),
-            "graphs": str(graphs is not None), "kv_cache_fp8": str(kwargs.get("kv_cache_fp8", False))}
+    return {"height": str(video.height), "width": str(video.width), "schedule": repr(schedule),
+            "policy": repr(policy), "num_frames": str(video.num_frames),
+            "total_frames": str(video.total_frames), "dtype": str(compute.dtype),
+            "device": str(compute.device), "fused_kernels": str(compute.fused_kernels),
+            "flash_attention": str(compute.flash_attention),
+            "graphs": str(compute.graphs is not None), "kv_cache_fp8": str(compute.kv_cache_fp8)}
 
 
 def weight_dtypes(network) -> dict[str, int]:
@@ -694,13 +693,13 @@ class Bench:
         generate = sampler.generate
 
         @functools.wraps(generate)
-        def recorded(network, timeline, **kwargs):
-            self.node_calls.append(describe_call(kwargs))
+        def recorded(network, timeline, video, schedule, policy=None, **kwargs):
+            self.node_calls.append(describe_call(video, schedule, policy, kwargs["compute"]))
             self.report["node"]["weight_dtypes"] = weight_dtypes(network)
-            graphs = kwargs["graphs"]
+            graphs = kwargs["compute"].graphs
             before = (graphs.captures, graphs.replays) if graphs is not None else None
             try:
-                return generate(network, timeline, **kwargs)
+                return generate(network, timeline, video, schedule, policy, **kwargs)
             finally:
                 self.node_graphs = None if before is None else \
                     {"graph_captures": graphs.captures - before[0], "graph_replays": graphs.replays - before[1]}
@@ -887,12 +886,13 @@ class Bench:
             if cuda and causal.graphs.allocator_unsupported() is None else None  # as the node decides
         self.lib = {"model": model, "vae": vae, "context": context, "graphs": graphs,
                     "latent_format": comfy.latent_formats.Wan21(),
-                    "kwargs": dict(height=height, width=width, schedule=schedule, policy=policy,
-                                   num_frames=(inputs["length"] - 1) // 4 + 1,
-                                   total_frames=causal.prompts.frames_for_seconds(inputs["seconds"]),
-                                   dtype=dtype, device=self.device, fused_kernels=fused, graphs=graphs,
-                                   kv_cache_fp8=fp8, flash_attention=flash)}
-        mine = describe_call(self.lib["kwargs"])
+                    "call": dict(video=causal.Video(height, width, num_frames=(inputs["length"] - 1) // 4 + 1,
+                                                    total_frames=causal.prompts.frames_for_seconds(inputs["seconds"])),
+                                 schedule=schedule, policy=policy,
+                                 compute=causal.Compute(device=self.device, dtype=dtype, fused_kernels=fused,
+                                                        graphs=graphs, kv_cache_fp8=fp8,
+                                                        flash_attention=flash))}
+        mine = describe_call(**self.lib["call"])
         self.report["library"]["generate"] = mine
         self.report["library"]["weight_dtypes"] = weight_dtypes(model)
         self.report["library"]["load_s"] = load_s
@@ -903,11 +903,11 @@ class Bench:
     def library_stream(self, seed: int, profile_seconds: float = 0.0) -> None:
         lib, causal = self.lib, self.causal
         profile = profile_seconds > 0
-        kwargs = dict(lib["kwargs"])
+        call, video = dict(lib["call"]), lib["call"]["video"]
         if profile:
-            kwargs["total_frames"] = causal.prompts.frames_for_seconds(profile_seconds)
+            call["video"] = replace(video, total_frames=causal.prompts.frames_for_seconds(profile_seconds))
         streaming = self.comfy.module("nodes.streaming")
-        h, w = lib["kwargs"]["height"] // 8, lib["kwargs"]["width"] // 8
+        h, w = video.height // 8, video.width // 8
         path = self.output / "bench" / f"library_stream_{seed}.mp4"
         path.parent.mkdir(parents=True, exist_ok=True)
         reset_peak(self.device)
@@ -919,10 +919,10 @@ class Bench:
         before = (graphs.captures, graphs.replays) if graphs else None
         try:
             with self.profiled("library", profile):  # the whole stream: its last decodes come after sampling
-                decoder = streaming.StreamingDecoder(lib["vae"], fast=lib["kwargs"]["fused_kernels"])  # as the node
+                decoder = streaming.StreamingDecoder(lib["vae"], fast=call["compute"].fused_kernels)  # as the node
                 decoder.load((1, 16, 1, h, w))
-                stream = streaming.BlockStream(decoder, streaming.Mp4Writer(path, lib["kwargs"]["width"],
-                                                                            lib["kwargs"]["height"], streaming.FPS))
+                stream = streaming.BlockStream(decoder, streaming.Mp4Writer(path, video.width, video.height,
+                                                                            streaming.FPS))
 
                 def on_block(block) -> None:
                     stream.put(causal.host.to_host(lib["latent_format"].process_out(block.float())))  # as the node
@@ -930,8 +930,8 @@ class Bench:
                         raise Deadline
 
                 try:
-                    causal.generate(lib["model"], lib["context"], seed=seed, output_device="cpu",
-                                    keep_latents=False, on_block=on_block, **kwargs)
+                    causal.generate(lib["model"], lib["context"], **call, noise=causal.Noise(seed=seed),
+                                    output=causal.Output(device="cpu", keep_latents=False, on_block=on_block))
                 except Deadline:
                     stopped = "deadline"
                 finally:
@@ -952,18 +952,19 @@ class Bench:
 
     def library_check(self) -> None:
         lib, causal = self.lib, self.causal
-        kwargs = dict(lib["kwargs"], total_frames=causal.prompts.frames_for_seconds(self.args.check_seconds))
+        video = replace(lib["call"]["video"], total_frames=causal.prompts.frames_for_seconds(self.args.check_seconds))
+        call = dict(lib["call"], video=video)
 
         def on_block(block) -> None:
             if self.left_s() <= 0:
                 raise Deadline("the library's latents check ran into the deadline")
 
         t0 = time.perf_counter()
-        latents = causal.generate(lib["model"], lib["context"], seed=self.args.seed, output_device="cpu",
-                                  on_block=on_block, **kwargs).latents
+        latents = causal.generate(lib["model"], lib["context"], **call, noise=causal.Noise(seed=self.args.seed),
+                                  output=causal.Output(device="cpu", on_block=on_block)).latents
         self.library_latents = lib["latent_format"].process_out(latents.float())
         self.report["library"]["check"] = {"s": time.perf_counter() - t0, "shape": list(self.library_latents.shape),
-                                           "generate": describe_call(kwargs)}
+                                           "generate": describe_call(**call)}
 
     # -- results ----------------------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """Speed options timed by bench.py, each measured against the exact path (relative L2 of final latents).
 
-The options are the ones `causal` ships (`generate(fused_kernels=True)`, `causal.quantize_blocks_fp8`),
+The options are the ones `causal` ships (`Compute(fused_kernels=True)`, `causal.quantize_blocks_fp8`),
 plus SDPA backend restrictions to check the dispatcher's choice. An fp8 option converts the model in
 place, so fp8 options run last on a model; `fp8_storage` runs on a rounded copy.
 """
@@ -33,14 +33,14 @@ class Option:
     fp8: bool = False
     fp8_storage: bool = False
     flash_attention: bool = False
-    """Self-attention by FlashAttention-4 (`generate(flash_attention=True)`)."""
+    """Self-attention by FlashAttention-4 (`Compute(flash_attention=True)`)."""
     """Runs on a copy of the model whose linear layers' weights and biases went through float8_e4m3fn."""
     enter: Callable[[], ContextManager[None]] = field(default=contextlib.nullcontext)
 
 
 OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("exact", "the default path", True),
-    Option("fused", "compiled elementwise glue (generate(fused_kernels=True))", False, fused_kernels=True),
+    Option("fused", "compiled elementwise glue (Compute(fused_kernels=True))", False, fused_kernels=True),
     Option("graphs", "CUDA graphs per block slot, kept across clips (causal.CudaGraphs)", True, cuda_graphs=True),
     Option("fused_graphs", "fused kernels + CUDA graphs kept across clips", False, fused_kernels=True,
            cuda_graphs=True),

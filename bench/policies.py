@@ -64,9 +64,9 @@ WRITE_TIME = {"sink_at_read": "sink", "rolling_at_read": "rolling"}
 SCHEDULE = {"1.3B": "Self-Forcing / LongLive 1.3B", "14B": "CausVid-Plus 14B"}
 OPTIONS = ("exact", "graphs", "fused", "fused_graphs", "exact_flash", "exact_efficient", "exact_fp8kv",
            "fused_graphs_fp8kv", "fused_graphs_gelu_apart", "exact_fa4", "fused_graphs_fa4")
-"""`_fp8kv`: the same with the KV cache in FP8 (`generate(kv_cache_fp8=True)`); `_gelu_apart`: the same with the
+"""`_fp8kv`: the same with the KV cache in FP8 (`Compute(kv_cache_fp8=True)`); `_gelu_apart`: the same with the
 FFN's GELU as a kernel of its own instead of the first product's epilogue (what the epilogue gains); `_fa4`: the
-same with the self-attention by FlashAttention-4 (`generate(flash_attention=True)`; `exact_fa4` is its
+same with the self-attention by FlashAttention-4 (`Compute(flash_attention=True)`; `exact_fa4` is its
 cross-kernel error alone)."""
 BACKENDS = {"exact_flash": "FLASH_ATTENTION", "exact_efficient": "EFFICIENT_ATTENTION"}
 
@@ -144,11 +144,13 @@ def video(model, context, args, policy, option: str, graphs, blocks: int | None 
     sync(device)
     start = clock.mark()
     with attention_backend(option), gelu_apart(option):
-        latents = causal.generate(model, context, height=args.height, width=args.width, schedule=schedule,
-                                  policy=policy, total_frames=3 * (blocks or args.blocks), seed=0, progress=progress,
-                                  fused_kernels=option.startswith("fused"), graphs=graphs,
-                                  kv_cache_fp8=option.endswith("_fp8kv"), flash_attention=option.endswith("_fa4"),
-                                  output_device="cpu").latents
+        latents = causal.generate(model, context,
+                                  causal.Video(args.height, args.width, total_frames=3 * (blocks or args.blocks)),
+                                  schedule, policy, noise=causal.Noise(seed=0),
+                                  compute=causal.Compute(fused_kernels=option.startswith("fused"), graphs=graphs,
+                                                         kv_cache_fp8=option.endswith("_fp8kv"),
+                                                         flash_attention=option.endswith("_fa4")),
+                                  output=causal.Output(device="cpu", progress=progress)).latents
     sync(device)
     seconds = [clock.seconds(start, m) for m in ends]
     return [b - a for a, b in zip(seconds, seconds[1:])], seconds[0], latents.float()

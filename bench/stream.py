@@ -187,9 +187,9 @@ def main(argv: list[str] | None = None) -> int:
 
     stopped = None
     try:
-        causal.generate(model, context, height=args.height, width=args.width, schedule=schedule, policy=policy,
-                        total_frames=total, seed=0, output_device="cpu", keep_latents=False, on_block=on_block,
-                        reencoder=reencoder)
+        causal.generate(model, context, causal.Video(args.height, args.width, total_frames=total), schedule, policy,
+                        noise=causal.Noise(seed=0),
+                        output=causal.Output(device="cpu", keep_latents=False, on_block=on_block), reencoder=reencoder)
     except Deadline:
         stopped = "deadline"
     finally:

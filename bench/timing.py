@@ -69,9 +69,10 @@ def run_clip(model: Any, context: torch.Tensor, schedule: Any, setup: Setup, fus
     sync(device)
     t0 = time.perf_counter()
     start = clock.mark()
-    gen = causal.generate(model, context, height=setup.height, width=setup.width, schedule=schedule,
-                          num_frames=setup.num_frames, seed=setup.seed, progress=progress, fused_kernels=fused,
-                          graphs=graphs, flash_attention=flash)
+    gen = causal.generate(model, context, causal.Video(setup.height, setup.width, num_frames=setup.num_frames),
+                          schedule, noise=causal.Noise(seed=setup.seed),
+                          compute=causal.Compute(fused_kernels=fused, graphs=graphs, flash_attention=flash),
+                          output=causal.Output(progress=progress))
     end = clock.mark()
     sync(device)
     t1 = time.perf_counter()
@@ -147,8 +148,8 @@ def fp32_reference(model: Any, context: torch.Tensor, cfg: BenchConfig, setup: S
                                                           device=device).to(dtype)
 
     noise, renoise = sources(torch.bfloat16)
-    replay = causal.generate(model, context, height=setup.height, width=setup.width, schedule=schedule,
-                             num_frames=setup.num_frames, noise=noise, renoise=renoise).latents.float().cpu()
+    replay = causal.generate(model, context, causal.Video(setup.height, setup.width, num_frames=setup.num_frames),
+                             schedule, noise=causal.Noise(initial=noise, renoise=renoise)).latents.float().cpu()
     replay_err = rel_l2(replay, exact_latents[cfg.key]) if cfg.key in exact_latents else None
     tf32 = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -157,9 +158,10 @@ def fp32_reference(model: Any, context: torch.Tensor, cfg: BenchConfig, setup: S
         noise, renoise = sources(torch.float32)
         sync(device)
         t0 = time.perf_counter()
-        ref = causal.generate(model, context.float(), height=setup.height, width=setup.width, schedule=schedule,
-                              num_frames=setup.num_frames, noise=noise, renoise=renoise,
-                              dtype=torch.float32).latents.float().cpu()
+        ref = causal.generate(model, context.float(),
+                              causal.Video(setup.height, setup.width, num_frames=setup.num_frames), schedule,
+                              noise=causal.Noise(initial=noise, renoise=renoise),
+                              compute=causal.Compute(dtype=torch.float32)).latents.float().cpu()
         sync(device)
         seconds = time.perf_counter() - t0
     finally:

@@ -2,8 +2,8 @@
 
     import causal
     model = causal.load_model("causal_model.safetensors", dtype=torch.bfloat16, device="cuda")
-    latents = causal.sample_video(model, context, height=480, width=832,
-                                  schedule=causal.SCHEDULES["CausVid-Plus 14B"], seed=0)
+    latents = causal.sample_video(model, context, causal.Video(height=480, width=832),
+                                  causal.SCHEDULES["CausVid-Plus 14B"], noise=causal.Noise(seed=0))
 
 This package never imports ComfyUI.
 """
@@ -24,8 +24,8 @@ from .fp8 import quantize_blocks_fp8
 from .graphs import CudaGraphs
 from .prompts import LivePrompts, PromptChange, latent_frame_at
 from .rebuilt_context import ReencodedFrames, Reencoder
-from .sampler import (Generation, Progress, fragment_lengths, generate, kv_cache_bytes, sample_video,
-                      working_memory_bytes)
+from .request import Compute, Noise, Output, Progress, Video, fragment_lengths
+from .sampler import Generation, generate, kv_cache_bytes, sample_video, working_memory_bytes
 from .schedule import SCHEDULES, Schedule, sigma_table
 
 __all__ = [
@@ -33,7 +33,8 @@ __all__ = [
     "latent_frame_at", "ReencodedFrames", "Reencoder",
     "CudaGraphs", "quantize_blocks_fp8",
     "CausalWanModel", "Checkpoint", "CheckpointError", "CrossAttentionKV", "Generation", "KVCache", "PRESETS",
-    "Progress", "SCHEDULES", "Schedule", "WanConfig", "detect_config", "fragment_lengths", "generate",
+    "Compute", "Noise", "Output", "Progress", "SCHEDULES", "Schedule", "Video", "WanConfig", "detect_config",
+    "fragment_lengths", "generate",
     "kv_cache_bytes", "load_model", "read_checkpoint", "sample_video", "sigma_table", "working_memory_bytes",
 ]
 

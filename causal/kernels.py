@@ -3,7 +3,7 @@
 Between the matrix products and the attention the network spends a third of a 1.3B forward in
 small elementwise ops (bench/RESULTS.md: RMSNorm, RoPE, LayerNorm + modulation, gated residuals).
 Each function below is the reference arithmetic with its rounding points. A `Glue` says how they run:
-`EAGER` (the exact path) calls them, `COMPILED` (`generate(fused_kernels=True)`) runs each as one
+`EAGER` (the exact path) calls them, `COMPILED` (`Compute(fused_kernels=True)`) runs each as one
 compiled kernel (torch.compile, Inductor with `emulate_precision_casts`, so every bf16 op still rounds
 as in eager). The model takes the glue as an argument and passes it down to every block, so the path
 from the sampler's switch to a kernel is plain to follow. The RoPE kernel gives bitwise the same

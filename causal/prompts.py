@@ -63,6 +63,20 @@ def per_segment(contexts: Sequence[torch.Tensor], lengths: Sequence[int]) -> lis
     return [c for i, c in enumerate(changes) if i == 0 or c.context is not changes[i - 1].context]
 
 
+def check_prompt(context: torch.Tensor, max_tokens: int | None = None) -> None:
+    """Raise ValueError for a prompt embedding no model reads: not [batch, tokens, width], no tokens, more than
+    `max_tokens`, or NaN / Inf values (a broken text encoder)."""
+    if context.dim() != 3:
+        raise ValueError(f"a prompt embedding must be [batch, tokens, width], got {tuple(context.shape)}")
+    if max_tokens is not None and context.shape[1] > max_tokens:
+        raise ValueError(f"a prompt has {context.shape[1]} tokens; the model reads at most {max_tokens}")
+    if context.shape[1] == 0:
+        raise ValueError("a prompt embedding has 0 tokens: encode a prompt (even an empty one gives the end token)")
+    if not torch.isfinite(context).all():
+        raise ValueError("a prompt embedding contains NaN or Inf values: the text encoder's output is broken; "
+                         "re-encode the prompt (and check the text encoder file)")
+
+
 def check_timeline(timeline: Sequence[PromptChange], total_frames: int) -> None:
     """Raise ValueError unless the timeline starts at frame 0, increases, and every change lies inside the video."""
     if not timeline:
@@ -100,15 +114,10 @@ class LivePrompts(Sequence[PromptChange]):
         self._lock = threading.Lock()
 
     def _check(self, context: torch.Tensor, like: torch.Tensor | None) -> None:
-        if context.dim() != 3:
-            raise ValueError(f"a prompt embedding must be [batch, tokens, width], got {tuple(context.shape)}")
+        check_prompt(context, self.max_tokens)
         if like is not None and (context.shape[0], context.shape[2]) != (like.shape[0], like.shape[2]):
             raise ValueError(f"a new prompt must have the first one's batch size and width "
                              f"({like.shape[0]}, {like.shape[2]}), got ({context.shape[0]}, {context.shape[2]})")
-        if self.max_tokens is not None and context.shape[1] > self.max_tokens:
-            raise ValueError(f"a prompt has {context.shape[1]} tokens; the model reads at most {self.max_tokens}")
-        if not torch.isfinite(context).all():
-            raise ValueError("a prompt embedding contains NaN or Inf values: re-encode the prompt")
 
     def submit(self, context: torch.Tensor, cut: bool = False) -> None:
         """Drive the blocks from the next block start on with `context` (checked here: a bad one changes

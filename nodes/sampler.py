@@ -24,8 +24,8 @@ from ..causal.context import History
 from ..causal.host import to_host
 from ..causal.rebuilt_context import ReencodedFrames
 from ..causal.prompts import PromptChange, frames_for_seconds, per_segment, timeline_from_seconds
-from ..causal.sampler import (FRAMES_PER_BLOCK, PIXEL_MULTIPLE, fragment_lengths, generate, kv_cache_bytes,
-                              working_memory_bytes)
+from ..causal.request import FRAMES_PER_BLOCK, PIXEL_MULTIPLE, Compute, Noise, Output, Video, fragment_lengths
+from ..causal.sampler import generate, kv_cache_bytes, working_memory_bytes
 from ..causal.schedule import SCHEDULES, Schedule
 from .comfy_model import causal_network, compute_dtype
 from .live import LiveRun, announce
@@ -146,25 +146,27 @@ def prompt_timeline(conditioning, segments: list[int], start_frames: int) -> lis
 
 @dataclass(frozen=True)
 class Job:
-    """What one sampling run does, from the widgets or from a state."""
+    """What one sampling run does, from the widgets or from a state: the values `causal.generate` takes (the video,
+    its schedule and cache policy, its noise) and the node's own settings."""
 
+    video: Video
+    """Size, fragment length, the latent frames to make in all, and what it starts from: the start latents (model
+    space) or the state's history."""
     schedule: Schedule
     policy: CachePolicy
-    width: int
-    height: int
-    num_frames: int
-    num_fragments: int
-    seconds: float
-    generator: torch.Generator
+    noise: Noise
+    """The run's generator: seeded from the widget, or the state's, continued."""
     speed: str
     """`speed.SPEEDS`: exact, or fast (compiled glue); both with CUDA graphs where the model is on the GPU."""
     kv_cache: str = "bf16"
     """`KV_CACHES`: the KV cache in the compute dtype, or in FP8 (about half the memory)."""
-    start: torch.Tensor | None = None
-    """Start latents in model space (one image or a video), cached before the first block."""
+    segments: tuple[int, ...] = ()
+    """Latent frames each fragment adds (where one prompt per fragment starts)."""
     prefix: torch.Tensor | None = None
     """VAE-space latents the returned video begins with (the start latent, or the video so far)."""
     resume: CausVidState | None = None
+    notice: str | None = None
+    """What a start latent makes of `length` when whole blocks after it leave fewer frames (`shorter_than_asked`)."""
 
 
 def vae_reencoder(vae, model, context_frames: int, on_frames=None,
@@ -199,7 +201,7 @@ def vae_reencoder(vae, model, context_frames: int, on_frames=None,
 def shares_decode(job: Job) -> bool:
     """Whether the recompute policy's decoder, which decodes every generated block anyway, can give a stream its
     frames: not after a start latent, which a stream decodes first and the policy's decoder never sees."""
-    return job.policy.kind == "recompute" and not job.policy.keep_first_frame and job.start is None
+    return job.policy.kind == "recompute" and not job.policy.keep_first_frame and job.video.start_latents is None
 
 
 def reencoder_for(model, vae, job: Job, batch: int, on_frames=None):
@@ -229,12 +231,19 @@ def reencoder_for(model, vae, job: Job, batch: int, on_frames=None):
     return reencoder
 
 
-def shorter_than_asked(job: Job) -> str | None:
+def fragment_segments(video: Video, frames_per_block: int) -> list[int]:
+    """Latent frames each fragment of `video` adds: the whole blocks after the start latents, then length - one
+    block each; a continuation's fragments each start from a re-cached block (its length with any policy)."""
+    start = frames_per_block if video.resume is not None else video.start_frames
+    return fragment_lengths(video.num_frames, video.num_fragments, start, frames_per_block)
+
+
+def shorter_than_asked(video: Video, frames_per_block: int) -> str | None:
     """What a start latent makes of `length` when whole blocks after it leave fewer frames (None when they do not):
     81 with one image frame makes 73."""
-    if job.start is None or job.resume is not None or job.seconds > 0:
+    if video.start_latents is None or video.resume is not None:
         return None
-    start, block, n = job.start.shape[2], job.schedule.frames_per_block, job.num_frames
+    start, block, n = video.start_frames, frames_per_block, video.num_frames
     made = start + fragment_lengths(n, 1, start, block)[0]
     if made >= n or made <= start:
         return None
@@ -244,25 +253,44 @@ def shorter_than_asked(job: Job) -> str | None:
             f"{4 * (made + block) - 3}")
 
 
-def check_segments(segments: list[int], job: Job, start_frames: int) -> None:
-    """Refuse a length that adds no frames (a fragment that would only re-cache), saying what to change; log where a
-    start latent leaves fewer frames than `length` (whole blocks follow it)."""
-    block, n = job.schedule.frames_per_block, job.num_frames
+def check_segments(segments: list[int], video: Video, frames_per_block: int) -> None:
+    """Refuse a length that adds no frames (a fragment that would only re-cache), saying what to change."""
+    block, n, start_frames = frames_per_block, video.num_frames, video.start_frames
     length, two_blocks = 4 * n - 3, 4 * 2 * block - 3
-    if job.resume is not None and segments[0] <= 0:
+    if video.resume is not None and segments[0] <= 0:
         raise ValueError(f"this state was sampled with length {length} ({n} latent frames, one block): a continued "
                          f"fragment starts again from its last block and would add nothing. Sample the video with a "
                          f"length of at least {two_blocks} to continue it")
-    if job.resume is None and segments[0] <= 0:
+    if video.resume is None and segments[0] <= 0:
         raise ValueError(f"the start latent has {start_frames} latent frames and length {length} holds {n}: no room "
                          f"for a {block}-frame block after it. Set length to at least "
                          f"{4 * (start_frames + block) - 3}")
     if len(segments) > 1 and segments[1] <= 0:
-        raise ValueError(f"num_fragments {job.num_fragments} with length {length}: each fragment after the first "
+        raise ValueError(f"num_fragments {video.num_fragments} with length {length}: each fragment after the first "
                          f"starts again from the last block and adds length - {4 * block} frames, nothing at length "
                          f"{length}. Set length to at least {two_blocks}, or num_fragments to 1")
-    if (notice := shorter_than_asked(job)) is not None:
-        log.info("CausVid: %s", notice)
+
+
+def job_for(video: Video, schedule: Schedule, policy: CachePolicy, noise: Noise, *, seconds: float, speed: str,
+            kv_cache: str, prefix: torch.Tensor | None = None, state: CausVidState | None = None) -> Job:
+    """The run of `video` as long as the settings ask: `seconds` (start latents included), else its fragments after
+    the start latents or the state's last block, refused where they add no frames; a start latent that leaves fewer
+    frames than `length` is logged (whole blocks follow it)."""
+    if state is not None and state.history is None:
+        raise ValueError(f"this state comes from {state.schedule.name}, whose window of blocks sampled together "
+                         "cannot be continued yet: make the whole video in one Sampler or Stream to Video run")
+    block = schedule.frames_per_block
+    segments = fragment_segments(video, block)
+    notice = None
+    if seconds > 0:
+        total = frames_for_seconds(seconds, video.start_frames, block)
+    else:
+        check_segments(segments, video, block)
+        total, notice = sum(segments), shorter_than_asked(video, block)
+        if notice is not None:
+            log.info("CausVid: %s", notice)
+    return Job(dataclasses.replace(video, total_frames=total), schedule, policy, noise, speed, kv_cache,
+               tuple(segments), prefix, state, notice)
 
 
 @dataclass(frozen=True)
@@ -280,8 +308,8 @@ class SamplingMemory:
 
 def sampling_memory(model, job: Job, batch: int) -> SamplingMemory:
     block, network = job.schedule.frames_per_block, causal_network(model)
-    shape = dict(batch=batch, num_frames=job.policy.cache_frames(block), height=job.height, width=job.width,
-                 dtype=compute_dtype(model))
+    shape = dict(batch=batch, num_frames=job.policy.cache_frames(block), height=job.video.height,
+                 width=job.video.width, dtype=compute_dtype(model))
     fp8 = job.kv_cache == "fp8"
     joint = job.schedule.joint_window  # Rolling Forcing: a window of blocks per forward, keys rotated when read
     frames_per_forward = block * (job.schedule.num_steps if joint else 1)
@@ -354,42 +382,32 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
     `on_decoded` then gets each block's decoded frames (see `shares_decode`). With `live` its prompts are the
     timeline, and a prompt sent meanwhile, encoded on the run's own thread, drives the first block that starts once
     it is encoded (`live.LiveRun`)."""
-    network = causal_network(model)
-    if job.resume is not None and job.resume.history is None:
-        raise ValueError(f"this state comes from {job.resume.schedule.name}, whose window of blocks sampled together "
-                         "cannot be continued yet: make the whole video in one Sampler or Stream to Video run")
+    network, video = causal_network(model), job.video
     if job.resume is not None and job.resume.model != network.config.name:
         raise ValueError(f"this state was made by the {job.resume.model} model; connect the same model to continue "
                          f"it (this one is {network.config.name})")
-    start_frames = 0 if job.start is None else job.start.shape[2]
-    # a continuation adds fragments that each start from a re-cached block (its length with any policy)
-    block = job.schedule.frames_per_block
-    segments = fragment_lengths(job.num_frames, job.num_fragments, start_frames if job.resume is None else block,
-                                block)
-    if job.seconds <= 0:
-        check_segments(segments, job, start_frames)
-    total = frames_for_seconds(job.seconds, start_frames, block) if job.seconds > 0 else sum(segments)
-    timeline = live.prompts if live is not None else prompt_timeline(conditioning, segments, start_frames)
+    timeline = live.prompts if live is not None else prompt_timeline(conditioning, list(job.segments),
+                                                                     video.start_frames)
     device, dtype = model.load_device, compute_dtype(model)
     mm.throw_exception_if_processing_interrupted()
     batch = timeline[0].context.shape[0]
     if job.policy.kind == "recompute" and not job.policy.keep_first_frame and vae is not None:
         if vae.patcher not in extra_models:
             extra_models = (*extra_models, vae.patcher)
-            extra_memory += vae.memory_used_decode((1, 16, 1, job.height // 8, job.width // 8), vae.vae_dtype)
+            extra_memory += vae.memory_used_decode((1, 16, 1, *video.latent_size), vae.vae_dtype)
     speed = choose_speed(job.speed, device)
     if speed.graphs and job.schedule.joint_window:
         log.info("CausVid: CUDA graphs off for %s (its window of blocks is not captured yet; same numbers)",
                  job.schedule.name)
         speed = dataclasses.replace(speed, graphs=False)
-    cache_frames = job.policy.cache_frames(block)
+    cache_frames = job.policy.cache_frames(job.schedule.frames_per_block)
     fp8 = job.kv_cache == "fp8"
     memory = sampling_memory(model, job, batch).total
     # on the GPU model management makes room (offloading weights) but the KV cache and activations must fit beside
     # what it keeps free; on the CPU an allocation this large could get the whole server killed by the OS instead
     smaller = "lower the size or the window" + ("" if fp8 else ", or set kv_cache to fp8 (half the cache)") + \
         (", or stream with a tiny decoder (taew2_1 in VAE Loader)" if extra_memory else "")
-    needs = (f"sampling {job.width}x{job.height} with a {job.policy.describe()} needs "
+    needs = (f"sampling {video.width}x{video.height} with a {job.policy.describe()} needs "
              f"{(memory + extra_memory) / 2**30:.1f}")
     if device.type == "cpu" and memory + extra_memory > (free := mm.get_free_memory(device)):
         raise MemoryError(f"{needs} GiB of RAM for its KV cache and activations, but {free / 2**30:.1f} GiB are "
@@ -398,7 +416,7 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
                                                           - mm.extra_reserved_memory()):
         raise MemoryError(f"{needs} GiB of GPU memory for its KV cache, activations and VAE decode, but this card "
                           f"has {usable / 2**30:.1f} GiB for ComfyUI even with every weight offloaded: {smaller}")
-    shape = (batch, job.height, job.width, cache_frames, dtype, device, fp8)
+    shape = (batch, video.height, video.width, cache_frames, dtype, device, fp8)
     held = keep_only(network, shape) if speed.graphs else 0  # a KV cache kept from a run of this shape
     load_for_sampling(model, extra_models, memory - held + extra_memory)
     graphs = kept_graphs(network, shape) if speed.graphs else None
@@ -425,14 +443,14 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
 
     try:
         with kept_loaded((model, *extra_models)):
-            result = generate(network, timeline, height=job.height, width=job.width, schedule=job.schedule,
-                              policy=job.policy, num_frames=job.num_frames, total_frames=total,
-                              generator=job.generator, start_latents=job.start,
-                              resume=None if job.resume is None else job.resume.history, device=device, dtype=dtype,
-                              output_device="cpu", record=not job.schedule.joint_window, progress=progress,
-                              on_block=None if on_block is None else block_done, keep_latents=keep_video,
-                              fused_kernels=speed.fused_kernels, graphs=graphs, reencoder=reencoder, kv_cache_fp8=fp8,
-                              flash_attention=speed.flash_attention)
+            result = generate(network, timeline, video, job.schedule, job.policy, noise=job.noise,
+                              compute=Compute(device=device, dtype=dtype, fused_kernels=speed.fused_kernels,
+                                              graphs=graphs, kv_cache_fp8=fp8,
+                                              flash_attention=speed.flash_attention),
+                              output=Output(device="cpu", keep_latents=keep_video,
+                                            on_block=None if on_block is None else block_done, progress=progress,
+                                            record=not job.schedule.joint_window),
+                              reencoder=reencoder)
     except mm.InterruptProcessingException:
         raise  # a Cancel comes between forwards: the kept graphs are whole
     except BaseException:
@@ -443,13 +461,13 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
         raise
     out_device = mm.intermediate_device()
     new = model.model.process_latent_out(result.latents.float()).to(out_device)
-    video = None
+    whole = None
     if keep_video:
-        video = (new if job.prefix is None else torch.cat([job.prefix.to(out_device), new], dim=2)).cpu()
-    state = CausVidState(history=result.history, video=video, rng_state=job.generator.get_state(),
+        whole = (new if job.prefix is None else torch.cat([job.prefix.to(out_device), new], dim=2)).cpu()
+    state = CausVidState(history=result.history, video=whole, rng_state=job.noise.generator.get_state(),
                          rng_device=str(device), schedule=job.schedule, policy=job.policy,
-                         num_frames=job.num_frames, width=job.width,
-                         height=job.height, model=network.config.name)
+                         num_frames=video.num_frames, width=video.width, height=video.height,
+                         model=network.config.name)
     return new, state
 
 
@@ -547,8 +565,7 @@ def prepare(model, *, width: int, height: int, length: int, preset: str, custom_
     schedule = choose_schedule(preset, custom_steps)
     num_frames = latent_frames(length)
     policy = choose_policy(preset, cache, window, sink_frames, num_frames)
-    common = dict(schedule=schedule, policy=policy, width=width, height=height, num_frames=num_frames,
-                  num_fragments=num_fragments, seconds=seconds, speed=speed, kv_cache=check_kv_cache(kv_cache))
+    settings = dict(seconds=seconds, speed=speed, kv_cache=check_kv_cache(kv_cache))
     if state is not None:
         if start_latent is not None:
             raise ValueError("connect either a start latent or a state, not both")
@@ -558,18 +575,20 @@ def prepare(model, *, width: int, height: int, length: int, preset: str, custom_
         if state.policy != policy:
             raise ValueError(f"the state was sampled with a {state.policy.describe()}; this node is set to a "
                              f"{policy.describe()}: set the same cache settings")
-        return Job(**common, generator=restore_generator(state, model.load_device), prefix=state.video,
-                   resume=state)
-    generator = torch.Generator(model.load_device).manual_seed(seed)
+        video = Video(height, width, num_frames, num_fragments, resume=state.history)
+        noise = Noise(generator=restore_generator(state, model.load_device))
+        return job_for(video, schedule, policy, noise, **settings, prefix=state.video, state=state)
+    noise = Noise(generator=torch.Generator(model.load_device).manual_seed(seed))
     if start_latent is None:
-        return Job(**common, generator=generator)
+        return job_for(Video(height, width, num_frames, num_fragments), schedule, policy, noise, **settings)
     prefix = start_latent["samples"]
     expected = (height // 8, width // 8)
     if prefix.dim() != 5 or tuple(prefix.shape[3:]) != expected or prefix.shape[1] != 16:
         raise ValueError(f"the start latent is {list(prefix.shape)}; it must be a Wan video latent of "
                          f"{width}x{height} ([B, 16, frames, {height // 8}, {width // 8}]): VAE Encode "
                          "an image or a video of that size with the Wan 2.1 VAE")
-    return Job(**common, generator=generator, start=model.model.process_latent_in(prefix.float()), prefix=prefix)
+    video = Video(height, width, num_frames, num_fragments, start_latents=model.model.process_latent_in(prefix.float()))
+    return job_for(video, schedule, policy, noise, **settings, prefix=prefix)
 
 
 class CausVidSampler(io.ComfyNode):
@@ -625,7 +644,7 @@ class CausVidSampler(io.ComfyNode):
                              "CausVid Stream to Video")
         new, next_state = run(model, positive, job, cls.hidden.unique_id, vae=vae)
         latent = new if job.prefix is None or job.resume is not None else next_state.video
-        notice = shorter_than_asked(job)  # said on the node (ComfyUI's executed message), not only in the log
+        notice = job.notice  # said on the node (ComfyUI's executed message), not only in the log
         return io.NodeOutput({"samples": latent}, next_state, ui=None if notice is None else ui.PreviewText(notice))
 
 
@@ -664,10 +683,8 @@ class CausVidContinue(io.ComfyNode):
         if state.video is None:
             raise ValueError("this state comes from a streamed video, which keeps no latents: continue it with "
                              "CausVid Stream to Video (its state input)")
-        job = Job(schedule=state.schedule, policy=state.policy, width=state.width, height=state.height,
-                  num_frames=state.num_frames, num_fragments=num_fragments, seconds=seconds,
-                  generator=restore_generator(state, model.load_device), speed=speed,
-                  kv_cache=check_kv_cache(kv_cache),
-                  prefix=state.video, resume=state)
+        video = Video(state.height, state.width, state.num_frames, num_fragments, resume=state.history)
+        job = job_for(video, state.schedule, state.policy, Noise(generator=restore_generator(state, model.load_device)),
+                      seconds=seconds, speed=speed, kv_cache=check_kv_cache(kv_cache), prefix=state.video, state=state)
         new, next_state = run(model, positive, job, cls.hidden.unique_id, vae=vae)
         return io.NodeOutput({"samples": new}, {"samples": next_state.video}, next_state)

@@ -49,7 +49,7 @@ def live_run(clip, positive, job, node_id: str) -> LiveRun:
     if job.resume is not None or job.schedule.joint_window:
         raise ValueError("a live stream starts a new video with a block-by-block preset: disconnect live_clip to "
                          f"{'continue a state' if job.resume is not None else 'use ' + job.schedule.name}")
-    start = 0 if job.start is None else job.start.shape[2]
+    start = job.video.start_frames
     return LiveRun(node_id, positive[0][1][TEXT_KEY], positive[0][0], comfy_encoder(clip), start_frames=start,
                    max_tokens=TEXT_TOKENS, device=clip.patcher.load_device)
 
@@ -103,15 +103,14 @@ class CausVidStreamToVideo(io.ComfyNode):
         # speed fast decodes the Wan VAE faster too, where the fused kernels run (bf16 rounding of exact)
         device = model.load_device
         decoder = StreamingDecoder(vae, fast=choose_speed(job.speed, device).fused_kernels)
-        h, w = job.height // 8, job.width // 8
-        one_frame = (1, 16, 1, h, w)
+        one_frame = (1, 16, 1, *job.video.latent_size)
         block, sampling = job.schedule.frames_per_block, sampling_memory(model, job, 1)
         if device.type == "cuda":  # a decode call that fits beside the weights and sampling
             free = mm.get_total_memory(device) - mm.extra_reserved_memory() - model.model_size() \
                 - vae.patcher.model_size() - sampling.total
             decoder.fit(one_frame, block, decode_room(free, sampling.transient))
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
-            filename_prefix, folder_paths.get_output_directory(), job.width, job.height)
+            filename_prefix, folder_paths.get_output_directory(), job.video.width, job.video.height)
         file = f"{name}_{counter:05}_.mp4"
         live = None if live_clip is None else live_run(live_clip, positive, job, cls.hidden.unique_id)
         extra_models, extra_memory = (vae.patcher,), stream_memory(sampling.transient,
@@ -120,11 +119,11 @@ class CausVidStreamToVideo(io.ComfyNode):
             extra_models = (*extra_models, live_clip.patcher)
             extra_memory += mm.minimum_inference_memory()
         newest = NewestFrame()
-        writer = Mp4Writer(Path(folder) / file, job.width, job.height, FPS)
+        writer = Mp4Writer(Path(folder) / file, job.video.width, job.video.height, FPS)
         stream = BlockStream(decoder, writer, on_frames=newest.update)
         try:
             with streaming_live(live):  # ends (its encodes too) before the stream decodes its last blocks
-                if job.start is not None:
+                if job.video.start_latents is not None:
                     stream.put(job.prefix)  # the video begins with its start image or video
                 # the recompute policy (Krea) decodes every block on the sampling thread anyway: write those frames
                 shared = shares_decode(job)

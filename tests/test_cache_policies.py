@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import causal
-from causal import PromptChange, Schedule, generate
+from causal import Compute, Noise, Output, PromptChange, Schedule, Video, generate
 from causal.cache_policy import ema_sink, family_policy, fragments, infinity_rope, rolling, sink
 from causal.context import ContextWindow
 from causal.kv_cache import KVCache
@@ -151,14 +151,14 @@ def _longlive(model, timeline, noise, eps, schedule, window, sink_frames, *, glo
 
 def test_rolling_reproduces_causvid_plus_past_the_window(model):
     noise, draws = _noise(18), Draws()
-    got = generate(model, prompt(), height=H, width=W, schedule=FAST, policy=rolling(6), total_frames=18,
-                   noise=noise, renoise=draws).latents
+    got = generate(model, prompt(), Video(H, W, total_frames=18), FAST, rolling(6),
+                   noise=Noise(initial=noise, renoise=draws)).latents
     expected = _causvid_plus(model, prompt(), noise, draws.tensors, FAST, window=6)
     assert torch.equal(got, expected)
     # and the window mattered: a cache that never evicts (one big fragment) gives other frames past 6
     draws2 = Draws()
-    full = generate(model, prompt(), height=H, width=W, schedule=FAST, num_frames=18, noise=noise,
-                    renoise=draws2).latents
+    full = generate(model, prompt(), Video(H, W, num_frames=18), FAST,
+                    noise=Noise(initial=noise, renoise=draws2)).latents
     assert torch.equal(full[:, :, :6], got[:, :, :6]) and not torch.equal(full[:, :, 9:], got[:, :, 9:])
 
 
@@ -166,8 +166,8 @@ def test_rolling_reproduces_causvid_plus_past_the_window(model):
 def test_sink_and_rolling_reproduce_longlive_bookkeeping(model, sink_frames, window):
     noise, draws = _noise(21), Draws()
     policy = sink(sink_frames, window) if sink_frames else rolling(window)
-    got = generate(model, prompt(), height=H, width=W, schedule=FAST, policy=policy, total_frames=21,
-                   noise=noise, renoise=draws).latents
+    got = generate(model, prompt(), Video(H, W, total_frames=21), FAST, policy,
+                   noise=Noise(initial=noise, renoise=draws)).latents
     expected = _longlive(model, [PromptChange(0, prompt())], noise, draws.tensors, FAST, window, sink_frames)
     assert torch.equal(got, expected)
 
@@ -179,14 +179,13 @@ def test_prompt_switch_recaches_like_longlive(model, global_sink, switch):
     keeps the first prompt's frames unless it is refreshed."""
     timeline = [PromptChange(0, prompt(seed=1)), PromptChange(switch, prompt(seed=2))]
     noise, draws = _noise(24), Draws()
-    got = generate(model, timeline, height=H, width=W, schedule=FAST,
-                   policy=sink(3, 9, refresh_sink=not global_sink), total_frames=24, noise=noise,
-                   renoise=draws).latents
+    got = generate(model, timeline, Video(H, W, total_frames=24), FAST, sink(3, 9, refresh_sink=not global_sink),
+                   noise=Noise(initial=noise, renoise=draws)).latents
     expected = _longlive(model, timeline, noise, draws.tensors, FAST, 9, 3, global_sink=global_sink)
     assert torch.equal(got, expected)
     draws2 = Draws()
-    unswitched = generate(model, timeline[:1], height=H, width=W, schedule=FAST, policy=sink(3, 9), total_frames=24,
-                          noise=noise, renoise=draws2).latents
+    unswitched = generate(model, timeline[:1], Video(H, W, total_frames=24), FAST, sink(3, 9),
+                          noise=Noise(initial=noise, renoise=draws2)).latents
     first_switched_block = (switch + 2) // 3 * 3
     assert torch.equal(got[:, :, :first_switched_block], unswitched[:, :, :first_switched_block])
     assert not torch.equal(got[:, :, first_switched_block:], unswitched[:, :, first_switched_block:])
@@ -255,8 +254,8 @@ def test_one_image_starts_the_video(model):
 
     model.forward = spy
     try:
-        out = generate(model, prompt(), height=H, width=W, schedule=ONE, policy=rolling(6), total_frames=9,
-                       start_latents=image, seed=0)
+        out = generate(model, prompt(), Video(H, W, total_frames=9, start_latents=image), ONE, rolling(6),
+                       noise=Noise(seed=0))
     finally:
         del model.forward
     assert out.latents.shape[2] == 9
@@ -264,15 +263,14 @@ def test_one_image_starts_the_video(model):
     blocks = [(c[1], c[2]) for c in calls[1::2]]
     assert blocks == [(1, 1), (3, 4), (3, 7)]  # the window of 6 evicts the image when the third block arrives
     with_image = out.latents
-    without = generate(model, prompt(), height=H, width=W, schedule=ONE, policy=rolling(6), total_frames=9,
-                       seed=0).latents
+    without = generate(model, prompt(), Video(H, W, total_frames=9), ONE, rolling(6), noise=Noise(seed=0)).latents
     assert not torch.equal(with_image[:, :, :3], without[:, :, :3])
 
 
 def test_positions_past_the_rope_table_stay_finite_and_deterministic(model):
-    args = dict(height=H, width=W, schedule=ONE, policy=rolling(6), total_frames=1038, seed=1)
-    a = generate(model, prompt(), **args).latents
-    b = generate(model, prompt(), **args).latents
+    video = Video(H, W, total_frames=1038)
+    a = generate(model, prompt(), video, ONE, rolling(6), noise=Noise(seed=1)).latents
+    b = generate(model, prompt(), video, ONE, rolling(6), noise=Noise(seed=1)).latents
     assert a.shape[2] == 1038 and torch.isfinite(a.float()).all()
     assert torch.equal(a, b)
     assert a[:, :, 1020:].float().std() > 0
@@ -303,8 +301,8 @@ def test_memory_is_flat_over_many_blocks(model, policy):
         if p.step == 0:
             samples.append(_live_tensor_bytes())
 
-    generate(model, prompt(), height=H, width=W, schedule=ONE, policy=policy, total_frames=126, seed=0,
-             output_device="meta", progress=measure)
+    generate(model, prompt(), Video(H, W, total_frames=126), ONE, policy, noise=Noise(seed=0),
+             output=Output(device="meta", progress=measure))
     assert len(samples) == 42
     assert max(samples[5:]) == min(samples[5:]), samples
 
@@ -321,23 +319,26 @@ def test_a_continued_video_equals_one_long_run(model, policy, parts):
     included: in the long run it lands inside the second call, where it is frame 3."""
     first_n, second_n, third_n = parts
     timeline = [PromptChange(0, prompt(seed=1)), PromptChange(12, prompt(seed=2))]
-    args = dict(height=H, width=W, schedule=FAST, policy=policy)
     total = sum(parts)
-    whole = generate(model, timeline, total_frames=total, generator=torch.Generator().manual_seed(3), **args).latents
+    whole = generate(model, timeline, Video(H, W, total_frames=total), FAST, policy,
+                     noise=Noise(generator=torch.Generator().manual_seed(3))).latents
     g = torch.Generator().manual_seed(3)
-    first = generate(model, timeline[:1], total_frames=first_n, generator=g, record=True, **args)
+    first = generate(model, timeline[:1], Video(H, W, total_frames=first_n), FAST, policy, noise=Noise(generator=g),
+                     output=Output(record=True))
     second = generate(model, [PromptChange(0, prompt(seed=1)), PromptChange(12 - first_n, prompt(seed=2))],
-                      total_frames=second_n, generator=g, resume=first.history, record=True, **args)
-    third = generate(model, prompt(seed=2), total_frames=third_n, generator=g, resume=second.history, **args)
+                      Video(H, W, total_frames=second_n, resume=first.history), FAST, policy,
+                      noise=Noise(generator=g), output=Output(record=True))
+    third = generate(model, prompt(seed=2), Video(H, W, total_frames=third_n, resume=second.history), FAST, policy,
+                     noise=Noise(generator=g))
     assert torch.equal(whole, torch.cat([first.latents, second.latents, third.latents], dim=2))
 
 
 def test_history_of_another_policy_is_refused(model):
-    first = generate(model, prompt(), height=H, width=W, schedule=ONE, policy=rolling(6), total_frames=6, seed=0,
-                     record=True)
+    first = generate(model, prompt(), Video(H, W, total_frames=6), ONE, rolling(6), noise=Noise(seed=0),
+                     output=Output(record=True))
     with pytest.raises(ValueError, match="recorded with a rolling window of 6"):
-        generate(model, prompt(), height=H, width=W, schedule=ONE, policy=sink(3, 9), total_frames=3, seed=0,
-                 resume=first.history)
+        generate(model, prompt(), Video(H, W, total_frames=3, resume=first.history), ONE, sink(3, 9),
+                 noise=Noise(seed=0))
 
 
 def test_family_policies():
@@ -358,11 +359,12 @@ def test_a_hundred_chained_fragments_stay_flat_and_repeat_exactly(model):
         if p.step == 0:  # every block: two in the first fragment, then one per fragment
             samples.append(_live_tensor_bytes())
 
-    args = dict(height=H, width=W, schedule=ONE, policy=fragments(6), num_frames=6, num_fragments=100, seed=9)
-    generate(model, prompt(), output_device="meta", progress=measure, **args)
+    video = Video(H, W, num_frames=6, num_fragments=100)
+    generate(model, prompt(), video, ONE, fragments(6), noise=Noise(seed=9),
+             output=Output(device="meta", progress=measure))
     assert len(samples) == 101 and max(samples[3:]) == min(samples[3:]), samples
-    a = generate(model, prompt(), **args).latents
-    b = generate(model, prompt(), **args).latents
+    a = generate(model, prompt(), video, ONE, fragments(6), noise=Noise(seed=9)).latents
+    b = generate(model, prompt(), video, ONE, fragments(6), noise=Noise(seed=9)).latents
     assert a.shape[2] == 6 + 3 * 99 and torch.equal(a, b)
 
 
@@ -371,9 +373,9 @@ def test_a_full_fragment_window_is_not_recomputed_on_continue(model, first_frame
     """Continuing where a fragment window is full starts a new window from the last clean block, so the history's
     forwards are skipped (their K/V would never be read); a window with room left is rebuilt by replaying them.
     One more block then costs the re-cache (if a new window starts), two steps and its clean pass."""
-    args = dict(height=H, width=W, schedule=FAST, policy=fragments(9))
     g = torch.Generator().manual_seed(5)
-    first = generate(model, prompt(), total_frames=first_frames, generator=g, record=True, **args)
+    first = generate(model, prompt(), Video(H, W, total_frames=first_frames), FAST, fragments(9),
+                     noise=Noise(generator=g), output=Output(record=True))
     calls = []
     original = model.forward
 
@@ -383,7 +385,8 @@ def test_a_full_fragment_window_is_not_recomputed_on_continue(model, first_frame
 
     model.forward = spy
     try:
-        generate(model, prompt(), total_frames=3, generator=g, resume=first.history, **args)
+        generate(model, prompt(), Video(H, W, total_frames=3, resume=first.history), FAST, fragments(9),
+                 noise=Noise(generator=g))
     finally:
         del model.forward
     new_window = first_frames == 9
@@ -428,15 +431,15 @@ def test_fp8_cache_evicts_scales_with_their_rows_and_counts_them():
 def test_fp8_kv_cache_stays_close_to_the_full_precision_cache(policy_name):
     """Whole videos past the window with an FP8 cache: within 2e-2 rel-L2 of the same run with a float32 cache
     (tiny random model), deterministic, and not the same numbers (the cache really is FP8)."""
-    from causal import SCHEDULES, generate
+    from causal import SCHEDULES, Compute, Noise, Video, generate
     from causal.cache_policy import fragments, rolling, sink
     from tools.tiny import TINY, prompt, tiny_model
 
     model = tiny_model(dtype=torch.float32)
     policy = {"fragments": fragments(6), "rolling": rolling(6), "sink": sink(3, 6)}[policy_name]
-    run = lambda fp8: generate(model, prompt(), height=32, width=48, schedule=SCHEDULES["CausVid 1.3B"],  # noqa: E731
-                               policy=policy, num_frames=6, total_frames=15, seed=3, dtype=torch.float32,
-                               device="cpu", kv_cache_fp8=fp8).latents
+    run = lambda fp8: generate(model, prompt(), Video(32, 48, num_frames=6, total_frames=15),  # noqa: E731
+                               SCHEDULES["CausVid 1.3B"], policy, noise=Noise(seed=3),
+                               compute=Compute(device="cpu", dtype=torch.float32, kv_cache_fp8=fp8)).latents
     full, fp8, again = run(False), run(True), run(True)
     error = ((fp8 - full).norm() / full.norm()).item()
     print(f"{policy_name}: FP8 KV cache vs float32 cache rel-L2 {error:.2e}")
@@ -455,10 +458,10 @@ def test_fp8_kv_cache_stays_close_to_the_full_precision_cache(policy_name):
 def test_keys_rotated_when_read_give_the_write_time_rotation_bit_for_bit(model, policy, timeline):
     """The same video with keys cached un-rotated and rotated at every read, at the frames' video positions:
     the same rotation of the same values, so the same latents bit for bit, evictions and a re-cache included."""
-    args = dict(height=H, width=W, schedule=FAST, total_frames=24, seed=0)
-    written = generate(model, timeline or prompt(), policy=policy, **args).latents
-    read = generate(model, timeline or prompt(), policy=dataclasses.replace(policy, rope_at_read=True),
-                    **args).latents
+    video = Video(H, W, total_frames=24)
+    written = generate(model, timeline or prompt(), video, FAST, policy, noise=Noise(seed=0)).latents
+    read = generate(model, timeline or prompt(), video, FAST, dataclasses.replace(policy, rope_at_read=True),
+                    noise=Noise(seed=0)).latents
     assert torch.equal(written, read)
 
 
@@ -534,8 +537,8 @@ def test_ema_sink_reproduces_reward_forcing(model, alpha):
     """Reward Forcing's cache (sink 3 in a 9-frame cache, evicted blocks blended into the sink, positions the
     frames' slots) over 8 blocks, 5 of them past a full cache, bit for bit."""
     noise, draws = _noise(24), Draws()
-    got = generate(model, prompt(), height=H, width=W, schedule=FAST, policy=ema_sink(3, 9, alpha), total_frames=24,
-                   noise=noise, renoise=draws).latents
+    got = generate(model, prompt(), Video(H, W, total_frames=24), FAST, ema_sink(3, 9, alpha),
+                   noise=Noise(initial=noise, renoise=draws)).latents
     expected = _reward_forcing(model, noise, draws.tensors, FAST, 9, 3, alpha)
     assert torch.equal(got, expected)
 
@@ -543,11 +546,11 @@ def test_ema_sink_reproduces_reward_forcing(model, alpha):
 def test_the_ema_and_the_slot_positions_each_change_the_video(model):
     """Against Reward Forcing's cache: the same sink kept as written (alpha 1), and the same EMA at the video's
     positions, each give other frames from the first block that evicts (and the same ones before it)."""
-    args = dict(height=H, width=W, schedule=FAST, total_frames=21, seed=0)
-    reward = generate(model, prompt(), policy=ema_sink(3, 9, 0.5), **args).latents
-    plain_sink = generate(model, prompt(), policy=ema_sink(3, 9, 1.0), **args).latents
-    video_positions = generate(model, prompt(), policy=dataclasses.replace(ema_sink(3, 9, 0.5), positions="video"),
-                               **args).latents
+    video, seed = Video(H, W, total_frames=21), Noise(seed=0)
+    reward = generate(model, prompt(), video, FAST, ema_sink(3, 9, 0.5), noise=seed).latents
+    plain_sink = generate(model, prompt(), video, FAST, ema_sink(3, 9, 1.0), noise=seed).latents
+    video_positions = generate(model, prompt(), video, FAST,
+                               dataclasses.replace(ema_sink(3, 9, 0.5), positions="video"), noise=seed).latents
     for other in (plain_sink, video_positions):
         assert torch.equal(reward[:, :, :9], other[:, :, :9])  # blocks 0-2 fill the cache; block 3 evicts
         assert not torch.equal(reward[:, :, 9:12], other[:, :, 9:12])
@@ -568,8 +571,8 @@ def test_bad_position_and_ema_settings_are_refused(kwargs, match):
 
 def test_an_ema_sink_refuses_the_fp8_cache(model):
     with pytest.raises(ValueError, match="use the bf16 KV cache"):
-        generate(model, prompt(), height=H, width=W, schedule=ONE, policy=ema_sink(), total_frames=3, seed=0,
-                 kv_cache_fp8=True)
+        generate(model, prompt(), Video(H, W, total_frames=3), ONE, ema_sink(), noise=Noise(seed=0),
+                 compute=Compute(kv_cache_fp8=True))
 
 
 class InfinityRopeCache:
@@ -674,18 +677,19 @@ def test_infinity_rope_reproduces_its_cache_and_flush(model, switch, cut):
     a scene cut (the first block after it at positions 45..47), bit for bit."""
     timeline = [PromptChange(0, prompt(seed=1))] + ([PromptChange(switch, prompt(seed=2), cut)] if switch else [])
     noise, draws = _noise(24), Draws()
-    got = generate(model, timeline, height=H, width=W, schedule=FAST, policy=infinity_rope(1, 6), total_frames=24,
-                   noise=noise, renoise=draws).latents
+    got = generate(model, timeline, Video(H, W, total_frames=24), FAST, infinity_rope(1, 6),
+                   noise=Noise(initial=noise, renoise=draws)).latents
     expected = _infinity_rope(model, timeline, noise, draws.tensors, FAST)
     assert torch.equal(got, expected)
     if switch and not cut:  # the flush, not LongLive's re-cache
-        recached = generate(model, timeline, height=H, width=W, schedule=FAST, total_frames=24, noise=noise,
-                            renoise=Draws(), policy=dataclasses.replace(infinity_rope(1, 6), on_switch="recache"))
+        recached = generate(model, timeline, Video(H, W, total_frames=24), FAST,
+                            dataclasses.replace(infinity_rope(1, 6), on_switch="recache"),
+                            noise=Noise(initial=noise, renoise=Draws()))
         assert not torch.equal(got[:, :, switch:], recached.latents[:, :, switch:])
     if cut:  # the cut moved the frames from its block on, and only from there
         uncut = [timeline[0], PromptChange(switch, timeline[1].context)]
-        plain = generate(model, uncut, height=H, width=W, schedule=FAST, policy=infinity_rope(1, 6), total_frames=24,
-                         noise=noise, renoise=Draws()).latents
+        plain = generate(model, uncut, Video(H, W, total_frames=24), FAST, infinity_rope(1, 6),
+                         noise=Noise(initial=noise, renoise=Draws())).latents
         first = (switch + 2) // 3 * 3
         assert torch.equal(got[:, :, :first], plain[:, :, :first])
         assert not torch.equal(got[:, :, first:first + 3], plain[:, :, first:first + 3])
@@ -702,7 +706,7 @@ def test_a_scene_cut_is_infinity_ropes_and_its_timeline_syntax(model):
         split_timeline("0#: a cat")
     timeline = [PromptChange(0, prompt(seed=1)), PromptChange(9, prompt(seed=2), cut=True)]
     with pytest.raises(ValueError, match="a scene cut .* is Infinity-RoPE's"):
-        generate(model, timeline, height=H, width=W, schedule=ONE, policy=sink(3, 9), total_frames=12, seed=0)
+        generate(model, timeline, Video(H, W, total_frames=12), ONE, sink(3, 9), noise=Noise(seed=0))
 
 
 def test_a_scene_cut_block_goes_back_to_its_slots_once_finished(model):

@@ -40,9 +40,10 @@ def _sample(pack, patcher, seed=0):
     causal = pack_module("causal")
     network = pack.causal_network(patcher)
     ctx = torch.randn(1, 10, TINY.text_dim, generator=torch.Generator().manual_seed(1))
-    return causal.sample_video(network, ctx, num_frames=6, height=32, width=48,
-                               schedule=causal.Schedule("2 steps", (1000, 500), shift=8.0, warp=False), seed=seed,
-                               dtype=pack.compute_dtype(patcher), device="cpu")
+    return causal.sample_video(network, ctx, causal.Video(32, 48, num_frames=6),
+                               causal.Schedule("2 steps", (1000, 500), shift=8.0, warp=False),
+                               noise=causal.Noise(seed=seed),
+                               compute=causal.Compute(device="cpu", dtype=pack.compute_dtype(patcher)))
 
 
 def test_loader_gives_a_wan21_model_patcher_with_wan_key_names(pack, checkpoint):
@@ -261,7 +262,7 @@ def test_a_failed_run_frees_its_kept_cuda_graphs_and_a_cancel_keeps_them(pack, c
         return graphs
 
     def generate(*args, **kwargs):
-        assert kwargs["graphs"] is not None
+        assert kwargs["compute"].graphs is not None
         raise mm.InterruptProcessingException() if failure == "cancel" else RuntimeError("a capture broke")
 
     monkeypatch.setattr(sampler, "choose_speed", lambda level, device: speed.Speed(fused_kernels=False, graphs=True))
@@ -290,23 +291,24 @@ def test_settings_that_add_no_frames_say_what_to_change(caplog):
     sampler = pack_module("nodes.sampler")
     schedule = types.SimpleNamespace(frames_per_block=3)
 
-    def check(num_frames, num_fragments=1, start=0, resume=None):
-        job = types.SimpleNamespace(schedule=schedule, num_frames=num_frames, num_fragments=num_fragments,
-                                    resume=resume, seconds=0.0,
-                                    start=torch.zeros(1, 16, start, 2, 2) if start else None)
-        segments = sampler.fragment_lengths(num_frames, num_fragments, 3 if resume else start, 3)
-        sampler.check_segments(segments, job, start)
+    def check(num_frames, num_fragments=1, start=0, state=None):
+        video = sampler.Video(16, 16, num_frames, num_fragments,
+                              start_latents=torch.zeros(1, 16, start, 2, 2) if start else None,
+                              resume=None if state is None else state.history)
+        return sampler.job_for(video, schedule, None, sampler.Noise(), seconds=0.0, speed="exact", kv_cache="bf16",
+                               state=state)
 
     with pytest.raises(ValueError, match="nothing at length 9. Set length to at least 21, or num_fragments to 1"):
         check(3, num_fragments=2)
     with pytest.raises(ValueError, match="one block.*length of at least 21"):
-        check(3, resume=object())
+        check(3, state=types.SimpleNamespace(history=object()))
     with pytest.raises(ValueError, match="start latent has 3 latent frames and length 9 holds 3.*at least 21"):
         check(3, start=3)
     check(6, num_fragments=2)  # 6 + 3 frames: fine
     with caplog.at_level(logging.INFO, logger="comfyui-causvid"):
-        check(21, start=1)
+        job = check(21, start=1)
     assert "make 19 latent frames (73 frames), not length 81; length 93 makes 85" in caplog.text
+    assert job.notice in caplog.text and job.video.total_frames == 18
 
 
 class _Card:

@@ -599,9 +599,9 @@ def test_the_nodes_latents_are_the_librarys_bit_for_bit(comfy_server, standins, 
     context[:, :n] = torch.randn(1, n, TINY.text_dim, generator=torch.Generator().manual_seed(seed)) * 0.1
     model = causal.load_model(standins / "diffusion_models" / eg.CAUSVID_13B, dtype=torch.float32)
     frames = causal.prompts.frames_for_seconds(seconds)
-    library = causal.generate(model, context, height=H, width=W, schedule=causal.SCHEDULES[preset],
-                              policy=policy, total_frames=frames, seed=77, dtype=torch.float32,
-                              kv_cache_fp8=kv_cache == "fp8").latents
+    library = causal.generate(model, context, causal.Video(H, W, total_frames=frames), causal.SCHEDULES[preset], policy,
+                              noise=causal.Noise(seed=77),
+                              compute=causal.Compute(dtype=torch.float32, kv_cache_fp8=kv_cache == "fp8")).latents
     add_comfyui_to_sys_path()
     import comfy.latent_formats
 

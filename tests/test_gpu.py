@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn import Linear
 
-from causal import SCHEDULES, generate
+from causal import SCHEDULES, Compute, Noise, Output, Video, generate
 from causal.kv_cache import KVCache
 from tools.tiny import TINY, prompt, tiny_model
 
@@ -31,9 +31,9 @@ def test_cached_blocks_equal_block_causal_pass_on_cuda():
 
 def test_seeded_sampling_is_deterministic_on_cuda():
     model = tiny_model(torch.bfloat16).to(CUDA)
-    args = dict(height=128, width=192, num_frames=9, num_fragments=2, schedule=SCHEDULES["CausVid 1.3B"], seed=3)
-    a = generate(model, prompt().to(CUDA), **args).latents
-    b = generate(model, prompt().to(CUDA), **args).latents
+    video = Video(128, 192, num_frames=9, num_fragments=2)
+    a = generate(model, prompt().to(CUDA), video, SCHEDULES["CausVid 1.3B"], noise=Noise(seed=3)).latents
+    b = generate(model, prompt().to(CUDA), video, SCHEDULES["CausVid 1.3B"], noise=Noise(seed=3)).latents
     assert a.is_cuda and torch.equal(a, b)
     assert a.shape == (1, 16, 15, 16, 24) and torch.isfinite(a.float()).all()
 
@@ -50,10 +50,10 @@ def _rel(a, b):
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
-def _clip(model, fused=False, **kw):
+def _clip(model, fused=False, graphs=None):
     contexts = [prompt(seed=1).to(CUDA), prompt(seed=2).to(CUDA)]
-    return generate(model, contexts, height=128, width=192, num_frames=9, num_fragments=2,
-                    schedule=SCHEDULES["CausVid 1.3B"], seed=5, fused_kernels=fused, **kw).latents
+    return generate(model, contexts, Video(128, 192, num_frames=9, num_fragments=2), SCHEDULES["CausVid 1.3B"],
+                    noise=Noise(seed=5), compute=Compute(fused_kernels=fused, graphs=graphs)).latents
 
 
 def test_fused_kernels_stay_within_bf16_tolerance():
@@ -116,8 +116,8 @@ def test_cuda_graphs_replay_the_same_numbers_across_calls():
         assert torch.equal(_clip(model, fused=True, graphs=graphs), fused)
         assert torch.equal(_clip(model, fused=True, graphs=graphs), fused)
     with pytest.raises(ValueError, match="another model or video shape"):
-        generate(model, prompt().to(CUDA), height=64, width=192, num_frames=9, schedule=SCHEDULES["CausVid 1.3B"],
-                 seed=0, graphs=graphs)
+        generate(model, prompt().to(CUDA), Video(64, 192, num_frames=9), SCHEDULES["CausVid 1.3B"], noise=Noise(seed=0),
+                 compute=Compute(graphs=graphs))
 
 
 @pytest.mark.parametrize("policy_name", ["rolling", "sink", "recompute", "ema_sink", "rolling_at_read"])
@@ -139,9 +139,10 @@ def test_cuda_graphs_replay_the_same_numbers_for_every_policy(policy_name):
     graphs = CudaGraphs(model, batch=1, height=128, width=192, num_frames=policy.cache_frames(3))
     fused_options = [False] if kernels.fused_unavailable(CUDA) else [False, True]
     for fused in fused_options:
-        def video(**kw):
-            return generate(model, timeline, height=128, width=192, schedule=SCHEDULES["Self-Forcing / LongLive 1.3B"],
-                            policy=policy, total_frames=24, seed=2, fused_kernels=fused, **kw).latents
+        def video(graphs=None):
+            return generate(model, timeline, Video(128, 192, total_frames=24),
+                            SCHEDULES["Self-Forcing / LongLive 1.3B"], policy, noise=Noise(seed=2),
+                            compute=Compute(fused_kernels=fused, graphs=graphs)).latents
 
         exact = video()
         assert torch.equal(video(graphs=graphs), exact)
@@ -169,10 +170,11 @@ def test_weights_moved_under_cuda_graphs_are_not_read_where_they_were():
                 old.zero_()
 
     for fused in [False] if kernels.fused_unavailable(CUDA) else [False, True]:
-        def video(**kw):
-            return generate(model, prompt().to(CUDA), height=128, width=192, policy=sink(3, 9), total_frames=24,
-                            schedule=SCHEDULES["Self-Forcing / LongLive 1.3B"], seed=2, fused_kernels=fused,
-                            **kw).latents
+        def video(graphs=None, progress=None):
+            return generate(model, prompt().to(CUDA), Video(128, 192, total_frames=24),
+                            SCHEDULES["Self-Forcing / LongLive 1.3B"], sink(3, 9), noise=Noise(seed=2),
+                            compute=Compute(fused_kernels=fused, graphs=graphs),
+                            output=Output(progress=progress)).latents
 
         exact = video()
         dropped = graphs.dropped
@@ -201,8 +203,8 @@ def test_device_memory_is_flat_over_many_blocks(policy_name):
             peaks.append(torch.cuda.max_memory_allocated())
             torch.cuda.reset_peak_memory_stats()
 
-    generate(model, prompt().to(CUDA), height=128, width=192, schedule=SCHEDULES["CausVid 1.3B"], policy=policy,
-             total_frames=135, seed=0, output_device="cpu", progress=measure)
+    generate(model, prompt().to(CUDA), Video(128, 192, total_frames=135), SCHEDULES["CausVid 1.3B"], policy,
+             noise=Noise(seed=0), output=Output(device="cpu", progress=measure))
     assert len(allocated) == 45
     assert max(allocated[5:]) == min(allocated[5:]), allocated
     assert max(peaks[6:]) == min(peaks[6:]), peaks
@@ -215,12 +217,14 @@ def test_sink_and_prompt_switch_on_cuda_match_the_cpu_bookkeeping():
 
     model = tiny_model(torch.bfloat16).to(CUDA)
     timeline = [PromptChange(0, prompt(seed=1).to(CUDA)), PromptChange(12, prompt(seed=2).to(CUDA))]
-    args = dict(height=64, width=96, schedule=SCHEDULES["CausVid 1.3B"], policy=sink(3, 9))
-    whole = generate(model, timeline, total_frames=24, generator=torch.Generator("cuda").manual_seed(1), **args)
+    schedule, policy = SCHEDULES["CausVid 1.3B"], sink(3, 9)
+    whole = generate(model, timeline, Video(64, 96, total_frames=24), schedule, policy,
+                     noise=Noise(generator=torch.Generator("cuda").manual_seed(1)))
     g = torch.Generator("cuda").manual_seed(1)
-    first = generate(model, timeline[:1], total_frames=9, generator=g, record=True, **args)
+    first = generate(model, timeline[:1], Video(64, 96, total_frames=9), schedule, policy, noise=Noise(generator=g),
+                     output=Output(record=True))
     rest = generate(model, [PromptChange(0, timeline[0].context), PromptChange(3, timeline[1].context)],
-                    total_frames=15, generator=g, resume=first.history, **args)
+                    Video(64, 96, total_frames=15, resume=first.history), schedule, policy, noise=Noise(generator=g))
     assert torch.equal(whole.latents, torch.cat([first.latents, rest.latents], dim=2))
     assert torch.isfinite(whole.latents.float()).all()
 
@@ -233,8 +237,8 @@ def test_out_of_memory_mid_video_leaves_nothing_behind_and_the_next_run_is_clean
     from causal.cache_policy import rolling
 
     model = tiny_model(torch.bfloat16).to(CUDA)
-    args = dict(height=128, width=192, schedule=SCHEDULES["CausVid 1.3B"], policy=rolling(9), total_frames=18,
-                seed=0)
+    args = dict(video=Video(128, 192, total_frames=18), schedule=SCHEDULES["CausVid 1.3B"], policy=rolling(9),
+                noise=Noise(seed=0))
     clean = generate(model, prompt().to(CUDA), **args).latents.cpu()
     gc.collect()
     torch.cuda.synchronize()
@@ -246,7 +250,7 @@ def test_out_of_memory_mid_video_leaves_nothing_behind_and_the_next_run_is_clean
             torch.empty(too_much, dtype=torch.uint8, device=CUDA)
 
     with pytest.raises(torch.OutOfMemoryError):
-        generate(model, prompt().to(CUDA), progress=exhaust_memory_in_block_3, **args)
+        generate(model, prompt().to(CUDA), output=Output(progress=exhaust_memory_in_block_3), **args)
     gc.collect()
     torch.cuda.synchronize()
     assert torch.cuda.memory_allocated() == baseline
@@ -275,7 +279,7 @@ def test_krea_recompute_on_cuda_continues_exactly_and_stays_flat():
         return ReencodedFrames(decode, encode, 3)
 
     model = tiny_model(torch.bfloat16).to(CUDA)
-    args = dict(height=64, width=96, schedule=SCHEDULES["Krea Realtime 14B"], policy=recompute(3))
+    schedule, policy = SCHEDULES["Krea Realtime 14B"], recompute(3)
     allocated = []
 
     def measure(p):
@@ -283,20 +287,22 @@ def test_krea_recompute_on_cuda_continues_exactly_and_stays_flat():
             torch.cuda.synchronize()
             allocated.append(torch.cuda.memory_allocated())
 
-    generate(model, prompt().to(CUDA), total_frames=30, seed=0, reencoder=reencoder(), output_device="cpu",
-             progress=measure, **args)
+    generate(model, prompt().to(CUDA), Video(64, 96, total_frames=30), schedule, policy, noise=Noise(seed=0),
+             output=Output(device="cpu", progress=measure), reencoder=reencoder())
     assert len(allocated) == 10 and max(allocated[3:]) == min(allocated[3:]), allocated
 
     timeline = [PromptChange(0, prompt(seed=1).to(CUDA)), PromptChange(12, prompt(seed=2).to(CUDA))]
-    whole = generate(model, timeline, total_frames=30, generator=torch.Generator("cuda").manual_seed(1),
-                     reencoder=reencoder(), **args)
+    whole = generate(model, timeline, Video(64, 96, total_frames=30), schedule, policy,
+                     noise=Noise(generator=torch.Generator("cuda").manual_seed(1)), reencoder=reencoder())
     g = torch.Generator("cuda").manual_seed(1)
-    first = generate(model, timeline[:1], total_frames=9, generator=g, record=True, reencoder=reencoder(), **args)
+    first = generate(model, timeline[:1], Video(64, 96, total_frames=9), schedule, policy, noise=Noise(generator=g),
+                     output=Output(record=True), reencoder=reencoder())
     warm = reencoder()
     for b in range(3):
         warm.add(first.latents[:, :, 3 * b:3 * b + 3])
     rest = generate(model, [PromptChange(0, timeline[0].context), PromptChange(3, timeline[1].context)],
-                    total_frames=21, generator=g, resume=first.history, reencoder=warm, **args)
+                    Video(64, 96, total_frames=21, resume=first.history), schedule, policy, noise=Noise(generator=g),
+                    reencoder=warm)
     assert torch.equal(whole.latents, torch.cat([first.latents, rest.latents], dim=2))
     assert torch.isfinite(whole.latents.float()).all()
 
@@ -355,9 +361,11 @@ def test_fp8_kv_cache_on_cuda_with_graphs_and_fused_kernels():
     context = prompt(seed=1).to(CUDA)
     graphs = CudaGraphs(model, batch=1, height=128, width=192, num_frames=policy.cache_frames(3), kv_cache_fp8=True)
     for fused in [False] if kernels.fused_unavailable(CUDA) else [False, True]:
-        def video(**kw):
-            return generate(model, context, height=128, width=192, schedule=SCHEDULES["Self-Forcing / LongLive 1.3B"],
-                            policy=policy, total_frames=24, seed=2, fused_kernels=fused, **kw).latents.float()
+        def video(kv_cache_fp8=False, graphs=None):
+            return generate(model, context, Video(128, 192, total_frames=24), SCHEDULES["Self-Forcing / LongLive 1.3B"],
+                            policy, noise=Noise(seed=2),
+                            compute=Compute(fused_kernels=fused, graphs=graphs, kv_cache_fp8=kv_cache_fp8)
+                            ).latents.float()
 
         fp8 = video(kv_cache_fp8=True)
         assert torch.equal(video(kv_cache_fp8=True, graphs=graphs), fp8)
@@ -435,9 +443,9 @@ def test_graph_capture_beside_a_compile_on_another_thread():
     model = tiny_model(torch.bfloat16).to(CUDA)
     context = prompt(seed=1).to(CUDA)
 
-    def video(**kw):
-        return generate(model, context, height=128, width=192, schedule=SCHEDULES["Self-Forcing / LongLive 1.3B"],
-                        policy=policy, total_frames=24, seed=2, fused_kernels=True, **kw).latents
+    def video(graphs=None):
+        return generate(model, context, Video(128, 192, total_frames=24), SCHEDULES["Self-Forcing / LongLive 1.3B"],
+                        policy, noise=Noise(seed=2), compute=Compute(fused_kernels=True, graphs=graphs)).latents
 
     eager = video()
     stop, errors = threading.Event(), []
@@ -480,9 +488,9 @@ def test_keys_rotated_when_read_equal_the_write_time_rotation_on_cuda():
     fused_options = [False] if kernels.fused_unavailable(CUDA) else [False, True]
     for fused in fused_options:
         def video(policy):
-            return generate(model, prompt(seed=1).to(CUDA), height=128, width=192,
-                            schedule=SCHEDULES["Self-Forcing / LongLive 1.3B"], policy=policy, total_frames=21,
-                            seed=2, fused_kernels=fused).latents.float()
+            return generate(model, prompt(seed=1).to(CUDA), Video(128, 192, total_frames=21),
+                            SCHEDULES["Self-Forcing / LongLive 1.3B"], policy, noise=Noise(seed=2),
+                            compute=Compute(fused_kernels=fused)).latents.float()
 
         written, read = video(sink(3, 9)), video(dataclasses.replace(sink(3, 9), rope_at_read=True))
         if not fused:
@@ -500,9 +508,9 @@ def test_rolling_forcing_on_cuda_exact_and_fused():
     model = tiny_model(torch.bfloat16).to(CUDA)
 
     def video(fused):
-        return generate(model, prompt(seed=1).to(CUDA), height=128, width=192,
-                        schedule=SCHEDULES["Rolling Forcing 1.3B"], total_frames=21, seed=2,
-                        fused_kernels=fused).latents.float()
+        return generate(model, prompt(seed=1).to(CUDA), Video(128, 192, total_frames=21),
+                        SCHEDULES["Rolling Forcing 1.3B"], noise=Noise(seed=2),
+                        compute=Compute(fused_kernels=fused)).latents.float()
 
     exact = video(False)
     assert torch.isfinite(exact).all() and torch.equal(exact, video(False))
@@ -526,9 +534,9 @@ def test_flash_attention_replays_its_own_numbers_and_stays_near_sdpa():
     graphs = CudaGraphs(model, batch=1, height=128, width=192, num_frames=policy.cache_frames(3))
 
     def clip(**options):
-        return generate(model, prompt().to(CUDA), height=128, width=192, total_frames=18, policy=policy,
-                        schedule=SCHEDULES["Self-Forcing / LongLive 1.3B"], seed=0, fused_kernels=True,
-                        **options).latents.float()
+        return generate(model, prompt().to(CUDA), Video(128, 192, total_frames=18),
+                        SCHEDULES["Self-Forcing / LongLive 1.3B"], policy, noise=Noise(seed=0),
+                        compute=Compute(fused_kernels=True, **options)).latents.float()
 
     flash, sdpa = clip(flash_attention=True), clip()
     for _ in range(2):  # captures, then replays

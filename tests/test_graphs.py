@@ -15,7 +15,7 @@ import dataclasses
 import pytest
 import torch
 
-from causal import PromptChange, Schedule, generate
+from causal import Compute, Noise, Output, PromptChange, Schedule, Video, generate
 from causal.cache_policy import ema_sink, fragments, recompute, rolling, sink
 from causal.graphs import CudaGraphs
 from tools.tiny import prompt, tiny_model
@@ -76,10 +76,11 @@ def _graphs(model, policy, kv_cache_fp8=False):
                             kv_cache_fp8=kv_cache_fp8)
 
 
-def _video(model, policy, total, graphs=None, context=None, **kw):
+def _video(model, policy, total, graphs=None, context=None, kv_cache_fp8=False, progress=None):
     context = prompt(seed=1) if context is None else context
-    return generate(model, context, height=H, width=W, schedule=TWO_STEPS, policy=policy, num_frames=9,
-                    total_frames=total, seed=4, graphs=graphs, **kw)
+    return generate(model, context, Video(H, W, num_frames=9, total_frames=total), TWO_STEPS, policy,
+                    noise=Noise(seed=4), compute=Compute(graphs=graphs, kv_cache_fp8=kv_cache_fp8),
+                    output=Output(progress=progress))
 
 
 @pytest.mark.parametrize("name", list(POLICIES))
@@ -107,10 +108,11 @@ def test_a_prompt_switch_with_a_kept_sink_runs_beside_the_graphs(model):
     graphs = _graphs(model, policy)
     assert torch.equal(_video(model, policy, 24, graphs, context=timeline).latents, exact)
     g = torch.Generator().manual_seed(4)
-    args = dict(height=H, width=W, schedule=TWO_STEPS, policy=policy, graphs=graphs)
-    first = generate(model, timeline[:2], total_frames=12, generator=g, record=True, **args)
-    second = generate(model, [PromptChange(0, prompt(seed=2)), PromptChange(3, prompt(seed=3))], total_frames=12,
-                      generator=g, resume=first.history, **args)
+    first = generate(model, timeline[:2], Video(H, W, total_frames=12), TWO_STEPS, policy, noise=Noise(generator=g),
+                     compute=Compute(graphs=graphs), output=Output(record=True))
+    second = generate(model, [PromptChange(0, prompt(seed=2)), PromptChange(3, prompt(seed=3))],
+                      Video(H, W, total_frames=12, resume=first.history), TWO_STEPS, policy, noise=Noise(generator=g),
+                      compute=Compute(graphs=graphs))
     assert torch.equal(torch.cat([first.latents, second.latents], dim=2), exact)
 
 

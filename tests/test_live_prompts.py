@@ -8,7 +8,7 @@ import threading
 import pytest
 import torch
 
-from causal import SCHEDULES, LivePrompts, PromptChange, Schedule, generate
+from causal import SCHEDULES, LivePrompts, Noise, Output, PromptChange, Schedule, Video, generate
 from causal.cache_policy import recompute, sink
 from tools.tiny import TINY, latent_size, prompt, tiny_model
 
@@ -27,8 +27,8 @@ def _noise(frames: int) -> torch.Tensor:
 
 
 def _video(model, context, policy, progress=None):
-    return generate(model, context, height=H, width=W, schedule=FAST, policy=policy, total_frames=15, seed=3,
-                    noise=_noise(15), progress=progress).latents
+    return generate(model, context, Video(H, W, total_frames=15), FAST, policy, noise=Noise(seed=3, initial=_noise(15)),
+                    output=Output(progress=progress)).latents
 
 
 @pytest.mark.parametrize("policy", [sink(1, 6), recompute(3, keep_first_frame=True)], ids=["sink", "recompute"])
@@ -112,5 +112,5 @@ def test_seconds_at_is_the_inverse_of_latent_frame_at():
 
 def test_rolling_forcing_refuses_live_prompts(model):
     with pytest.raises(ValueError, match="live prompts"):
-        generate(model, LivePrompts(prompt(seed=1)), height=H, width=W, schedule=SCHEDULES["Rolling Forcing 1.3B"],
-                 total_frames=15, seed=0)
+        generate(model, LivePrompts(prompt(seed=1)), Video(H, W, total_frames=15), SCHEDULES["Rolling Forcing 1.3B"],
+                 noise=Noise(seed=0))

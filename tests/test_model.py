@@ -344,10 +344,10 @@ def test_flash_attention_glue_routes_self_attention_only(monkeypatch):
 
 
 def test_flash_attention_is_refused_where_it_cannot_run():
-    from causal import SCHEDULES, generate
+    from causal import SCHEDULES, Compute, Noise, Video, generate
     from causal.attention import flash4_unavailable
 
     assert flash4_unavailable(torch.device("cpu")) == "FlashAttention-4 needs a CUDA device"
     with pytest.raises(RuntimeError, match="FlashAttention-4 needs a CUDA device"):
-        generate(tiny_model(), prompt(), height=48, width=64, schedule=SCHEDULES["CausVid 1.3B"], num_frames=3,
-                 seed=0, flash_attention=True)
+        generate(tiny_model(), prompt(), Video(48, 64, num_frames=3), SCHEDULES["CausVid 1.3B"],
+                 noise=Noise(seed=0), compute=Compute(flash_attention=True))

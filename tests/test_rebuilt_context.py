@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import causal
-from causal import PromptChange, Schedule, generate
+from causal import Noise, Output, PromptChange, Schedule, Video, generate
 from causal.cache_policy import CachePolicy, family_policy, recompute, rolling
 from causal.kv_cache import KVCache
 from causal.rebuilt_context import ReencodedFrames, decoded_frames_kept
@@ -141,9 +141,10 @@ def test_recompute_reproduces_krea_realtime(model, K, start_frames, keep_first):
     start = None if not start_frames else _noise(start_frames, seed=7).permute(0, 2, 1, 3, 4)
     ref = _krea(model, timeline, noise, Draws(), K, start=start, keep_first_frame=keep_first)
     vae = StandinVae()
-    got = generate(model, [PromptChange(f, p) for f, p in timeline], height=H, width=W, schedule=KREA,
-                   policy=recompute(K, keep_first_frame=keep_first), total_frames=frames, noise=noise,
-                   renoise=Draws(), start_latents=start, reencoder=ReencodedFrames(vae.decode, vae.encode, K))
+    got = generate(model, [PromptChange(f, p) for f, p in timeline],
+                   Video(H, W, total_frames=frames, start_latents=start), KREA,
+                   recompute(K, keep_first_frame=keep_first), noise=Noise(initial=noise, renoise=Draws()),
+                   reencoder=ReencodedFrames(vae.decode, vae.encode, K))
     assert torch.equal(got.latents, ref)
 
 
@@ -158,8 +159,8 @@ def test_rebuilt_context_stays_bounded(model):
 
     model.forward = spy
     try:
-        generate(model, prompt(), height=H, width=W, schedule=Schedule("one", (1000,), 5.0, True, clean_pass=False),
-                 policy=recompute(3), total_frames=90, seed=0, reencoder=_reencoder())
+        generate(model, prompt(), Video(H, W, total_frames=90), Schedule("one", (1000,), 5.0, True, clean_pass=False),
+                 recompute(3), noise=Noise(seed=0), reencoder=_reencoder())
     finally:
         del model.forward
     assert {cap for *_, cap in seen} == {6 * TPF}
@@ -173,34 +174,37 @@ def test_a_continued_krea_video_equals_one_long_run(model):
     """Two calls chained through the history (the second reencoder first decodes the first call's blocks) equal
     one long run bit for bit, a prompt switch in the second call included."""
     timeline = [PromptChange(0, prompt(seed=1)), PromptChange(12, prompt(seed=2))]
-    args = dict(height=H, width=W, schedule=KREA, policy=recompute(3))
-    whole = generate(model, timeline, total_frames=18, generator=torch.Generator().manual_seed(3),
-                     reencoder=_reencoder(), **args).latents
+    whole = generate(model, timeline, Video(H, W, total_frames=18), KREA, recompute(3),
+                     noise=Noise(generator=torch.Generator().manual_seed(3)), reencoder=_reencoder()).latents
     g = torch.Generator().manual_seed(3)
-    first = generate(model, timeline[:1], total_frames=9, generator=g, record=True, reencoder=_reencoder(), **args)
+    first = generate(model, timeline[:1], Video(H, W, total_frames=9), KREA, recompute(3), noise=Noise(generator=g),
+                     output=Output(record=True), reencoder=_reencoder())
     assert first.history.events and first.history.rebuilt.generated_blocks == 3
     reencoder = _reencoder()
     with pytest.raises(ValueError, match="has decoded 0 blocks but the video being continued has 3"):
-        generate(model, prompt(seed=1), total_frames=3, resume=first.history, reencoder=reencoder, seed=0, **args)
+        generate(model, prompt(seed=1), Video(H, W, total_frames=3, resume=first.history), KREA, recompute(3),
+                 noise=Noise(seed=0), reencoder=reencoder)
     for b in range(3):
         reencoder.add(first.latents[:, :, 3 * b:3 * b + 3])
-    second = generate(model, [PromptChange(0, prompt(seed=1)), PromptChange(3, prompt(seed=2))], total_frames=9,
-                      generator=g, resume=first.history, reencoder=reencoder, **args)
+    second = generate(model, [PromptChange(0, prompt(seed=1)), PromptChange(3, prompt(seed=2))],
+                      Video(H, W, total_frames=9, resume=first.history), KREA, recompute(3), noise=Noise(generator=g),
+                      reencoder=reencoder)
     assert torch.equal(whole, torch.cat([first.latents, second.latents], dim=2))
 
 
 def test_recompute_settings_are_checked(model):
-    args = dict(height=H, width=W, schedule=KREA, total_frames=6, seed=0)
+    video, seed = Video(H, W, total_frames=6), Noise(seed=0)
     with pytest.raises(ValueError, match="pass a reencoder"):
-        generate(model, prompt(), policy=recompute(3), **args)
-    generate(model, prompt(), policy=recompute(3, keep_first_frame=True), **args)  # needs no reencoder
+        generate(model, prompt(), video, KREA, recompute(3), noise=seed)
+    generate(model, prompt(), video, KREA, recompute(3, keep_first_frame=True), noise=seed)  # needs no reencoder
     with pytest.raises(ValueError, match="at least one latent frame"):
         recompute(0)
     with pytest.raises(ValueError, match="recompute policy only"):
         CachePolicy("rolling", 21, keep_first_frame=True)
-    other = generate(model, prompt(), policy=rolling(6), record=True, **args)
+    other = generate(model, prompt(), video, KREA, rolling(6), noise=seed, output=Output(record=True))
     with pytest.raises(ValueError, match="recorded with a rolling window"):
-        generate(model, prompt(), policy=recompute(3), resume=other.history, reencoder=_reencoder(), **args)
+        generate(model, prompt(), Video(H, W, total_frames=6, resume=other.history), KREA, recompute(3), noise=seed,
+                 reencoder=_reencoder())
     assert decoded_frames_kept(3) == 9 and recompute(3).cache_frames(3) == 6
 
 
@@ -211,6 +215,6 @@ def test_a_reencoded_frame_that_requires_grad_builds_no_graph(model):
     weight = torch.ones((), requires_grad=True)
     vae = StandinVae()
     reencoder = ReencodedFrames(vae.decode, lambda frame: StandinVae.encode(frame) * weight, 3)
-    result = generate(model, prompt(), height=H, width=W, schedule=KREA, policy=recompute(3), total_frames=12,
-                      seed=0, reencoder=reencoder)
+    result = generate(model, prompt(), Video(H, W, total_frames=12), KREA, recompute(3), noise=Noise(seed=0),
+                      reencoder=reencoder)
     assert not result.latents.requires_grad and result.latents.grad_fn is None

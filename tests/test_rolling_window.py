@@ -171,14 +171,14 @@ def test_generate_runs_the_rolling_forcing_preset_and_streams_blocks_as_they_lea
     """`generate` with the preset's schedule runs the joint window: the same latents as the loop itself from the
     same noise and draws; every block handed to `on_block` once, final, in order; progress after every window
     with one preview-step per block; what it cannot do yet refused with what to leave at its default."""
-    from causal import SCHEDULES, generate
+    from causal import SCHEDULES, Noise, Output, Video, generate
     from causal.cache_policy import rolling
 
     schedule = SCHEDULES["Rolling Forcing 1.3B"]
     noise = torch.randn(1, 18, 16, h, w, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
     draws, blocks, reports = Draws(), [], []
-    got = generate(model, prompt(), height=H, width=W, schedule=schedule, total_frames=18, noise=noise,
-                   renoise=draws, on_block=blocks.append, progress=reports.append)
+    got = generate(model, prompt(), Video(H, W, total_frames=18), schedule, noise=Noise(initial=noise, renoise=draws),
+                   output=Output(on_block=blocks.append, progress=reports.append))
     cache = KVCache(TINY.num_layers, 1, ROLLING_FORCING_CACHE * TPF, TINY.num_heads, 128, dtype=torch.bfloat16,
                     device="cpu")
     replayed = iter(draws.tensors)
@@ -189,12 +189,12 @@ def test_generate_runs_the_rolling_forcing_preset_and_streams_blocks_as_they_lea
     assert len(reports) == 6 + 5 - 1 and reports[-1].completed == reports[-1].total == 6 * 5
     assert [r.block for r in reports if r.step == r.steps - 1] == list(range(6))
     streamed = []  # a stream keeps nothing: the blocks go to on_block only, the same ones
-    kept = generate(model, prompt(), height=H, width=W, schedule=schedule, total_frames=18, noise=noise,
-                    renoise=lambda shape, again=iter(draws.tensors): next(again), on_block=streamed.append,
-                    keep_latents=False)
+    kept = generate(model, prompt(), Video(H, W, total_frames=18), schedule,
+                    noise=Noise(initial=noise, renoise=lambda shape, again=iter(draws.tensors): next(again)),
+                    output=Output(keep_latents=False, on_block=streamed.append))
     assert kept.latents.shape[2] == 0 and torch.equal(torch.cat(streamed, dim=2), direct)
     with pytest.raises(ValueError, match="does not take record, the rolling window of 21 latent frames yet"):
-        generate(model, prompt(), height=H, width=W, schedule=schedule, total_frames=18, seed=0, policy=rolling(21),
-                 record=True)
+        generate(model, prompt(), Video(H, W, total_frames=18), schedule, rolling(21), noise=Noise(seed=0),
+                 output=Output(record=True))
     with pytest.raises(ValueError, match="at least 5 .* got 12 latent frames"):
-        generate(model, prompt(), height=H, width=W, schedule=schedule, total_frames=12, seed=0)
+        generate(model, prompt(), Video(H, W, total_frames=12), schedule, noise=Noise(seed=0))

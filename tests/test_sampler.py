@@ -8,7 +8,7 @@ import torch
 
 import causal
 import causal.cache_policy
-from causal import SCHEDULES, Schedule, fragment_lengths, generate, sample_video
+from causal import SCHEDULES, Compute, Noise, Output, Schedule, Video, fragment_lengths, generate, sample_video
 from causal.kv_cache import KVCache
 from tools.tiny import Draws, TINY, latent_size, prompt, tiny_model
 
@@ -59,8 +59,7 @@ def test_matches_the_reference_procedure_bit_for_bit(model, name):
     noise = _noise(6, dtype=torch.float32 if schedule.lightx2v_arithmetic else torch.bfloat16)
     draws = Draws(dtype=noise.dtype)
     context = prompt()
-    got = sample_video(model, context, num_frames=6, height=H, width=W, schedule=schedule, noise=noise,
-                       renoise=draws)
+    got = sample_video(model, context, Video(H, W, num_frames=6), schedule, noise=Noise(initial=noise, renoise=draws))
     assert draws.shapes == [(3, 16, h, w)] * 4  # 2 blocks × (3 - 1) re-noise draws, block by block
     expected = _oracle(model, context, noise, draws.tensors, schedule, 6)
     assert got.dtype == torch.bfloat16 and got.shape == (1, 16, 6, h, w)
@@ -70,17 +69,17 @@ def test_matches_the_reference_procedure_bit_for_bit(model, name):
 def test_clean_pass_changes_what_later_blocks_see(model):
     with_pass = SCHEDULES["CausVid 1.3B"]
     without = Schedule("no clean pass", with_pass.step_list, shift=8.0, warp=False, clean_pass=False)
-    args = dict(num_frames=6, height=H, width=W, noise=_noise(6))
-    a = sample_video(model, prompt(), schedule=with_pass, renoise=Draws(), **args)
-    b = sample_video(model, prompt(), schedule=without, renoise=Draws(), **args)
+    video, noise = Video(H, W, num_frames=6), _noise(6)
+    a = sample_video(model, prompt(), video, with_pass, noise=Noise(initial=noise, renoise=Draws()))
+    b = sample_video(model, prompt(), video, without, noise=Noise(initial=noise, renoise=Draws()))
     assert torch.equal(a[:, :, :3], b[:, :, :3]) and not torch.equal(a[:, :, 3:], b[:, :, 3:])
 
 
 def test_seeds(model):
-    args = dict(num_frames=6, height=H, width=W, schedule=FAST)
-    a = sample_video(model, prompt(), seed=7, **args)
-    assert torch.equal(a, sample_video(model, prompt(), seed=7, **args))
-    assert not torch.equal(a, sample_video(model, prompt(), seed=8, **args))
+    video = Video(H, W, num_frames=6)
+    a = sample_video(model, prompt(), video, FAST, noise=Noise(seed=7))
+    assert torch.equal(a, sample_video(model, prompt(), video, FAST, noise=Noise(seed=7)))
+    assert not torch.equal(a, sample_video(model, prompt(), video, FAST, noise=Noise(seed=8)))
 
 
 def test_seed_draw_order_is_the_contract(model):
@@ -88,22 +87,22 @@ def test_seed_draw_order_is_the_contract(model):
     g = torch.Generator().manual_seed(11)
     noise = torch.randn(1, 6, 16, h, w, generator=g, dtype=torch.bfloat16)
     eps = lambda shape: torch.randn(shape, generator=g, dtype=torch.bfloat16)  # noqa: E731
-    injected = sample_video(model, prompt(), num_frames=6, height=H, width=W, schedule=FAST, noise=noise, renoise=eps)
-    seeded = sample_video(model, prompt(), num_frames=6, height=H, width=W, schedule=FAST, seed=11)
+    injected = sample_video(model, prompt(), Video(H, W, num_frames=6), FAST, noise=Noise(initial=noise, renoise=eps))
+    seeded = sample_video(model, prompt(), Video(H, W, num_frames=6), FAST, noise=Noise(seed=11))
     assert torch.equal(injected, seeded)
 
 
 def test_injected_noise_is_used_verbatim(model):
     one_step = Schedule("one step", (1000,), shift=8.0, warp=False)
     noise = _noise(3, seed=3)
-    out = sample_video(model, prompt(), num_frames=3, height=H, width=W, schedule=one_step, noise=noise, seed=1)
+    out = sample_video(model, prompt(), Video(H, W, num_frames=3), one_step, noise=Noise(seed=1, initial=noise))
     text = model.text_kv(prompt(), torch.bfloat16)
     cache = KVCache(2, 1, 18, 2, 128, dtype=torch.bfloat16, device="cpu")
     x = noise.permute(0, 2, 1, 3, 4)
     v = model(x, torch.full((1, 3), 1000.0, dtype=torch.float64), text, cache=cache)
     assert torch.equal(out, (x.double() - v.double()).to(torch.bfloat16))
-    assert torch.equal(out, sample_video(model, prompt(), num_frames=3, height=H, width=W, schedule=one_step,
-                                         noise=noise, seed=2))
+    assert torch.equal(out, sample_video(model, prompt(), Video(H, W, num_frames=3), one_step,
+                                         noise=Noise(seed=2, initial=noise)))
 
 
 class Recorder:
@@ -127,8 +126,8 @@ class Recorder:
 def test_fragment_bookkeeping(model):
     assert fragment_lengths(21, 3) == [21, 18, 18] and sum(fragment_lengths(21, 4)) == 21 + 18 * 3
     with Recorder(model) as rec:
-        result = generate(model, [prompt(seed=1), prompt(seed=2), prompt(seed=3)], num_frames=9, num_fragments=3,
-                          height=H, width=W, schedule=FAST, seed=0)
+        result = generate(model, [prompt(seed=1), prompt(seed=2), prompt(seed=3)],
+                          Video(H, W, num_frames=9, num_fragments=3), FAST, noise=Noise(seed=0))
     assert result.latents.shape == (1, 16, 9 + 6 + 6, h, w)
     slots = [(c[0], c[1], c[3]) for c in rec.calls]
     block = lambda s: [(s, s, 1000.0), (s, s, 1000.0 * 0 + 500.0), (s, s, 0.0)]  # noqa: E731 two steps + clean pass
@@ -143,11 +142,12 @@ def test_fragment_bookkeeping(model):
 
 
 def test_chained_calls_equal_one_multi_fragment_call(model):
-    args = dict(height=H, width=W, schedule=FAST, num_frames=9)
-    whole = generate(model, prompt(), num_fragments=2, generator=torch.Generator().manual_seed(5), **args)
+    whole = generate(model, prompt(), Video(H, W, num_frames=9, num_fragments=2), FAST,
+                     noise=Noise(generator=torch.Generator().manual_seed(5)))
     g = torch.Generator().manual_seed(5)
-    first = generate(model, prompt(), generator=g, **args)
-    second = generate(model, prompt(), start_latents=first.last_block, generator=g, **args)
+    first = generate(model, prompt(), Video(H, W, num_frames=9), FAST, noise=Noise(generator=g))
+    second = generate(model, prompt(), Video(H, W, num_frames=9, start_latents=first.last_block), FAST,
+                      noise=Noise(generator=g))
     assert second.latents.shape[2] == 6
     assert torch.equal(whole.latents, torch.cat([first.latents, second.latents], dim=2))
 
@@ -155,8 +155,8 @@ def test_chained_calls_equal_one_multi_fragment_call(model):
 def test_start_latents_are_prefilled_at_timestep_zero(model):
     start = _noise(6, seed=9).permute(0, 2, 1, 3, 4)
     with Recorder(model) as rec:
-        out = sample_video(model, prompt(), num_frames=9, height=H, width=W, schedule=FAST, seed=0,
-                           start_latents=start)
+        out = sample_video(model, prompt(), Video(H, W, num_frames=9, start_latents=start), FAST,
+                           noise=Noise(seed=0))
     assert out.shape[2] == 3
     assert [(c[0], c[3]) for c in rec.calls[:2]] == [(0, 0.0), (3, 0.0)]
     assert torch.equal(rec.calls[0][4], start[:, :, :3]) and torch.equal(rec.calls[1][4], start[:, :, 3:])
@@ -165,8 +165,8 @@ def test_start_latents_are_prefilled_at_timestep_zero(model):
 
 def test_progress_reports_every_step_and_can_stop(model):
     seen = []
-    sample_video(model, prompt(), num_frames=6, height=H, width=W, schedule=FAST, seed=0, num_fragments=2,
-                 progress=seen.append)
+    sample_video(model, prompt(), Video(H, W, num_frames=6, num_fragments=2), FAST, noise=Noise(seed=0),
+                 output=Output(progress=seen.append))
     assert [(p.fragment, p.block, p.step) for p in seen] == [(0, 0, 0), (0, 0, 1), (0, 1, 0), (0, 1, 1), (1, 2, 0),
                                                              (1, 2, 1)]
     assert [p.completed for p in seen] == list(range(1, 7)) and {p.total for p in seen} == {6}
@@ -179,12 +179,13 @@ def test_progress_reports_every_step_and_can_stop(model):
         raise Stop
 
     with pytest.raises(Stop):
-        sample_video(model, prompt(), num_frames=6, height=H, width=W, schedule=FAST, seed=0, progress=stop)
+        sample_video(model, prompt(), Video(H, W, num_frames=6), FAST, noise=Noise(seed=0),
+                     output=Output(progress=stop))
 
 
 def test_batch_of_two_prompts(model):
     ctx = torch.cat([prompt(seed=1), prompt(seed=2)])
-    out = sample_video(model, ctx, num_frames=3, height=H, width=W, schedule=FAST, seed=0)
+    out = sample_video(model, ctx, Video(H, W, num_frames=3), FAST, noise=Noise(seed=0))
     assert out.shape == (2, 16, 3, h, w) and not torch.equal(out[0], out[1])
 
 
@@ -213,15 +214,17 @@ def test_batch_of_two_prompts(model):
      "not both"),
 ])
 def test_bad_input_raises_clear_value_errors(model, kwargs, match):
-    args = dict(context=prompt(), num_frames=6, height=H, width=W, schedule=FAST, seed=0)
+    args = dict(context=prompt(), num_frames=6, height=H, width=W)
     with pytest.raises(ValueError, match=match):
         args.update(kwargs() if callable(kwargs) else kwargs)
-        sample_video(model, args.pop("context"), **args)
+        context, policy, noise = args.pop("context"), args.pop("policy", None), args.pop("noise", None)
+        sample_video(model, context, Video(**args), FAST, policy, noise=Noise(seed=0, initial=noise))
 
 
 def test_fused_kernels_need_cuda(model):
     with pytest.raises(RuntimeError, match="CUDA"):
-        sample_video(model, prompt(), num_frames=3, height=H, width=W, schedule=FAST, seed=0, fused_kernels=True)
+        sample_video(model, prompt(), Video(H, W, num_frames=3), FAST, noise=Noise(seed=0),
+                     compute=Compute(fused_kernels=True))
 
 
 def test_cuda_graphs_need_cuda(model):
@@ -236,7 +239,7 @@ def test_nan_weights_stop_sampling_with_a_message():
     with torch.no_grad():
         broken.blocks[1].ffn[2].weight[0, 0] = float("nan")
     with pytest.raises(FloatingPointError, match="block 0 .* NaN/Inf: the checkpoint may hold NaN/Inf weights"):
-        sample_video(broken, prompt(), num_frames=6, height=H, width=W, schedule=FAST, seed=0)
+        sample_video(broken, prompt(), Video(H, W, num_frames=6), FAST, noise=Noise(seed=0))
 
 
 @pytest.mark.parametrize("context, match", [
@@ -246,13 +249,13 @@ def test_nan_weights_stop_sampling_with_a_message():
 ])
 def test_broken_prompt_embeddings_are_refused(model, context, match):
     with pytest.raises(ValueError, match=match):
-        sample_video(model, context, num_frames=3, height=H, width=W, schedule=FAST, seed=0)
+        sample_video(model, context, Video(H, W, num_frames=3), FAST, noise=Noise(seed=0))
 
 
 def test_non_finite_start_latents_are_refused(model):
     start = torch.full((1, 16, 3, h, w), float("nan"))
     with pytest.raises(ValueError, match="start latents contain NaN"):
-        sample_video(model, prompt(), num_frames=9, height=H, width=W, schedule=FAST, seed=0, start_latents=start)
+        sample_video(model, prompt(), Video(H, W, num_frames=9, start_latents=start), FAST, noise=Noise(seed=0))
 
 
 def test_frame_wise_blocks_and_a_first_block_step_list(model):
@@ -264,8 +267,8 @@ def test_frame_wise_blocks_and_a_first_block_step_list(model):
     assert [round(t, 2) for t, _ in schedule.steps_for(False)] == [1000.0, 833.33]
     with Recorder(model) as rec:
         seen = []
-        out = generate(model, prompt(), height=H, width=W, schedule=schedule, num_frames=4, seed=0,
-                       progress=seen.append)
+        out = generate(model, prompt(), Video(H, W, num_frames=4), schedule, noise=Noise(seed=0),
+                       output=Output(progress=seen.append))
     assert out.latents.shape == (1, 16, 4, h, w)
     calls = [(c[0], c[1], c[2], round(c[3], 2)) for c in rec.calls]
     first = [(0, 0, 1, t) for t in (1000.0, 937.5, 833.33, 625.0)] + [(0, 0, 1, 0.0)]
@@ -284,8 +287,7 @@ def test_a_later_non_finite_block_fails_the_call(model):
         return torch.full(shape, value, dtype=torch.bfloat16)
 
     with pytest.raises(FloatingPointError, match="a block of the video came out NaN/Inf"):
-        sample_video(model, prompt(), num_frames=6, height=H, width=W, schedule=FAST, noise=_noise(6),
-                     renoise=renoise)
+        sample_video(model, prompt(), Video(H, W, num_frames=6), FAST, noise=Noise(initial=_noise(6), renoise=renoise))
 
 
 @pytest.mark.parametrize("policy", [causal.cache_policy.fragments(6), causal.cache_policy.sink(3, 6),
@@ -302,8 +304,8 @@ def test_a_finished_call_holds_nothing_until_the_garbage_collector_runs(policy):
     gc.collect()
     gc.disable()
     try:
-        result = generate(model, prompt(), height=32, width=48, schedule=SCHEDULES["CausVid 1.3B"], policy=policy,
-                          total_frames=9, seed=0, record=True)
+        result = generate(model, prompt(), Video(32, 48, total_frames=9), SCHEDULES["CausVid 1.3B"], policy,
+                          noise=Noise(seed=0), output=Output(record=True))
         del model, result
         assert alive() is None
     finally:

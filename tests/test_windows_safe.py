@@ -39,7 +39,7 @@ def test_comfy_test_lint_passes():
 def _messages() -> list[str]:
     """The messages of the pack's input checks, raised for real."""
     model = tiny_model(torch.bfloat16)
-    base = dict(height=32, width=48, schedule=causal.SCHEDULES["CausVid 1.3B"], seed=0)
+    base = dict(height=32, width=48)
     bad_calls = [
         dict(height=470), dict(num_frames=10), dict(num_fragments=0), dict(total_frames=7),
         dict(context=torch.zeros(1, 5, 32)), dict(context=torch.full((1, 4, TINY.text_dim), float("nan"))),
@@ -50,7 +50,9 @@ def _messages() -> list[str]:
     for kwargs in bad_calls:
         args = {**base, "context": prompt(), **kwargs}
         with pytest.raises((ValueError, RuntimeError)) as excinfo:
-            causal.generate(model, args.pop("context"), **args)
+            context, policy, noise = args.pop("context"), args.pop("policy", None), args.pop("noise", None)
+            causal.generate(model, context, causal.Video(**args), causal.SCHEDULES["CausVid 1.3B"], policy,
+                            noise=causal.Noise(seed=0, initial=noise))
         messages.append(str(excinfo.value))
     for make in (lambda: CachePolicy("ring"), lambda: sink(3, 3), lambda: causal.Schedule("x", (500, 900), 8.0, False),
                  lambda: causal.latent_frame_at(-1.0)):

@@ -27,7 +27,7 @@ def latent_size(height: int, width: int) -> tuple[int, int]:
 
 
 class Draws:
-    """A seeded re-noise source for `generate(renoise=...)` that records what it drew (the renditions in the tests
+    """A seeded re-noise source for `Noise(renoise=...)` that records what it drew (the renditions in the tests
     replay `tensors` in order)."""
 
     def __init__(self, seed: int = 100, dtype: torch.dtype = torch.bfloat16) -> None:
