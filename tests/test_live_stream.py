@@ -307,8 +307,9 @@ def test_a_video_steered_through_the_encode_thread_equals_its_recorded_timeline_
             run.between_blocks()
 
     def video(context, progress=None):
-        return causal.generate(model, context, height=32, width=48, schedule=schedule, policy=policy,
-                               total_frames=15, seed=3, noise=noise, progress=progress).latents
+        return causal.generate(model, context, causal.Video(32, 48, total_frames=15), schedule, policy,
+                               noise=causal.Noise(seed=3, initial=noise),
+                               output=causal.Output(progress=progress)).latents
 
     steered = video(run.prompts, progress)
     run.close()
