@@ -160,8 +160,8 @@ def compiled(fn: Callable, *, dynamic: bool = False) -> Callable:
 @dataclass(frozen=True)
 class Glue:
     """How the glue runs: each function eagerly (`EAGER`) or as its compiled kernel (`COMPILED`); and which kernel
-    the self-attention runs: SDPA, or FlashAttention-4 with `flash_attention` (`COMPILED_FLASH`, where
-    `attention.flash4_unavailable` says it can run)."""
+    the self-attention runs: SDPA, or FlashAttention-4 with `flash_attention` (where `attention.flash4_unavailable`
+    says it can run)."""
 
     compiled: bool
     flash_attention: bool = False
@@ -227,4 +227,3 @@ class Glue:
 
 EAGER = Glue(compiled=False)
 COMPILED = Glue(compiled=True)
-COMPILED_FLASH = Glue(compiled=True, flash_attention=True)

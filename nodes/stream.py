@@ -14,7 +14,7 @@ from PIL import Image
 
 from ..causal.text import TEXT_TOKENS
 from .live import LiveRun, comfy_encoder, streaming_live
-from .sampler import CausVidStateType, prepare, run, sampling_inputs, sampling_memory, shares_decode
+from .sampler import prepare, run, sampling_inputs, sampling_memory, shares_decode
 from .speed import choose_speed
 from .streaming import FPS, BlockStream, Mp4Writer, StreamingDecoder, decode_room, stream_memory
 from .text import START_KEY, TEXT_KEY

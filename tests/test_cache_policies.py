@@ -433,7 +433,7 @@ def test_fp8_kv_cache_stays_close_to_the_full_precision_cache(policy_name):
     (tiny random model), deterministic, and not the same numbers (the cache really is FP8)."""
     from causal import SCHEDULES, Compute, Noise, Video, generate
     from causal.cache_policy import fragments, rolling, sink
-    from tools.tiny import TINY, prompt, tiny_model
+    from tools.tiny import prompt, tiny_model
 
     model = tiny_model(dtype=torch.float32)
     policy = {"fragments": fragments(6), "rolling": rolling(6), "sink": sink(3, 6)}[policy_name]
