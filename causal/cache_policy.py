@@ -13,6 +13,10 @@
   stay, moved right after the sink; nothing is recomputed under the new prompt.
 * `sink` with `sink_ema` (Reward Forcing): an evicted block is blended into the sink instead of forgotten,
   sink <- alpha * sink + (1 - alpha) * evicted (keys and values, in the cache's dtype).
+* `sink` with shots (LongLive 2.0): a scene cut in the prompt timeline starts a shot. The shot's first block is
+  pinned: evictions move it towards the sink like any frame, and once it sits right after the sink it stays there
+  with it until the next shot's block is pinned. Shot k's frames take RoPE positions k * `shot_rope_offset`
+  further on. A prompt switch re-caches nothing (`on_switch = "keep"`).
 * `recompute` (Krea Realtime): nothing is kept between blocks. Before every block the cache is rebuilt from
   `window` clean latent frames (the first frame, or a decoded frame encoded again, and the latest ones) at RoPE
   positions 0.., and the block follows at the next position, so positions stay bounded (`rebuilt_context`).
@@ -37,7 +41,7 @@ SCENE_CUT_POSITION = 45
 """Infinity-RoPE's `rope_cut` (`transition_from`): during the first block after a scene cut, that block's frames
 sit at positions 45, 46, ... while the frames before it keep their slots, so it attends to them from afar."""
 POSITIONS = ("video", "slot")
-SWITCHES = ("recache", "flush")
+SWITCHES = ("recache", "flush", "keep")
 
 
 @dataclass(frozen=True)
@@ -62,8 +66,14 @@ class CachePolicy:
     fragments and recompute count from their window's start), or its slot in the cache ("slot")."""
     on_switch: str = "recache"
     """What a prompt switch does to the cache: LongLive's re-cache of the window under the new prompt ("recache"),
-    or Infinity-RoPE's flush ("flush": the sink and the most recent frames that leave room for one block stay,
-    the rest is dropped, nothing is recomputed)."""
+    Infinity-RoPE's flush ("flush": the sink and the most recent frames that leave room for one block stay,
+    the rest is dropped, nothing is recomputed), or nothing ("keep", LongLive 2.0: the next blocks read the new
+    text, the cache stays as it is)."""
+    shot_sink: bool = False
+    """Kind `sink` only: a scene cut pins the new shot's first block beside the sink (LongLive 2.0's multi-shot
+    sink; see the module docstring)."""
+    shot_rope_offset: float = 0.0
+    """RoPE positions of shot k's frames move k times this much (LongLive 2.0's `multi_shot_rope_offset`: 8)."""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -87,6 +97,9 @@ class CachePolicy:
         if self.on_switch not in SWITCHES or (self.on_switch == "flush" and self.kind != "sink"):
             raise ValueError(f"on_switch is one of {', '.join(SWITCHES)} ('flush' for the sink policy only), not "
                              f"'{self.on_switch}' with {self.kind}")
+        if self.shot_sink and (self.kind != "sink" or self.on_switch != "keep"):
+            raise ValueError("the multi-shot sink (shot_sink) is LongLive 2.0's: a sink policy whose prompt switches "
+                             "keep the cache (on_switch 'keep')")
         if self.sink >= self.window:
             raise ValueError(f"the sink ({self.sink} frames) must be smaller than the window ({self.window} frames)")
 
@@ -100,6 +113,15 @@ class CachePolicy:
         if self.kind == "sink" and self.window - self.sink < frames_per_block:
             raise ValueError(f"a sink of {self.sink} frames leaves no room for a {frames_per_block}-frame block in a "
                              f"window of {self.window}: make the sink smaller than the window by at least one block")
+        if self.shot_sink and (self.sink % frames_per_block or self.window - self.sink < 2 * frames_per_block):
+            raise ValueError(f"a multi-shot sink pins whole {frames_per_block}-frame blocks next to a sink of whole "
+                             f"blocks: sink {self.sink} and window {self.window} must be multiples of the block, with "
+                             f"room for the pinned block and the current one")
+
+    @property
+    def shots(self) -> bool:
+        """Whether a scene cut starts a shot in this cache (LongLive 2.0)."""
+        return self.shot_sink or self.shot_rope_offset != 0
 
     @property
     def evicts(self) -> bool:
@@ -120,7 +142,8 @@ class CachePolicy:
             return f"rolling window of {self.window} latent frames"
         ema = "" if self.sink_ema is None else f" (EMA sink, alpha {self.sink_ema:g})"
         flush = ", flushed at a prompt switch" if self.on_switch == "flush" else ""
-        return f"sink of {self.sink} + window of {self.window} latent frames{ema}{flush}"
+        shots = ", each shot's first block pinned" if self.shot_sink else ""
+        return f"sink of {self.sink} + window of {self.window} latent frames{ema}{flush}{shots}"
 
 
 def fragments(window: int = 21) -> CachePolicy:
@@ -151,6 +174,13 @@ def ema_sink(sink_frames: int = 3, window: int = 9, alpha: float = 0.999) -> Cac
     return CachePolicy("sink", window, sink_frames, sink_ema=alpha, rope_at_read=True, positions="slot")
 
 
+def multi_shot_sink(sink_frames: int = 8, window: int = 32, rope_offset: float = 8.0) -> CachePolicy:
+    """LongLive 2.0's cache (`configs/inference.yaml`: `sink_size` 8, `local_attn_size` 32, `multi_shot_sink`,
+    `multi_shot_rope_offset` 8): the video's first block a sink, each shot's first block pinned beside it, positions
+    moved by `rope_offset` per shot, prompt switches re-cache nothing."""
+    return CachePolicy("sink", window, sink_frames, on_switch="keep", shot_sink=True, shot_rope_offset=rope_offset)
+
+
 FAMILY_POLICIES: dict[str, CachePolicy] = {
     "CausVid 1.3B": fragments(21),
     "CausVid 1.3B warped 4-step": fragments(21),
@@ -166,6 +196,7 @@ FAMILY_POLICIES: dict[str, CachePolicy] = {
     "Causal-Forcing++ frame-wise 2-step": rolling(21),
     "Causal-Forcing++ frame-wise 1-step": rolling(21),
     "Krea Realtime 14B": recompute(3),
+    "LongLive 2.0 5B": multi_shot_sink(8, 32, 8.0),
 }
 """Each preset's own policy: CausVid restarts windows (its long-video script re-caches the last frames of
 each 21-frame rollout), CausVid-Plus slides a 21-frame window (the 14B's training code), LightX2V chains
@@ -178,7 +209,8 @@ prompt switch.
 Causal-Forcing keeps a full 21-frame cache in
 its own 81-frame videos (its README warns that its 5-second models are not made for long ones); past 21 frames
 the window rolls, as Self-Forcing's does. Krea Realtime rebuilds a 3-frame context before every block (its server's
-`kv_cache_num_frames = 3`)."""
+`kv_cache_num_frames = 3`). LongLive 2.0 keeps its first 8-frame block as a sink in a 32-frame cache, pins each
+shot's first block beside it and moves each shot's positions 8 further (its `configs/inference.yaml`)."""
 
 
 def family_policy(preset: str) -> CachePolicy:

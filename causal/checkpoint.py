@@ -40,7 +40,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor
 
-from .config import LATENT_CHANNELS, WanConfig, detect_config, expected_shapes
+from .config import LATENT_LAYOUTS, WanConfig, detect_config, expected_shapes
 
 __all__ = ["Checkpoint", "CheckpointError", "normalise_state_dict", "read_checkpoint", "validate_state_dict"]
 
@@ -431,11 +431,11 @@ def _validate(sd: Mapping[str, Tensor], where: str | Path) -> WanConfig:
         config = detect_config(tensors)
     except (ValueError, IndexError, ZeroDivisionError, TypeError) as e:
         raise CheckpointError(f"{where}: cannot determine the model size ({e}){_shard_hint(where)}") from e
-    if config.in_dim != LATENT_CHANNELS or config.out_dim != LATENT_CHANNELS:
+    if config.in_dim != config.out_dim or config.out_dim not in LATENT_LAYOUTS:
         raise CheckpointError(
             f"{where}: the model takes {config.in_dim} input and produces {config.out_dim} output latent channels, "
-            f"but a Wan2.1 T2V model has {LATENT_CHANNELS} and {LATENT_CHANNELS} (this is a conditioning variant, "
-            f"e.g. image- or control-to-video); {_CAUSAL_HINT}")
+            f"but a Wan text-to-video model has as many of each as its VAE (16: Wan2.1 T2V, 48: Wan2.2 TI2V-5B); "
+            f"this is a conditioning variant (e.g. image- or control-to-video); {_CAUSAL_HINT}")
 
     expected = expected_shapes(config)
     missing = [k for k in expected if k not in tensors]

@@ -1,7 +1,9 @@
-"""Wan2.1 DiT hyper-parameters: the presets and their detection from a state dict.
+"""Wan DiT hyper-parameters: the presets and their detection from a state dict.
 
-Every size-dependent constant of the pack lives here. Head dim is 128 for every Wan2.1 model, so
-the head count follows from the width (`dim // 128`); everything else is read from tensor shapes.
+Every size-dependent constant of the pack lives here. Head dim is 128 for every Wan2.1 and Wan2.2 model, so
+the head count follows from the width (`dim // 128`); everything else is read from tensor shapes. The latent
+channels say which VAE a model denoises: 16 the Wan2.1 VAE's (1.3B, 14B), 48 the Wan2.2 VAE's (TI2V-5B, LongLive
+2.0), with its 16x spatial stride and 24 fps.
 """
 
 from __future__ import annotations
@@ -22,6 +24,23 @@ PATCH_SIZE = (1, 2, 2)
 EPS = 1e-6
 VAE_STRIDE = (4, 8, 8)
 """Wan2.1 VAE: 4x temporal (first frame alone), 8x spatial."""
+
+
+@dataclass(frozen=True)
+class LatentLayout:
+    """The VAE whose latents a DiT denoises: channels, strides and the frame rate its models were trained at."""
+
+    name: str
+    channels: int
+    temporal_stride: int
+    """Video frames per latent frame after the first (which is alone)."""
+    spatial_stride: int
+    fps: int
+
+
+WAN21_LATENTS = LatentLayout("Wan2.1 VAE", LATENT_CHANNELS, VAE_STRIDE[0], VAE_STRIDE[1], 16)
+WAN22_LATENTS = LatentLayout("Wan2.2 VAE", 48, 4, 16, 24)
+LATENT_LAYOUTS = {layout.channels: layout for layout in (WAN21_LATENTS, WAN22_LATENTS)}
 
 
 @dataclass(frozen=True)
@@ -52,6 +71,23 @@ class WanConfig:
         return HEAD_DIM
 
     @property
+    def latents(self) -> LatentLayout:
+        """The VAE layout of the latents this model reads and writes (by its output channels)."""
+        if self.out_dim not in LATENT_LAYOUTS:
+            raise ValueError(f"a model with {self.out_dim} latent channels matches no Wan VAE (16: Wan2.1, 48: Wan2.2)")
+        return LATENT_LAYOUTS[self.out_dim]
+
+    @property
+    def pixel_multiple(self) -> int:
+        """Video sizes must be multiples of this: the VAE's spatial stride times the patch (16 or 32 pixels)."""
+        return self.latents.spatial_stride * self.patch_size[1]
+
+    def latent_size(self, height: int, width: int) -> tuple[int, int]:
+        """(h, w): the latent grid of one frame of a height x width (pixels) video."""
+        stride = self.latents.spatial_stride
+        return height // stride, width // stride
+
+    @property
     def name(self) -> str:
         for name, preset in PRESETS.items():
             if preset == self:
@@ -59,8 +95,9 @@ class WanConfig:
         return f"custom (dim {self.dim}, {self.num_layers} layers)"
 
     def tokens_per_frame(self, height: int, width: int) -> int:
-        """Tokens of one latent frame of a height×width (pixels) video: VAE stride 8, then the patch."""
-        return (height // VAE_STRIDE[1] // self.patch_size[1]) * (width // VAE_STRIDE[2] // self.patch_size[2])
+        """Tokens of one latent frame of a height×width (pixels) video: the VAE's stride, then the patch."""
+        h, w = self.latent_size(height, width)
+        return (h // self.patch_size[1]) * (w // self.patch_size[2])
 
     def num_parameters(self) -> int:
         return sum(int(torch.Size(shape).numel()) for shape in expected_shapes(self).values())
@@ -69,7 +106,9 @@ class WanConfig:
 PRESETS: dict[str, WanConfig] = {
     "1.3B": WanConfig(dim=1536, ffn_dim=8960, num_layers=30),
     "14B": WanConfig(dim=5120, ffn_dim=13824, num_layers=40),
+    "5B": WanConfig(dim=3072, ffn_dim=14336, num_layers=30, in_dim=48, out_dim=48),
 }
+"""Wan2.1 T2V 1.3B and 14B; Wan2.2 TI2V-5B (LongLive 2.0's base: 24 heads, the Wan2.2 VAE's 48 channels)."""
 
 
 def expected_shapes(config: WanConfig) -> dict[str, tuple[int, ...]]:

@@ -112,7 +112,8 @@ def same_prompt(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
     return a is b or (a.shape == b.shape and a.dtype == b.dtype and torch.equal(a.cpu(), b.cpu()))
 
 
-Forward = Callable[[torch.Tensor, torch.Tensor, int, int], torch.Tensor]
+Forward = Callable[[torch.Tensor, torch.Tensor, int, int, float], torch.Tensor]
+"""(x, timestep, slot, position, rope offset) -> flow: the model's forward at a cache slot and RoPE position."""
 
 
 class ContextWindow:
@@ -139,6 +140,9 @@ class ContextWindow:
         self.position = 0  # RoPE position of the next frame (its frame index since the window started)
         self.slot_positions: list[int] = []  # RoPE position of the frame in each filled slot
         self.scene_cut = False  # the next chunk placed is the first after a scene cut (until it is finished)
+        self.shot = 0  # scene cuts so far, with a shot-aware policy (LongLive 2.0)
+        self.pin_next = False  # the chunk finished next is a shot's first: pin it
+        self.pinned: int | None = None  # slot of the pinned shot block (it moves left with evictions)
         self._key_phases: tuple[tuple, torch.Tensor] | None = None  # (positions, grid), their phases
         # clean latents of the last `window` frames placed, one per frame (what a re-cache recomputes)
         self.recent: deque[torch.Tensor] = deque(maxlen=policy.window)
@@ -149,31 +153,41 @@ class ContextWindow:
 
     # -- the network ----------------------------------------------------------------------------
 
-    def _model_forward(self, x: torch.Tensor, timestep: torch.Tensor, slot: int, position: int) -> torch.Tensor:
+    def _model_forward(self, x: torch.Tensor, timestep: torch.Tensor, slot: int, position: int,
+                       rope_offset: float) -> torch.Tensor:
         return self.model(x, timestep, self.text, cache=self.cache, cache_frame=slot, rope_frame=position,
-                          glue=self.glue)
+                          rope_offset=rope_offset, glue=self.glue)
+
+    @property
+    def rope_offset(self) -> float:
+        """The RoPE offset of the current shot's frames: shots so far times the policy's `shot_rope_offset`."""
+        return self.shot * self.policy.shot_rope_offset
 
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, slot: int, position: int) -> torch.Tensor:
         """Flow prediction for a chunk x [B, 16, n, h, w] whose K/V go to `slot` at RoPE `position`."""
         if self.policy.rope_at_read:
             self.cache.key_phases = self.key_phases(x)
         if self._forward is None:
-            return self._model_forward(x, timestep, slot, position)
-        return self._forward(x, timestep, slot, position)
+            return self._model_forward(x, timestep, slot, position, self.rope_offset)
+        return self._forward(x, timestep, slot, position, self.rope_offset)
 
     def set_prompt(self, context: torch.Tensor, text: CrossAttentionKV, *, recache: bool, cut: bool = False) -> None:
         """Use a new prompt from the next forward on; with `recache`, first rebuild the cached frames' K/V
         under it (LongLive's switch, section 3.6 item 6), or flush the cache (Infinity-RoPE); with `cut`, the next
-        chunk is a scene cut (Infinity-RoPE's `rope_cut`: placed at SCENE_CUT_POSITION)."""
-        if cut and self.policy.on_switch != "flush":
-            raise ValueError("a scene cut ('seconds#: prompt') is Infinity-RoPE's: use its preset (its cache is "
-                             f"flushed at a switch), not a {self.policy.describe()}")
+        chunk is a scene cut: Infinity-RoPE's `rope_cut` (placed at SCENE_CUT_POSITION), or a new shot of a shot-aware
+        policy (LongLive 2.0: its frames at the next RoPE offset, its first block pinned)."""
+        if cut and self.policy.on_switch != "flush" and not self.policy.shots:
+            raise ValueError("a scene cut ('seconds#: prompt') needs a cache that knows scenes: Infinity-RoPE's "
+                             f"(flushed at a switch) or LongLive 2.0's (shots), not a {self.policy.describe()}")
         self.text, self.context = text, context
         if self.history is not None:
             self.history.events.append(Switch(self.history.prompt_index(context), recache, cut))
-        if recache:
+        if recache and self.policy.on_switch != "keep":
             self._flush() if self.policy.on_switch == "flush" else self._recache()
-        self.scene_cut = cut
+        self.scene_cut = cut and self.policy.on_switch == "flush"
+        if cut and self.policy.shots:
+            self.shot += 1
+            self.pin_next = self.policy.shot_sink
 
     def use_prompt(self, context: torch.Tensor, text_for: Callable[[torch.Tensor], CrossAttentionKV], *,
                    recache: bool, cut: bool = False) -> None:
@@ -219,7 +233,11 @@ class ContextWindow:
         return slot if self.policy.positions == "slot" else frame
 
     def _evict(self, frames: int) -> None:
+        """Drop `frames` frames after the sink, and after a pinned shot block that sits right after it (one that
+        is further on moves left with the rest until it gets there: LongLive 2.0's `pinned_start`)."""
         keep = self.policy.sink
+        if self.pinned == keep:
+            keep += self.frames_per_block
         if frames > self.filled - keep:
             raise ValueError(f"cannot evict {frames} frames: only {self.filled - keep} are outside the sink")
         tpf = self.tokens_per_frame
@@ -231,6 +249,8 @@ class ContextWindow:
         if self.policy.positions == "slot":  # unless a frame's position is its slot
             self.slot_positions[:] = range(len(self.slot_positions))
         self.filled -= frames
+        if self.pinned is not None and self.pinned >= keep:
+            self.pinned -= frames
         for t, dropped in zip(self.cache.tensors(), evicted):
             sink = t[:, :start]
             if dropped.shape[1] == start:  # the EMA sink, in the cache's dtype
@@ -243,6 +263,8 @@ class ContextWindow:
         """The chunk placed last is done: its K/V were last written from `latents` at `timestep`; its clean
         latents are `clean` (default: `latents`)."""
         clean_latents = latents if clean is None else clean
+        if self.pin_next:  # LongLive 2.0 pins a shot's first block after its clean pass
+            self.pinned, self.pin_next = self.filled - clean_latents.shape[2], False
         if self.scene_cut:  # from the next block on, the cut block sits where any frame of its slots would
             self.scene_cut = False
             for j in range(self.filled - clean_latents.shape[2], self.filled):

@@ -59,8 +59,8 @@ class _Captured:
     timestep: torch.Tensor
     phases: torch.Tensor
     out: torch.Tensor
-    position: int
-    """The position whose phases `phases` holds now (copied again only when it changes)."""
+    position: tuple[int, float]
+    """The position and offset whose phases `phases` holds now (copied again only when they change)."""
 
 
 class CudaGraphs:
@@ -124,37 +124,37 @@ class CudaGraphs:
             static.copy_(new)
 
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, slot: int, position: int,
-                glue: Glue = EAGER) -> torch.Tensor:
-        """The model's forward of chunk x [B, 16, n, h, w] whose K/V go to cache slot `slot` (latent frames) at RoPE
-        position `position`: eager the first time its key is seen, a replay after that."""
+                glue: Glue = EAGER, rope_offset: float = 0.0) -> torch.Tensor:
+        """The model's forward of chunk x [B, C, n, h, w] whose K/V go to cache slot `slot` (latent frames) at RoPE
+        position `position` (+ `rope_offset`): eager the first time its key is seen, a replay after that."""
         if self.text is None:
             raise RuntimeError("set_text first: the graphs read the prompt's K/V from their own buffers")
         model = self.model
         self._use_key_phases()
-        if self.cache.protected:  # a re-cache that keeps the sink: rare, and its skipped rows are no data
-            return model(x, timestep, self.text, cache=self.cache, cache_frame=slot, rope_frame=position, glue=glue)
-        if not self._weights_where_captured():
-            return model(x, timestep, self.text, cache=self.cache, cache_frame=slot, rope_frame=position, glue=glue)
+        if self.cache.protected or not self._weights_where_captured():
+            # a re-cache that keeps the sink (rare: its skipped rows are no data), or weights moved since the capture
+            return model(x, timestep, self.text, cache=self.cache, cache_frame=slot, rope_frame=position,
+                         rope_offset=rope_offset, glue=glue)
         key = (tuple(x.shape), x.dtype, slot, glue, self.cache.key_phases is not None)
         captured = self.graphs.get(key)
         if captured is not None:
             captured.x.copy_(x)
             captured.timestep.copy_(timestep)
-            if captured.position != position:
-                captured.phases.copy_(model.phases(position, x.shape, x.device))
-                captured.position = position
+            if captured.position != (position, rope_offset):
+                captured.phases.copy_(model.phases(position, x.shape, x.device, rope_offset))
+                captured.position = (position, rope_offset)
             captured.replay()
             self.replays += 1
             return captured.out.clone()
         static_x, static_t = x.contiguous().clone(), timestep.clone()
-        static_phases = model.phases(position, x.shape, x.device).clone()
+        static_phases = model.phases(position, x.shape, x.device, rope_offset).clone()
 
         def run() -> torch.Tensor:
             return model(static_x, static_t, self.text, cache=self.cache, cache_frame=slot, phases=static_phases,
                          glue=glue)
 
         out, replay, static_out = self._capture(run)
-        self.graphs[key] = _Captured(replay, static_x, static_t, static_phases, static_out, position)
+        self.graphs[key] = _Captured(replay, static_x, static_t, static_phases, static_out, (position, rope_offset))
         self.captures += 1
         return out
 

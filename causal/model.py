@@ -1,4 +1,4 @@
-"""The Wan2.1 text-to-video DiT run block-causally over a KV cache (docs/algorithm.md §1-§2).
+"""The Wan2.1 (and Wan2.2 TI2V-5B) text-to-video DiT run block-causally over a KV cache (docs/algorithm.md §1-§2).
 
 Numerics follow the references (CausVid, CausVid-Plus, Self-Forcing) op for op: bf16 weights and
 activations, the timestep sinusoid and the RoPE rotation in float64, RMSNorm statistics in float32
@@ -225,13 +225,14 @@ class CausalWanModel(nn.Module):
     # -- forward --------------------------------------------------------------------------------
 
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, text: CrossAttentionKV, *,
-                cache: KVCache | None = None, cache_frame: int = 0, rope_frame: int = 0,
+                cache: KVCache | None = None, cache_frame: int = 0, rope_frame: int = 0, rope_offset: float = 0.0,
                 phases: torch.Tensor | None = None, mask: torch.Tensor | None = None,
                 glue: Glue = EAGER) -> torch.Tensor:
-        """Flow prediction v for latents x [B, 16, F, H, W] at per-frame timesteps [B, F].
+        """Flow prediction v for latents x [B, C, F, h, w] at per-frame timesteps [B, F].
 
         With `cache`, the tokens' K/V are written at latent-frame slot `cache_frame` and attention
-        covers the cache up to the end of this input; RoPE places the first frame at `rope_frame`, or the
+        covers the cache up to the end of this input; RoPE places the first frame at `rope_frame` (shifted by
+        `rope_offset`, `rope.rope_phases`), or the
         tokens turn by the given `phases` (`self.phases(rope_frame, x.shape)`: a CUDA graph reads them from a
         buffer, so one capture serves every position). Without a cache, attention covers the input itself,
         restricted by `mask` if given. `glue` runs the elementwise ops eagerly (exact) or as compiled kernels
@@ -243,20 +244,21 @@ class CausalWanModel(nn.Module):
         tokens = self.patch_embedding(x).flatten(2).transpose(1, 2).contiguous()
         e, e0 = self._time(timestep, tokens.dtype)
         if phases is None:
-            phases = self.phases(rope_frame, x.shape, tokens.device)
+            phases = self.phases(rope_frame, x.shape, tokens.device, rope_offset)
         cache_start = cache_frame * grid[1] * grid[2]
         for i, block in enumerate(self.blocks):
             tokens = block(tokens, e0, phases, text.keys[i], text.values[i], cache, i, cache_start, mask, glue)
         return self._unpatchify(self.head(tokens, e), grid)
 
     def _grid(self, shape: torch.Size | tuple[int, ...]) -> tuple[int, int, int]:
-        """Token grid (frames, rows, columns) of latents of `shape` [B, 16, F, H, W]."""
+        """Token grid (frames, rows, columns) of latents of `shape` [B, C, F, h, w]."""
         p = self.config.patch_size
         return shape[2] // p[0], shape[3] // p[1], shape[4] // p[2]
 
-    def phases(self, rope_frame: int, shape: torch.Size | tuple[int, ...], device: torch.device) -> torch.Tensor:
-        """RoPE phases of latents of `shape` whose first frame sits at position `rope_frame`."""
-        return rope_phases(self.rope_table(device), rope_frame, *self._grid(shape))
+    def phases(self, rope_frame: int, shape: torch.Size | tuple[int, ...], device: torch.device,
+               offset: float = 0.0) -> torch.Tensor:
+        """RoPE phases of latents of `shape` whose first frame sits at position `rope_frame` (+ `offset`)."""
+        return rope_phases(self.rope_table(device), rope_frame, *self._grid(shape), offset)
 
     def forward_block_causal(self, x: torch.Tensor, timestep: torch.Tensor, text: CrossAttentionKV,
                              frames_per_block: int, glue: Glue = EAGER) -> torch.Tensor:

@@ -22,7 +22,7 @@ from .graphs import CudaGraphs
 
 FRAMES_PER_BLOCK = 3
 FRAGMENT_FRAMES = 21
-PIXEL_MULTIPLE = VAE_STRIDE[1] * 2  # VAE stride 8 x patch 2
+PIXEL_MULTIPLE = VAE_STRIDE[1] * 2  # VAE stride 8 x patch 2; a Wan2.2-VAE model needs 32 (`WanConfig.pixel_multiple`)
 
 Renoise = Callable[[tuple[int, ...]], torch.Tensor]
 
@@ -42,7 +42,7 @@ class Video:
 
     height: int
     width: int
-    """Pixels, multiples of 16."""
+    """Pixels, multiples of 16 (of 32 for a model on the Wan2.2 VAE: checked when `generate` starts)."""
     num_frames: int = FRAGMENT_FRAMES
     """Latent frames of a fragment window, a whole number of blocks (21 -> 81 video frames): the `fragments`
     policy's window, and the length that `num_fragments` counts in."""
@@ -52,7 +52,7 @@ class Video:
     total_frames: int | None = None
     """Generated latent frames in all, a whole number of blocks, any length; None: the fragments' sum."""
     start_latents: torch.Tensor | None = None
-    """Clean latents [B, 16, n, H/8, W/8] (model space, any n >= 1: one image is one frame) cached at timestep 0
+    """Clean latents [B, C, n, h, w] (model space, any n >= 1: one image is one frame) cached at timestep 0
     before the first block, to start from an image or extend a video; not part of the result."""
     resume: History | None = None
     """A `History` from an earlier call with `Output(record=True)`: its cache is rebuilt and the video goes on as
@@ -71,11 +71,6 @@ class Video:
             raise ValueError("give either start latents or a history to resume, not both")
 
     @property
-    def latent_size(self) -> tuple[int, int]:
-        """(h, w): the latent grid of one frame."""
-        return self.height // VAE_STRIDE[1], self.width // VAE_STRIDE[2]
-
-    @property
     def start_frames(self) -> int:
         return 0 if self.start_latents is None else self.start_latents.shape[2]
 
@@ -91,10 +86,10 @@ class Noise:
     generator: torch.Generator | None = None
     """Advanced by the call: a later call given it continues the noise."""
     initial: torch.Tensor | None = None
-    """The initial noise [B, F, 16, H/8, W/8] in the references' frame-major layout, F = every generated frame,
+    """The initial noise [B, F, C, h, w] in the references' frame-major layout, F = every generated frame,
     consumed in order (fragment after fragment), cast to the compute dtype on use."""
     renoise: Renoise | None = None
-    """Called with a shape (B * frames_per_block, 16, H/8, W/8) for every re-noise draw, in order; returns the
+    """Called with a shape (B * frames_per_block, C, h, w) for every re-noise draw, in order; returns the
     tensor to use, in the float32 arithmetic as given (so give it the dtype the reference drew in)."""
 
     def __post_init__(self) -> None:
@@ -143,7 +138,7 @@ class Progress:
     completed: int
     total: int
     denoised: torch.Tensor
-    """The current block's x0 prediction [B, 16, frames_per_block, h, w] (model space)."""
+    """The current block's x0 prediction [B, C, frames_per_block, h, w] (model space)."""
 
 
 @dataclass(frozen=True)
@@ -156,7 +151,7 @@ class Output:
     keep_latents: bool = True
     """False returns no latents (zero frames): with `on_block`, memory stays flat on every device."""
     on_block: Callable[[torch.Tensor], None] | None = None
-    """Called with each finished block's clean latents [B, 16, frames_per_block, h, w] (model space, on the
+    """Called with each finished block's clean latents [B, C, frames_per_block, h, w] (model space, on the
     compute device) as soon as it is done, e.g. to decode and write it (streaming)."""
     progress: Callable[[Progress], None] | None = None
     record: bool = False

@@ -45,7 +45,8 @@ def split_sizes(head_dim: int) -> list[int]:
     return [pairs - 2 * (pairs // 3), pairs // 3, pairs // 3]
 
 
-def rope_phases(freqs: torch.Tensor, start_frame: int, frames: int, height: int, width: int) -> torch.Tensor:
+def rope_phases(freqs: torch.Tensor, start_frame: int, frames: int, height: int, width: int,
+                offset: float = 0.0) -> torch.Tensor:
     """Phase of every token of a (frames, height, width) token grid whose first frame sits at
     RoPE position `start_frame`: complex128 [frames·height·width, 1, head_dim / 2].
 
@@ -54,14 +55,23 @@ def rope_phases(freqs: torch.Tensor, start_frame: int, frames: int, height: int,
     (1e-10 at frame 10^6, far below bf16 rounding), rounded once like every other position. Attention
     depends only on the difference of query and key positions, so a rolling window that has moved past
     frame 1023 sees the same offsets (0..window - 1) it saw before, and frames below 1024 keep the table's
-    exact values."""
+    exact values.
+
+    A temporal `offset` (LongLive 2.0's multi-shot RoPE: shot k's frames sit k * phi further on) turns frame p by
+    exp(i (p + offset) theta'_j), theta'_j = arg(table[1, j]), in float64: its reference computes shifted positions
+    that way rather than from the table, which differs in the last bit of a few phases."""
     if height > freqs.shape[0] or width > freqs.shape[0]:
         raise ValueError(f"a latent grid of {height}x{width} tokens is past the RoPE table ({freqs.shape[0]} rows)")
     if start_frame < 0:
         raise ValueError(f"RoPE positions start at 0, got {start_frame}")
     head_pairs = freqs.shape[1]
     t, h, w = freqs.split(split_sizes(head_pairs * 2), dim=1)
-    if start_frame + frames > freqs.shape[0]:
+    if offset:
+        positions = torch.arange(frames, dtype=torch.float64, device=freqs.device) + start_frame + float(offset)
+        angles = positions.unsqueeze(-1) * torch.angle(t[1]).to(torch.float64).unsqueeze(0)
+        t = torch.polar(torch.ones_like(angles), angles)
+        start_frame = 0
+    elif start_frame + frames > freqs.shape[0]:
         t = rope_frequencies(head_pairs * 2, frames, start=start_frame).to(freqs.device)
         t = t[:, :split_sizes(head_pairs * 2)[0]]
         start_frame = 0

@@ -34,7 +34,6 @@ import torch
 from . import kernels
 from .attention import flash4_unavailable
 from .cache_policy import CachePolicy, family_policy, fragments
-from .config import LATENT_CHANNELS
 from .context import ContextWindow, Forward, History
 from .host import to_device
 from .kv_cache import CrossAttentionKV, KVCache
@@ -46,6 +45,7 @@ from .request import (FRAMES_PER_BLOCK, Compute, Noise, Output, Progress, Renois
                       fragment_lengths)
 from .rolling_window import ROLLING_FORCING_CACHE, Window, sample_rolling
 from .schedule import Schedule
+from .unipc import UniPC
 
 Prompts = torch.Tensor | Sequence[torch.Tensor] | Sequence[PromptChange]
 """Prompt embeddings [B, <=512, text_dim] (umT5 output, zero rows after the prompt), a list with one per fragment
@@ -146,6 +146,8 @@ class _Plan:
     generator: torch.Generator | None
     """The noise's generator (a new one for a seed); None: torch's default."""
     noise_dtype: torch.dtype
+    latent_shape: tuple[int, int, int]
+    """(channels, h, w) of one latent frame: the model's VAE layout at the video's size."""
 
     @property
     def batch(self) -> int:
@@ -157,11 +159,11 @@ class _Plan:
     def renoise(self, shape: tuple[int, ...]) -> torch.Tensor:
         return self.noise.renoise(shape) if self.noise.renoise is not None else self.draw(shape)
 
-    def initial_noise(self, first: int, frames: int, latent_size: tuple[int, int]) -> torch.Tensor:
+    def initial_noise(self, first: int, frames: int) -> torch.Tensor:
         """The initial noise of generated frames [first, first + frames): the given noise's, or a new draw."""
         if self.noise.initial is not None:
             return self.noise.initial[:, first:first + frames]
-        return self.draw((self.batch, frames, LATENT_CHANNELS, *latent_size))
+        return self.draw((self.batch, frames, *self.latent_shape))
 
 
 def _prepare(model: CausalWanModel, context: Prompts, video: Video, schedule: Schedule, policy: CachePolicy | None,
@@ -173,7 +175,7 @@ def _prepare(model: CausalWanModel, context: Prompts, video: Video, schedule: Sc
     segments = fragment_lengths(video.num_frames, video.num_fragments, video.start_frames, block)
     total = video.total_frames if video.total_frames is not None else sum(segments)
     timeline = _timeline(context, segments)
-    _check_inputs(model, timeline, video, total, block, policy)
+    _check_inputs(model, timeline, video, total, schedule, policy)
     device = torch.device(compute.device) if compute.device is not None else model.patch_embedding.weight.device
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
@@ -183,10 +185,10 @@ def _prepare(model: CausalWanModel, context: Prompts, video: Video, schedule: Sc
     if compute.flash_attention and (why := flash4_unavailable(device)):
         raise RuntimeError(why)
     batch = timeline[0].context.shape[0]
-    h, w = video.latent_size
-    if noise.initial is not None and tuple(noise.initial.shape) != (batch, total, LATENT_CHANNELS, h, w):
-        raise ValueError(f"noise must have shape {[batch, total, LATENT_CHANNELS, h, w]} "
-                         f"([B, F, 16, H/8, W/8]), got {list(noise.initial.shape)}")
+    latent_shape = (model.config.out_dim, *model.config.latent_size(video.height, video.width))
+    if noise.initial is not None and tuple(noise.initial.shape) != (batch, total, *latent_shape):
+        raise ValueError(f"noise must have shape {[batch, total, *latent_shape]} ([B, F, C, h, w]), got "
+                         f"{list(noise.initial.shape)}")
     generator = noise.generator
     if noise.seed is not None and (noise.initial is None or noise.renoise is None):
         generator = torch.Generator(device).manual_seed(noise.seed)
@@ -199,7 +201,8 @@ def _prepare(model: CausalWanModel, context: Prompts, video: Video, schedule: Sc
     glue = kernels.Glue(compiled=compute.fused_kernels, flash_attention=compute.flash_attention)
     return _Plan(policy=policy, timeline=timeline, block=block, total=total, device=device,
                  output_device=output_device, dtype=compute.dtype, glue=glue, noise=noise, generator=generator,
-                 noise_dtype=torch.float32 if schedule.lightx2v_arithmetic else compute.dtype)
+                 noise_dtype=torch.float32 if schedule.lightx2v_arithmetic else compute.dtype,
+                 latent_shape=latent_shape)
 
 
 def family_policy_of(schedule: Schedule) -> CachePolicy | None:
@@ -245,17 +248,26 @@ def _check_reencoder(policy: CachePolicy, resume: History | None, reencoder: Ree
 
 
 def _check_inputs(model: CausalWanModel, timeline: Sequence[PromptChange], video: Video, total_frames: int,
-                  frames_per_block: int, policy: CachePolicy) -> None:
+                  schedule: Schedule, policy: CachePolicy) -> None:
+    frames_per_block = schedule.frames_per_block
     if frames_per_block < 1:
         raise ValueError(f"frames_per_block must be at least 1 (got {frames_per_block})")
     policy.check(frames_per_block)
+    config = model.config
+    if config.out_dim != schedule.latent_channels:
+        raise ValueError(f"the {schedule.name} schedule is made for models with {schedule.latent_channels} latent "
+                         f"channels; this model has {config.out_dim} ({config.latents.name}): choose "
+                         + ("the LongLive 2.0 5B preset" if config.out_dim == 48 else "a Wan2.1 preset"))
+    if video.height % config.pixel_multiple or video.width % config.pixel_multiple:
+        raise ValueError(f"{video.width}x{video.height}: a model on the {config.latents.name} takes width and height "
+                         f"in multiples of {config.pixel_multiple} pixels")
     start_latents = video.start_latents
     if start_latents is not None:
-        h, w = video.latent_size
-        expected = (timeline[0].context.shape[0], LATENT_CHANNELS, h, w)
+        h, w = config.latent_size(video.height, video.width)
+        expected = (timeline[0].context.shape[0], config.out_dim, h, w)
         got = tuple(start_latents.shape)
         if start_latents.dim() != 5 or (got[0], got[1], got[3], got[4]) != expected:
-            raise ValueError(f"start latents must be [{expected[0]}, {LATENT_CHANNELS}, frames, {expected[2]}, "
+            raise ValueError(f"start latents must be [{expected[0]}, {config.out_dim}, frames, {expected[2]}, "
                              f"{expected[3]}] for {video.width}x{video.height}, got {list(got)}")
         n = got[2]
         if n < 1:
@@ -335,6 +347,21 @@ def _denoise_block(window: ContextWindow, x: torch.Tensor, slot: int, position: 
     return x0, x_in
 
 
+def _denoise_unipc(window: ContextWindow, x: torch.Tensor, slot: int, position: int, timesteps: list[torch.Tensor],
+                   steps: list[tuple[float, float]], *,
+                   report: Callable[[int, torch.Tensor], None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One block's steps with Wan's UniPC solver (`causal.unipc`, LongLive 2.0) from its initial noise x
+    [B, n, C, h, w]: v = Net(x, T_k), then the solver's corrected and predicted x; after the last step x is the
+    x0 of that step. Returns it and the last step's network input."""
+    solver = UniPC(tuple(sigma for _, sigma in steps) + (0.0,))
+    for k, timestep in enumerate(timesteps):
+        x_in = x.transpose(1, 2)
+        v = window.forward(x_in, timestep, slot, position).transpose(1, 2)
+        x, x0 = solver.step(v, x)
+        report(k, x0)
+    return x, x_in
+
+
 def _cache_and_forward(model: CausalWanModel, plan: _Plan, video: Video,
                        compute: Compute) -> tuple[KVCache, Forward | None]:
     """The call's KV cache and block forward: a new cache and the model's own forward, or the CUDA graphs' cache
@@ -345,8 +372,8 @@ def _cache_and_forward(model: CausalWanModel, plan: _Plan, video: Video,
                            width=video.width, num_frames=plan.policy.cache_frames(plan.block), dtype=plan.dtype,
                            device=plan.device), None
 
-    def forward(x: torch.Tensor, timestep: torch.Tensor, slot: int, position: int) -> torch.Tensor:
-        return graphs.forward(x, timestep, slot, position, glue)
+    def forward(x: torch.Tensor, timestep: torch.Tensor, slot: int, position: int, rope_offset: float) -> torch.Tensor:
+        return graphs.forward(x, timestep, slot, position, glue, rope_offset)
 
     return graphs.cache, forward
 
@@ -368,7 +395,6 @@ class _BlockLoop:
                  output: Output, reencoder: Reencoder | None) -> None:
         self.model, self.plan, self.schedule, self.output, self.reencoder = model, plan, schedule, output, reencoder
         self.graphs = compute.graphs
-        self.latent_size = video.latent_size
         self.resumed = video.resume is not None
         block, batch, device = plan.block, plan.batch, plan.device
         # the video's first block may have its own step list (Causal-Forcing++); a resumed video is past it
@@ -450,8 +476,11 @@ class _BlockLoop:
                 self.output.progress(Progress(self.fragment, b, k, len(steps), self.completed, self.progress_total,
                                               x0.transpose(1, 2).to(plan.dtype)))
 
-        x0, x_in = _denoise_block(window, x, slot, position, timesteps, steps, renoise=plan.renoise,
-                                  float32_x0=self.schedule.lightx2v_arithmetic, report=report)
+        if self.schedule.solver == "unipc":
+            x0, x_in = _denoise_unipc(window, x, slot, position, timesteps, steps, report=report)
+        else:
+            x0, x_in = _denoise_block(window, x, slot, position, timesteps, steps, renoise=plan.renoise,
+                                      float32_x0=self.schedule.lightx2v_arithmetic, report=report)
         block = x0.to(plan.dtype).transpose(1, 2)
         # NaN/Inf weights or prompts show in the first block: checked at once (one host sync); later blocks
         # only add to a flag on the device, read once at the end, so no block waits for the host
@@ -481,7 +510,7 @@ class _BlockLoop:
         if self.chunk is None or self.chunk.shape[1] == 0:
             frames = (min(plan.policy.window - self.window.filled, plan.total - first) // n * n
                       if not plan.policy.evicts else n)
-            self.chunk = plan.initial_noise(self.used, frames, self.latent_size)
+            self.chunk = plan.initial_noise(self.used, frames)
             self.used += frames
         x = self.chunk[:, :n].to(device=plan.device, dtype=plan.dtype)
         self.chunk = self.chunk[:, n:]
@@ -515,7 +544,7 @@ def _generate_joint_window(model: CausalWanModel, plan: _Plan, schedule: Schedul
     completed, last_block, finite = 0, None, None
 
     def initial(b: int) -> torch.Tensor:  # block b's noise, drawn as it enters the window
-        return plan.initial_noise(b * n_b, n_b, video.latent_size).to(device=plan.device, dtype=plan.dtype)
+        return plan.initial_noise(b * n_b, n_b).to(device=plan.device, dtype=plan.dtype)
 
     def after_window(window: Window, x0: torch.Tensor) -> None:
         nonlocal completed, last_block, finite

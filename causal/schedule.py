@@ -13,7 +13,10 @@ from typing import Sequence
 
 import torch
 
+from .unipc import unipc_schedule
+
 TABLE_SIZE = 1000
+SOLVERS = ("renoise", "unipc")
 
 
 def sigma_table(shift: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,6 +69,13 @@ class Schedule:
     joint_window: bool = False
     """Rolling Forcing: one block per step denoised together in one forward, each at its own step, the window
     sliding by a block (`causal.rolling_window`), instead of each block's steps in turn."""
+    latent_channels: int = 16
+    """The latent channels of the family's models: 16 (Wan2.1 VAE) or 48 (Wan2.2 VAE: LongLive 2.0's TI2V-5B);
+    `generate` refuses a model of the other kind."""
+    solver: str = "renoise"
+    """How a step goes from x to the next x: the distilled families' x0 and fresh noise ("renoise"), or Wan's
+    UniPC multistep solver ("unipc", LongLive 2.0: `causal.unipc`), whose n-step list at the shift is fixed
+    (`unipc.unipc_schedule`): the step list must be that list, e.g. 999, 937, 833, 624 for 4 steps at shift 5."""
 
     def __post_init__(self) -> None:
         steps = [float(s) for s in self.step_list]
@@ -81,6 +91,11 @@ class Schedule:
             raise ValueError(f"denoising steps must strictly decrease, got {', '.join(f'{s:g}' for s in steps)}")
         if self.shift <= 0:
             raise ValueError(f"shift must be positive, got {self.shift}")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"unknown solver '{self.solver}'; choose one of {', '.join(SOLVERS)}")
+        if self.solver == "unipc":
+            self._set_unipc(steps)
+            return
         if self.warp:
             if any(s != int(s) for s in steps):
                 raise ValueError("warped step lists index the 1000-entry table: use whole numbers")
@@ -95,6 +110,18 @@ class Schedule:
         if self.first_block_steps is not None:
             first = Schedule(self.name, self.first_block_steps, self.shift, self.warp)
             object.__setattr__(self, "first_block_steps", first.step_list)
+
+    def _set_unipc(self, steps: list[float]) -> None:
+        timesteps, sigmas = unipc_schedule(len(steps), self.shift)
+        if tuple(steps) != timesteps or self.warp or self.first_block_steps is not None or self.zero_step:
+            raise ValueError(f"a UniPC schedule's {len(steps)}-step list at shift {self.shift:g} is "
+                             f"{', '.join(f'{t:g}' for t in timesteps)} (only the number of steps can change; no "
+                             f"warp, first-block list or zero step), got {', '.join(f'{s:g}' for s in steps)}")
+        object.__setattr__(self, "step_list", timesteps)
+        object.__setattr__(self, "timesteps", timesteps)
+        object.__setattr__(self, "sigmas", sigmas[:-1])
+        if self.frames_per_block < 1:
+            raise ValueError(f"frames_per_block must be at least 1, got {self.frames_per_block}")
 
     def steps_for(self, first_block: bool) -> list[tuple[float, float]]:
         """The (model timestep, sigma) pairs of a block: the first block's own list where there is one."""
@@ -116,7 +143,8 @@ class Schedule:
         return Schedule(name=f"{self.name} (custom steps)", step_list=tuple(step_list), shift=self.shift,
                         warp=self.warp, clean_pass=self.clean_pass, lightx2v_arithmetic=self.lightx2v_arithmetic,
                         frames_per_block=self.frames_per_block, first_block_steps=self.first_block_steps,
-                        zero_step=self.zero_step, joint_window=self.joint_window)
+                        zero_step=self.zero_step, joint_window=self.joint_window, solver=self.solver,
+                        latent_channels=self.latent_channels)
 
 
 SCHEDULES: dict[str, Schedule] = {s.name: s for s in (
@@ -137,6 +165,8 @@ SCHEDULES: dict[str, Schedule] = {s.name: s for s in (
     Schedule("Causal-Forcing++ frame-wise 1-step", (1000,), shift=5.0, warp=True, frames_per_block=1,
              first_block_steps=(1000, 750, 500, 250)),
     Schedule("Krea Realtime 14B", (1000, 750, 500, 250, 0), shift=5.0, warp=True, clean_pass=False, zero_step=True),
+    Schedule("LongLive 2.0 5B", unipc_schedule(4, 5.0)[0], shift=5.0, warp=False, frames_per_block=8,
+             latent_channels=48, solver="unipc"),
 )}
 """Presets per checkpoint family (docs/algorithm.md §4.3, §10.1). "CausVid-Plus 14B" is the schedule the
 14B weights were trained with; "LightX2V CausVid 14B" reproduces LightX2V's runner (warped, no clean pass).
@@ -145,4 +175,6 @@ they differ in their cache policies (`cache_policy.FAMILY_POLICIES`). "Rolling F
 `configs/rolling_forcing_dmd.yaml` with its joint-window sampler (`joint_window`). "Infinity-RoPE (Self-Forcing
 1.3B)" is Self-Forcing's schedule under Infinity-RoPE's cache (training-free, on Self-Forcing's weights).
 "Krea Realtime 14B" is its server's default, `linspace(1000, 0, 5)` warped: 1000, 937.5, 833.33, 625 and a last
-forward at 0 (its `get_denoising_schedule`); no clean pass, because its context is rebuilt before every block."""
+forward at 0 (its `get_denoising_schedule`); no clean pass, because its context is rebuilt before every block.
+"LongLive 2.0 5B" is its `configs/inference.yaml`: Wan's UniPC solver, 4 steps at shift 5 (timesteps 999, 937, 833,
+624), blocks of 8 latent frames, a clean pass after each."""

@@ -394,7 +394,8 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
     if job.policy.kind == "recompute" and not job.policy.keep_first_frame and vae is not None:
         if vae.patcher not in extra_models:
             extra_models = (*extra_models, vae.patcher)
-            extra_memory += vae.memory_used_decode((1, 16, 1, *video.latent_size), vae.vae_dtype)
+            one_frame = (1, network.config.out_dim, 1, *network.config.latent_size(video.height, video.width))
+            extra_memory += vae.memory_used_decode(one_frame, vae.vae_dtype)
     speed = choose_speed(job.speed, device)
     if speed.graphs and job.schedule.joint_window:
         log.info("CausVid: CUDA graphs off for %s (its window of blocks is not captured yet; same numbers)",

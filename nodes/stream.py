@@ -13,6 +13,7 @@ from comfy_api.latest import io, ui
 from PIL import Image
 
 from ..causal.text import TEXT_TOKENS
+from .comfy_model import causal_network
 from .live import LiveRun, comfy_encoder, streaming_live
 from .sampler import prepare, run, sampling_inputs, sampling_memory, shares_decode
 from .speed import choose_speed
@@ -103,7 +104,8 @@ class CausVidStreamToVideo(io.ComfyNode):
         # speed fast decodes the Wan VAE faster too, where the fused kernels run (bf16 rounding of exact)
         device = model.load_device
         decoder = StreamingDecoder(vae, fast=choose_speed(job.speed, device).fused_kernels)
-        one_frame = (1, 16, 1, *job.video.latent_size)
+        config = causal_network(model).config
+        one_frame = (1, config.out_dim, 1, *config.latent_size(job.video.height, job.video.width))
         block, sampling = job.schedule.frames_per_block, sampling_memory(model, job, 1)
         if device.type == "cuda":  # a decode call that fits beside the weights and sampling
             free = mm.get_total_memory(device) - mm.extra_reserved_memory() - model.model_size() \

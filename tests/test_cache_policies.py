@@ -222,9 +222,9 @@ def test_recache_rewrites_exactly_the_window(model):
     calls = []
     original = window._model_forward
 
-    def spy(x, t, slot, position):
+    def spy(x, t, slot, position, offset):
         calls.append((x.shape[2], float(t.max()), slot, position, x.clone()))
-        return original(x, t, slot, position)
+        return original(x, t, slot, position, offset)
 
     window._forward = spy
     other = prompt(seed=5)
@@ -696,7 +696,8 @@ def test_infinity_rope_reproduces_its_cache_and_flush(model, switch, cut):
 
 
 def test_a_scene_cut_is_infinity_ropes_and_its_timeline_syntax(model):
-    """`12#: prompt` marks a scene cut; a cut at 0 s is refused; any other cache refuses a cut with what to use."""
+    """`12#: prompt` marks a scene cut; a cut at 0 s is refused; a cache that knows no scenes refuses a cut with
+    what to use (Infinity-RoPE's or LongLive 2.0's)."""
     from causal.text import split_timeline
 
     lines = split_timeline("0: a cat sleeps\n12#: a dog runs\n20s: the dog stops")
@@ -705,7 +706,8 @@ def test_a_scene_cut_is_infinity_ropes_and_its_timeline_syntax(model):
     with pytest.raises(ValueError, match="the first prompt .* cannot have one"):
         split_timeline("0#: a cat")
     timeline = [PromptChange(0, prompt(seed=1)), PromptChange(9, prompt(seed=2), cut=True)]
-    with pytest.raises(ValueError, match="a scene cut .* is Infinity-RoPE's"):
+    with pytest.raises(ValueError, match="a scene cut .* needs a cache that knows scenes: Infinity-RoPE's .* "
+                                         "LongLive 2.0's"):
         generate(model, timeline, Video(H, W, total_frames=12), ONE, sink(3, 9), noise=Noise(seed=0))
 
 
@@ -714,7 +716,7 @@ def test_a_scene_cut_block_goes_back_to_its_slots_once_finished(model):
     block is placed at 45.. while it is made and then sits at its slots like every other frame."""
     policy = infinity_rope(1, 9)
     cache = KVCache(TINY.num_layers, 1, 9 * TPF, TINY.num_heads, 128, dtype=torch.bfloat16, device="cpu")
-    window = ContextWindow(model, policy, cache, tokens_per_frame=TPF, forward=lambda x, t, slot, position: x)
+    window = ContextWindow(model, policy, cache, tokens_per_frame=TPF, forward=lambda x, t, slot, position, offset: x)
     block = torch.zeros(1, 16, 3, h, w, dtype=torch.bfloat16)
     for _ in range(2):
         window.place(3)
