@@ -16,6 +16,10 @@ own cross-backend noise").
     python3 bench/policies.py --model 1.3B --json $OUT/policies_13B.json
     python3 bench/policies.py --model 14B --policies fragments,rolling --options exact,fused_graphs --blocks 10
     python3 bench/policies.py --tiny --device cpu --blocks 5 --options exact,fused   # CPU smoke test
+    python3 bench/policies.py --model 5B --policies multi_shot_sink --blocks 6 \
+        --options exact,fused_graphs,fused_graphs_fa4,fp8w_fused_graphs,fp8w_fused_graphs_fa4   # LongLive 2.0, 720p
+
+The 5B (LongLive 2.0, Wan2.2 TI2V-5B) runs at its 1280x704 with its own schedule (UniPC, 8-frame blocks).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ POLICIES = {
     "rolling_at_read": lambda: dataclasses.replace(cache_policy.rolling(21), rope_at_read=True),
     "reward_forcing": lambda: cache_policy.ema_sink(3, 9, 0.999),
     "rolling_forcing": lambda: cache_policy.family_policy("Rolling Forcing 1.3B"),
+    "multi_shot_sink": lambda: cache_policy.multi_shot_sink(8, 32, 8.0),
 }
 OWN_SCHEDULE = {"rolling_forcing": "Rolling Forcing 1.3B"}
 """Policies that come with their own sampler: Rolling Forcing's joint window (s / block: between blocks leaving
@@ -61,13 +66,17 @@ cost of read-time positions; the latents are compared with the write-time policy
 `reward_forcing`: Reward Forcing's EMA sink at slot
 positions."""
 WRITE_TIME = {"sink_at_read": "sink", "rolling_at_read": "rolling"}
-SCHEDULE = {"1.3B": "Self-Forcing / LongLive 1.3B", "14B": "CausVid-Plus 14B"}
+SCHEDULE = {"1.3B": "Self-Forcing / LongLive 1.3B", "14B": "CausVid-Plus 14B", "5B": "LongLive 2.0 5B"}
+SIZE = {"1.3B": (480, 832), "14B": (480, 832), "5B": (704, 1280)}
+"""(height, width) per model: the trained sizes (LongLive 2.0's `image_or_video_shape` 44 x 80 latents)."""
 OPTIONS = ("exact", "graphs", "fused", "fused_graphs", "exact_flash", "exact_efficient", "exact_fp8kv",
-           "fused_graphs_fp8kv", "fused_graphs_gelu_apart", "exact_fa4", "fused_graphs_fa4")
+           "fused_graphs_fp8kv", "fused_graphs_gelu_apart", "exact_fa4", "fused_graphs_fa4", "fp8w_fused_graphs",
+           "fp8w_fused_graphs_fa4")
 """`_fp8kv`: the same with the KV cache in FP8 (`Compute(kv_cache_fp8=True)`); `_gelu_apart`: the same with the
 FFN's GELU as a kernel of its own instead of the first product's epilogue (what the epilogue gains); `_fa4`: the
 same with the self-attention by FlashAttention-4 (`Compute(flash_attention=True)`; `exact_fa4` is its
-cross-kernel error alone)."""
+cross-kernel error alone); `fp8w_`: the same with the blocks' linears in FP8 (`causal.fp8.quantize_blocks_fp8`, the
+pack's fp8 weights; these run last, since the model is quantised in place)."""
 BACKENDS = {"exact_flash": "FLASH_ATTENTION", "exact_efficient": "EFFICIENT_ATTENTION"}
 
 
@@ -114,8 +123,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     args.policies = [x for x in args.policies.split(",") if x]
-    args.options = sorted((x for x in args.options.split(",") if x), key=lambda x: x != "exact")  # exact first:
-    # the others' error is measured against it
+    args.options = sorted((x for x in args.options.split(",") if x),
+                          key=lambda x: (x != "exact", x.startswith("fp8w_")))  # exact first: the others' error is
+    # measured against it; fp8 weights last: they replace the model's linears
     for name in args.policies:
         if name not in POLICIES:
             p.error(f"unknown policy {name}; choose from {', '.join(POLICIES)}")
@@ -133,6 +143,7 @@ def video(model, context, args, policy, option: str, graphs, blocks: int | None 
     device = context.device
     clock = Clock(device)
     schedule = causal.SCHEDULES[schedule_name or args.schedule]
+    frames = schedule.frames_per_block * (blocks or args.blocks)
     ends: list[Any] = []
 
     def progress(p: causal.Progress) -> None:
@@ -145,9 +156,9 @@ def video(model, context, args, policy, option: str, graphs, blocks: int | None 
     start = clock.mark()
     with attention_backend(option), gelu_apart(option):
         latents = causal.generate(model, context,
-                                  causal.Video(args.height, args.width, total_frames=3 * (blocks or args.blocks)),
+                                  causal.Video(args.height, args.width, total_frames=frames),
                                   schedule, policy, noise=causal.Noise(seed=0),
-                                  compute=causal.Compute(fused_kernels=option.startswith("fused"), graphs=graphs,
+                                  compute=causal.Compute(fused_kernels="fused" in option, graphs=graphs,
                                                          kv_cache_fp8=option.endswith("_fp8kv"),
                                                          flash_attention=option.endswith("_fa4")),
                                   output=causal.Output(device="cpu", progress=progress)).latents
@@ -190,8 +201,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     device = pick_device(args.device)
     cuda = device.type == "cuda"
-    args.height, args.width = (48, 64) if args.tiny else (480, 832)
-    config = TINY if args.tiny else causal.PRESETS[args.model]
+    args.height, args.width = ((64, 64) if args.model == "5B" else (48, 64)) if args.tiny else SIZE[args.model]
+    config = causal.PRESETS[args.model]
+    if args.tiny:  # the tiny model, in the 5B's 48-channel layout for the 5B's schedule
+        config = dataclasses.replace(TINY, in_dim=config.in_dim, out_dim=config.out_dim)
+    block = causal.SCHEDULES[args.schedule].frames_per_block
     t_start = time.perf_counter()
     model = causal.CausalWanModel.from_state_dict(random_state_dict(config, dtype=torch.bfloat16, seed=0,
                                                                     device=device), config,
@@ -205,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in args.policies:
         policy = POLICIES[name]()
         exact = None
-        full_after = max(policy.window // 3 - 1, 1) if policy.evicts else 1  # blocks until the cache is full
+        full_after = max(policy.window // block - 1, 1) if policy.evicts else 1  # blocks until the cache is full
         for option in args.options:
             if time.perf_counter() - t_start > args.deadline_s:
                 print(f"deadline: skipping {name} {option}", flush=True)
@@ -228,12 +242,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     print(f"skipping {option}: CUDA graphs need a CUDA device", flush=True)
                     continue
                 graphs = causal.CudaGraphs(model, batch=1, height=args.height, width=args.width,
-                                           num_frames=policy.cache_frames(3), device=device,
+                                           num_frames=policy.cache_frames(block), device=device,
                                            kv_cache_fp8=option.endswith("_fp8kv"))
             if cuda:
                 torch.cuda.reset_peak_memory_stats(device)
             t0 = time.perf_counter()
-            warmup = min(args.blocks, policy.cache_frames(3) // 3 + 2)  # every slot once, compiled and captured
+            if option.startswith("fp8w_") and not any(isinstance(m, causal.fp8.Fp8Linear) for m in model.modules()):
+                if not cuda:
+                    print(f"skipping {option}: fp8 matrix products need a CUDA device", flush=True)
+                    continue
+                causal.fp8.quantize_blocks_fp8(model)
+                free_memory()
+            warmup = min(args.blocks, policy.cache_frames(block) // block + 2)  # every slot once, compiled, captured
             own = OWN_SCHEDULE.get(name)
             _, cold_first, _ = video(model, context, args, policy, option, graphs, warmup, own)
             warmup_s = time.perf_counter() - t0
