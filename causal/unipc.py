@@ -1,5 +1,5 @@
 """Wan's flow-matching UniPC solver (order 2, B(h) = e^h - 1, x0 form), as LongLive 2.0 denoises each block
-(docs/algorithm.md section 4.8).
+(docs/algorithm.md section 4.9).
 
 A step list of n steps at shift s: u_k = 0.999 (1 - k / n), k = 0..n-1, sigma_k = s u_k / (1 + (s - 1) u_k) in
 float64, the network fed T_k = trunc(1000 sigma_k), and sigma_n = 0. With alpha = 1 - sigma and
