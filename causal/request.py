@@ -54,6 +54,10 @@ class Video:
     start_latents: torch.Tensor | None = None
     """Clean latents [B, C, n, h, w] (model space, any n >= 1: one image is one frame) cached at timestep 0
     before the first block, to start from an image or extend a video; not part of the result."""
+    first_frame: torch.Tensor | None = None
+    """One clean latent frame [B, C, 1, h, w] (model space, an encoded image) that is the video's first frame: it
+    is written over the first block's first frame before every step and after it, at timestep 0 (LongLive 2.0's
+    image-to-video, its `independent_first_frame` with an image); part of the result, and of `total_frames`."""
     resume: History | None = None
     """A `History` from an earlier call with `Output(record=True)`: its cache is rebuilt and the video goes on as
     if it had never stopped (give the same generator, advanced by the earlier call)."""
@@ -67,8 +71,10 @@ class Video:
                              f"{self.num_frames})")
         if self.num_fragments < 1:
             raise ValueError(f"num_fragments must be at least 1 (got {self.num_fragments})")
-        if self.start_latents is not None and self.resume is not None:
-            raise ValueError("give either start latents or a history to resume, not both")
+        given = [name for name, value in (("start latents", self.start_latents), ("a first frame", self.first_frame),
+                                          ("a history to resume", self.resume)) if value is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one of start latents, a first frame or a history to resume, not {' and '.join(given)}")
 
     @property
     def start_frames(self) -> int:

@@ -261,6 +261,17 @@ def _check_inputs(model: CausalWanModel, timeline: Sequence[PromptChange], video
     if video.height % config.pixel_multiple or video.width % config.pixel_multiple:
         raise ValueError(f"{video.width}x{video.height}: a model on the {config.latents.name} takes width and height "
                          f"in multiples of {config.pixel_multiple} pixels")
+    if video.first_frame is not None:
+        h, w = config.latent_size(video.height, video.width)
+        expected = [timeline[0].context.shape[0], config.out_dim, 1, h, w]
+        if list(video.first_frame.shape) != expected:
+            raise ValueError(f"the first frame must be one latent frame {expected} for {video.width}x{video.height}, "
+                             f"got {list(video.first_frame.shape)}")
+        if schedule.solver != "unipc":
+            raise ValueError(f"{schedule.name} starts from an image with start latents (cached before the first "
+                             "block); a first frame held in the first block is LongLive 2.0's image-to-video")
+        if not torch.isfinite(video.first_frame).all():
+            raise ValueError("the first frame contains NaN or Inf values: encode the image again")
     start_latents = video.start_latents
     if start_latents is not None:
         h, w = config.latent_size(video.height, video.width)
@@ -348,16 +359,22 @@ def _denoise_block(window: ContextWindow, x: torch.Tensor, slot: int, position: 
 
 
 def _denoise_unipc(window: ContextWindow, x: torch.Tensor, slot: int, position: int, timesteps: list[torch.Tensor],
-                   steps: list[tuple[float, float]], *,
-                   report: Callable[[int, torch.Tensor], None]) -> tuple[torch.Tensor, torch.Tensor]:
+                   steps: list[tuple[float, float]], *, report: Callable[[int, torch.Tensor], None],
+                   first_frame: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One block's steps with Wan's UniPC solver (`causal.unipc`, LongLive 2.0) from its initial noise x
     [B, n, C, h, w]: v = Net(x, T_k), then the solver's corrected and predicted x; after the last step x is the
-    x0 of that step. Returns it and the last step's network input."""
+    x0 of that step. A `first_frame` [B, 1, C, h, w] is written over the block's first frame before every forward
+    and after every step (the timesteps give it 0): LongLive 2.0's image-to-video. Returns x and the last step's
+    network input."""
     solver = UniPC(tuple(sigma for _, sigma in steps) + (0.0,))
     for k, timestep in enumerate(timesteps):
+        if first_frame is not None:
+            x = torch.cat([first_frame, x[:, 1:]], dim=1)
         x_in = x.transpose(1, 2)
         v = window.forward(x_in, timestep, slot, position).transpose(1, 2)
         x, x0 = solver.step(v, x)
+        if first_frame is not None:
+            x, x0 = (torch.cat([first_frame, t[:, 1:]], dim=1) for t in (x, x0))
         report(k, x0)
     return x, x_in
 
@@ -410,6 +427,8 @@ class _BlockLoop:
             video.height, video.width), forward=forward, record=output.record or self.resumed, glue=plan.glue,
             frames_per_block=block)
         self.rebuilt = _rebuilt_context(plan.policy, block, video.resume)
+        self.first_frame = None if video.first_frame is None else \
+            video.first_frame.transpose(1, 2).to(device=device, dtype=plan.dtype)  # [B, 1, C, h, w]
         self.texts: dict[int, CrossAttentionKV] = {}
         self.blocks: list[torch.Tensor] = []
         self.last_block: torch.Tensor | None = None
@@ -469,6 +488,9 @@ class _BlockLoop:
         slot, position = window.place(n)
         first_block = b == 0 and not self.resumed
         steps, timesteps = self.step_lists[first_block], self.block_timesteps[first_block]
+        first_frame = self.first_frame if first_block else None
+        if first_frame is not None:  # the image's frame at timestep 0 while the first block is made
+            timesteps = [torch.cat([torch.zeros_like(t[:, :1]), t[:, 1:]], dim=1) for t in timesteps]
 
         def report(k: int, x0: torch.Tensor) -> None:
             self.completed += 1
@@ -477,7 +499,8 @@ class _BlockLoop:
                                               x0.transpose(1, 2).to(plan.dtype)))
 
         if self.schedule.solver == "unipc":
-            x0, x_in = _denoise_unipc(window, x, slot, position, timesteps, steps, report=report)
+            x0, x_in = _denoise_unipc(window, x, slot, position, timesteps, steps, report=report,
+                                      first_frame=first_frame)
         else:
             x0, x_in = _denoise_block(window, x, slot, position, timesteps, steps, renoise=plan.renoise,
                                       float32_x0=self.schedule.lightx2v_arithmetic, report=report)

@@ -182,10 +182,11 @@ class LongLive2Cache:
         self.pinned_start, self.pinned_len = self.local_end - frames * TPF, min(self.sink, frames * TPF)
 
 
-def _longlive2(model, timeline, noise, schedule, *, window=32, sink=8, phi=8.0):
-    """Its `_inference_inner` for text-to-video: per block a fresh solver over its steps, the clean pass at t = 0,
-    a shot boundary (a cut in the timeline) moving the RoPE offset by phi and pinning the block after its clean
-    pass; a prompt switch changes the text only."""
+def _longlive2(model, timeline, noise, schedule, *, window=32, sink=8, phi=8.0, image=None):
+    """Its `_inference_inner`: per block a fresh solver over its steps, the clean pass at t = 0, a shot boundary (a
+    cut in the timeline) moving the RoPE offset by phi and pinning the block after its clean pass; a prompt switch
+    changes the text only. With `image` [B, 1, C, h, w] (frame-major), its image-to-video: the first block's first
+    frame overwritten before every step and after it, at timestep 0 there."""
     table = rope_frequencies(128)
     cache = LongLive2Cache(model.config.num_layers, model.config.num_heads, window, sink)
     changes = {c.frame: c for c in timeline}
@@ -201,10 +202,18 @@ def _longlive2(model, timeline, noise, schedule, *, window=32, sink=8, phi=8.0):
         phases = _reference_phases(table, frame, BLOCK, shot * phi)
         latents = noise[:, frame:frame + BLOCK]  # [B, F, C, h, w], as its loop holds them
         solver = UniPC(tuple(schedule.sigmas) + (0.0,))
+        clamp = image is not None and b == 0
         for tau in schedule.timesteps:
             t = torch.full((1, BLOCK), tau, dtype=torch.float32)
+            if clamp:
+                latents = latents.clone()
+                latents[:, :1] = image
+                t[:, :1] = 0
             v = model(latents.permute(0, 2, 1, 3, 4), t, text, cache=cache, cache_frame=frame, phases=phases)
             latents, _ = solver.step(v.permute(0, 2, 1, 3, 4), latents)
+            if clamp:
+                latents = latents.clone()
+                latents[:, :1] = image
         out.append(latents.permute(0, 2, 1, 3, 4))
         model(out[-1], torch.zeros(1, BLOCK), text, cache=cache, cache_frame=frame, phases=phases)
         if cut:
@@ -325,3 +334,25 @@ def test_a_preset_of_the_other_vae_is_refused(model):
         generate(tiny_model(torch.bfloat16), prompt(), Video(H, W, total_frames=BLOCK), TWO, multi_shot_sink())
     with pytest.raises(ValueError, match="16 latent channels; this model has 48 .*LongLive 2.0 5B preset"):
         generate(model, prompt(), Video(H, W, total_frames=6), SCHEDULES["LongLive 1.3B"], sink(3, 12))
+
+
+def test_image_to_video_holds_the_first_frame_like_longlive2(model):
+    """Its I2V: the image's latent is the first block's first frame, overwritten around every step at timestep 0;
+    the result starts with it, and the later blocks attend to it."""
+    frames = 6 * BLOCK
+    noise, timeline = _noise(frames), _timeline((True, False))[:2]
+    image = torch.randn(1, 1, 48, h, w, generator=torch.Generator().manual_seed(9)).to(torch.bfloat16)
+    expected = _longlive2(model, timeline, noise, TWO, image=image)
+    got = generate(model, timeline, Video(H, W, total_frames=frames, first_frame=image.transpose(1, 2)), TWO,
+                   multi_shot_sink(), noise=Noise(initial=noise)).latents
+    assert torch.equal(got, expected)
+    assert torch.equal(got[:, :, :1], image.transpose(1, 2))
+    text_only = generate(model, timeline, Video(H, W, total_frames=frames), TWO, multi_shot_sink(),
+                         noise=Noise(initial=noise)).latents
+    assert not torch.equal(got[:, :, BLOCK:], text_only[:, :, BLOCK:])
+
+
+def test_a_first_frame_of_the_wrong_shape_is_refused(model):
+    with pytest.raises(ValueError, match=r"one latent frame \[1, 48, 1, 4, 6\]"):
+        generate(model, prompt(), Video(H, W, total_frames=BLOCK, first_frame=torch.zeros(1, 48, 2, h, w)), TWO,
+                 multi_shot_sink())

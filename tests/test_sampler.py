@@ -211,7 +211,8 @@ def test_batch_of_two_prompts(model):
     (dict(context=[causal.PromptChange(0, prompt()), causal.PromptChange(0, prompt(seed=1))]), "move forward"),
     (dict(start_latents=torch.zeros(1, 16, 3, h + 1, w)), "start latents must be"),
     (dict(start_latents=torch.zeros(1, 16, 3, h, w), resume=causal.History(causal.cache_policy.rolling(6))),
-     "not both"),
+     "not start latents and a history to resume"),
+    (dict(first_frame=torch.zeros(1, 16, 1, h, w)), "a first frame held in the first block is LongLive 2.0's"),
 ])
 def test_bad_input_raises_clear_value_errors(model, kwargs, match):
     args = dict(context=prompt(), num_frames=6, height=H, width=W)
