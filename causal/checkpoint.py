@@ -49,7 +49,7 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 
 _CONVERT_HINT = ("convert it to .safetensors with a tool you trust (on a machine where running the "
                  "file's code is acceptable) and load that instead")
-_CAUSAL_HINT = ("load a causal Wan2.1 T2V checkpoint instead (CausVid, Self-Forcing, LongLive, "
+_CAUSAL_HINT = ("load a causal Wan checkpoint instead (CausVid, Self-Forcing, LongLive 1.0 / 2.0, "
                 "LightX2V CausVid), or use ComfyUI's regular 'Load Diffusion Model' node for this file")
 
 
@@ -501,8 +501,6 @@ def _identify_foreign(tensors: Mapping[str, Tensor]) -> str | None:
     # Wan DiT variants: same backbone, extra inputs. Checked before the key-by-key comparison.
     patch = tensors.get("patch_embedding.weight")
     in_dim = int(patch.shape[1]) if patch is not None and patch.dim() >= 2 else None
-    head = tensors.get("head.head.weight")
-    out_rows = int(head.shape[0]) if head is not None and head.dim() >= 1 else None
     if k := some(lambda k: k.startswith("vace_")):
         return f"this is a Wan VACE (video editing / control) model (key '{k}'), not a causal T2V checkpoint; {_CAUSAL_HINT}"
     if k := some(lambda k: "audio" in k or k.startswith(("cond_encoder.", "frame_packer.", "trainable_cond_mask"))):
@@ -510,9 +508,6 @@ def _identify_foreign(tensors: Mapping[str, Tensor]) -> str | None:
                 f"{_CAUSAL_HINT}")
     if k := some(lambda k: k.startswith(("pose_patch_embedding.", "face_adapter.", "face_encoder.", "motion_encoder."))):
         return f"this is a Wan2.2 Animate model (key '{k}'), not a causal Wan2.1 T2V checkpoint; {_CAUSAL_HINT}"
-    if in_dim == 48 or out_rows == 48 * 4:
-        return ("this is a Wan2.2 TI2V-5B model (48-channel latents for the Wan2.2 VAE), not a causal Wan2.1 "
-                f"T2V checkpoint; {_CAUSAL_HINT}")
     img = some(lambda k: k.startswith("img_emb.") or "k_img" in k or "v_img" in k)
     if img or in_dim == 36:
         why = f"key '{img}'" if img else "patch_embedding takes 36 input channels"

@@ -356,3 +356,38 @@ def test_a_first_frame_of_the_wrong_shape_is_refused(model):
     with pytest.raises(ValueError, match=r"one latent frame \[1, 48, 1, 4, 6\]"):
         generate(model, prompt(), Video(H, W, total_frames=BLOCK, first_frame=torch.zeros(1, 48, 2, h, w)), TWO,
                  multi_shot_sink())
+
+
+def _merged_checkpoint(sd):
+    """`model_bf16.pt` as its scripts/merge_lora_generator.py writes it: the wrapper's `model.`-prefixed state dict
+    under `generator`, beside strings and flags."""
+    return {"generator": {"model." + k: v for k, v in sd.items()},
+            "checkpoint_format": "longlive_generator_merged_lora", "source_generator_ckpt": "base.pt",
+            "source_lora_ckpt": "lora.pt", "model_name": "Wan2.2-TI2V-5B", "dtype": "bfloat16", "merged_lora": True}
+
+
+@pytest.mark.parametrize("layout", ["merged", "bare"])
+def test_its_checkpoint_layouts_load_as_the_5b(tmp_path, layout):
+    from causal.checkpoint import read_checkpoint
+    from causal.synthetic import random_state_dict
+    sd = random_state_dict(TINY_5B, dtype=torch.bfloat16, seed=4)
+    path = tmp_path / "model_bf16.pt"
+    torch.save(_merged_checkpoint(sd) if layout == "merged" else {"model." + k: v for k, v in sd.items()}, path)
+    checkpoint = read_checkpoint(path)
+    assert checkpoint.config == TINY_5B and checkpoint.config.latents is WAN22_LATENTS
+    assert checkpoint.state_dict.keys() == sd.keys()
+    assert all(torch.equal(checkpoint.state_dict[k], v) for k, v in sd.items())
+
+
+def test_its_lora_fits_the_5b_and_merges(tmp_path):
+    """Its DMD LoRA (PEFT, every block linear, `generator_lora`) on the 48-channel layout: read, checked, merged."""
+    from causal.lora import check_fits, merge_into, read_lora
+    from causal.synthetic import random_state_dict
+    from tests.test_lora import _peft
+    torch.save({"generator_lora": _peft(TINY_5B, rank=4)}, tmp_path / "lora.pt")
+    lora = read_lora(tmp_path / "lora.pt", alpha=4)
+    check_fits(lora, TINY_5B)
+    sd = random_state_dict(TINY_5B, dtype=torch.bfloat16)
+    before = sd["blocks.1.ffn.0.weight"].clone()
+    merge_into(sd, lora)
+    assert not torch.equal(sd["blocks.1.ffn.0.weight"], before)
