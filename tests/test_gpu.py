@@ -543,3 +543,33 @@ def test_flash_attention_replays_its_own_numbers_and_stays_near_sdpa():
         assert torch.equal(clip(flash_attention=True, graphs=graphs), flash)
         assert torch.equal(clip(graphs=graphs), sdpa)
     assert ((flash - sdpa).norm() / sdpa.norm()).item() < 2e-2
+
+
+def test_longlive2_shots_replay_in_cuda_graphs_bit_for_bit():
+    """LongLive 2.0 on the GPU (the tiny 5B layout, 8-frame blocks, UniPC with its 2x2 solve on the device): CUDA
+    graphs give the eager numbers, exact and fused, with two shots (each a new RoPE offset the graphs' phases must
+    follow: the same slot replayed at the same position with another offset) and an image-held first frame."""
+    from causal import CudaGraphs, PromptChange, kernels
+    from causal.cache_policy import multi_shot_sink
+    from tests.test_longlive2 import TINY_5B
+
+    model = tiny_model(torch.bfloat16, config=TINY_5B).to(CUDA)
+    schedule = SCHEDULES["LongLive 2.0 5B"]
+    timeline = [PromptChange(0, prompt(seed=1).to(CUDA)), PromptChange(16, prompt(seed=2).to(CUDA), cut=True),
+                PromptChange(48, prompt(seed=3).to(CUDA), cut=True)]
+    image = torch.randn(1, 48, 1, 4, 6, generator=torch.Generator().manual_seed(1)).to(CUDA, torch.bfloat16)
+    policy = multi_shot_sink()
+    graphs = CudaGraphs(model, batch=1, height=64, width=96, num_frames=policy.cache_frames(8))
+    fused_options = [False] if kernels.fused_unavailable(CUDA) else [False, True]
+    for fused in fused_options:
+        def video(graphs=None):
+            return generate(model, timeline, Video(64, 96, total_frames=80, first_frame=image), schedule, policy,
+                            noise=Noise(seed=2), compute=Compute(fused_kernels=fused, graphs=graphs)).latents
+
+        exact = video()
+        assert torch.equal(exact[:, :, :1], image) and torch.isfinite(exact.float()).all()
+        assert torch.equal(video(graphs=graphs), exact)
+        captures = graphs.captures
+        assert torch.equal(video(graphs=graphs), exact)
+        assert graphs.captures == captures and graphs.replays > captures
+    graphs.release()
