@@ -101,9 +101,12 @@ TEMPLATE = REPO / "tools" / "workflows" / "api" / "causvid_stream_ten_minutes.js
 TEST_NODES = REPO / "tests" / "comfy_test_nodes"
 STREAM_NODE, LOADER_NODE, VAE_NODE, TEXT_NODE, CLIP_NODE = "5", "1", "3", "4", "2"
 SAMPLER_NODE, SAVE_LATENT_NODE = "6", "7"
-DEFAULT_PRESET = {"1.3B": "Self-Forcing / LongLive 1.3B", "14B": "LightX2V CausVid 14B"}
-LAYOUT = {"1.3B": "comfyui", "14B": "lightx2v_safetensors", "tiny": "comfyui"}
-VAES = ("wan", "taew2_1", "lighttaew2_1")
+DEFAULT_PRESET = {"1.3B": "Self-Forcing / LongLive 1.3B", "14B": "LightX2V CausVid 14B", "5B": "LongLive 2.0 5B"}
+LAYOUT = {"1.3B": "comfyui", "14B": "lightx2v_safetensors", "5B": "comfyui", "tiny": "comfyui"}
+SIZE = {"1.3B": (832, 480), "14B": (832, 480), "5B": (1280, 704), "tiny": (64, 48)}
+"""(width, height) of the stream per model: the trained sizes (the 5B: LongLive 2.0's 1280x704)."""
+VAES = ("wan", "taew2_1", "lighttaew2_1", "wan2_2", "taew2_2")
+"""The Wan 2.1 VAE and its tiny decoders (16 channels); the Wan 2.2 VAE and its tiny decoder (48: the 5B)."""
 TRACE_MAX_BYTES = 15 * 2 ** 20
 """A compressed profiler trace larger than this is deleted (its summary stays in the report)."""
 VAE_STD = 0.02
@@ -114,7 +117,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--comfyui", default=str(REPO / ".comfyui" / "ComfyUI"), help="a ComfyUI tree (0.3.75)")
-    p.add_argument("--model", choices=("1.3B", "14B"), default="1.3B")
+    p.add_argument("--model", choices=tuple(DEFAULT_PRESET), default="1.3B")
     p.add_argument("--tiny", action="store_true", help="the tiny DiT and VAE at 64x48 (CPU smoke test)")
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     p.add_argument("--vae", choices=VAES, default="wan",
@@ -152,6 +155,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.tiny and args.model != "1.3B":
         p.error("--tiny replaces the model: leave --model at 1.3B")
     args.preset = args.preset or DEFAULT_PRESET[args.model]
+    if (args.model == "5B") != args.vae.endswith("2_2"):
+        p.error(f"the {args.model} model's latents need a {'Wan 2.2' if args.model == '5B' else 'Wan 2.1'} decoder: "
+                f"--vae {'wan2_2 or taew2_2' if args.model == '5B' else 'wan, taew2_1 or lighttaew2_1'}")
     return args
 
 
@@ -483,7 +489,19 @@ def write_decoder(models: Path, kind: str, tiny: bool) -> Path:
     from comfy.ldm.wan.vae import WanVAE
     from tools.standins import random_taehv_state_dict
 
-    if kind == "wan":
+    if kind in ("wan2_2", "taew2_2"):  # ComfyUI builds the Wan 2.2 VAE at its one size, so no tiny version
+        from comfy.ldm.wan.vae2_2 import WanVAE as Wan22VAE
+        from comfy.taesd.taehv import TAEHV
+
+        vae = models / "vae" / f"bench_{kind}.safetensors"
+        module = (Wan22VAE(dim=160, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                           temperal_downsample=[False, True, True]) if kind == "wan2_2" else
+                  TAEHV(latent_channels=48, show_progress_bar=False))
+        g = torch.Generator().manual_seed(0)
+        dtype = torch.bfloat16 if kind == "wan2_2" else torch.float16
+        weights = {k: (torch.randn(v.shape, generator=g) * VAE_STD).to(dtype)
+                   for k, v in module.state_dict().items()}
+    elif kind == "wan":
         vae = models / "vae" / f"bench_wan_2.1_vae{'_tiny' if tiny else ''}.safetensors"
         wan = WanVAE(dim=8 if tiny else 96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
                      temperal_downsample=[False, True, True])
@@ -517,6 +535,8 @@ def stream_prompt(template: dict, args: argparse.Namespace, files: dict, size: t
     prompt[STREAM_NODE]["inputs"].update(width=width, height=height, seconds=args.seconds, speed=args.speed,
                                          seed=seed, preset=args.preset, filename_prefix="bench/node_stream",
                                          kv_cache=args.kv_cache)
+    if args.model == "5B":  # its own cache and 8-frame blocks: 125 frames = 32 latent frames, its cache's size
+        prompt[STREAM_NODE]["inputs"].update(cache="preset", window=0, sink_frames=-1, length=125)
     return prompt
 
 
@@ -621,7 +641,7 @@ class Bench:
         if args.cap_gib is not None:
             self.cap(args.cap_gib)
         work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="causvid_node_bench_"))
-        self.size = (64, 48) if args.tiny else (832, 480)
+        self.size = SIZE["tiny" if args.tiny else args.model]
         template = json.loads(TEMPLATE.read_text())
         import comfyui_version
 
@@ -871,9 +891,13 @@ class Bench:
         text_inputs = stream[TEXT_NODE]["inputs"]
         context = conditioning_node.execute(text=text_inputs["text"], width=text_inputs["width"]).result[0][0][0]
         schedule = causal.SCHEDULES[inputs["preset"]]
-        if inputs["cache"] != "sink":
+        if inputs["cache"] == "preset":
+            policy = causal.cache_policy.family_policy(inputs["preset"])
+        elif inputs["cache"] == "sink":
+            policy = causal.cache_policy.sink(inputs["sink_frames"], inputs["window"])
+        else:
             raise ValueError(f"the template's cache policy is now '{inputs['cache']}': update the library path")
-        policy = causal.cache_policy.sink(inputs["sink_frames"], inputs["window"])
+        fps = model.config.latents.fps
         fused = self.args.speed == "fast"
         if fused and (why := kernels.fused_unavailable(self.device)):
             log(f"library: speed 'fast' runs without compiled kernels here, as the node does: {why}")
@@ -885,9 +909,11 @@ class Bench:
                                    num_frames=policy.cache_frames(schedule.frames_per_block), kv_cache_fp8=fp8) \
             if cuda and causal.graphs.allocator_unsupported() is None else None  # as the node decides
         self.lib = {"model": model, "vae": vae, "context": context, "graphs": graphs,
-                    "latent_format": comfy.latent_formats.Wan21(),
+                    "latent_format": comfy.latent_formats.Wan22() if model.config.out_dim == 48 else
+                    comfy.latent_formats.Wan21(), "fps": fps,
                     "call": dict(video=causal.Video(height, width, num_frames=(inputs["length"] - 1) // 4 + 1,
-                                                    total_frames=causal.prompts.frames_for_seconds(inputs["seconds"])),
+                                                    total_frames=causal.prompts.frames_for_seconds(
+                                                        inputs["seconds"], 0, schedule.frames_per_block, fps)),
                                  schedule=schedule, policy=policy,
                                  compute=causal.Compute(device=self.device, dtype=dtype, fused_kernels=fused,
                                                         graphs=graphs, kv_cache_fp8=fp8,
@@ -905,9 +931,11 @@ class Bench:
         profile = profile_seconds > 0
         call, video = dict(lib["call"]), lib["call"]["video"]
         if profile:
-            call["video"] = replace(video, total_frames=causal.prompts.frames_for_seconds(profile_seconds))
+            call["video"] = replace(video, total_frames=causal.prompts.frames_for_seconds(
+                profile_seconds, 0, call["schedule"].frames_per_block, lib["fps"]))
         streaming = self.comfy.module("nodes.streaming")
-        h, w = video.height // 8, video.width // 8
+        config = lib["model"].config
+        h, w = config.latent_size(video.height, video.width)
         path = self.output / "bench" / f"library_stream_{seed}.mp4"
         path.parent.mkdir(parents=True, exist_ok=True)
         reset_peak(self.device)
@@ -920,9 +948,9 @@ class Bench:
         try:
             with self.profiled("library", profile):  # the whole stream: its last decodes come after sampling
                 decoder = streaming.StreamingDecoder(lib["vae"], fast=call["compute"].fused_kernels)  # as the node
-                decoder.load((1, 16, 1, h, w))
+                decoder.load((1, config.out_dim, 1, h, w))
                 stream = streaming.BlockStream(decoder, streaming.Mp4Writer(path, video.width, video.height,
-                                                                            streaming.FPS))
+                                                                            lib["fps"]))
 
                 def on_block(block) -> None:
                     stream.put(causal.host.to_host(lib["latent_format"].process_out(block.float())))  # as the node
@@ -952,7 +980,8 @@ class Bench:
 
     def library_check(self) -> None:
         lib, causal = self.lib, self.causal
-        video = replace(lib["call"]["video"], total_frames=causal.prompts.frames_for_seconds(self.args.check_seconds))
+        video = replace(lib["call"]["video"], total_frames=causal.prompts.frames_for_seconds(
+            self.args.check_seconds, 0, lib["call"]["schedule"].frames_per_block, lib["fps"]))
         call = dict(lib["call"], video=video)
 
         def on_block(block) -> None:
