@@ -1,4 +1,5 @@
-"""Load a causal Wan2.1 T2V DiT checkpoint from any of the published formats (docs/algorithm.md §7).
+"""Load a causal Wan DiT checkpoint (Wan2.1 T2V, or Wan2.2 TI2V-5B for LongLive 2.0) from any of the published
+formats (docs/algorithm.md §7).
 
 Every known layout is normalised to the bare Wan keys (`blocks.0.self_attn.q.weight`, ...) and the
 result is checked key for key and shape for shape against `config.expected_shapes`:
@@ -10,6 +11,8 @@ CausVid / CausVid-Plus ``model.pt``    ``{"generator": {"model.<key>": t}, "crit
 Self-Forcing ``*.pt``                  same, plus ``"generator_ema"`` (preferred when present)
 LongLive ``longlive_base.pt``          ``generator_ema`` / ``generator`` / ``model`` (in that
                                        order), keys may contain ``_fsdp_wrapped_module.``
+LongLive 2.0 ``model_bf16.pt``         ``{"generator": {"model.<key>": t}, ...}`` (48 channels; beside it
+                                       strings and flags, which are skipped)
 CausVid-Plus converted, LightX2V       bare keys (``causal_model.pt`` / ``.safetensors``)
 ComfyUI repackaged single file         ``model.diffusion_model.<key>`` (or ``diffusion_model.``)
 anything else                          a ``{"state_dict": ...}`` wrapper, a ``model.`` prefix
@@ -18,8 +21,9 @@ anything else                          a ``{"state_dict": ...}`` wrapper, a ``mo
 The critic is never read. Pickled files (``.pt``/``.pth``/``.ckpt``/``.bin``) are opened only with
 ``torch.load(weights_only=True)``, so a file that needs Python code to load is refused, never run.
 
-Limitation: a bidirectional Wan2.1 T2V model (e.g. ``wan2.1_t2v_1.3B_fp16.safetensors``) and a
-Wan2.2 T2V A14B expert have exactly the same tensor names and shapes as a causal one; nothing in
+Limitation: a bidirectional Wan2.1 T2V model (e.g. ``wan2.1_t2v_1.3B_fp16.safetensors``), a
+Wan2.2 T2V A14B expert and the bidirectional Wan2.2 TI2V-5B (``wan2.2_ti2v_5B_fp16.safetensors``, LongLive
+2.0's base) have exactly the same tensor names and shapes as a causal one; nothing in
 the weights tells them apart, so this loader accepts them. Sampling such a model causally gives
 poor video; only the user's choice of file can prevent that.
 
@@ -368,7 +372,7 @@ def _unwrap(raw: Any, where: str | Path) -> tuple[Mapping, str]:
         desc = "Self-Forcing / LongLive checkpoint (generator_ema)"
     elif top == "generator":
         desc = ("CausVid / CausVid-Plus / Self-Forcing model.pt (generator)" if "critic" in siblings
-                else "training checkpoint (generator)")
+                else "LongLive 2.0 model_bf16.pt or a training checkpoint (generator)")
     elif top == "model":
         desc = "LongLive checkpoint (model)"
     else:

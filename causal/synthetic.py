@@ -28,6 +28,7 @@ LAYOUTS: dict[str, str] = {
     "causvid_plus_converted": "causvid_plus_converted.pt",
     "krea": "krea-realtime-video-14b.safetensors",
     "reward_forcing": "rewardforcing.pt",
+    "longlive2": "model_bf16.pt",
 }
 """Layout name -> the file name such a checkpoint typically has (its suffix selects the format):
 
@@ -42,6 +43,8 @@ LAYOUTS: dict[str, str] = {
 * krea: ``model.`` + bare key, safetensors (Krea Realtime 14B).
 * reward_forcing: ``model.`` + bare key, one pickled state dict (Reward Forcing ``rewardforcing.pt``: its
   generator wrapper's ``state_dict()``).
+* longlive2: ``{"generator": {"model."+k: t}}`` and nothing else (LongLive 2.0's ``model_bf16.pt``: its merged 5B
+  generator, stored in bf16).
 """
 
 
@@ -112,6 +115,8 @@ def write_checkpoint(state_dict: Mapping[str, Tensor], path: str | Path, layout:
         obj = sd
     elif layout == "comfyui":
         obj = prefixed(sd, "model.diffusion_model.")
+    elif layout == "longlive2":
+        obj = {"generator": prefixed(sd, "model.")}
     elif layout in ("krea", "reward_forcing"):
         obj = prefixed(sd, "model.")
     else:  # causvid_plus_converted

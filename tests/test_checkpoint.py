@@ -123,6 +123,7 @@ LAYOUT_MARKERS = {
     "causvid_plus_converted": "bare Wan keys",
     "krea": "model. prefix",
     "reward_forcing": "model. prefix",
+    "longlive2": "(generator)",
 }
 
 
@@ -394,6 +395,16 @@ def test_non_causal_wan_variants_named(tmp_path, tiny, tiny_sd, variant, expecte
     text = message(excinfo)
     assert expected in text, text
     assert "causal" in text and "x.safetensors" in text
+
+
+def test_a_48_channel_file_loads_as_the_wan22_layout(tmp_path, tiny):
+    """A Wan2.2 TI2V-5B layout (48 latent channels: LongLive 2.0) in LongLive 2.0's own layout reads like any
+    other, its config on the Wan2.2 VAE."""
+    config = replace(tiny, in_dim=48, out_dim=48)
+    sd = random_state_dict(config, dtype=torch.bfloat16)
+    ckpt = read_checkpoint(write_checkpoint(sd, tmp_path / "model_bf16.pt", "longlive2"))
+    assert ckpt.config == config and ckpt.config.latents.channels == 48 and "LongLive 2.0" in ckpt.layout
+    assert_bit_identical(ckpt.state_dict, sd)
 
 
 def test_lora_files_named(tmp_path):
