@@ -25,7 +25,13 @@ import torch
 from .config import VAE_STRIDE
 
 FPS = 16
-"""Frame rate of every Wan2.1 T2V model."""
+"""Frame rate of every Wan2.1 T2V model (a Wan2.2-VAE model's is 24: `config.LatentLayout.fps`)."""
+
+SCENE_CUT_PREFIX = "The scene transitions. "
+"""What LongLive 2.0 writes before the caption of a new shot's first block (its `utils/dataset.py`
+`DEFAULT_SCENE_CUT_PREFIX`): its training data encodes that block's prompt as this prefix and the caption, the later
+blocks of the shot the caption alone, and its multi-shot inference marks shot boundaries the same way. A scene cut
+with an `opening` gives the same prompts (`open_shots`)."""
 
 
 @dataclass(frozen=True)
@@ -33,7 +39,12 @@ class PromptChange:
     frame: int
     context: torch.Tensor
     cut: bool = False
-    """A scene cut at this switch (Infinity-RoPE's cache only; `cache_policy.SCENE_CUT_POSITION`)."""
+    """A scene cut at this switch: Infinity-RoPE's `rope_cut` (`cache_policy.SCENE_CUT_POSITION`), or a new shot of
+    LongLive 2.0's multi-shot cache."""
+    opening: torch.Tensor | None = None
+    """A cut's prompt for the first block of its shot, where the cache policy has shots (LongLive 2.0): the embedding
+    of SCENE_CUT_PREFIX and the caption whose embedding `context` is, which then drives the blocks after it
+    (`open_shots`). Other policies read `context` alone."""
 
 
 def latent_frame_at(seconds: float, fps: float = FPS) -> int:
@@ -177,14 +188,33 @@ def frames_for_seconds(seconds: float, start_frames: int = 0, frames_per_block: 
 
 
 def timeline_from_seconds(entries: Sequence[tuple], start_frames: int = 0, fps: float = FPS) -> list[PromptChange]:
-    """A timeline from (seconds into the video, prompt[, scene cut]) entries; the video begins with `start_frames`
-    latent frames that were given, not generated, so the generated frame of a time is its latent frame minus
-    those."""
+    """A timeline from (seconds into the video, prompt[, scene cut[, opening]]) entries (`PromptChange.opening`); the
+    video begins with `start_frames` latent frames that were given, not generated, so the generated frame of a time
+    is its latent frame minus those."""
     changes: list[PromptChange] = []
-    for seconds, context, *cut in entries:
+    for seconds, context, *rest in entries:
         frame = max(latent_frame_at(seconds, fps) - start_frames, 0)
         if changes and frame <= changes[-1].frame:
             raise ValueError(f"the prompt at {seconds:g} s starts in the same latent frame as the one before it: "
                              f"keep changes at least {VAE_STRIDE[0] / fps:g} s apart")
-        changes.append(PromptChange(frame, context, bool(cut and cut[0])))
+        cut = bool(rest and rest[0])
+        changes.append(PromptChange(frame, context, cut, rest[1] if cut and len(rest) > 1 else None))
     return changes
+
+
+def open_shots(timeline: Sequence[PromptChange], frames_per_block: int, total_frames: int) -> list[PromptChange]:
+    """The timeline as LongLive 2.0 prompts a new shot: each scene cut with an `opening` becomes the cut to the
+    opening (SCENE_CUT_PREFIX and the caption), which drives the first block that starts at or after its frame, and
+    a change to the caption alone at the next block, for the rest of the shot. That second change is left out where
+    a later change already takes the next block, or where the video ends first."""
+    opened: list[PromptChange] = []
+    for i, change in enumerate(timeline):
+        if not change.cut or change.opening is None:
+            opened.append(change)
+            continue
+        opened.append(PromptChange(change.frame, change.opening, cut=True))
+        after = -(-change.frame // frames_per_block) * frames_per_block + frames_per_block
+        following = timeline[i + 1].frame if i + 1 < len(timeline) else total_frames
+        if after < min(following, total_frames):
+            opened.append(PromptChange(after, change.context))
+    return opened

@@ -34,12 +34,13 @@ import torch
 from . import kernels
 from .attention import flash4_unavailable
 from .cache_policy import CachePolicy, family_policy, fragments
+from .config import WanConfig
 from .context import ContextWindow, Forward, History
 from .host import to_device
 from .kv_cache import CrossAttentionKV, KVCache
 from .kv_cache_fp8 import Fp8KVCache, video_cache
 from .model import CausalWanModel
-from .prompts import LivePrompts, PromptChange, change_at, check_prompt, check_timeline, per_segment
+from .prompts import LivePrompts, PromptChange, change_at, check_prompt, check_timeline, open_shots, per_segment
 from .rebuilt_context import RebuiltContext, Reencoder
 from .request import (FRAMES_PER_BLOCK, Compute, Noise, Output, Progress, Renoise, Video,
                       fragment_lengths)
@@ -175,6 +176,8 @@ def _prepare(model: CausalWanModel, context: Prompts, video: Video, schedule: Sc
     segments = fragment_lengths(video.num_frames, video.num_fragments, video.start_frames, block)
     total = video.total_frames if video.total_frames is not None else sum(segments)
     timeline = _timeline(context, segments)
+    if policy.shots and not isinstance(timeline, LivePrompts):
+        timeline = open_shots(timeline, block, total)
     _check_inputs(model, timeline, video, total, schedule, policy)
     device = torch.device(compute.device) if compute.device is not None else model.patch_embedding.weight.device
     if device.type == "cuda" and device.index is None:
@@ -254,13 +257,7 @@ def _check_inputs(model: CausalWanModel, timeline: Sequence[PromptChange], video
         raise ValueError(f"frames_per_block must be at least 1 (got {frames_per_block})")
     policy.check(frames_per_block)
     config = model.config
-    if config.out_dim != schedule.latent_channels:
-        raise ValueError(f"the {schedule.name} schedule is made for models with {schedule.latent_channels} latent "
-                         f"channels; this model has {config.out_dim} ({config.latents.name}): choose "
-                         + ("the LongLive 2.0 5B preset" if config.out_dim == 48 else "a Wan2.1 preset"))
-    if video.height % config.pixel_multiple or video.width % config.pixel_multiple:
-        raise ValueError(f"{video.width}x{video.height}: a model on the {config.latents.name} takes width and height "
-                         f"in multiples of {config.pixel_multiple} pixels")
+    check_model_fits(config, schedule, video.height, video.width)
     if video.first_frame is not None:
         h, w = config.latent_size(video.height, video.width)
         expected = [timeline[0].context.shape[0], config.out_dim, 1, h, w]
@@ -300,6 +297,19 @@ def _check_inputs(model: CausalWanModel, timeline: Sequence[PromptChange], video
             raise ValueError(f"prompt embedding width {change.context.shape[-1]} does not match the model's text "
                              f"width {model.config.text_dim}: use the text encoder made for this model (umT5-XXL)")
         check_prompt(change.context, model.config.text_len)
+
+
+def check_model_fits(config: WanConfig, schedule: Schedule, height: int, width: int) -> None:
+    """Raise ValueError, naming what fits, where `schedule` is made for models on another VAE than this one's (16 or
+    48 latent channels) or the size is not a multiple of the model's `pixel_multiple` (16 or 32 pixels). `generate`
+    checks it; a host can check it before it loads anything."""
+    if config.out_dim != schedule.latent_channels:
+        raise ValueError(f"the {schedule.name} schedule is made for models with {schedule.latent_channels} latent "
+                         f"channels; this model has {config.out_dim} ({config.latents.name}): choose "
+                         + ("the LongLive 2.0 5B preset" if config.out_dim == 48 else "a Wan2.1 preset"))
+    if height % config.pixel_multiple or width % config.pixel_multiple:
+        raise ValueError(f"{width}x{height}: a model on the {config.latents.name} takes width and height "
+                         f"in multiples of {config.pixel_multiple} pixels")
 
 
 def _check_joint_window(schedule: Schedule, video: Video, policy: CachePolicy, own_policy: CachePolicy | None,

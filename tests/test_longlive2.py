@@ -19,16 +19,15 @@ import torch
 
 from causal import Noise, Output, PromptChange, Video, generate
 from causal.cache_policy import CachePolicy, family_policy, multi_shot_sink
-from causal.config import PRESETS, WAN22_LATENTS, WanConfig, detect_config
+from causal.config import PRESETS, WAN22_LATENTS, detect_config
 from causal.context import ContextWindow
+from causal.prompts import SCENE_CUT_PREFIX, open_shots
 from causal.kv_cache import KVCache
 from causal.rope import rope_frequencies
 from causal.schedule import SCHEDULES, Schedule
 from causal.unipc import UniPC, unipc_schedule
-from tools.tiny import prompt, tiny_model
+from tools.tiny import TINY_5B, prompt, tiny_model
 
-TINY_5B = WanConfig(dim=256, ffn_dim=512, num_layers=2, text_dim=64, in_dim=48, out_dim=48)
-"""The tiny stand-in in the 5B's layout: 48 latent channels on the Wan2.2 VAE (16x spatial stride)."""
 H, W = 64, 96  # pixels: a 4 x 6 latent, 2 x 3 = 6 tokens per frame
 h, w = 4, 6
 TPF = 6
@@ -391,3 +390,45 @@ def test_its_lora_fits_the_5b_and_merges(tmp_path):
     before = sd["blocks.1.ffn.0.weight"].clone()
     merge_into(sd, lora)
     assert not torch.equal(sd["blocks.1.ffn.0.weight"], before)
+
+
+# -- shots opened with the scene-cut prefix ----------------------------------------------------------------------
+
+
+def _frames(timeline):
+    return [(c.frame, c.cut, c.context) for c in timeline]
+
+
+def test_a_cut_with_an_opening_opens_its_shot_with_it_for_one_block():
+    """The opening (prefix + caption) drives the first block at or after the cut, the caption alone the next block
+    on; no second change where a later change or the end of the video comes first."""
+    p0, p1, o1, p2 = (prompt(seed=s) for s in range(4))
+    assert SCENE_CUT_PREFIX == "The scene transitions. "
+    timeline = [PromptChange(0, p0), PromptChange(16, p1, cut=True, opening=o1)]
+    assert _frames(open_shots(timeline, BLOCK, 40)) == [(0, False, p0), (16, True, o1), (24, False, p1)]
+    timeline = [PromptChange(0, p0), PromptChange(13, p1, cut=True, opening=o1), PromptChange(30, p2)]
+    assert _frames(open_shots(timeline, BLOCK, 40)) == [(0, False, p0), (13, True, o1), (24, False, p1),
+                                                         (30, False, p2)]
+    timeline = [PromptChange(0, p0), PromptChange(13, p1, cut=True, opening=o1), PromptChange(20, p2)]
+    assert _frames(open_shots(timeline, BLOCK, 40)) == [(0, False, p0), (13, True, o1), (20, False, p2)]
+    timeline = [PromptChange(0, p0), PromptChange(32, p1, cut=True, opening=o1)]
+    assert _frames(open_shots(timeline, BLOCK, 40)) == [(0, False, p0), (32, True, o1)]
+    plain = [PromptChange(0, p0), PromptChange(16, p1, cut=True)]  # no opening: as it was (Infinity-RoPE's cut)
+    assert open_shots(plain, BLOCK, 40) == plain
+
+
+def test_generate_opens_shots_as_longlive2_prompts_them(model):
+    """With a shot policy, a cut's opening drives its first block and the caption the rest of the shot: the video of
+    the reference loop given those prompts block by block; a policy without shots reads the caption alone."""
+    frames = 6 * BLOCK
+    noise = _noise(frames)
+    opening = prompt(seed=9)
+    timeline = [PromptChange(0, prompt(seed=0)), PromptChange(16, prompt(seed=1), cut=True, opening=opening)]
+    expanded = [PromptChange(0, prompt(seed=0)), PromptChange(16, opening, cut=True), PromptChange(24, prompt(seed=1))]
+    expected = _longlive2(model, expanded, noise, TWO)
+    got = generate(model, timeline, Video(H, W, total_frames=frames), TWO, multi_shot_sink(),
+                   noise=Noise(initial=noise)).latents
+    assert torch.equal(got, expected)
+    without = generate(model, [PromptChange(0, prompt(seed=0)), PromptChange(16, prompt(seed=1), cut=True)],
+                       Video(H, W, total_frames=frames), TWO, multi_shot_sink(), noise=Noise(initial=noise)).latents
+    assert torch.equal(without[:, :, :16], got[:, :, :16]) and not torch.equal(without, got)

@@ -10,6 +10,8 @@ from causal.synthetic import random_state_dict
 
 TINY = WanConfig(dim=256, ffn_dim=512, num_layers=2, text_dim=64)
 """Two heads of width 128 (the real head width, so RoPE splits 22/21/21), two layers."""
+TINY_5B = WanConfig(dim=256, ffn_dim=512, num_layers=2, text_dim=64, in_dim=48, out_dim=48)
+"""TINY in the 5B's layout (LongLive 2.0): 48 latent channels on the Wan2.2 VAE (16x spatial stride)."""
 
 
 def tiny_model(dtype: torch.dtype = torch.float32, seed: int = 0, config: WanConfig = TINY) -> CausalWanModel:
