@@ -1,6 +1,7 @@
-"""The causal DiT as a ComfyUI MODEL: a `model_base.WAN21` whose `diffusion_model` is our
-`CausalWanModel` built from ComfyUI's layer classes, so model management (offloading, lowvram,
-fp8 storage) and core LoRA loading work on it unchanged."""
+"""The causal DiT as a ComfyUI MODEL: a `model_base.WAN21` (a 48-channel model, LongLive 2.0's Wan2.2 TI2V-5B: a
+`model_base.WAN22` with the Wan2.2 latent format) whose `diffusion_model` is our `CausalWanModel` built from
+ComfyUI's layer classes, so model management (offloading, lowvram, fp8 storage), core LoRA loading, latent previews
+and the core VAE nodes work on it unchanged."""
 
 from __future__ import annotations
 
@@ -77,12 +78,32 @@ class WAN21Causal(comfy.model_base.WAN21):
         self.image_to_video = False
 
 
+class WAN22Causal(comfy.model_base.WAN22):
+    def __init__(self, model_config, model_type=comfy.model_base.ModelType.FLOW, device=None):
+        comfy.model_base.BaseModel.__init__(self, model_config, model_type, device=device,
+                                            unet_model=ComfyCausalWanModel)
+        self.image_to_video = False
+
+
 class CausalWanT2V(comfy.supported_models.WAN21_T2V):
     # bf16 first: the references compute in bf16 (core Wan lists fp16 first)
     supported_inference_dtypes = [torch.bfloat16, torch.float16, torch.float32]
 
     def get_model(self, state_dict, prefix="", device=None):
         return WAN21Causal(self, device=device)
+
+
+class CausalWanTI2V(comfy.supported_models.WAN22_T2V):
+    """A causal model on the Wan2.2 VAE (LongLive 2.0): core's Wan2.2 TI2V-5B config, its latent format Wan22."""
+
+    supported_inference_dtypes = [torch.bfloat16, torch.float16, torch.float32]
+
+    def get_model(self, state_dict, prefix="", device=None):
+        return WAN22Causal(self, device=device)
+
+
+MODEL_CONFIGS = {16: CausalWanT2V, 48: CausalWanTI2V}
+"""ComfyUI model config by latent channels (the VAE the model's latents are for)."""
 
 
 LORA_MODES = ("merged", "unmerged")
@@ -107,7 +128,7 @@ def load_causal_model(path: str | Path, weight_dtype: str = "default", lora: Lor
     unet_config = {"image_model": "wan2.1", "model_type": "t2v", "dim": config.dim, "ffn_dim": config.ffn_dim,
                    "num_layers": config.num_layers, "text_dim": config.text_dim, "in_dim": config.in_dim,
                    "out_dim": config.out_dim, "num_heads": config.num_heads}
-    model_config = CausalWanT2V(unet_config)
+    model_config = MODEL_CONFIGS[config.latents.channels](unet_config)
     load_device = comfy.model_management.get_torch_device()
     offload_device = comfy.model_management.unet_offload_device()
     dtype = WEIGHT_DTYPES[weight_dtype]

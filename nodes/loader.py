@@ -1,4 +1,5 @@
-"""CausVid Model Loader: a causal Wan2.1 checkpoint from models/diffusion_models -> MODEL."""
+"""CausVid Model Loader: a causal Wan checkpoint (Wan2.1, or LongLive 2.0's Wan2.2 TI2V-5B) from
+models/diffusion_models -> MODEL."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ class CausVidModelLoader(io.ComfyNode):
             display_name="CausVid Model Loader",
             category="CausVid",
             description="Loads a causal Wan2.1 T2V checkpoint (CausVid model.pt, CausVid-Plus, LightX2V "
-                        "causal_model.pt/.safetensors, Self-Forcing, LongLive base, ComfyUI repackaged) from "
+                        "causal_model.pt/.safetensors, Self-Forcing, LongLive base, ComfyUI repackaged) or LongLive "
+                        "2.0's causal Wan2.2 TI2V-5B (model_bf16.pt: 48-channel latents for the Wan2.2 VAE) from "
                         "models/diffusion_models. .pt files are read without running any pickled code.",
             inputs=[
                 io.Combo.Input("ckpt_name", options=checkpoint_files(), tooltip="A file in models/diffusion_models."),

@@ -12,7 +12,7 @@ from torch.nn import Linear
 
 from tools.comfy_inprocess import pack_module
 from tools.comfy_server import comfyui_available
-from tools.tiny import TINY
+from tools.tiny import TINY, TINY_5B
 
 pytestmark = pytest.mark.comfyui
 
@@ -53,12 +53,35 @@ def test_loader_gives_a_wan21_model_patcher_with_wan_key_names(pack, checkpoint)
     path, sd = checkpoint
     patcher = pack.load_causal_model(path, "bf16")
     assert isinstance(patcher, comfy.model_patcher.ModelPatcher)
-    assert isinstance(patcher.model, comfy.model_base.WAN21)
+    assert isinstance(patcher.model, comfy.model_base.WAN21) and not isinstance(patcher.model, comfy.model_base.WAN22)
     keys = {k for k in patcher.model.state_dict() if k.startswith("diffusion_model.")}
     assert keys == {"diffusion_model." + k for k in sd}
     weight = patcher.model.diffusion_model.blocks[1].ffn[2].weight
     assert weight.dtype == torch.bfloat16 and torch.equal(weight, sd["blocks.1.ffn.2.weight"].to(torch.bfloat16))
     assert patcher.model.latent_format.latent_channels == 16
+
+
+def test_a_48_channel_file_loads_as_a_wan22_model_with_the_wan22_latent_format(pack, tmp_path):
+    """LongLive 2.0's model_bf16.pt (48 channels): ComfyUI's WAN22 family with latent_formats.Wan22, so latents cross
+    the node boundary, previews and core VAE Decode with wan2.2_vae.safetensors as core's Wan2.2 5B's do; bf16 first."""
+    import comfy.latent_formats
+    import comfy.model_base
+
+    synthetic, config_mod = pack_module("causal.synthetic"), pack_module("causal.config")
+    config = config_mod.WanConfig(**dataclasses.asdict(TINY_5B))
+    sd = synthetic.random_state_dict(config, dtype=torch.bfloat16, seed=0)
+    path = synthetic.write_checkpoint(sd, tmp_path / "model_bf16.pt", "longlive2")
+    patcher = pack.load_causal_model(path, "default")
+    assert isinstance(patcher.model, comfy.model_base.WAN22)
+    assert isinstance(patcher.model.latent_format, comfy.latent_formats.Wan22)
+    assert patcher.model.latent_format.latent_channels == 48
+    assert pack.causal_network(patcher).config == config
+    assert patcher.model.model_config.supported_inference_dtypes[0] == torch.bfloat16
+    x = torch.randn(1, 48, 2, 4, 4)
+    expected = comfy.latent_formats.Wan22().process_in(x)
+    assert torch.equal(patcher.model.process_latent_in(x), expected)
+    network = patcher.model.diffusion_model
+    assert torch.equal(network.head.head.weight.to(torch.bfloat16), sd["head.head.weight"])
 
 
 def test_core_lora_patches_the_causal_weights(pack, checkpoint):
