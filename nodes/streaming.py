@@ -1,10 +1,12 @@
 """Streaming output: each finished block is decoded by the user's VAE and written to an mp4 at once.
 
-`StreamingDecoder` drives one of ComfyUI's own Wan 2.1 decoders a frame at a time with its causal state kept
+`StreamingDecoder` drives one of ComfyUI's own Wan decoders a frame at a time with its causal state kept
 for the whole video, so block-by-block decoding gives the frames of one whole-video decode: no seams, nothing
-re-encoded. Two kinds: the full Wan 2.1 VAE (`comfy.ldm.wan.vae.WanVAE`: its `conv2` and `decoder`, the loop
-its `decode` runs, one feature cache) and the tiny taew2_1 / lighttaew2_1 decoders (`comfy.taesd.taehv.TAEHV`:
-its decoder run in time order as its sequential decode does, each MemBlock remembering its last input).
+re-encoded. Three kinds: the full Wan 2.1 VAE (`comfy.ldm.wan.vae.WanVAE`: its `conv2` and `decoder`, the loop
+its `decode` runs, one feature cache), the full Wan 2.2 VAE (`comfy.ldm.wan.vae2_2.WanVAE`, LongLive 2.0's: the
+same loop, its first frame decoded as the first chunk, then un-patched 2x2) and the tiny taew2_1 / lighttaew2_1 /
+taew2_2 decoders (`comfy.taesd.taehv.TAEHV`: its decoder run in time order as its sequential decode does, each
+MemBlock remembering its last input).
 `Mp4Writer` encodes frames to H.264 with PyAV (ComfyUI's own dependency) as they arrive; closing it in any
 case leaves a playable file with every frame written so far. `BlockStream` runs them as a pipeline: the next
 block samples while the last one decodes (its own thread and CUDA stream) while the one before is encoded (a
@@ -43,7 +45,8 @@ memory; bench/cards.py, 2026-12-02). The KV cache, allocated once, adds none."""
 
 
 UNSUPPORTED = ("streaming needs the Wan 2.1 VAE (wan_2.1_vae.safetensors) or a tiny Wan 2.1 decoder (taew2_1 / "
-               "lighttaew2_1), loaded with VAE Loader; this VAE is a {}")
+               "lighttaew2_1), or for LongLive 2.0 the Wan 2.2 VAE (wan2.2_vae.safetensors) or taew2_2, loaded with "
+               "VAE Loader; this VAE is a {}")
 
 
 def allocator_overhead(transient: int) -> int:
@@ -64,9 +67,10 @@ def decode_room(free: int, sampling_transient: int) -> int:
 
 
 class StreamingDecoder:
-    """Decode a Wan 2.1 latent video a chunk at a time, carrying the decoder's causal state between chunks.
-    `StreamingDecoder(vae)` makes the one for the VAE's kind: `WanVAEStreamingDecoder` (the Wan 2.1 VAE) or
-    `TinyStreamingDecoder` (taew2_1 / lighttaew2_1); any other VAE raises ValueError. `fast=True` lets a kind
+    """Decode a Wan latent video a chunk at a time, carrying the decoder's causal state between chunks.
+    `StreamingDecoder(vae)` makes the one for the VAE's kind: `WanVAEStreamingDecoder` (the Wan 2.1 VAE),
+    `Wan22VAEStreamingDecoder` (the Wan 2.2 VAE) or `TinyStreamingDecoder` (taew2_1 / lighttaew2_1 / taew2_2); any
+    other VAE raises ValueError. `fast=True` lets a kind
     decode faster where it can, within bf16 rounding of its exact decode (the Wan VAE: `causal.wan_decoder`)."""
 
     def __new__(cls, vae, *, fast: bool = False) -> StreamingDecoder:
@@ -77,6 +81,11 @@ class StreamingDecoder:
         self.model = vae.first_stage_model
         self.fast = fast
         """Whether this decoder may run a fast decode (a kind without one, or a VAE that cannot, runs exact)."""
+
+    @property
+    def latent_channels(self) -> int:
+        """The channels of the latents it decodes: 16 (Wan 2.1) or 48 (Wan 2.2)."""
+        return 16
 
     def load(self, latent_shape: tuple[int, ...]) -> None:
         """Put the VAE on its device with room to decode chunks of `latent_shape` (ComfyUI's model management)."""
@@ -98,7 +107,7 @@ class StreamingDecoder:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """VAE-space latents [1, 16, n, h, w] -> frames [F, H, W, 3] (float32, CPU; the VAE's `process_output`,
+        """VAE-space latents [1, C, n, h, w] -> frames [F, H, W, 3] (float32, CPU; the VAE's `process_output`,
         as VAE Decode gives them: in [0, 1] for the Wan VAE, unclamped for the tiny decoders): 1 + 4 (n - 1)
         frames for the video's first chunk, 4 n after it. If it raises, the same chunk can be decoded again: the
         causal state is as it was before the call (the fast Wan decode a frame at a time instead keeps the frames
@@ -124,7 +133,7 @@ class StreamingDecoder:
         raise NotImplementedError
 
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
-        """[B, 16, n, h, w] on the VAE's device and dtype -> the decoder's raw output [B, 3, F, H, W]."""
+        """[B, C, n, h, w] on the VAE's device and dtype -> the decoder's raw output [B, 3, F, H, W]."""
         raise NotImplementedError
 
 
@@ -209,8 +218,50 @@ class WanVAEStreamingDecoder(StreamingDecoder):
         return torch.cat(out, dim=2)
 
 
+class Wan22VAEStreamingDecoder(StreamingDecoder):
+    """The Wan 2.2 VAE (48 latent channels, 16x: LongLive 2.0's): `conv2`, then `decoder` one latent frame at a time
+    with one causal feature cache, the video's first frame as its first chunk (which keeps one output frame of
+    four), each frame's output un-patched from 2x2 (what its `decode` does for the whole video). Exact only."""
+
+    PER_LATENT_PIXEL = 8000 * 16 * 16
+    """ComfyUI's own estimate of its Wan 2.2 decode per latent pixel (`comfy.sd.VAE.memory_used_decode`, which it
+    decodes a frame at a time, so any number of frames), in elements of the VAE's dtype; not measured here."""
+
+    def __init__(self, vae, *, fast: bool = False) -> None:
+        super().__init__(vae)
+        from comfy.ldm.wan.vae import CausalConv3d
+
+        self.cache: list = [None] * sum(isinstance(m, CausalConv3d) for m in self.model.decoder.modules())
+        self.first = True  # the next frame is the video's first
+
+    @property
+    def latent_channels(self) -> int:
+        return 48
+
+    def per_latent_pixel(self, block: int) -> float:
+        return self.PER_LATENT_PIXEL
+
+    def _state(self) -> tuple[list, bool]:
+        return list(self.cache), self.first
+
+    def _restore(self, state: tuple[list, bool]) -> None:
+        self.cache[:], self.first = state
+
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        from comfy.ldm.wan.vae2_2 import unpatchify
+
+        x = self.model.conv2(z)
+        out = []
+        for i in range(x.shape[2]):
+            out.append(self.model.decoder(x[:, :, i:i + 1], feat_cache=self.cache, feat_idx=[0],
+                                          first_chunk=self.first))
+            self.first = False
+        return unpatchify(torch.cat(out, dim=2), patch_size=2)
+
+
 class TinyStreamingDecoder(StreamingDecoder):
-    """taew2_1 / lighttaew2_1 (`TAEHV`, 16 latent channels). Its decoder is a chain of per-frame 2D layers in
+    """taew2_1 / lighttaew2_1 (`TAEHV`, 16 latent channels) and taew2_2 (48 channels, each output frame un-shuffled
+    from 2x2 pixels). Its decoder is a chain of per-frame 2D layers in
     which a MemBlock also sees its own input of the previous frame (zeros before the video's first) and a TGrow
     turns each frame into `stride` frames (x4 in all). Run frame by frame in time order, as TAEHV's sequential
     decode runs it, with each MemBlock's last input kept between chunks; the first `frames_to_trim` output
@@ -229,6 +280,10 @@ class TinyStreamingDecoder(StreamingDecoder):
         self.memory: list[torch.Tensor | None] = [None] * len(self.blocks)
         self.to_trim: int = self.model.frames_to_trim
 
+    @property
+    def latent_channels(self) -> int:
+        return self.model.latent_channels
+
     def per_latent_pixel(self, block: int) -> float:
         return self.PER_LATENT_PIXEL
 
@@ -239,11 +294,16 @@ class TinyStreamingDecoder(StreamingDecoder):
         self.memory[:], self.to_trim = state
 
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
         z = self.model.process_in(z)
         frames = [f for t in range(z.shape[2]) for f in self._frame(z[:, :, t].contiguous(), 0)]
         drop = min(self.to_trim, len(frames))
         self.to_trim -= drop
-        return torch.stack(frames[drop:], dim=2)
+        frames = frames[drop:]
+        if self.model.patch_size > 1:  # taew2_2: 12 channels of 2x2 pixels per output pixel
+            frames = [F.pixel_shuffle(f, self.model.patch_size) for f in frames]
+        return torch.stack(frames, dim=2)
 
     def _frame(self, x: torch.Tensor, first: int) -> list[torch.Tensor]:
         """One frame [B, C, h, w] through decoder blocks `first`... -> its output frames [B, 3, H, W], in order."""
@@ -263,21 +323,25 @@ class TinyStreamingDecoder(StreamingDecoder):
 
 
 def _decoder_kind(vae) -> type[StreamingDecoder]:
+    from comfy.ldm.wan.vae2_2 import WanVAE as Wan22VAE
     from comfy.taesd.taehv import TAEHV
 
     model = getattr(vae, "first_stage_model", None)
     if isinstance(model, TAEHV):
-        if model.latent_channels != 16 or model.patch_size != 1:
+        if (model.latent_channels, model.patch_size) not in ((16, 1), (48, 2)):
             raise ValueError(UNSUPPORTED.format(f"tiny TAEHV decoder with {model.latent_channels} latent channels "
-                                                "(not Wan 2.1's 16)"))
+                                                "(not Wan 2.1's 16 or Wan 2.2's 48)"))
         return TinyStreamingDecoder
+    if isinstance(model, Wan22VAE):
+        return Wan22VAEStreamingDecoder
     if model is not None and all(hasattr(model, name) for name in ("conv2", "decoder")):
         return WanVAEStreamingDecoder
     raise ValueError(UNSUPPORTED.format(type(model).__name__))
 
 
 class Mp4Writer:
-    """H.264 (yuv420p) at 16 fps, frames appended as they come; `close` flushes the encoder."""
+    """H.264 (yuv420p) at `fps` (a Wan2.1 model's 16 by default), frames appended as they come; `close` flushes the
+    encoder."""
 
     def __init__(self, path: Path, width: int, height: int, fps: int = FPS) -> None:
         self.path = path
