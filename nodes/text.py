@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from ..causal.prompts import SCENE_CUT_PREFIX
 from ..causal.text import TEXT_TOKENS, clean_prompt, split_timeline
 
 FRAGMENT_KEY = "causvid_fragment"
@@ -12,7 +13,12 @@ FRAGMENT_KEY = "causvid_fragment"
 START_KEY = "causvid_start_seconds"
 """Timed lines (`seconds: prompt`) also carry when they start."""
 CUT_KEY = "causvid_scene_cut"
-"""On a timed line written `seconds#: prompt`: a scene cut at that switch (Infinity-RoPE's cache)."""
+"""On a timed line written `seconds#: prompt`: a scene cut at that switch (Infinity-RoPE's cache, LongLive 2.0's
+shots)."""
+OPENING_KEY = "causvid_shot_opening"
+"""On a scene cut: the embedding of `causal.prompts.SCENE_CUT_PREFIX` and the prompt, which opens the shot where
+the preset's cache has shots (LongLive 2.0, as its data prompts a new shot's first block); other presets read the
+prompt alone."""
 TEXT_KEY = "causvid_text"
 """The cleaned prompt text of the entry (a live stream writes it into the timeline it saves)."""
 
@@ -53,7 +59,9 @@ class CausVidTextEncode(io.ComfyNode):
                 io.String.Input("text", multiline=True, dynamic_prompts=True,
                                 tooltip="One prompt per line; each line is one fragment's prompt. Or a timeline: "
                                         "'0: first prompt', '12.5: second prompt', ... (seconds into the video); "
-                                        "'12.5#: ...' marks a scene cut (the Infinity-RoPE preset)."),
+                                        "'12.5#: ...' marks a scene cut (the Infinity-RoPE preset; with LongLive 2.0 a new "
+                                        "shot, whose first block reads 'The scene transitions. ' before the "
+                                        "prompt, as LongLive 2.0 was trained)."),
             ],
             outputs=[io.Conditioning.Output(tooltip="One entry per prompt, for CausVid Sampler.")],
         )
@@ -72,6 +80,7 @@ class CausVidTextEncode(io.ComfyNode):
                 tags[START_KEY] = start
             if cut:
                 tags[CUT_KEY] = True
+                tags[OPENING_KEY] = encode_prompt(clip, clean_prompt(SCENE_CUT_PREFIX + prompt))[0]
             conditioning.append([cond, {**encoded, **tags}])
         return io.NodeOutput(conditioning)
 
