@@ -40,7 +40,7 @@ from typing import Callable, Iterator
 import torch
 
 from ..causal import kernels
-from ..causal.prompts import LivePrompts, seconds_at
+from ..causal.prompts import FPS, LivePrompts, seconds_at
 from ..causal.text import clean_prompt
 
 log = logging.getLogger("comfyui-causvid")
@@ -59,11 +59,13 @@ class LiveRun:
 
     def __init__(self, node_id: str, first_text: str, first: torch.Tensor, encode: Callable[[str], torch.Tensor],
                  *, start_frames: int = 0, max_tokens: int | None = None,
-                 device: torch.device | None = None) -> None:
+                 device: torch.device | None = None, fps: float = FPS) -> None:
         self.id = uuid.uuid4().hex
         self.node_id = node_id
         self.prompts = LivePrompts(first, max_tokens=max_tokens)
         self.start_frames = start_frames
+        self.fps = fps
+        """The video's frame rate (its model's), which turns the frames a prompt took into seconds."""
         self.blocks = 0
         self.device = device
         """Where `encode` runs: on a CUDA device the encode thread uses a CUDA stream of its own there."""
@@ -184,7 +186,7 @@ class LiveRun:
 
     def used(self) -> list[tuple[float, str]]:
         """(seconds into the video, text) of every prompt used so far, in order."""
-        return [(seconds_at(change.frame + self.start_frames) if change.frame else 0.0,
+        return [(seconds_at(change.frame + self.start_frames, self.fps) if change.frame else 0.0,
                  self._texts[id(change.context)]) for change in self.prompts]
 
     def timeline_text(self) -> str:

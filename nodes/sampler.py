@@ -23,15 +23,16 @@ from ..causal.cache_policy import KINDS, CachePolicy, family_policy
 from ..causal.context import History
 from ..causal.host import to_host
 from ..causal.rebuilt_context import ReencodedFrames
-from ..causal.prompts import PromptChange, frames_for_seconds, per_segment, timeline_from_seconds
+from ..causal.config import LATENT_LAYOUTS, PATCH_SIZE
+from ..causal.prompts import FPS, PromptChange, frames_for_seconds, per_segment, timeline_from_seconds
 from ..causal.request import FRAMES_PER_BLOCK, PIXEL_MULTIPLE, Compute, Noise, Output, Video, fragment_lengths
-from ..causal.sampler import generate, kv_cache_bytes, working_memory_bytes
+from ..causal.sampler import check_model_fits, generate, kv_cache_bytes, working_memory_bytes
 from ..causal.schedule import SCHEDULES, Schedule
 from .comfy_model import causal_network, compute_dtype
 from .live import LiveRun, announce
 from .speed import DEFAULT_SPEED, SPEED_TOOLTIP, SPEEDS, choose_speed, keep_only, kept_graphs, release_graphs
 from .streaming import StreamingDecoder, WanVAEStreamingDecoder
-from .text import CUT_KEY, FRAGMENT_KEY, START_KEY
+from .text import CUT_KEY, FRAGMENT_KEY, OPENING_KEY, START_KEY
 
 log = logging.getLogger("comfyui-causvid")
 
@@ -39,6 +40,8 @@ CausVidStateType = io.Custom("CAUSVID_STATE")
 # 1 + 4 * (1023 - 1) video frames = 1023 latent frames: the longest fragment whose blocks stay inside Wan's RoPE table
 MAX_LENGTH = 4089
 PRESET_POLICY = "preset default"
+VAE_FILES = {16: "wan_2.1_vae.safetensors", 48: "wan2.2_vae.safetensors"}
+"""The VAE file (Comfy-Org's repackaged name) of a model's latent channels, for the messages."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ class CausVidState:
     history: History
     """The cache writes that rebuild the context (replayed by the next run: one forward per cached chunk)."""
     video: torch.Tensor | None
-    """Every latent frame so far [B, 16, T, h, w], VAE space (start latent included); None when the video was
+    """Every latent frame so far [B, C, T, h, w] (C the model's latent channels), VAE space (start latent included); None when the video was
     streamed to a file instead."""
     rng_state: torch.Tensor
     rng_device: str
@@ -76,10 +79,25 @@ def check_length(length: int, frames_per_block: int = FRAMES_PER_BLOCK) -> str |
     if (length - 1) % 4 or frames % frames_per_block or length < shortest:
         if frames_per_block == 1:
             return f"length {length} is not 1 + 4k frames (k >= 2): use e.g. 9, 13, 17, ... or 81"
+        examples = [shortest + 4 * frames_per_block * k for k in range(7)]
+        trained = " (21 latent frames, the trained length)" if frames_per_block == FRAMES_PER_BLOCK else ""
         return (f"length {length} is not a whole number of {frames_per_block}-latent-frame blocks: use "
-                f"{shortest} + {4 * frames_per_block}k frames, e.g. 9, 21, 33, 45, 57, 69 or 81 (21 latent frames, "
-                "the trained length)")
+                f"{shortest} + {4 * frames_per_block}k frames, e.g. {', '.join(map(str, examples[:-1]))} or "
+                f"{examples[-1]}{trained}")
     return None
+
+
+def pixel_multiple(preset: str | None) -> int:
+    """Width and height are multiples of this for the models a preset is made for: their VAE's spatial stride times
+    the patch (16 pixels for the Wan2.1 VAE, 32 for the Wan2.2 VAE)."""
+    if not isinstance(preset, str) or preset not in SCHEDULES:
+        return PIXEL_MULTIPLE
+    return LATENT_LAYOUTS[SCHEDULES[preset].latent_channels].spatial_stride * PATCH_SIZE[1]
+
+
+def model_fps(model) -> int:
+    """The frame rate of a MODEL's videos: its VAE's (16 fps Wan2.1, 24 fps Wan2.2)."""
+    return causal_network(model).config.latents.fps
 
 
 def parse_steps(text: str) -> list[float]:
@@ -118,9 +136,10 @@ def choose_policy(preset: str, cache: str, window: int, sink: int, num_frames: i
     return CachePolicy(kind, size, sink_frames)
 
 
-def prompt_timeline(conditioning, segments: list[int], start_frames: int) -> list[PromptChange]:
-    """The prompt timeline from CONDITIONING: CausVid Text Encode's timed lines at their times, its untimed lines
-    one per fragment (the last repeats), or a single core CLIPTextEncode entry for the whole video."""
+def prompt_timeline(conditioning, segments: list[int], start_frames: int, fps: float = FPS) -> list[PromptChange]:
+    """The prompt timeline from CONDITIONING: CausVid Text Encode's timed lines at their times (seconds at `fps`; a
+    scene cut with its shot opening, which a shot policy uses: `causal.prompts.open_shots`), its untimed lines one
+    per fragment (the last repeats), or a single core CLIPTextEncode entry for the whole video."""
     if not conditioning:
         raise ValueError("the conditioning is empty: connect a text encode node")
     tagged = sorted((entry for entry in conditioning if FRAGMENT_KEY in entry[1]), key=lambda e: e[1][FRAGMENT_KEY])
@@ -129,8 +148,8 @@ def prompt_timeline(conditioning, segments: list[int], start_frames: int) -> lis
             raise ValueError(f"the prompt has {entry[0].shape[1]} tokens but the model reads at most 512: shorten it "
                              "or use CausVid Text Encode, which truncates like the reference")
     if tagged and START_KEY in tagged[0][1]:
-        return timeline_from_seconds([(e[1][START_KEY], e[0], e[1].get(CUT_KEY, False)) for e in tagged],
-                                     start_frames)
+        return timeline_from_seconds([(e[1][START_KEY], e[0], e[1].get(CUT_KEY, False), e[1].get(OPENING_KEY))
+                                      for e in tagged], start_frames, fps)
     if tagged:
         prompts = [entry[0] for entry in tagged]
     elif len(conditioning) == 1:
@@ -272,8 +291,9 @@ def check_segments(segments: list[int], video: Video, frames_per_block: int) -> 
 
 
 def job_for(video: Video, schedule: Schedule, policy: CachePolicy, noise: Noise, *, seconds: float, speed: str,
-            kv_cache: str, prefix: torch.Tensor | None = None, state: CausVidState | None = None) -> Job:
-    """The run of `video` as long as the settings ask: `seconds` (start latents included), else its fragments after
+            kv_cache: str, prefix: torch.Tensor | None = None, state: CausVidState | None = None,
+            fps: float = FPS) -> Job:
+    """The run of `video` as long as the settings ask: `seconds` at `fps` (start latents included), else its fragments after
     the start latents or the state's last block, refused where they add no frames; a start latent that leaves fewer
     frames than `length` is logged (whole blocks follow it)."""
     if state is not None and state.history is None:
@@ -283,7 +303,7 @@ def job_for(video: Video, schedule: Schedule, policy: CachePolicy, noise: Noise,
     segments = fragment_segments(video, block)
     notice = None
     if seconds > 0:
-        total = frames_for_seconds(seconds, video.start_frames, block)
+        total = frames_for_seconds(seconds, video.start_frames, block, fps)
     else:
         check_segments(segments, video, block)
         total, notice = sum(segments), shorter_than_asked(video, block)
@@ -387,7 +407,7 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
         raise ValueError(f"this state was made by the {job.resume.model} model; connect the same model to continue "
                          f"it (this one is {network.config.name})")
     timeline = live.prompts if live is not None else prompt_timeline(conditioning, list(job.segments),
-                                                                     video.start_frames)
+                                                                     video.start_frames, network.config.latents.fps)
     device, dtype = model.load_device, compute_dtype(model)
     mm.throw_exception_if_processing_interrupted()
     batch = timeline[0].context.shape[0]
@@ -498,7 +518,8 @@ def _video_inputs() -> list:
         io.Int.Input("sink_frames", default=-1, min=-1, max=1020, optional=True,
                      tooltip="Sink policy: leading latent frames that are never evicted (-1: the default, 3)."),
         io.Float.Input("seconds", default=0.0, min=0.0, max=36000.0, step=0.25, optional=True,
-                       tooltip="Total length in seconds at 16 fps, start latent included (0: length and "
+                       tooltip="Total length in seconds at the model's frame rate (16 fps; 24 for LongLive 2.0 on "
+                               "the Wan2.2 VAE), start latent included (0: length and "
                                "num_fragments decide). Past one window, the cache policy carries the context."),
         kv_cache_input(),
     ]
@@ -507,11 +528,14 @@ def _video_inputs() -> list:
 def sampling_inputs() -> list:
     """The widgets and sockets a sampling node takes after its model and prompt (Sampler and Stream to Video)."""
     return [
-        io.Int.Input("width", default=832, min=16, max=4096, step=16),
-        io.Int.Input("height", default=480, min=16, max=4096, step=16),
-        io.Int.Input("length", default=81, min=9, max=MAX_LENGTH, step=12,
+        io.Int.Input("width", default=832, min=16, max=4096, step=16,
+                     tooltip="A multiple of 16 (of 32 for LongLive 2.0 on the Wan2.2 VAE: e.g. 1280x704)."),
+        io.Int.Input("height", default=480, min=16, max=4096, step=16,
+                     tooltip="A multiple of 16 (of 32 for LongLive 2.0 on the Wan2.2 VAE)."),
+        io.Int.Input("length", default=81, min=9, max=MAX_LENGTH, step=4,
                      tooltip="Frames per fragment: 81 = 21 latent frames = 5 s at 16 fps (the trained "
-                             "length). Must be 9 + 12k."),
+                             "length). Whole blocks: 9 + 12k for 3-frame blocks, 29 + 32k for LongLive 2.0's "
+                             "8-frame blocks (24 fps)."),
         io.Combo.Input("preset", options=list(SCHEDULES), default="CausVid 1.3B",
                        tooltip="Step list, shift, clean pass and cache policy of the checkpoint family."),
         io.String.Input("custom_steps", default="", tooltip="Optional step list replacing the preset's, "
@@ -520,11 +544,13 @@ def sampling_inputs() -> list:
                      tooltip="Noise seed. With a state connected the noise continues from the state and "
                              "the seed is not used."),
         io.Int.Input("num_fragments", default=1, min=1, max=256,
-                     tooltip="Fragments to chain: each later one adds length - 12 frames."),
+                     tooltip="Fragments to chain: each later one adds length - one block of frames (12 for "
+                             "3-frame blocks)."),
         speed_input(),
         io.Latent.Input("start_latent", optional=True, tooltip="Optional start: VAE Encode of one image "
-                        "(1 latent frame) or of a video. It is cached before the first block, which "
-                        "attends to it, and the returned video begins with it."),
+                        "(1 latent frame) or of a video, with the model's VAE (Wan2.1; Wan2.2 for LongLive 2.0). It "
+                        "is cached before the first block, which attends to it, and the returned video begins "
+                        "with it."),
         CausVidStateType.Input("state", optional=True, tooltip="Continue from an earlier sampler's state."),
         *_video_inputs(),
     ]
@@ -560,13 +586,16 @@ def prepare(model, *, width: int, height: int, length: int, preset: str, custom_
             num_fragments: int, speed: str = DEFAULT_SPEED, kv_cache: str = "bf16", start_latent=None,
             state: CausVidState | None = None,
             cache: str = PRESET_POLICY, window: int = 0, sink_frames: int = -1, seconds: float = 0.0) -> Job:
-    """Check the sampling widgets and turn them into a Job (raises ValueError saying what to change)."""
+    """Check the sampling widgets and turn them into a Job (raises ValueError saying what to change), before anything
+    loads: a preset made for the other VAE's models, or a size the model's VAE does not take, is refused here."""
     if (message := CausVidSampler.validate_inputs(width, height, length, custom_steps, preset)) is not True:
         raise ValueError(message)
     schedule = choose_schedule(preset, custom_steps)
+    config = causal_network(model).config
+    check_model_fits(config, schedule, height, width)
     num_frames = latent_frames(length)
     policy = choose_policy(preset, cache, window, sink_frames, num_frames)
-    settings = dict(seconds=seconds, speed=speed, kv_cache=check_kv_cache(kv_cache))
+    settings = dict(seconds=seconds, speed=speed, kv_cache=check_kv_cache(kv_cache), fps=config.latents.fps)
     if state is not None:
         if start_latent is not None:
             raise ValueError("connect either a start latent or a state, not both")
@@ -583,11 +612,12 @@ def prepare(model, *, width: int, height: int, length: int, preset: str, custom_
     if start_latent is None:
         return job_for(Video(height, width, num_frames, num_fragments), schedule, policy, noise, **settings)
     prefix = start_latent["samples"]
-    expected = (height // 8, width // 8)
-    if prefix.dim() != 5 or tuple(prefix.shape[3:]) != expected or prefix.shape[1] != 16:
+    h, w = config.latent_size(height, width)
+    channels, vae = config.out_dim, config.latents.name
+    if prefix.dim() != 5 or tuple(prefix.shape[3:]) != (h, w) or prefix.shape[1] != channels:
         raise ValueError(f"the start latent is {list(prefix.shape)}; it must be a Wan video latent of "
-                         f"{width}x{height} ([B, 16, frames, {height // 8}, {width // 8}]): VAE Encode "
-                         "an image or a video of that size with the Wan 2.1 VAE")
+                         f"{width}x{height} for this model ([B, {channels}, frames, {h}, {w}]): VAE Encode "
+                         f"an image or a video of that size with the {vae} ({VAE_FILES[channels]})")
     video = Video(height, width, num_frames, num_fragments, start_latents=model.model.process_latent_in(prefix.float()))
     return job_for(video, schedule, policy, noise, **settings, prefix=prefix)
 
@@ -599,9 +629,10 @@ class CausVidSampler(io.ComfyNode):
             node_id="CausVidSampler",
             display_name="CausVid Sampler",
             category="CausVid",
-            description="Autoregressive few-step sampling of a causal Wan2.1 model: 3 latent frames at a time over a "
-                        "KV cache kept by a cache policy, for any length. Returns VAE-space latents (the start "
-                        "latent first, when one is connected).",
+            description="Autoregressive few-step sampling of a causal Wan model: a block of latent frames at a time "
+                        "(3 for the Wan2.1 families, 8 for LongLive 2.0 5B) over a KV cache kept by a cache policy, "
+                        "for any length. Returns VAE-space latents (the start latent first, when one is "
+                        "connected).",
             inputs=[
                 io.Model.Input("model", tooltip="From CausVid Model Loader."),
                 io.Conditioning.Input("positive", tooltip="CausVid Text Encode (one prompt per fragment, or "
@@ -621,9 +652,11 @@ class CausVidSampler(io.ComfyNode):
         for name, value in (("width", width), ("height", height), ("length", length)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 return f"{name} must be a whole number, got {value!r}"
+        multiple = pixel_multiple(preset)  # the preset's models' VAE; the model itself is checked when it runs
         for name, value in (("width", width), ("height", height)):
-            if value is not None and (value < PIXEL_MULTIPLE or value % PIXEL_MULTIPLE or value > 4096):
-                return f"{name} must be a multiple of {PIXEL_MULTIPLE} between 16 and 4096, got {value}"
+            if value is not None and (value < multiple or value % multiple or value > 4096):
+                vae = "" if multiple == PIXEL_MULTIPLE else f" (the {preset} preset's models are on the Wan2.2 VAE)"
+                return f"{name} must be a multiple of {multiple} between {multiple} and 4096{vae}, got {value}"
         block = SCHEDULES[preset].frames_per_block if isinstance(preset, str) and preset in SCHEDULES \
             else FRAMES_PER_BLOCK
         if length is not None and (message := check_length(length, block)):
@@ -666,7 +699,7 @@ class CausVidContinue(io.ComfyNode):
                                                           "goes on without a re-cache, another one re-caches the "
                                                           "window (window policies) or starts the next fragment."),
                 io.Int.Input("num_fragments", default=1, min=1, max=256,
-                             tooltip="How much to add: this many times (length - 12) frames."),
+                             tooltip="How much to add: this many times (length - one block) frames."),
                 io.Float.Input("seconds", default=0.0, min=0.0, max=36000.0, step=0.25, optional=True,
                                tooltip="Seconds to add instead (0: num_fragments decides)."),
                 speed_input(),
@@ -686,6 +719,7 @@ class CausVidContinue(io.ComfyNode):
                              "CausVid Stream to Video (its state input)")
         video = Video(state.height, state.width, state.num_frames, num_fragments, resume=state.history)
         job = job_for(video, state.schedule, state.policy, Noise(generator=restore_generator(state, model.load_device)),
-                      seconds=seconds, speed=speed, kv_cache=check_kv_cache(kv_cache), prefix=state.video, state=state)
+                      seconds=seconds, speed=speed, kv_cache=check_kv_cache(kv_cache), prefix=state.video, state=state,
+                      fps=model_fps(model))
         new, next_state = run(model, positive, job, cls.hidden.unique_id, vae=vae)
         return io.NodeOutput({"samples": new}, {"samples": next_state.video}, next_state)

@@ -15,9 +15,9 @@ from PIL import Image
 from ..causal.text import TEXT_TOKENS
 from .comfy_model import causal_network
 from .live import LiveRun, comfy_encoder, streaming_live
-from .sampler import prepare, run, sampling_inputs, sampling_memory, shares_decode
+from .sampler import VAE_FILES, prepare, run, sampling_inputs, sampling_memory, shares_decode
 from .speed import choose_speed
-from .streaming import FPS, BlockStream, Mp4Writer, StreamingDecoder, decode_room, stream_memory
+from .streaming import BlockStream, Mp4Writer, StreamingDecoder, decode_room, stream_memory
 from .text import START_KEY, TEXT_KEY
 
 
@@ -42,7 +42,7 @@ class NewestFrame:
         return self._image
 
 
-def live_run(clip, positive, job, node_id: str) -> LiveRun:
+def live_run(clip, positive, job, node_id: str, fps: float) -> LiveRun:
     """The live run of a stream whose positive is one CausVid Text Encode prompt (its text starts the timeline)."""
     if len(positive) != 1 or TEXT_KEY not in positive[0][1] or START_KEY in positive[0][1]:
         raise ValueError("a live stream (live_clip connected) starts from one prompt of CausVid Text Encode: give it a "
@@ -52,7 +52,7 @@ def live_run(clip, positive, job, node_id: str) -> LiveRun:
                          f"{'continue a state' if job.resume is not None else 'use ' + job.schedule.name}")
     start = job.video.start_frames
     return LiveRun(node_id, positive[0][1][TEXT_KEY], positive[0][0], comfy_encoder(clip), start_frames=start,
-                   max_tokens=TEXT_TOKENS, device=clip.patcher.load_device)
+                   max_tokens=TEXT_TOKENS, device=clip.patcher.load_device, fps=fps)
 
 
 class CausVidStreamToVideo(io.ComfyNode):
@@ -62,7 +62,8 @@ class CausVidStreamToVideo(io.ComfyNode):
             node_id="CausVidStreamToVideo",
             display_name="CausVid Stream to Video",
             category="CausVid",
-            description="Samples like CausVid Sampler and writes the video to an mp4 (H.264, 16 fps) block by block "
+            description="Samples like CausVid Sampler and writes the video to an mp4 (H.264, at the model's frame rate: "
+                        "16 fps, 24 for LongLive 2.0) block by block "
                         "while it is generated: the Wan VAE decodes each finished block with its causal cache kept "
                         "(the same frames as one whole decode), so memory stays flat for any length and a cancelled "
                         "or failed run leaves a playable file with every frame finished so far.",
@@ -72,7 +73,8 @@ class CausVidStreamToVideo(io.ComfyNode):
                                                           "'seconds: prompt' lines) or CLIPTextEncode."),
                 io.Vae.Input("vae", tooltip="The Wan 2.1 VAE (VAE Loader, wan_2.1_vae.safetensors), or a tiny "
                              "Wan 2.1 decoder (taew2_1 / lighttaew2_1 in models/vae: several times faster, lower "
-                             "quality). Each streamed file equals one whole decode with the same VAE."),
+                             "quality); for LongLive 2.0 the Wan 2.2 VAE (wan2.2_vae.safetensors) or taew2_2. Each "
+                             "streamed file equals one whole decode with the same VAE."),
                 io.String.Input("filename_prefix", default="video/causvid_stream",
                                 tooltip="Where the mp4 goes, inside ComfyUI's output folder (as Save Video)."),
                 *sampling_inputs(),
@@ -105,6 +107,10 @@ class CausVidStreamToVideo(io.ComfyNode):
         device = model.load_device
         decoder = StreamingDecoder(vae, fast=choose_speed(job.speed, device).fused_kernels)
         config = causal_network(model).config
+        if decoder.latent_channels != config.out_dim:
+            raise ValueError(f"this VAE decodes {decoder.latent_channels}-channel latents, but the model makes "
+                             f"{config.out_dim}-channel latents for the {config.latents.name}: connect "
+                             f"{VAE_FILES[config.out_dim]} (VAE Loader)")
         one_frame = (1, config.out_dim, 1, *config.latent_size(job.video.height, job.video.width))
         block, sampling = job.schedule.frames_per_block, sampling_memory(model, job, 1)
         if device.type == "cuda":  # a decode call that fits beside the weights and sampling
@@ -114,14 +120,15 @@ class CausVidStreamToVideo(io.ComfyNode):
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
             filename_prefix, folder_paths.get_output_directory(), job.video.width, job.video.height)
         file = f"{name}_{counter:05}_.mp4"
-        live = None if live_clip is None else live_run(live_clip, positive, job, cls.hidden.unique_id)
+        live = None if live_clip is None else live_run(live_clip, positive, job, cls.hidden.unique_id,
+                                                       config.latents.fps)
         extra_models, extra_memory = (vae.patcher,), stream_memory(sampling.transient,
                                                                      decoder.memory_used(one_frame, block))
         if live is not None:  # the text encoder stays loaded, with room to run, so encoding never unloads the DiT
             extra_models = (*extra_models, live_clip.patcher)
             extra_memory += mm.minimum_inference_memory()
         newest = NewestFrame()
-        writer = Mp4Writer(Path(folder) / file, job.video.width, job.video.height, FPS)
+        writer = Mp4Writer(Path(folder) / file, job.video.width, job.video.height, config.latents.fps)
         stream = BlockStream(decoder, writer, on_frames=newest.update)
         try:
             with streaming_live(live):  # ends (its encodes too) before the stream decodes its last blocks
