@@ -1,5 +1,6 @@
 """Stand-in files for a ComfyUI models or input folder: a tiny random-weight Wan 2.1 VAE (ComfyUI's own class,
-so that VAELoader detects it), a random-weight tiny Wan 2.1 decoder (taew2_1 / lighttaew2_1), a small start
+so that VAELoader detects it), a random-weight tiny Wan 2.1 decoder (taew2_1 / lighttaew2_1) and Wan 2.2 decoder
+(taew2_2, the stand-in for the Wan 2.2 VAE: see `make_wan22_vae_standin`), a small start
 image and a real-size random-weight umT5-XXL text encoder in the layout of ComfyUI's
 ``umt5_xxl_fp8_e4m3fn_scaled.safetensors`` (for GPU benchmarks). The example workflows' stand-ins as a whole (their
 checkpoints under the exact file names) are `tools.workflows.standins.write_standin_models`."""
@@ -67,15 +68,16 @@ def make_tiny_wan_vae(path: str | os.PathLike, seed: int = 0, dim: int = 8, std:
 
 
 
-def random_taehv_state_dict(seed: int, dtype) -> dict:
-    """Random weights for ComfyUI's own ``TAEHV`` at 16 latent channels (ComfyUI must be importable): weights
-    ~ N(0, 1 / fan_in), biases small, so activations stay O(1) through the residual MemBlocks."""
+def random_taehv_state_dict(seed: int, dtype, latent_channels: int = 16) -> dict:
+    """Random weights for ComfyUI's own ``TAEHV`` at 16 latent channels (taew2_1) or 48 (taew2_2; ComfyUI must be
+    importable): weights ~ N(0, 1 / fan_in), biases small, so activations stay O(1) through the residual
+    MemBlocks."""
     import torch
     from comfy.taesd.taehv import TAEHV
 
     gen = torch.Generator().manual_seed(seed)
     return {k: (torch.randn(v.shape, generator=gen) * ((1 / v[0].numel()) ** 0.5 if v.ndim > 1 else 0.02))
-            .to(dtype).contiguous() for k, v in TAEHV(latent_channels=16).state_dict().items()}
+            .to(dtype).contiguous() for k, v in TAEHV(latent_channels=latent_channels).state_dict().items()}
 
 
 _TAEHV_SCRIPT = r"""
@@ -90,17 +92,19 @@ import torch
 from safetensors.torch import save_file
 from tools.standins import random_taehv_state_dict
 
-sd = random_taehv_state_dict(int(sys.argv[3]), getattr(torch, sys.argv[4]))
+sd = random_taehv_state_dict(int(sys.argv[3]), getattr(torch, sys.argv[4]), int(sys.argv[6]))
 save_file(sd, sys.argv[2])
 print(len(sd), sum(t.numel() for t in sd.values()))
 """
 
 
-def make_tiny_taehv(path: str | os.PathLike, seed: int = 0, light: bool = False) -> Path:
+def make_tiny_taehv(path: str | os.PathLike, seed: int = 0, light: bool = False, latent_channels: int = 16) -> Path:
     """Write a random-weight tiny Wan 2.1 decoder in the layout of madebyollin's ``taew2_1`` (fp16) or, with
     ``light``, lightx2v's ``lighttaew2_1`` (bf16) to ``path``: the state dict of ComfyUI's own ``TAEHV`` class for
     16 latent channels (its widths are fixed: ~11 M params, ~22 MB). ``VAELoader`` detects it by
-    ``decoder.22.bias`` and tells the two apart by dtype (fp16: HunyuanVideo latent scaling; else none).
+    ``decoder.22.bias`` and tells the two apart by dtype (fp16: HunyuanVideo latent scaling; else none). With
+    ``latent_channels=48``, the Wan 2.2 decoder ``taew2_2`` (fp16; ComfyUI reads 48 channels as Wan 2.2's, no
+    latent scaling, 2x2 pixels per output channel group).
     Built in a subprocess so the test process never imports ComfyUI. Deterministic for a given seed.
     """
     path = Path(path)
@@ -108,12 +112,52 @@ def make_tiny_taehv(path: str | os.PathLike, seed: int = 0, light: bool = False)
     tmp = path.with_name(path.name + ".tmp")
     dtype = "bfloat16" if light else "float16"
     proc = subprocess.run([sys.executable, "-c", _TAEHV_SCRIPT, str(COMFY_DIR), str(tmp), str(seed), dtype,
-                           str(REPO_ROOT)],
+                           str(REPO_ROOT), str(latent_channels)],
                           cwd=str(COMFY_DIR), capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
         raise RuntimeError(f"building the tiny TAEHV failed:\n{proc.stdout}\n{proc.stderr[-4000:]}")
     os.replace(tmp, path)
     return path
+
+
+WAN22_VAE_PARAMETERS = 704_688_668
+"""Parameters of the Wan 2.2 VAE that ComfyUI 0.3.75's VAELoader builds for any file it detects as one (its
+``comfy.sd.VAE`` fixes ``dim=160`` and the decoder's 256 whatever the file holds, and a tensor of another shape
+does not load): 1.41 GB in bf16, and a CPU decode of one 8-frame block at 64x64 takes 46 s (2 cores, 2026-12-03)."""
+
+
+def make_wan22_vae_standin(path: str | os.PathLike, seed: int = 0) -> Path:
+    """The stand-in for ``wan2.2_vae.safetensors``: no Wan 2.2 VAE smaller than the real one loads
+    (`WAN22_VAE_PARAMETERS`), so the file is a random-weight tiny Wan 2.2 decoder in taew2_2's layout
+    (`make_tiny_taehv` with 48 latent channels), which VAELoader detects as its 48-channel Wan 2.2 decoder (16x,
+    4x in time) and decodes LongLive 2.0's latents with; it cannot encode. The full VAE's own class runs in the
+    in-process tests at reduced widths (`small_wan22_vae`)."""
+    return make_tiny_taehv(path, seed=seed, latent_channels=48)
+
+
+def small_wan22_vae(seed: int = 0, dim: int = 16, dec_dim: int = 32, std: float = 0.2):
+    """ComfyUI's own Wan 2.2 VAE in this process (ComfyUI must be importable): a ``comfy.sd.VAE`` around
+    ``comfy.ldm.wan.vae2_2.WanVAE`` as VAELoader builds it for a Wan 2.2 file, but at widths ``dim`` / ``dec_dim``
+    instead of 160 / 256 (its constructor swapped while the VAE is made), random weights ~ N(0, std^2)."""
+    import comfy.ldm.wan.vae2_2 as vae2_2
+    import comfy.sd
+    import torch
+
+    full = vae2_2.WanVAE
+
+    def small(**config):
+        return full(**{**config, "dim": dim, "dec_dim": dec_dim})
+
+    gen = torch.Generator().manual_seed(seed)
+    layout = small(dim=dim, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                   temperal_downsample=[False, True, True]).state_dict()
+    sd = {k: torch.randn(v.shape, generator=gen) * std for k, v in layout.items()}
+    vae2_2.WanVAE = small
+    try:
+        return comfy.sd.VAE(sd=sd)
+    finally:
+        vae2_2.WanVAE = full
+
 
 STANDIN_IMAGE_SIZE = (120, 80)
 """Width, height of the stand-in start image: another aspect ratio than the stand-in video, so that
