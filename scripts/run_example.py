@@ -247,9 +247,12 @@ def main(argv: list[str] | None = None) -> int:
             "real video:")
         say(f"  diffusion model: 2-layer random causal Wan DiT as {', '.join(workflow.files['diffusion_models'])} "
             "(in the layout that family ships)")
-        say(f"  VAE: tiny random Wan 2.1 VAE as {eg.WAN_VAE}")
+        vae = workflow.files["vae"][0]
+        kind = "tiny random Wan 2.2 decoder (taew2_2's layout)" if vae == eg.WAN22_VAE else "tiny random Wan 2.1 VAE"
+        say(f"  VAE: {kind} as {vae}")
         say(f"  text encoder: CausVidTestTinyCLIP (a 2-layer umT5 of width {TINY.text_dim}) instead of "
             f"CLIPLoader({eg.UMT5})")
+        width, height = eg.standin_size(api, width, height)
         say(f"  size: {width}×{height} instead of the workflow's {sampler['width']}×{sampler['height']}; "
             "length and fragments unchanged")
         server = Server(cpu=not gpu)
@@ -294,9 +297,11 @@ def main(argv: list[str] | None = None) -> int:
         frames, width, height, fps = video_info(target)
         steps = len(result.of_type("progress"))
         say(f"Done in {result.elapsed:.1f}s: {steps} denoising steps, {result.preview_frames} previews")
-        blocks = sum(eg.new_latent_frames_of(prompt, nid) for nid in eg.sampler_nodes(prompt)) // eg.FRAMES_PER_BLOCK
+        nodes = eg.sampler_nodes(prompt)
+        blocks = sum(eg.new_latent_frames_of(prompt, nid) // eg.block_of(prompt, nid) for nid in nodes)
         if blocks:
-            say(f"  {blocks} blocks of 3 latent frames: {result.elapsed / blocks:.2f} s per block (whole run)")
+            size = eg.block_of(prompt, nodes[0])
+            say(f"  {blocks} blocks of {size} latent frames: {result.elapsed / blocks:.2f} s per block (whole run)")
         say(f"Output video: {target}")
         say(f"  {frames} frames, {width}×{height}, {fps:g} fps ({frames / fps:.2f} s)")
         if frames != expected_frames:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tools.workflows.files import (CAUSVID_13B, KREA_14B, LIGHTX2V_14B, REWARD_FORCING_13B, SELF_FORCING_13B,
-                                   START_IMAGE, UMT5, WAN_VAE)
+from tools.workflows.files import (CAUSVID_13B, KREA_14B, LIGHTX2V_14B, LONGLIVE2_5B,
+                                   REWARD_FORCING_13B, SELF_FORCING_13B, START_IMAGE, UMT5, WAN22_VAE, WAN_VAE)
 from tools.workflows.graph import API_DIR, UI_DIR, Node, Note, Workflow, build_api, build_ui, dumps
 
 POSITIVE = ("#232", "#353")  # the core templates' green prompt nodes
@@ -32,8 +32,8 @@ LONG_RUN = {"preset": "Self-Forcing / LongLive 1.3B", "cache": "sink", "window":
 recent)."""
 
 
-def _files(checkpoint: str) -> dict[str, list[str]]:
-    return {"diffusion_models": [checkpoint], "text_encoders": [UMT5], "vae": [WAN_VAE]}
+def _files(checkpoint: str, vae: str = WAN_VAE) -> dict[str, list[str]]:
+    return {"diffusion_models": [checkpoint], "text_encoders": [UMT5], "vae": [vae]}
 
 
 def _tree(files: dict[str, list[str]]) -> str:
@@ -46,11 +46,12 @@ def _tree(files: dict[str, list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _loaders(checkpoint: str) -> list[Node]:
-    """Nodes 1-3 of every example (the "Models" group): the causal checkpoint, the umT5 and the Wan VAE."""
+def _loaders(checkpoint: str, vae: str = WAN_VAE) -> list[Node]:
+    """Nodes 1-3 of every example (the "Models" group): the causal checkpoint, the umT5 and the Wan VAE (2.1; 2.2
+    for LongLive 2.0)."""
     return [Node(1, "CausVidModelLoader", (0, 0), (400, 82), {"ckpt_name": checkpoint, "weight_dtype": "default"}),
             Node(2, "CLIPLoader", (0, 140), (400, 106), {"clip_name": UMT5, "type": "wan", "device": "default"}),
-            Node(3, "VAELoader", (0, 300), (400, 58), {"vae_name": WAN_VAE})]
+            Node(3, "VAELoader", (0, 300), (400, 58), {"vae_name": vae})]
 
 
 def _prompt(node_id: int, pos: tuple[float, float], size: tuple[float, float], text: str,
@@ -569,9 +570,75 @@ the video streams: it takes over at the next block, with LongLive's KV re-cache.
     )
 
 
+LONGLIVE2_SECONDS = 10.0
+LONGLIVE2_SHOTS = [
+    (0, "A lighthouse keeper in a yellow raincoat climbs the spiral stairs of an old stone lighthouse at dusk, "
+        "holding a lantern, warm light on the worn steps, the camera following him from below, cinematic."),
+    (5, "Wide shot of the lighthouse on a rocky cliff above a stormy sea at night, its beam sweeping over the "
+        "crashing waves, rain slanting through the light, the camera slowly pushing in from the water."),
+]
+"""The two shots of the LongLive 2.0 example: a prompt at 0 s and a scene cut (`5#:`) to the second at 5 s."""
+
+
+def _longlive2_multishot() -> Workflow:
+    files = _files(LONGLIVE2_5B, WAN22_VAE)
+    text = "\n".join(f"{t}{'#' if i else ''}: {p}" for i, (t, p) in enumerate(LONGLIVE2_SHOTS))
+    note = f"""## LongLive 2.0 5B: 720p, two shots, streamed to an mp4
+
+**LongLive 2.0** (NVlabs) is a causal **Wan2.2 TI2V-5B**: 48-channel latents for the **Wan 2.2 VAE** (16{TIMES}
+smaller than the picture, so 1280{TIMES}704 is an 80{TIMES}44 latent), blocks of **8 latent frames**, 24 fps.
+
+### Models (this pack never downloads weights)
+- **`{LONGLIVE2_5B}`** {ARROW} `ComfyUI/models/diffusion_models/`: download `model_bf16.pt` from
+  [Efficient-Large-Model/LongLive-2.0-5B](https://huggingface.co/Efficient-Large-Model/LongLive-2.0-5B) and
+  **rename** it to `{LONGLIVE2_5B}`. The loader reads the `.pt` with torch's safe loader (no pickled code runs) and
+  takes its `generator` weights.
+- **`{UMT5}`** {ARROW} `ComfyUI/models/text_encoders/` (umT5-XXL, the Wan2.1 models' own, from
+  [Comfy-Org/Wan_2.1_ComfyUI_repackaged](https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged),
+  `split_files/text_encoders/`)
+- **`{WAN22_VAE}`** {ARROW} `ComfyUI/models/vae/` (from
+  [Comfy-Org/Wan_2.2_ComfyUI_Repackaged](https://huggingface.co/Comfy-Org/Wan_2.2_ComfyUI_Repackaged),
+  `split_files/vae/`); the Wan 2.1 VAE does not fit these latents.
+
+```
+{_tree(files)}
+```
+
+### Settings
+- Preset **LongLive 2.0 5B**: Wan's UniPC solver, 4 steps at shift 5 (999, 937, 833, 624), a clean pass per block;
+  cache **preset default** = its own: the first block (8 latent frames) as a **sink** in a 32-frame cache.
+- **1280{TIMES}704** (sizes are multiples of 32 on the Wan 2.2 VAE) and **seconds 10**: 64 latent frames =
+  **253 frames** at **24 fps** (10.5 s), 8 blocks. Lengths are 29 + 32k frames (whole 8-frame blocks).
+- **Two shots**: `0:` the first prompt, `5#:` a **scene cut** to the second. A cut starts a new shot: its first
+  block is **pinned** beside the sink and the shot's positions move on by 8, as LongLive 2.0's multi-shot inference
+  does; that block reads **"The scene transitions. "** before the prompt, the rest of the shot the prompt alone, as
+  LongLive 2.0 was trained. Without the `#` the prompt changes within the same shot (nothing is re-cached).
+- *CausVid Stream to Video* decodes each block with the Wan 2.2 VAE and writes it to the mp4 (at 24 fps) while the
+  next one samples: `ComfyUI/output/video/`. *CausVid Sampler* + *VAE Decode* (with this VAE) + *Create Video* at
+  24 fps works too.
+- The 5B takes 10 GB in bf16 and its 32-frame KV cache about 10 GB at 1280{TIMES}704 (`kv_cache` **fp8** halves
+  the cache).
+- LongLive 2.0 is distilled: no negative prompt, no CFG.
+"""
+    return Workflow(
+        name="causvid_longlive2_720p_multishot",
+        nodes=[
+            *_loaders(LONGLIVE2_5B, WAN22_VAE),
+            _prompt(4, (440, 0), (480, 300), text, title="Two shots (seconds: prompt, # = scene cut)"),
+            Node(5, "CausVidStreamToVideo", (960, 0), (520, 760),
+                 {**SAMPLER, "width": 1280, "height": 704, "length": 253, "preset": "LongLive 2.0 5B",
+                  "filename_prefix": "video/longlive2_multishot", "seconds": LONGLIVE2_SECONDS},
+                 {"model": (1, 0), "positive": (4, 0), "vae": (3, 0)}, control="randomize"),
+        ],
+        note=Note(6, (-500, 0), (460, 900), note),
+        groups=[("Models", [1, 2, 3]), ("Two shots", [4]), ("Sample 10 s at 720p, stream to mp4", [5])],
+        files=files,
+    )
+
+
 WORKFLOWS: dict[str, Workflow] = {w.name: w for w in (_t2v_13b(), _lightx2v_14b(), _long_video(), _one_minute(),
                                                       _image_to_video(), _stream_ten_minutes(), _krea_realtime(),
-                                                      _reward_forcing(), _live_stream())}
+                                                      _reward_forcing(), _live_stream(), _longlive2_multishot())}
 
 
 def generated_files(object_info: dict) -> dict[Path, str]:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 UMT5 = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
 WAN_VAE = "wan_2.1_vae.safetensors"
+WAN22_VAE = "wan2.2_vae.safetensors"  # the Wan 2.2 VAE (48 channels, 16x): LongLive 2.0's
 CAUSVID_13B = "causvid_1.3b_autoregressive.pt"
 LIGHTX2V_14B = "lightx2v_causvid_14b.safetensors"
 SELF_FORCING_13B = "self_forcing_dmd.pt"  # gdhe17/Self-Forcing checkpoints/self_forcing_dmd.pt, name kept
 KREA_14B = "krea-realtime-video-14b.safetensors"  # krea/krea-realtime-video, name kept
 REWARD_FORCING_13B = "rewardforcing.pt"  # JaydenLu666/Reward-Forcing-T2V-1.3B, name kept
+LONGLIVE2_5B = "longlive_2.0_5b_bf16.pt"  # Efficient-Large-Model/LongLive-2.0-5B model_bf16.pt, renamed
 
 PUBLISHED = {
     CAUSVID_13B: ("model.pt", "tianweiy/CausVid: autoregressive_checkpoint/model.pt"),
@@ -17,15 +19,19 @@ PUBLISHED = {
     SELF_FORCING_13B: (SELF_FORCING_13B, "gdhe17/Self-Forcing: checkpoints/self_forcing_dmd.pt"),
     KREA_14B: (KREA_14B, "krea/krea-realtime-video: krea-realtime-video-14b.safetensors"),
     REWARD_FORCING_13B: (REWARD_FORCING_13B, "JaydenLu666/Reward-Forcing-T2V-1.3B: rewardforcing.pt"),
+    LONGLIVE2_5B: ("model_bf16.pt", "Efficient-Large-Model/LongLive-2.0-5B: model_bf16.pt"),
 }
 """Workflow file name -> (the name it is published under, where): a file kept under its published name is
 found too (scripts/run_example.py)."""
 START_IMAGE = "example.png"  # ComfyUI ships input/example.png; the image-to-video example starts from it
 
-REPACKAGED = "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files"
+HUGGING_FACE = "https://huggingface.co/"
+REPACKAGED = f"{HUGGING_FACE}Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files"
+REPACKAGED_22 = f"{HUGGING_FACE}Comfy-Org/Wan_2.2_ComfyUI_Repackaged/resolve/main/split_files"
 MODEL_LINKS = {  # the frontend's "missing models" dialog reads these from node properties
     UMT5: {"name": UMT5, "url": f"{REPACKAGED}/text_encoders/{UMT5}", "directory": "text_encoders"},
     WAN_VAE: {"name": WAN_VAE, "url": f"{REPACKAGED}/vae/{WAN_VAE}", "directory": "vae"},
+    WAN22_VAE: {"name": WAN22_VAE, "url": f"{REPACKAGED_22}/vae/{WAN22_VAE}", "directory": "vae"},
 }
 
 FILE_WIDGETS = {
@@ -54,8 +60,8 @@ def readme_files_table(workflows: dict) -> str:
             repo, path = where.split(": ", 1)
             source = f"{'the same name' if published == file else f'`{published}`'} ({repo}, `{path}`)"
         elif file in MODEL_LINKS:
-            source = f"the same name ({REPACKAGED.split('/resolve/')[0].removeprefix('https://huggingface.co/')}, " \
-                     f"`split_files/{folder}/`)"
+            repo, path = MODEL_LINKS[file]["url"].removeprefix(HUGGING_FACE).split("/resolve/main/")
+            source = f"the same name ({repo}, `{path.removesuffix(file)}`)"
         else:
             raise ValueError(f"{folder}/{file}: say where it is published (PUBLISHED or MODEL_LINKS)")
         used = "every example" if len(names) == len(workflows) else ", ".join(f"`{n}`" for n in names)

@@ -9,20 +9,40 @@ from typing import Any
 
 FRAMES_PER_BLOCK = 3
 FPS = 16
+WAN22_FPS = 24
+"""The frame rate of a model on the Wan 2.2 VAE (48 latent channels: LongLive 2.0)."""
 SAMPLING_NODES = ("CausVidSampler", "CausVidStreamToVideo")
 """Nodes that sample from their own widgets (CausVid Stream to Video takes CausVid Sampler's widgets and
 writes the video itself)."""
 
 
-def frames_for_seconds(seconds: float, start_frames: int = 0) -> int:
+def frames_for_seconds(seconds: float, start_frames: int = 0, frames_per_block: int = FRAMES_PER_BLOCK,
+                       fps: float = FPS) -> int:
     """Latent frames a sampler generates for a video of `seconds` (start latent included): the video
-    frames ceil(s * 16) take ceil((v - 1) / 4) + 1 latent frames; the start frames are given, the rest
-    is generated in whole 3-frame blocks, at least one. (Written out here, independently of
+    frames ceil(s * fps) take ceil((v - 1) / 4) + 1 latent frames; the start frames are given, the rest
+    is generated in whole blocks (3 frames; LongLive 2.0's 8), at least one. (Written out here, independently of
     causal.prompts, so that the frame-count checks test the node.)"""
-    video = math.ceil(seconds * FPS)
+    video = math.ceil(seconds * fps)
     total = math.ceil((video - 1) / 4) + 1
     generated = max(total - start_frames, 1)
-    return math.ceil(generated / FRAMES_PER_BLOCK) * FRAMES_PER_BLOCK
+    return math.ceil(generated / frames_per_block) * frames_per_block
+
+
+def _schedule(prompt: dict, node_id: str):
+    from causal.schedule import SCHEDULES
+
+    return SCHEDULES[preset_of(prompt, node_id)]
+
+
+def block_of(prompt: dict, node_id: str) -> int:
+    """Latent frames per block of a sampling node's preset (a Continue's: its state's)."""
+    return _schedule(prompt, node_id).frames_per_block
+
+
+def fps_of(prompt: dict, node_id: str) -> int:
+    """The frame rate of a sampling node's video: 24 fps for a preset of Wan 2.2-VAE models (48 latent channels),
+    else 16."""
+    return WAN22_FPS if _schedule(prompt, node_id).latent_channels == 48 else FPS
 
 
 def _images_of(prompt: dict, node_id: str) -> int:
@@ -66,24 +86,26 @@ def latent_frames_of(prompt: dict, node_id: str, output: int = 0) -> int:
     inputs = node["inputs"]
     if node["class_type"] == "CausVidStreamToVideo":
         output = 0
+    if node["class_type"] in SAMPLING_NODES + ("CausVidContinue",):
+        block, fps = block_of(prompt, node_id), fps_of(prompt, node_id)
     if node["class_type"] in SAMPLING_NODES:
         if isinstance(inputs.get("state"), list):
             raise NotImplementedError("sampler continued from a state")
         frames = (inputs["length"] - 1) // 4 + 1
         start = start_frames_of(prompt, inputs.get("start_latent"))
         if inputs.get("seconds", 0) > 0:
-            new = frames_for_seconds(inputs["seconds"], start)
+            new = frames_for_seconds(inputs["seconds"], start, block, fps)
         else:
-            first = (frames - start) // FRAMES_PER_BLOCK * FRAMES_PER_BLOCK
-            new = first + (frames - FRAMES_PER_BLOCK) * (inputs["num_fragments"] - 1)
+            first = (frames - start) // block * block
+            new = first + (frames - block) * (inputs["num_fragments"] - 1)
         return start + new if output in (0, 1) else 0
     if node["class_type"] == "CausVidContinue":
         src, _ = inputs["state"]
         if inputs.get("seconds", 0) > 0:
-            new = frames_for_seconds(inputs["seconds"])
+            new = frames_for_seconds(inputs["seconds"], 0, block, fps)
         else:
             frames = (_root_length(prompt, src) - 1) // 4 + 1
-            new = (frames - FRAMES_PER_BLOCK) * inputs["num_fragments"]
+            new = (frames - block) * inputs["num_fragments"]
         return new if output == 0 else latent_frames_of(prompt, src, 1) + new
     raise ValueError(f"node {node_id} is a {node['class_type']}, not a CausVid sampler")
 
@@ -155,3 +177,13 @@ def saved_video(prompt: dict) -> tuple[str, int]:
     (decode_id,) = find_nodes(prompt, "VAEDecode")
     (save_id,) = find_nodes(prompt, "SaveVideo")
     return save_id, decoded_frames(prompt, decode_id)
+
+
+def saved_fps(prompt: dict) -> float:
+    """The frame rate of the prompt's saved video: a CausVid Stream to Video's model's (`fps_of`), or the
+    CreateVideo's that SaveVideo saves."""
+    streams = find_nodes(prompt, "CausVidStreamToVideo")
+    if streams:
+        return fps_of(prompt, streams[0])
+    (save_id,) = find_nodes(prompt, "SaveVideo")
+    return prompt[prompt[save_id]["inputs"]["video"][0]]["inputs"]["fps"]
