@@ -32,12 +32,13 @@ def run_ok(server, prompt: dict, timeout: float = 90, **kw):
 
 
 def check_video(server, result, prompt: dict) -> int:
-    """The saved mp4 has 1 + 4·(T - 1) frames of W×H at 16 fps; returns the frame count. The file comes
-    from SaveVideo (after VAEDecode), or from CausVidStreamToVideo, which writes it itself."""
+    """The saved mp4 has 1 + 4·(T - 1) frames of W×H (64×64 for LongLive 2.0 on the Wan 2.2 VAE) at 16 fps (24 for
+    LongLive 2.0's stream); returns the frame count. The file comes from SaveVideo (after VAEDecode), or from
+    CausVidStreamToVideo, which writes it itself."""
     save_id, expected = eg.saved_video(prompt)
     (path,) = server.output_paths(result, node_id=save_id)
     frames, width, height, fps = video_info(path)
-    assert (width, height, round(fps)) == (W, H, 16)
+    assert (width, height, round(fps)) == (*eg.standin_size(prompt, W, H), eg.saved_fps(prompt))
     assert frames == expected
     return frames
 
@@ -57,13 +58,15 @@ def check_progress(result, prompt: dict) -> None:
 
 
 SHORTENED = {"causvid_stream_ten_minutes": 3.0, "causvid_krea_realtime_14b_stream": 3.0,
-             "causvid_reward_forcing_stream": 3.0, "causvid_live_stream": 3.0}
+             "causvid_reward_forcing_stream": 3.0, "causvid_live_stream": 3.0, "causvid_longlive2_720p_multishot": 4.0}
 """Seconds a workflow runs for here instead of its own (its prompt timeline scaled along)."""
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_example_workflow_runs(comfy_server, standins, name):
-    prompt = eg.standin_prompt(eg.load_api(name), width=W, height=H, length=LENGTH, seconds=SHORTENED.get(name))
+    api = eg.load_api(name)
+    prompt = eg.standin_prompt(api, width=W, height=H, length=eg.standin_length(api, LENGTH),
+                               seconds=SHORTENED.get(name))
     assert not eg.find_nodes(prompt, "CLIPLoader")
     result = run_ok(comfy_server, prompt)
     frames = check_video(comfy_server, result, prompt)
@@ -75,7 +78,10 @@ def test_example_workflow_runs(comfy_server, standins, name):
                       "causvid_stream_ten_minutes": 57,  # 3 s instead of 600: 5 blocks = 15 latent frames
                       "causvid_krea_realtime_14b_stream": 57,  # 3 s instead of 30, the same
                       "causvid_reward_forcing_stream": 57,  # 3 s instead of 60: past its 9-frame cache
-                      "causvid_live_stream": 57}[name]  # 3 s instead of 600, no prompt sent
+                      "causvid_live_stream": 57,  # 3 s instead of 600, no prompt sent
+                      # 4 s at 24 fps instead of 10: four 8-frame blocks = 32 latent frames, the cut at 2 s opening
+                      # the third block with the prefixed caption, the fourth on the caption alone
+                      "causvid_longlive2_720p_multishot": 125}[name]
     # progress: one message per denoising step of every sampling node; one preview per block (its last step)
     check_progress(result, prompt)
     from causal.schedule import SCHEDULES
@@ -168,7 +174,9 @@ def test_a_scene_cut_line_runs_with_infinity_rope_and_is_refused_elsewhere(comfy
     assert video_info(path)[0] == 57
     prompt[sampler_id]["inputs"].update(preset="Self-Forcing / LongLive 1.3B", cache="sink", window=6, sink_frames=3)
     failed = comfy_server.run(prompt, timeout=120)
-    assert failed.status == "error" and "is Infinity-RoPE's" in failed.error["exception_message"], failed.describe()
+    message = failed.error["exception_message"] if failed.status == "error" else ""
+    assert "needs a cache that knows scenes: Infinity-RoPE's" in message and "LongLive 2.0's" in message, \
+        failed.describe()
 
 
 @pytest.mark.parametrize("inputs, words", [
@@ -609,3 +617,85 @@ def test_the_nodes_latents_are_the_librarys_bit_for_bit(comfy_server, standins, 
     window = 5 * 3 if preset == ROLLING_FORCING else policy.window  # Rolling Forcing: its 5 blocks sampled together
     assert node.shape == expected.shape and node.shape[2] == frames > window  # past the window
     assert torch.equal(node, expected), (node - expected).abs().max()
+
+
+def test_the_nodes_longlive2_latents_are_the_librarys_bit_for_bit(comfy_server, standins):
+    """LongLive 2.0 5B through CausVid Sampler (its stand-in model_bf16.pt layout, the preset's own multi-shot sink
+    cache, 6 s at 24 fps: five 8-frame blocks, past its 32-frame cache) equals `causal.generate` of the same file,
+    prompt and seed bit for bit, in VAE space by the Wan 2.2 latent format; a start latent of the Wan 2.1 VAE and a
+    Wan 2.1 preset are refused with what to use instead."""
+    import hashlib
+
+    import torch
+    from safetensors.torch import load_file
+
+    import causal
+    from tools.comfy_inprocess import add_comfyui_to_sys_path
+    from tools.tiny import TINY_5B
+
+    text, size = "a lighthouse in a storm", 64
+    sampler = {"model": ["1", 0], "positive": ["2", 0], "width": size, "height": size, "length": 29,
+               "preset": "LongLive 2.0 5B", "custom_steps": "", "seed": 21, "num_fragments": 1, "seconds": 6.0,
+               "speed": "exact"}
+    prompt = {
+        "1": {"class_type": "CausVidModelLoader", "inputs": {"ckpt_name": eg.LONGLIVE2_5B, "weight_dtype": "bf16"}},
+        "2": {"class_type": "CausVidTestConditioning", "inputs": {"text": text, "width": TINY_5B.text_dim}},
+        "3": {"class_type": "CausVidSampler", "inputs": sampler},
+        "4": {"class_type": "SaveLatent", "inputs": {"samples": ["3", 0], "filename_prefix": "e2e/longlive2"}},
+    }
+    result = run_ok(comfy_server, prompt, timeout=120)
+    (path,) = comfy_server.output_paths(result, node_id="4")
+    node = load_file(str(path))["latent_tensor"]
+
+    seed = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:4], "little")
+    context = torch.zeros(1, 512, TINY_5B.text_dim)
+    n = len(text.split()) + 1
+    context[:, :n] = torch.randn(1, n, TINY_5B.text_dim, generator=torch.Generator().manual_seed(seed)) * 0.1
+    model = causal.load_model(standins / "diffusion_models" / eg.LONGLIVE2_5B, dtype=torch.float32)
+    assert model.config == TINY_5B
+    schedule = causal.SCHEDULES["LongLive 2.0 5B"]
+    library = causal.generate(model, context, causal.Video(size, size, total_frames=40), schedule,
+                              causal.family_policy(schedule.name), noise=causal.Noise(seed=21),
+                              compute=causal.Compute(dtype=torch.float32)).latents
+    add_comfyui_to_sys_path()
+    import comfy.latent_formats
+
+    expected = comfy.latent_formats.Wan22().process_out(library.float())
+    assert node.shape == expected.shape == (1, 48, 40, 4, 4)
+    assert torch.equal(node, expected), (node - expected).abs().max()
+
+    wrong = json_copy(prompt)
+    wrong["5"] = {"class_type": "EmptyHunyuanLatentVideo",
+                  "inputs": {"width": size, "height": size, "length": 1, "batch_size": 1}}
+    wrong["3"]["inputs"]["start_latent"] = ["5", 0]
+    failed = comfy_server.run(wrong, timeout=120)
+    assert failed.status == "error", failed.describe()
+    assert "VAE Encode an image or a video of that size with the Wan2.2 VAE (wan2.2_vae.safetensors)" in \
+        failed.error["exception_message"], failed.describe()
+    wrong = json_copy(prompt)
+    wrong["3"]["inputs"].update(preset=SELF_FORCING, length=21)
+    failed = comfy_server.run(wrong, timeout=120)
+    assert failed.status == "error" and "choose the LongLive 2.0 5B preset" in failed.error["exception_message"], \
+        failed.describe()
+
+
+def test_longlive2_stream_refuses_a_wan21_vae_and_a_size_off_32(comfy_server, standins):
+    """The LongLive 2.0 example with the Wan 2.1 VAE connected stops before sampling, naming the Wan 2.2 VAE; a size
+    that is a multiple of 16 but not 32 is refused when the prompt is queued."""
+    name = "causvid_longlive2_720p_multishot"
+    prompt = eg.standin_prompt(eg.load_api(name), width=W, height=H, length=29, seconds=1.0)
+    (vae_id,) = eg.find_nodes(prompt, "VAELoader")
+    (stream_id,) = eg.find_nodes(prompt, "CausVidStreamToVideo")
+    wrong = json_copy(prompt)
+    wrong[vae_id]["inputs"]["vae_name"] = eg.WAN_VAE
+    failed = comfy_server.run(wrong, timeout=120)
+    assert failed.status == "error" and failed.error["node_id"] == stream_id, failed.describe()
+    assert "decodes 16-channel latents" in failed.error["exception_message"] and \
+        "connect wan2.2_vae.safetensors" in failed.error["exception_message"], failed.describe()
+    assert not failed.of_type("progress")
+    wrong = json_copy(prompt)
+    wrong[stream_id]["inputs"]["height"] = 48
+    with pytest.raises(PromptRejected) as excinfo:
+        comfy_server.run(wrong, timeout=30)
+    errors = excinfo.value.body["node_errors"][stream_id]["errors"]
+    assert any("height must be a multiple of 32" in e["details"] for e in errors), errors

@@ -211,14 +211,14 @@ def frontend_schema_problems(ui: dict) -> list[str]:
 # Files
 
 
-def test_example_files_are_the_nine_workflows():
+def test_example_files_are_the_ten_workflows():
     ui_files = sorted(p.stem for p in eg.UI_DIR.glob("*.json"))
     api_files = sorted(p.stem for p in eg.API_DIR.glob("*.json"))
     assert ui_files == NAMES == api_files
     assert set(NAMES) == {"causvid_1.3b_t2v", "causvid_14b_lightx2v_3_fragments",
                           "causvid_long_video_prompt_per_fragment", "causvid_one_minute_three_prompts",
                           "causvid_image_to_video", "causvid_stream_ten_minutes", "causvid_krea_realtime_14b_stream",
-                          "causvid_reward_forcing_stream", "causvid_live_stream"}
+                          "causvid_reward_forcing_stream", "causvid_live_stream", "causvid_longlive2_720p_multishot"}
 
 
 def test_readme_names_every_file_the_workflows_load_and_run_example_takes_both_names(tmp_path):
@@ -452,7 +452,9 @@ def test_common_parts(name):
     _, clip = _one(api, "CLIPLoader")
     assert clip["type"] == "wan" and clip["clip_name"] == "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
     vae_id, vae = _one(api, "VAELoader")
-    assert vae["vae_name"] == "wan_2.1_vae.safetensors"
+    # the Wan 2.2 VAE for LongLive 2.0's 48-channel latents, the Wan 2.1 VAE for every other family
+    wan22 = any(eg.fps_of(api, nid) == 24 for nid in eg.sampler_nodes(api))
+    assert vae["vae_name"] == ("wan2.2_vae.safetensors" if wan22 else "wan_2.1_vae.safetensors")
     loader_id, loader = _one(api, "CausVidModelLoader")
     if eg.find_nodes(api, "CausVidStreamToVideo"):  # it decodes and saves the video itself
         _, stream = _one(api, "CausVidStreamToVideo")
@@ -593,12 +595,43 @@ def test_reward_forcing_stream():
 
 
 def test_one_minute_frame_count_agrees_with_the_sampler():
-    """eg.frames_for_seconds (written out for the checks) equals the node's causal.prompts.frames_for_seconds."""
+    """eg.frames_for_seconds (written out for the checks) equals the node's causal.prompts.frames_for_seconds, for
+    3-frame blocks at 16 fps and LongLive 2.0's 8-frame blocks at 24."""
     from causal.prompts import frames_for_seconds
 
     for seconds in (0.25, 1, 2, 3, 4.5, 5, 20, 60, 61.3):
         for start in (0, 1, 3):
             assert eg.frames_for_seconds(seconds, start) == frames_for_seconds(seconds, start), (seconds, start)
+            assert eg.frames_for_seconds(seconds, start, 8, 24) == frames_for_seconds(seconds, start, 8, 24)
+
+
+def test_longlive2_720p_multishot():
+    """LongLive 2.0's example: its file under the name the table gives (published as model_bf16.pt), the Wan 2.2
+    VAE, 1280x704 with its own preset and cache, 10 s at 24 fps (64 latent frames, 8 blocks) in two shots, the
+    second a scene cut, streamed to an mp4."""
+    name = "causvid_longlive2_720p_multishot"
+    api, ui = eg.load_api(name), eg.load_ui(name)
+    _, loader = _one(api, "CausVidModelLoader")
+    assert loader["ckpt_name"] == eg.LONGLIVE2_5B and eg.PUBLISHED[eg.LONGLIVE2_5B][0] == "model_bf16.pt"
+    assert eg.PUBLISHED[eg.LONGLIVE2_5B][1].startswith("Efficient-Large-Model/LongLive-2.0-5B")
+    vae_id, vae = _one(api, "VAELoader")
+    assert vae["vae_name"] == eg.WAN22_VAE and eg.MODEL_LINKS[eg.WAN22_VAE]["url"].startswith(
+        "https://huggingface.co/Comfy-Org/Wan_2.2_ComfyUI_Repackaged/resolve/main/split_files/vae/")
+    sid, s = _one(api, "CausVidStreamToVideo")
+    assert (s["width"], s["height"], s["preset"], s["seconds"], s["cache"]) == \
+        (1280, 704, "LongLive 2.0 5B", 10.0, "preset default")
+    assert s["width"] % 32 == s["height"] % 32 == 0 and s["vae"] == [vae_id, 0]
+    assert eg.fps_of(api, sid) == 24 and eg.block_of(api, sid) == 8
+    assert eg.latent_frames_of(api, sid) == 64 and eg.decoded_frames(api, sid) == 253 >= 10 * 24
+    assert (s["length"] - 29) % 32 == 0  # whole 8-frame blocks, so the widget passes validation
+    lines = api[s["positive"][0]]["inputs"]["text"].splitlines()
+    assert [line.split(":", 1)[0] for line in lines] == ["0", "5#"]
+    assert all(len(line.split(":", 1)[1].strip()) > 40 for line in lines)
+    note = _note(ui)
+    for words in ("Efficient-Large-Model/LongLive-2.0-5B", "model_bf16.pt", "Comfy-Org/Wan_2.2_ComfyUI_Repackaged",
+                  "24 fps", "253 frames", "scene cut", "The scene transitions. ", "pinned", "multiples of 32",
+                  "29 + 32k"):
+        assert words in note, words
 
 
 def test_image_to_video():

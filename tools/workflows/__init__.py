@@ -32,7 +32,8 @@ from tools.workflows.frames import (FPS, FRAMES_PER_BLOCK, SAMPLER_KINDS, SAMPLI
                                     saved_video, start_frames_of)
 from tools.workflows.graph import (API_DIR, FRONTEND_ONLY, UI_DIR, Node, Note, Slot, Workflow, build_api, build_ui,
                                    dumps, input_slots, load_api, load_ui, socket_slots, widget_slots)
-from tools.workflows.standins import STANDIN_LAYOUTS, standin_prompt, standin_size, write_standin_models
+from tools.workflows.standins import (STANDIN_LAYOUTS, standin_length, standin_prompt, standin_size,
+                                      write_standin_models)
 
 __all__ = [
     "API_DIR", "CAUSVID_13B", "FILE_WIDGETS", "FPS", "FRAMES_PER_BLOCK", "FRONTEND_ONLY", "LIGHTX2V_14B",
@@ -42,6 +43,6 @@ __all__ = [
     "WAN22_FPS", "WAN22_VAE", "WAN_VAE", "WORKFLOWS", "Workflow", "block_of", "build_api", "build_ui",
     "decoded_frames", "denoising_steps", "dumps", "find_nodes", "fps_of", "frames_for_seconds", "generated_files",
     "input_slots", "latent_frames_of", "load_api", "load_ui", "new_latent_frames_of", "preset_of", "sampler_nodes",
-    "saved_fps", "saved_video", "socket_slots", "standin_prompt", "standin_size", "start_frames_of", "widget_slots",
+    "saved_fps", "saved_video", "socket_slots", "standin_length", "standin_prompt", "standin_size", "start_frames_of", "widget_slots",
     "write_standin_models",
 ]

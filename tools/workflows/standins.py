@@ -83,18 +83,29 @@ def standin_size(prompt: dict, width: int, height: int) -> tuple[int, int]:
     return (-(-width // 32) * 32, -(-height // 32) * 32) if wan22 else (width, height)
 
 
+def standin_length(api: dict, length: int = 21) -> int:
+    """`length` rounded up to whole blocks of the presets of an API prompt's sampling nodes (21 frames, 6 latent
+    frames, becomes 29 for LongLive 2.0's 8-frame blocks)."""
+    frames = (length - 1) // 4 + 1
+    for node_id, node in api.items():
+        if node["class_type"] in SAMPLING_NODES:
+            block = block_of(api, node_id)
+            frames = -(-frames // block) * block
+    return 4 * frames - 3
+
+
 def standin_prompt(api: dict, *, width: int = 64, height: int = 48, length: int | None = 21,
                    clip_width: int = TINY.text_dim, seconds: float | None = None) -> dict:
     """A copy of an API prompt for the tiny stand-ins: every CLIPLoader becomes CausVidTestTinyCLIP
     of width `clip_width` (default: the text_dim of the stand-in checkpoints; same node id, so links still
     hold), every CausVidSampler, CausVidStreamToVideo and ImageScale gets
-    the small size (`standin_size`: multiples of 32 for a LongLive 2.0 graph) and `length`, made whole blocks of
-    the node's preset (21 becomes 29 for 8-frame blocks). `seconds` shortens a sampling node that is set to a length
+    the small size (`standin_size`: multiples of 32 for a LongLive 2.0 graph) and `length` (`standin_length` gives
+    one of whole blocks for a graph's preset). `seconds` shortens a sampling node that is set to a length
     in seconds; the timed prompt lines of the CausVid Text Encode feeding it are scaled by the same factor, so the
     timeline keeps its shape."""
     prompt = json.loads(json.dumps(api))
     width, height = standin_size(prompt, width, height)
-    for node_id, node in prompt.items():
+    for node in prompt.values():
         if node["class_type"] == "CLIPLoader":
             node["class_type"] = "CausVidTestTinyCLIP"
             node["inputs"] = {"width": clip_width, "seed": 0}
@@ -105,8 +116,7 @@ def standin_prompt(api: dict, *, width: int = 64, height: int = 48, length: int 
             inputs = node["inputs"]
             inputs["width"], inputs["height"] = width, height
             if length is not None:
-                block = block_of(prompt, node_id)
-                inputs["length"] = 4 * (-(-((length - 1) // 4 + 1) // block) * block) - 3
+                inputs["length"] = length
             if seconds is not None and inputs.get("seconds", 0) > 0:
                 scale = seconds / inputs["seconds"]
                 inputs["seconds"] = seconds
