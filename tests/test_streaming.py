@@ -182,16 +182,20 @@ def test_a_decode_room_and_the_stream_memory_agree_and_cover_the_measured_overhe
 
 
 def test_non_wan_vae_is_refused(streaming):
-    """The message names both kinds it takes; a tiny decoder for another latent space (Wan 2.2's) is refused too."""
+    """The message names the kinds it takes; a tiny decoder for another latent space (HunyuanVideo 1.5's) is refused
+    too, Wan 2.2's (taew2_2, LongLive 2.0's) is taken."""
     import types
 
     from comfy.taesd.taehv import TAEHV
 
     both = r"Wan 2.1 VAE \(wan_2.1_vae.safetensors\) or a tiny Wan 2.1 decoder \(taew2_1 / lighttaew2_1\)"
-    with pytest.raises(ValueError, match=both + ".*Identity"):
+    wan22 = r"Wan 2.2 VAE \(wan2.2_vae.safetensors\) or taew2_2"
+    with pytest.raises(ValueError, match=both + ".*" + wan22 + ".*Identity"):
         streaming.StreamingDecoder(types.SimpleNamespace(first_stage_model=torch.nn.Identity()))
-    with pytest.raises(ValueError, match=both + ".*48 latent channels"):
-        streaming.StreamingDecoder(types.SimpleNamespace(first_stage_model=TAEHV(latent_channels=48)))
+    with pytest.raises(ValueError, match=both + ".*32 latent channels"):
+        streaming.StreamingDecoder(types.SimpleNamespace(first_stage_model=TAEHV(latent_channels=32)))
+    decoder = streaming.StreamingDecoder(types.SimpleNamespace(first_stage_model=TAEHV(latent_channels=48)))
+    assert isinstance(decoder, streaming.TinyStreamingDecoder) and decoder.latent_channels == 48
 
 
 # -------------------------------------------------------------------------------------------------
