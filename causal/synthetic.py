@@ -43,8 +43,8 @@ LAYOUTS: dict[str, str] = {
 * krea: ``model.`` + bare key, safetensors (Krea Realtime 14B).
 * reward_forcing: ``model.`` + bare key, one pickled state dict (Reward Forcing ``rewardforcing.pt``: its
   generator wrapper's ``state_dict()``).
-* longlive2: ``{"generator": {"model."+k: t}}`` and nothing else (LongLive 2.0's ``model_bf16.pt``: its merged 5B
-  generator, stored in bf16).
+* longlive2: ``{"generator": {"model."+k: t}}`` beside strings and flags (LongLive 2.0's ``model_bf16.pt``: its
+  merged 5B generator, stored in bf16, as its merge script writes it).
 """
 
 
@@ -116,7 +116,8 @@ def write_checkpoint(state_dict: Mapping[str, Tensor], path: str | Path, layout:
     elif layout == "comfyui":
         obj = prefixed(sd, "model.diffusion_model.")
     elif layout == "longlive2":
-        obj = {"generator": prefixed(sd, "model.")}
+        obj = {"generator": prefixed(sd, "model."), "checkpoint_format": "longlive_generator_merged_lora",
+               "model_name": "Wan2.2-TI2V-5B", "merged_lora": True}
     elif layout in ("krea", "reward_forcing"):
         obj = prefixed(sd, "model.")
     else:  # causvid_plus_converted

@@ -51,8 +51,8 @@ class CausVidState:
     history: History
     """The cache writes that rebuild the context (replayed by the next run: one forward per cached chunk)."""
     video: torch.Tensor | None
-    """Every latent frame so far [B, C, T, h, w] (C the model's latent channels), VAE space (start latent included); None when the video was
-    streamed to a file instead."""
+    """Every latent frame so far [B, C, T, h, w] (C the model's latent channels), VAE space (start latent
+    included); None when the video was streamed to a file instead."""
     rng_state: torch.Tensor
     rng_device: str
     schedule: Schedule
@@ -293,9 +293,9 @@ def check_segments(segments: list[int], video: Video, frames_per_block: int) -> 
 def job_for(video: Video, schedule: Schedule, policy: CachePolicy, noise: Noise, *, seconds: float, speed: str,
             kv_cache: str, prefix: torch.Tensor | None = None, state: CausVidState | None = None,
             fps: float = FPS) -> Job:
-    """The run of `video` as long as the settings ask: `seconds` at `fps` (start latents included), else its fragments after
-    the start latents or the state's last block, refused where they add no frames; a start latent that leaves fewer
-    frames than `length` is logged (whole blocks follow it)."""
+    """The run of `video` as long as the settings ask: `seconds` at `fps` (start latents included), else its
+    fragments after the start latents or the state's last block, refused where they add no frames; a start latent
+    that leaves fewer frames than `length` is logged (whole blocks follow it)."""
     if state is not None and state.history is None:
         raise ValueError(f"this state comes from {state.schedule.name}, whose window of blocks sampled together "
                          "cannot be continued yet: make the whole video in one Sampler or Stream to Video run")

@@ -62,8 +62,8 @@ class CausVidStreamToVideo(io.ComfyNode):
             node_id="CausVidStreamToVideo",
             display_name="CausVid Stream to Video",
             category="CausVid",
-            description="Samples like CausVid Sampler and writes the video to an mp4 (H.264, at the model's frame rate: "
-                        "16 fps, 24 for LongLive 2.0) block by block "
+            description="Samples like CausVid Sampler and writes the video to an mp4 (H.264, at the model's frame "
+                        "rate: 16 fps, 24 for LongLive 2.0) block by block "
                         "while it is generated: the Wan VAE decodes each finished block with its causal cache kept "
                         "(the same frames as one whole decode), so memory stays flat for any length and a cancelled "
                         "or failed run leaves a playable file with every frame finished so far.",

@@ -59,9 +59,9 @@ class CausVidTextEncode(io.ComfyNode):
                 io.String.Input("text", multiline=True, dynamic_prompts=True,
                                 tooltip="One prompt per line; each line is one fragment's prompt. Or a timeline: "
                                         "'0: first prompt', '12.5: second prompt', ... (seconds into the video); "
-                                        "'12.5#: ...' marks a scene cut (the Infinity-RoPE preset; with LongLive 2.0 a new "
-                                        "shot, whose first block reads 'The scene transitions. ' before the "
-                                        "prompt, as LongLive 2.0 was trained)."),
+                                        "'12.5#: ...' marks a scene cut (the Infinity-RoPE preset; with "
+                                        "LongLive 2.0 a new shot, whose first block reads 'The scene "
+                                        "transitions. ' before the prompt, as LongLive 2.0 was trained)."),
             ],
             outputs=[io.Conditioning.Output(tooltip="One entry per prompt, for CausVid Sampler.")],
         )

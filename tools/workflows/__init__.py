@@ -43,6 +43,6 @@ __all__ = [
     "WAN22_FPS", "WAN22_VAE", "WAN_VAE", "WORKFLOWS", "Workflow", "block_of", "build_api", "build_ui",
     "decoded_frames", "denoising_steps", "dumps", "find_nodes", "fps_of", "frames_for_seconds", "generated_files",
     "input_slots", "latent_frames_of", "load_api", "load_ui", "new_latent_frames_of", "preset_of", "sampler_nodes",
-    "saved_fps", "saved_video", "socket_slots", "standin_length", "standin_prompt", "standin_size", "start_frames_of", "widget_slots",
-    "write_standin_models",
+    "saved_fps", "saved_video", "socket_slots", "standin_length", "standin_prompt", "standin_size", "start_frames_of",
+    "widget_slots", "write_standin_models",
 ]
