@@ -84,8 +84,8 @@ class StreamingDecoder:
 
     @property
     def latent_channels(self) -> int:
-        """The channels of the latents it decodes: 16 (Wan 2.1) or 48 (Wan 2.2)."""
-        return 16
+        """The channels of the latents it decodes: 16 (Wan 2.1) or 48 (Wan 2.2), as its VAE module says."""
+        return getattr(self.model, "latent_channels", None) or self.model.z_dim
 
     def load(self, latent_shape: tuple[int, ...]) -> None:
         """Put the VAE on its device with room to decode chunks of `latent_shape` (ComfyUI's model management)."""
@@ -97,9 +97,12 @@ class StreamingDecoder:
         pixels = latent_shape[-2] * latent_shape[-1] * self.vae.vae_dtype.itemsize
         return int(DECODE_HEADROOM * self.per_latent_pixel(block) * pixels)
 
+    PER_LATENT_PIXEL: float = 0.0
+    """A kind's `per_latent_pixel` where it does not depend on the block."""
+
     def per_latent_pixel(self, block: int) -> float:
         """Peak working memory of one decode call / (h * w * element size) (bench/vae_decode.py measures it)."""
-        raise NotImplementedError
+        return self.PER_LATENT_PIXEL
 
     def fit(self, latent_shape: tuple[int, ...], block: int, room: int) -> None:
         """Choose how to decode so that a call takes at most `room` bytes where the kind can (the Wan VAE's fast
@@ -234,13 +237,6 @@ class Wan22VAEStreamingDecoder(StreamingDecoder):
         self.cache: list = [None] * sum(isinstance(m, CausalConv3d) for m in self.model.decoder.modules())
         self.first = True  # the next frame is the video's first
 
-    @property
-    def latent_channels(self) -> int:
-        return 48
-
-    def per_latent_pixel(self, block: int) -> float:
-        return self.PER_LATENT_PIXEL
-
     def _state(self) -> tuple[list, bool]:
         return list(self.cache), self.first
 
@@ -279,13 +275,6 @@ class TinyStreamingDecoder(StreamingDecoder):
         self.blocks = list(self.model.decoder)
         self.memory: list[torch.Tensor | None] = [None] * len(self.blocks)
         self.to_trim: int = self.model.frames_to_trim
-
-    @property
-    def latent_channels(self) -> int:
-        return self.model.latent_channels
-
-    def per_latent_pixel(self, block: int) -> float:
-        return self.PER_LATENT_PIXEL
 
     def _state(self) -> tuple[list, int]:
         return list(self.memory), self.to_trim

@@ -559,6 +559,20 @@ def test_krea_recompute_samples_with_the_vae_and_continues_exactly(comfy_server,
     assert torch.equal(continued, single), (continued - single).abs().max()
 
 
+def pack_conditioning(text: str, width: int):
+    """The test pack's CausVidTestConditioning of `text`, made again here: [1, 512, width], a seeded row per word
+    and one for the end, zeros after."""
+    import hashlib
+
+    import torch
+
+    seed = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:4], "little")
+    context = torch.zeros(1, 512, width)
+    n = len(text.split()) + 1
+    context[:, :n] = torch.randn(1, n, width, generator=torch.Generator().manual_seed(seed)) * 0.1
+    return context
+
+
 SELF_FORCING, REWARD_FORCING, ROLLING_FORCING = "Self-Forcing / LongLive 1.3B", "Reward Forcing 1.3B", \
     "Rolling Forcing 1.3B"
 INFINITY_ROPE = "Infinity-RoPE (Self-Forcing 1.3B)"
@@ -573,8 +587,6 @@ def test_the_nodes_latents_are_the_librarys_bit_for_bit(comfy_server, standins, 
     the node computes in float32 (ComfyUI's choice without a GPU; bf16 weights cast per op), and `fast` runs exact
     (its compiled kernels need CUDA). Reward Forcing's preset brings its own cache (an EMA sink of 3 in 9 frames,
     slot positions), past its first eviction; Rolling Forcing's its joint window of 5 blocks."""
-    import hashlib
-
     import torch
     from safetensors.torch import load_file
 
@@ -600,11 +612,7 @@ def test_the_nodes_latents_are_the_librarys_bit_for_bit(comfy_server, standins, 
     (path,) = comfy_server.output_paths(result, node_id="4")
     node = load_file(str(path))["latent_tensor"]
 
-    # the test pack's conditioning, made again here
-    seed = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:4], "little")
-    context = torch.zeros(1, 512, TINY.text_dim)
-    n = len(text.split()) + 1
-    context[:, :n] = torch.randn(1, n, TINY.text_dim, generator=torch.Generator().manual_seed(seed)) * 0.1
+    context = pack_conditioning(text, TINY.text_dim)
     model = causal.load_model(standins / "diffusion_models" / eg.CAUSVID_13B, dtype=torch.float32)
     frames = causal.prompts.frames_for_seconds(seconds)
     library = causal.generate(model, context, causal.Video(H, W, total_frames=frames), causal.SCHEDULES[preset], policy,
@@ -624,8 +632,6 @@ def test_the_nodes_longlive2_latents_are_the_librarys_bit_for_bit(comfy_server, 
     cache, 6 s at 24 fps: five 8-frame blocks, past its 32-frame cache) equals `causal.generate` of the same file,
     prompt and seed bit for bit, in VAE space by the Wan 2.2 latent format; a start latent of the Wan 2.1 VAE and a
     Wan 2.1 preset are refused with what to use instead."""
-    import hashlib
-
     import torch
     from safetensors.torch import load_file
 
@@ -647,10 +653,7 @@ def test_the_nodes_longlive2_latents_are_the_librarys_bit_for_bit(comfy_server, 
     (path,) = comfy_server.output_paths(result, node_id="4")
     node = load_file(str(path))["latent_tensor"]
 
-    seed = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:4], "little")
-    context = torch.zeros(1, 512, TINY_5B.text_dim)
-    n = len(text.split()) + 1
-    context[:, :n] = torch.randn(1, n, TINY_5B.text_dim, generator=torch.Generator().manual_seed(seed)) * 0.1
+    context = pack_conditioning(text, TINY_5B.text_dim)
     model = causal.load_model(standins / "diffusion_models" / eg.LONGLIVE2_5B, dtype=torch.float32)
     assert model.config == TINY_5B
     schedule = causal.SCHEDULES["LongLive 2.0 5B"]
