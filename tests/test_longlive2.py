@@ -382,8 +382,8 @@ def test_its_lora_fits_the_5b_and_merges(tmp_path):
     """Its DMD LoRA (PEFT, every block linear, `generator_lora`) on the 48-channel layout: read, checked, merged."""
     from causal.lora import check_fits, merge_into, read_lora
     from causal.synthetic import random_state_dict
-    from tests.test_lora import _peft
-    torch.save({"generator_lora": _peft(TINY_5B, rank=4)}, tmp_path / "lora.pt")
+    from tools.tiny import peft_lora
+    torch.save({"generator_lora": peft_lora(TINY_5B, rank=4)}, tmp_path / "lora.pt")
     lora = read_lora(tmp_path / "lora.pt", alpha=4)
     check_fits(lora, TINY_5B)
     sd = random_state_dict(TINY_5B, dtype=torch.bfloat16)

@@ -10,22 +10,13 @@ from torch.nn import functional as F
 from causal.lora import TARGETS, LoraError, apply_unmerged, check_fits, merge_into, read_lora
 from causal.model import CausalWanModel
 from causal.synthetic import random_state_dict
-from tools.tiny import TINY, prompt
+from tools.tiny import TINY, peft_lora, prompt
 
 RANK = 8
 
 
 def _peft(config=TINY, rank=RANK, seed=0, prefix="base_model.model.", dtype=torch.bfloat16) -> dict:
-    """A PEFT state dict as LongLive saves it (`get_peft_model_state_dict`): lora_A [r, in], lora_B [out, r]."""
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-    for i in range(config.num_layers):
-        for target in TARGETS:
-            out_dim, in_dim = ((config.ffn_dim, config.dim) if target == "ffn.0" else
-                               (config.dim, config.ffn_dim) if target == "ffn.2" else (config.dim, config.dim))
-            sd[f"{prefix}blocks.{i}.{target}.lora_A.weight"] = (torch.randn(rank, in_dim, generator=g) * 0.05).to(dtype)
-            sd[f"{prefix}blocks.{i}.{target}.lora_B.weight"] = (torch.randn(out_dim, rank, generator=g) * 0.05).to(dtype)
-    return sd
+    return peft_lora(config, rank, seed, prefix, dtype)
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,24 @@ def prompt(batch: int = 1, tokens: int = 12, width: int = TINY.text_dim, seed: i
     return torch.randn(batch, tokens, width, generator=torch.Generator().manual_seed(seed))
 
 
+def peft_lora(config: WanConfig = TINY, rank: int = 8, seed: int = 0, prefix: str = "base_model.model.",
+              dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
+    """A random PEFT LoRA state dict as LongLive saves it (`get_peft_model_state_dict`) on every block linear of
+    `config`: lora_A [r, in], lora_B [out, r]."""
+    from causal.lora import TARGETS
+
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for i in range(config.num_layers):
+        for target in TARGETS:
+            out_dim, in_dim = ((config.ffn_dim, config.dim) if target == "ffn.0" else
+                               (config.dim, config.ffn_dim) if target == "ffn.2" else (config.dim, config.dim))
+            key = f"{prefix}blocks.{i}.{target}"
+            sd[f"{key}.lora_A.weight"] = (torch.randn(rank, in_dim, generator=g) * 0.05).to(dtype)
+            sd[f"{key}.lora_B.weight"] = (torch.randn(out_dim, rank, generator=g) * 0.05).to(dtype)
+    return sd
+
+
 def latent_size(height: int, width: int) -> tuple[int, int]:
     """(h, w) of the latent of a height x width video: the Wan VAE's spatial stride."""
     return height // VAE_STRIDE[1], width // VAE_STRIDE[2]
