@@ -536,7 +536,7 @@ def stream_prompt(template: dict, args: argparse.Namespace, files: dict, size: t
                                          seed=seed, preset=args.preset, filename_prefix="bench/node_stream",
                                          kv_cache=args.kv_cache)
     if args.model == "5B":  # its own cache and 8-frame blocks: 125 frames = 32 latent frames, its cache's size
-        prompt[STREAM_NODE]["inputs"].update(cache="preset", window=0, sink_frames=-1, length=125)
+        prompt[STREAM_NODE]["inputs"].update(cache="preset default", window=0, sink_frames=-1, length=125)
     return prompt
 
 
@@ -891,7 +891,7 @@ class Bench:
         text_inputs = stream[TEXT_NODE]["inputs"]
         context = conditioning_node.execute(text=text_inputs["text"], width=text_inputs["width"]).result[0][0][0]
         schedule = causal.SCHEDULES[inputs["preset"]]
-        if inputs["cache"] == "preset":
+        if inputs["cache"] == "preset default":
             policy = causal.cache_policy.family_policy(inputs["preset"])
         elif inputs["cache"] == "sink":
             policy = causal.cache_policy.sink(inputs["sink_frames"], inputs["window"])

@@ -551,7 +551,7 @@ def test_longlive2_shots_replay_in_cuda_graphs_bit_for_bit():
     follow: the same slot replayed at the same position with another offset) and an image-held first frame."""
     from causal import CudaGraphs, PromptChange, kernels
     from causal.cache_policy import multi_shot_sink
-    from tests.test_longlive2 import TINY_5B
+    from tools.tiny import TINY_5B
 
     model = tiny_model(torch.bfloat16, config=TINY_5B).to(CUDA)
     schedule = SCHEDULES["LongLive 2.0 5B"]
