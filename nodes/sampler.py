@@ -550,7 +550,8 @@ def sampling_inputs() -> list:
         io.Latent.Input("start_latent", optional=True, tooltip="Optional start: VAE Encode of one image "
                         "(1 latent frame) or of a video, with the model's VAE (Wan2.1; Wan2.2 for LongLive 2.0). It "
                         "is cached before the first block, which attends to it, and the returned video begins "
-                        "with it."),
+                        "with it. LongLive 2.0 makes one image its video's first frame instead (its image-to-video: "
+                        "held in the first block while that block is made)."),
         CausVidStateType.Input("state", optional=True, tooltip="Continue from an earlier sampler's state."),
         *_video_inputs(),
     ]
@@ -618,7 +619,11 @@ def prepare(model, *, width: int, height: int, length: int, preset: str, custom_
         raise ValueError(f"the start latent is {list(prefix.shape)}; it must be a Wan video latent of "
                          f"{width}x{height} for this model ([B, {channels}, frames, {h}, {w}]): VAE Encode "
                          f"an image or a video of that size with the {vae} ({VAE_FILES[channels]})")
-    video = Video(height, width, num_frames, num_fragments, start_latents=model.model.process_latent_in(prefix.float()))
+    latents = model.model.process_latent_in(prefix.float())
+    if schedule.solver == "unipc" and prefix.shape[2] == 1:  # LongLive 2.0's image-to-video: the image is frame 0
+        video = Video(height, width, num_frames, num_fragments, first_frame=latents)
+        return job_for(video, schedule, policy, noise, **settings)
+    video = Video(height, width, num_frames, num_fragments, start_latents=latents)
     return job_for(video, schedule, policy, noise, **settings, prefix=prefix)
 
 

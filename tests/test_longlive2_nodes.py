@@ -83,8 +83,33 @@ def test_start_latents_must_be_the_wan22_vaes(sampler, five_b):
         sampler.prepare(patcher, width=W, height=H, length=29, preset=PRESET, **WIDGETS,
                         start_latent={"samples": torch.zeros(1, 16, 1, H // 8, W // 8)})
     job = sampler.prepare(patcher, width=W, height=H, length=61, preset=PRESET, **WIDGETS,
-                          start_latent={"samples": torch.zeros(1, 48, 1, H // 16, W // 16)})
-    assert job.video.start_latents.shape == (1, 48, 1, 4, 6) and job.video.total_frames == 8
+                          start_latent={"samples": torch.zeros(1, 48, 2, H // 16, W // 16)})
+    assert job.video.start_latents.shape == (1, 48, 2, 4, 6) and job.video.total_frames == 8
+
+
+def test_one_image_is_longlive2s_first_frame_as_the_library_makes_it(sampler, five_b):
+    """A one-frame start latent with the LongLive 2.0 preset is its image-to-video: the video's first frame, held in
+    the first block (`Video(first_frame=...)`), not a frame cached before it; the node's latents begin with the
+    image and equal `causal.generate`'s bit for bit."""
+    import causal
+    import comfy.latent_formats
+
+    path, patcher = five_b
+    image = torch.randn(1, 48, 1, H // 16, W // 16, generator=torch.Generator().manual_seed(3))
+    job = sampler.prepare(patcher, width=W, height=H, length=61, preset=PRESET, **WIDGETS,
+                          start_latent={"samples": image})
+    assert job.video.start_latents is None and job.prefix is None and job.video.total_frames == 16
+    conditioning = [[torch.randn(1, 12, TINY.text_dim, generator=torch.Generator().manual_seed(1)), {}]]
+    node, _ = sampler.run(patcher, conditioning, job, None)
+    fmt = comfy.latent_formats.Wan22()
+    dtype = pack_module("nodes.comfy_model").compute_dtype(patcher)
+    first = fmt.process_in(image.float())
+    library = causal.generate(causal.load_model(path, dtype=dtype), conditioning[0][0],
+                              causal.Video(H, W, total_frames=16, first_frame=first), causal.SCHEDULES[PRESET],
+                              causal.cache_policy.multi_shot_sink(), noise=causal.Noise(seed=5),
+                              compute=causal.Compute(dtype=dtype)).latents
+    assert node.shape == (1, 48, 16, 4, 6) and torch.equal(node, fmt.process_out(library.float()))
+    assert torch.equal(library[:, :, :1], first.to(dtype))
 
 
 def test_seconds_count_at_24_fps(sampler, five_b):
