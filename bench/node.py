@@ -656,7 +656,8 @@ class Bench:
             "seed": args.seed, "check_latents": args.check_latents, "check_seconds": args.check_seconds,
             "vae": args.vae, "attention": args.attention, "cap_gib": args.cap_gib, "kv_cache": args.kv_cache, "allocator": args.allocator,
             "deadline_s": args.deadline_s, "workflow": TEMPLATE.name,
-            "cache": "{cache} {sink_frames} + {window}".format(**template[STREAM_NODE]["inputs"])}
+            "cache": "the preset's" if args.model == "5B" else
+            "{cache} {sink_frames} + {window}".format(**template[STREAM_NODE]["inputs"])}
         try:
             if self.step("setup", lambda: self.setup(work)):
                 with self.attention():
