@@ -11,7 +11,6 @@ of each layer's cache, reads the sink plus the window after the write, and commi
 from __future__ import annotations
 
 import dataclasses
-import gc
 
 import pytest
 import torch
@@ -22,6 +21,7 @@ from causal.cache_policy import ema_sink, family_policy, fragments, infinity_rop
 from causal.context import ContextWindow
 from causal.kv_cache import KVCache
 from causal.rope import apply_rope
+from tools.memory import LiveCpuTensors
 from tools.tiny import Draws, TINY, latent_size, prompt, tiny_model
 
 H, W = 32, 48
@@ -276,33 +276,18 @@ def test_positions_past_the_rope_table_stay_finite_and_deterministic(model):
     assert a[:, :, 1020:].float().std() > 0
 
 
-def _live_tensor_bytes() -> int:
-    gc.collect()
-    seen, total = set(), 0
-    for obj in gc.get_objects():
-        try:
-            if type(obj) is torch.Tensor and obj.device.type == "cpu":
-                storage = obj.untyped_storage()
-                if storage.data_ptr() not in seen:
-                    seen.add(storage.data_ptr())
-                    total += storage.nbytes()
-        except Exception:  # noqa: BLE001 (objects that only look like tensors)
-            continue
-    return total
-
-
 @pytest.mark.parametrize("policy", [rolling(6), sink(3, 9)])
 def test_memory_is_flat_over_many_blocks(model, policy):
     """Every live CPU tensor counted at each block of a 42-block video whose finished blocks go to the meta device:
     once the window is full, nothing grows."""
     samples = []
+    with LiveCpuTensors() as live:
+        def measure(p):
+            if p.step == 0:
+                samples.append(live.bytes())
 
-    def measure(p):
-        if p.step == 0:
-            samples.append(_live_tensor_bytes())
-
-    generate(model, prompt(), Video(H, W, total_frames=126), ONE, policy, noise=Noise(seed=0),
-             output=Output(device="meta", progress=measure))
+        generate(model, prompt(), Video(H, W, total_frames=126), ONE, policy, noise=Noise(seed=0),
+                 output=Output(device="meta", progress=measure))
     assert len(samples) == 42
     assert max(samples[5:]) == min(samples[5:]), samples
 
@@ -354,14 +339,14 @@ def test_a_hundred_chained_fragments_stay_flat_and_repeat_exactly(model):
     """100 fragments of 6 latent frames (each re-caching the last block): memory per fragment start is flat, and
     the same seed gives the same latents bit for bit."""
     samples = []
-
-    def measure(p):
-        if p.step == 0:  # every block: two in the first fragment, then one per fragment
-            samples.append(_live_tensor_bytes())
-
     video = Video(H, W, num_frames=6, num_fragments=100)
-    generate(model, prompt(), video, ONE, fragments(6), noise=Noise(seed=9),
-             output=Output(device="meta", progress=measure))
+    with LiveCpuTensors() as live:
+        def measure(p):
+            if p.step == 0:  # every block: two in the first fragment, then one per fragment
+                samples.append(live.bytes())
+
+        generate(model, prompt(), video, ONE, fragments(6), noise=Noise(seed=9),
+                 output=Output(device="meta", progress=measure))
     assert len(samples) == 101 and max(samples[3:]) == min(samples[3:]), samples
     a = generate(model, prompt(), video, ONE, fragments(6), noise=Noise(seed=9)).latents
     b = generate(model, prompt(), video, ONE, fragments(6), noise=Noise(seed=9)).latents
