@@ -45,10 +45,11 @@ class KVCache:
 
     @classmethod
     def for_video(cls, config: WanConfig, *, batch: int, height: int, width: int, num_frames: int,
-                  dtype: torch.dtype, device: torch.device | str) -> KVCache:
-        """A cache for `num_frames` latent frames of a height×width (pixels) video."""
-        return cls(config.num_layers, batch, num_frames * config.tokens_per_frame(height, width), config.num_heads,
-                   config.head_dim, dtype=dtype, device=device)
+                  dtype: torch.dtype, device: torch.device | str, num_heads: int | None = None) -> KVCache:
+        """A cache for `num_frames` latent frames of a height×width (pixels) video, of `num_heads` heads (default:
+        the model's; a sequence-parallel rank's share of them, `causal.parallel`)."""
+        return cls(config.num_layers, batch, num_frames * config.tokens_per_frame(height, width),
+                   num_heads or config.num_heads, config.head_dim, dtype=dtype, device=device)
 
     @staticmethod
     def nbytes_for(num_layers: int, batch: int, capacity: int, num_heads: int, head_dim: int,

@@ -82,7 +82,9 @@ class Fp8KVCache(KVCache):
 
 
 def video_cache(config: WanConfig, fp8: bool, *, batch: int, height: int, width: int, num_frames: int,
-                dtype: torch.dtype, device: torch.device | str) -> KVCache:
-    """The cache for `num_frames` latent frames of a height×width video: FP8 rows with `fp8`, else `dtype`."""
+                dtype: torch.dtype, device: torch.device | str, num_heads: int | None = None) -> KVCache:
+    """The cache for `num_frames` latent frames of a height×width video: FP8 rows with `fp8`, else `dtype`; of
+    `num_heads` heads (default: the model's)."""
     return (Fp8KVCache if fp8 else KVCache).for_video(config, batch=batch, height=height, width=width,
-                                                      num_frames=num_frames, dtype=dtype, device=device)
+                                                      num_frames=num_frames, dtype=dtype, device=device,
+                                                      num_heads=num_heads)

@@ -22,6 +22,7 @@ from .attention import sdpa
 from .config import WanConfig
 from .kernels import EAGER, Glue
 from .kv_cache import CrossAttentionKV, KVCache
+from .parallel import SequenceParallel, Shard
 from .rope import rope_frequencies, rope_phases
 
 Cast = Callable[[torch.Tensor, torch.dtype, torch.device], torch.Tensor]
@@ -75,9 +76,13 @@ class Projections(nn.Module):
 
 class SelfAttention(Projections):
     def forward(self, h: torch.Tensor, phases: torch.Tensor, cache: KVCache | None, layer: int,
-                cache_start: int, mask: torch.Tensor | None, glue: Glue = EAGER) -> torch.Tensor:
+                cache_start: int, mask: torch.Tensor | None, glue: Glue = EAGER,
+                shard: Shard | None = None) -> torch.Tensor:
         """With a cache, this input's keys and values go into their slots (all but protected sink rows) and
-        attention covers the cache up to the input's end; without one, the input attends to itself."""
+        attention covers the cache up to the input's end; without one, the input attends to itself. With a
+        `shard`, h holds this rank's tokens and the ranks exchange them around attention (`causal.parallel`)."""
+        if shard is not None:
+            return shard.self_attention(self, h, phases, cache, layer, cache_start, mask, glue)
         heads = self.num_heads
         norm_q, norm_k = self.norm_q, self.norm_k
         q = glue.norm_rope(self.q(h), norm_q.weight_for(h), norm_q.eps, phases, heads)
@@ -128,11 +133,12 @@ class AttentionBlock(nn.Module):
     def forward(self, x: torch.Tensor, e0: torch.Tensor, phases: torch.Tensor,
                 text_k: torch.Tensor,
                 text_v: torch.Tensor, cache: KVCache | None, layer: int, cache_start: int,
-                mask: torch.Tensor | None, glue: Glue = EAGER) -> torch.Tensor:
+                mask: torch.Tensor | None, glue: Glue = EAGER, shard: Shard | None = None) -> torch.Tensor:
         # (shift_1, scale_1, gate_1, shift_2, scale_2, gate_2), each [B, F, 1, D]
         m = (self.cast(self.modulation, x.dtype, x.device).unsqueeze(1) + e0).chunk(6, dim=2)
         h = glue.run(kernels.layer_norm_modulate, x, m[1], m[0], self.eps)
-        x = glue.run(kernels.gated_add, x, self.self_attn(h, phases, cache, layer, cache_start, mask, glue), m[2])
+        attended = self.self_attn(h, phases, cache, layer, cache_start, mask, glue, shard)
+        x = glue.run(kernels.gated_add, x, attended, m[2])
         x, h = glue.run(kernels.add_layer_norm_modulate, x, self.cross_attn(self.norm3(x), text_k, text_v, glue),
                         m[4], m[3], self.eps)
         return glue.run(kernels.gated_add, x, self.feed_forward(h, glue), m[5])
@@ -227,7 +233,7 @@ class CausalWanModel(nn.Module):
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, text: CrossAttentionKV, *,
                 cache: KVCache | None = None, cache_frame: int = 0, rope_frame: int = 0, rope_offset: float = 0.0,
                 phases: torch.Tensor | None = None, mask: torch.Tensor | None = None,
-                glue: Glue = EAGER) -> torch.Tensor:
+                glue: Glue = EAGER, parallel: SequenceParallel | None = None) -> torch.Tensor:
         """Flow prediction v for latents x [B, C, F, h, w] at per-frame timesteps [B, F].
 
         With `cache`, the tokens' K/V are written at latent-frame slot `cache_frame` and attention
@@ -236,7 +242,8 @@ class CausalWanModel(nn.Module):
         tokens turn by the given `phases` (`self.phases(rope_frame, x.shape)`: a CUDA graph reads them from a
         buffer, so one capture serves every position). Without a cache, attention covers the input itself,
         restricted by `mask` if given. `glue` runs the elementwise ops eagerly (exact) or as compiled kernels
-        (`kernels.COMPILED`).
+        (`kernels.COMPILED`). With `parallel`, this process computes its share of the tokens and the result is every
+        rank's, gathered (`causal.parallel`).
         """
         grid = self._grid(x.shape)
         # token-major in memory, as the references' torch.cat of the patch embeddings leaves it: a transposed view
@@ -246,9 +253,13 @@ class CausalWanModel(nn.Module):
         if phases is None:
             phases = self.phases(rope_frame, x.shape, tokens.device, rope_offset)
         cache_start = cache_frame * grid[1] * grid[2]
+        shard = None if parallel is None else parallel.shard(grid[0])
+        if shard is not None:
+            tokens, phases = shard.local(tokens, 1), shard.local(phases, 0)
         for i, block in enumerate(self.blocks):
-            tokens = block(tokens, e0, phases, text.keys[i], text.values[i], cache, i, cache_start, mask, glue)
-        return self._unpatchify(self.head(tokens, e), grid)
+            tokens = block(tokens, e0, phases, text.keys[i], text.values[i], cache, i, cache_start, mask, glue, shard)
+        out = self.head(tokens, e)
+        return self._unpatchify(out if shard is None else shard.gather(out), grid)
 
     def _grid(self, shape: torch.Size | tuple[int, ...]) -> tuple[int, int, int]:
         """Token grid (frames, rows, columns) of latents of `shape` [B, C, F, h, w]."""
