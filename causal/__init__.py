@@ -22,6 +22,7 @@ from .kv_cache import CrossAttentionKV, KVCache
 from .model import CausalWanModel
 from .fp8 import quantize_blocks_fp8
 from .graphs import CudaGraphs
+from .parallel import ParallelError, SequenceParallel
 from .prompts import LivePrompts, PromptChange, latent_frame_at
 from .rebuilt_context import ReencodedFrames, Reencoder
 from .request import Compute, Noise, Output, Progress, Video, fragment_lengths
@@ -31,7 +32,7 @@ from .schedule import SCHEDULES, Schedule, sigma_table
 __all__ = [
     "CachePolicy", "ContextWindow", "FAMILY_POLICIES", "History", "LivePrompts", "PromptChange", "family_policy",
     "latent_frame_at", "ReencodedFrames", "Reencoder",
-    "CudaGraphs", "quantize_blocks_fp8",
+    "CudaGraphs", "quantize_blocks_fp8", "ParallelError", "SequenceParallel",
     "CausalWanModel", "Checkpoint", "CheckpointError", "CrossAttentionKV", "Generation", "KVCache", "PRESETS",
     "Compute", "Noise", "Output", "Progress", "SCHEDULES", "Schedule", "Video", "WanConfig", "detect_config",
     "fragment_lengths", "generate",

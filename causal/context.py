@@ -45,6 +45,7 @@ from .host import to_host
 from .kernels import EAGER, Glue
 from .kv_cache import CrossAttentionKV, KVCache
 from .model import CausalWanModel
+from .parallel import SequenceParallel
 from .rebuilt_context import RebuiltContext
 
 
@@ -121,7 +122,7 @@ class ContextWindow:
 
     def __init__(self, model: CausalWanModel, policy: CachePolicy, cache: KVCache, *, tokens_per_frame: int,
                  forward: Forward | None = None, record: bool = False, glue: Glue = EAGER,
-                 frames_per_block: int = 3) -> None:
+                 frames_per_block: int = 3, parallel: SequenceParallel | None = None) -> None:
         self.capacity = policy.cache_frames(frames_per_block)  # latent frames
         if cache.capacity < self.capacity * tokens_per_frame:
             raise ValueError(f"the KV cache holds {cache.capacity // tokens_per_frame} frames; the policy needs "
@@ -148,6 +149,7 @@ class ContextWindow:
         self.recent: deque[torch.Tensor] = deque(maxlen=policy.window)
         self.history = History(policy) if record else None
         self.glue = glue
+        self.parallel = parallel  # this process's share of each forward (a cache of its heads; `causal.parallel`)
         self._forward = forward  # None: the model itself (a bound method kept here would be a reference cycle,
         # holding the model, the text K/V and the recent latents until the garbage collector runs)
 
@@ -156,7 +158,7 @@ class ContextWindow:
     def _model_forward(self, x: torch.Tensor, timestep: torch.Tensor, slot: int, position: int,
                        rope_offset: float) -> torch.Tensor:
         return self.model(x, timestep, self.text, cache=self.cache, cache_frame=slot, rope_frame=position,
-                          rope_offset=rope_offset, glue=self.glue)
+                          rope_offset=rope_offset, glue=self.glue, parallel=self.parallel)
 
     @property
     def rope_offset(self) -> float:

@@ -2,7 +2,8 @@
 
 * `Video`: what to make (the size, the length, what it starts from);
 * `Noise`: where its random numbers come from (a seed, a generator, or given tensors);
-* `Compute`: where and how the numbers are computed (device, dtype, compiled glue, CUDA graphs, FP8 cache);
+* `Compute`: where and how the numbers are computed (device, dtype, compiled glue, CUDA graphs, FP8 cache, several
+  GPUs);
 * `Output`: what happens to the finished blocks (where they go, whether they are kept, callbacks, the record).
 
 Each checks what it can check alone when it is made; what depends on the model, the schedule or the prompts is
@@ -19,6 +20,7 @@ import torch
 from .config import VAE_STRIDE
 from .context import History
 from .graphs import CudaGraphs
+from .parallel import SequenceParallel
 
 FRAMES_PER_BLOCK = 3
 FRAGMENT_FRAMES = 21
@@ -125,8 +127,15 @@ class Compute:
     """The self-attention by FlashAttention-4 (the optional `flash-attn-4` package; Hopper and Blackwell GPUs,
     `attention.flash4_unavailable` says why not elsewhere): 8-9 % faster blocks on an H200, as far from exact as
     SDPA's own kernels are (bench/RESULTS.md)."""
+    parallel: SequenceParallel | None = None
+    """Sequence parallelism (`causal.parallel`): this process's rank in a group whose every rank calls `generate`
+    with the same arguments, each on its own device, and gets the whole result; each computes its share of every
+    block's tokens and holds its share of the KV cache's heads. Within bf16 tolerance of one process, not bitwise."""
 
     def __post_init__(self) -> None:
+        if self.parallel is not None and self.graphs is not None:
+            raise ValueError("CUDA graphs do not capture the sequence-parallel exchanges yet: leave graphs out when "
+                             "sampling on several GPUs")
         if self.graphs is not None and self.graphs.cache.quantized != self.kv_cache_fp8:
             raise ValueError(f"these CUDA graphs hold a {'FP8' if self.graphs.cache.quantized else self.dtype} KV "
                              f"cache; this call asks for {'FP8' if self.kv_cache_fp8 else self.dtype}")

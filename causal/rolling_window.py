@@ -40,6 +40,7 @@ import torch
 from .kernels import EAGER, Glue
 from .kv_cache import CrossAttentionKV, KVCache
 from .model import CausalWanModel
+from .parallel import SequenceParallel
 from .schedule import Schedule
 
 ROLLING_FORCING_CACHE, ROLLING_FORCING_ATTENTION = 24, 21
@@ -144,11 +145,13 @@ class RollingCache:
 def sample_rolling(model: CausalWanModel, text: CrossAttentionKV, *, num_blocks: int,
                    initial: Callable[[int], torch.Tensor], schedule: Schedule, cache: KVCache, tokens_per_frame: int,
                    renoise: Renoise, glue: Glue = EAGER, keep: bool = True,
-                   after_window: Callable[[Window, torch.Tensor], None] | None = None) -> torch.Tensor | None:
+                   after_window: Callable[[Window, torch.Tensor], None] | None = None,
+                   parallel: SequenceParallel | None = None) -> torch.Tensor | None:
     """Rolling Forcing's loop over `num_blocks` blocks (at least one per step); `initial(b)` is block b's noise
     [B, n_b, 16, h, w], asked for when the block enters the window. Returns the x0 latents [B, 16, F, h, w] (with
     `keep`; else None: only the blocks in the window are held). `after_window(window, x0)` follows every window's
-    forward (x0 [B, 16, frames, h, w]; its first block is final when the window's first step is the last)."""
+    forward (x0 [B, 16, frames, h, w]; its first block is final when the window's first step is the last). With
+    `parallel`, `cache` holds this rank's heads (`causal.parallel`)."""
     n_b, steps = schedule.frames_per_block, schedule.steps_for(first_block=False)
     if num_blocks < len(steps):
         raise ValueError(f"Rolling Forcing makes at least {len(steps)} blocks of {n_b} latent frames (one per step: "
@@ -171,7 +174,8 @@ def sample_rolling(model: CausalWanModel, text: CrossAttentionKV, *, num_blocks:
         t, sigma = levels[window.steps]
         first = window.first * n_b
         x_in = x.transpose(1, 2)
-        v = model(x_in, t, text, cache=rolling.window_view(x_in, first), rope_frame=first, glue=glue).transpose(1, 2)
+        v = model(x_in, t, text, cache=rolling.window_view(x_in, first), rope_frame=first, glue=glue,
+                  parallel=parallel).transpose(1, 2)
         x0 = (x.double() - sigma * v.double()).to(x.dtype)
         if after_window is not None:
             after_window(window, x0.transpose(1, 2))
@@ -185,5 +189,5 @@ def sample_rolling(model: CausalWanModel, text: CrossAttentionKV, *, num_blocks:
             final.append(x0[:, :n_b])
         clean = x0[:, :n_b].transpose(1, 2)
         zero = torch.zeros(batch, n_b, dtype=torch.float64, device=x.device)
-        model(clean, zero, text, cache=rolling.clean_view(clean, first), rope_frame=first, glue=glue)
+        model(clean, zero, text, cache=rolling.clean_view(clean, first), rope_frame=first, glue=glue, parallel=parallel)
     return torch.cat(final, dim=1).transpose(1, 2) if keep else None

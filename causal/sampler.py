@@ -40,6 +40,7 @@ from .host import to_device
 from .kv_cache import CrossAttentionKV, KVCache
 from .kv_cache_fp8 import Fp8KVCache, video_cache
 from .model import CausalWanModel
+from .parallel import SequenceParallel
 from .prompts import LivePrompts, PromptChange, change_at, check_prompt, check_timeline, open_shots, per_segment
 from .rebuilt_context import RebuiltContext, Reencoder
 from .request import (FRAMES_PER_BLOCK, Compute, Noise, Output, Progress, Renoise, Video,
@@ -149,6 +150,10 @@ class _Plan:
     noise_dtype: torch.dtype
     latent_shape: tuple[int, int, int]
     """(channels, h, w) of one latent frame: the model's VAE layout at the video's size."""
+    parallel: SequenceParallel | None = None
+    """This process's rank in a sequence-parallel group (`Compute.parallel`): every noise tensor is rank 0's."""
+    cache_heads: int | None = None
+    """The KV cache's heads: None for the model's; a sequence-parallel rank's share of them."""
 
     @property
     def batch(self) -> int:
@@ -158,13 +163,17 @@ class _Plan:
         return torch.randn(shape, generator=self.generator, dtype=self.noise_dtype, device=self.device)
 
     def renoise(self, shape: tuple[int, ...]) -> torch.Tensor:
-        return self.noise.renoise(shape) if self.noise.renoise is not None else self.draw(shape)
+        return self.shared(self.noise.renoise(shape) if self.noise.renoise is not None else self.draw(shape))
 
     def initial_noise(self, first: int, frames: int) -> torch.Tensor:
         """The initial noise of generated frames [first, first + frames): the given noise's, or a new draw."""
         if self.noise.initial is not None:
-            return self.noise.initial[:, first:first + frames]
-        return self.draw((self.batch, frames, *self.latent_shape))
+            return self.shared(self.noise.initial[:, first:first + frames])
+        return self.shared(self.draw((self.batch, frames, *self.latent_shape)))
+
+    def shared(self, t: torch.Tensor) -> torch.Tensor:
+        """t, or under sequence parallelism rank 0's t on the compute device (every rank draws the same numbers)."""
+        return t if self.parallel is None else self.parallel.broadcast(t.to(self.device))
 
 
 def _prepare(model: CausalWanModel, context: Prompts, video: Video, schedule: Schedule, policy: CachePolicy | None,
@@ -187,6 +196,8 @@ def _prepare(model: CausalWanModel, context: Prompts, video: Video, schedule: Sc
         raise RuntimeError(why)
     if compute.flash_attention and (why := flash4_unavailable(device)):
         raise RuntimeError(why)
+    if compute.parallel is not None:
+        _check_parallel(compute.parallel, model, timeline, video, device)
     batch = timeline[0].context.shape[0]
     latent_shape = (model.config.out_dim, *model.config.latent_size(video.height, video.width))
     if noise.initial is not None and tuple(noise.initial.shape) != (batch, total, *latent_shape):
@@ -205,7 +216,8 @@ def _prepare(model: CausalWanModel, context: Prompts, video: Video, schedule: Sc
     return _Plan(policy=policy, timeline=timeline, block=block, total=total, device=device,
                  output_device=output_device, dtype=compute.dtype, glue=glue, noise=noise, generator=generator,
                  noise_dtype=torch.float32 if schedule.lightx2v_arithmetic else compute.dtype,
-                 latent_shape=latent_shape)
+                 latent_shape=latent_shape, parallel=compute.parallel,
+                 cache_heads=None if compute.parallel is None else compute.parallel.local_heads(model.config))
 
 
 def family_policy_of(schedule: Schedule) -> CachePolicy | None:
@@ -312,6 +324,14 @@ def check_model_fits(config: WanConfig, schedule: Schedule, height: int, width: 
                          f"in multiples of {config.pixel_multiple} pixels")
 
 
+def _check_parallel(parallel: SequenceParallel, model: CausalWanModel, timeline: Sequence[PromptChange],
+                    video: Video, device: torch.device) -> None:
+    if isinstance(timeline, LivePrompts):
+        raise ValueError("live prompts reach each process at its own time: with sequence parallel every rank must "
+                         "switch prompts at the same block, so give a prompt timeline instead")
+    parallel.check(model.config, model.config.tokens_per_frame(video.height, video.width), device)
+
+
 def _check_joint_window(schedule: Schedule, video: Video, policy: CachePolicy, own_policy: CachePolicy | None,
                         timeline: Sequence[PromptChange], compute: Compute, output: Output) -> None:
     unsupported = [what for what, given in (
@@ -397,7 +417,7 @@ def _cache_and_forward(model: CausalWanModel, plan: _Plan, video: Video,
     if graphs is None:
         return video_cache(model.config, compute.kv_cache_fp8, batch=plan.batch, height=video.height,
                            width=video.width, num_frames=plan.policy.cache_frames(plan.block), dtype=plan.dtype,
-                           device=plan.device), None
+                           device=plan.device, num_heads=plan.cache_heads), None
 
     def forward(x: torch.Tensor, timestep: torch.Tensor, slot: int, position: int, rope_offset: float) -> torch.Tensor:
         return graphs.forward(x, timestep, slot, position, glue, rope_offset)
@@ -435,7 +455,7 @@ class _BlockLoop:
         cache, forward = _cache_and_forward(model, plan, video, compute)
         self.window = ContextWindow(model, plan.policy, cache, tokens_per_frame=model.config.tokens_per_frame(
             video.height, video.width), forward=forward, record=output.record or self.resumed, glue=plan.glue,
-            frames_per_block=block)
+            frames_per_block=block, parallel=plan.parallel)
         self.rebuilt = _rebuilt_context(plan.policy, block, video.resume)
         self.first_frame = None if video.first_frame is None else \
             video.first_frame.transpose(1, 2).to(device=device, dtype=plan.dtype)  # [B, 1, C, h, w]
@@ -573,7 +593,8 @@ def _generate_joint_window(model: CausalWanModel, plan: _Plan, schedule: Schedul
     context = plan.timeline[0].context.to(plan.device)
     n_b, num_steps, total = schedule.frames_per_block, schedule.num_steps, plan.total
     cache = video_cache(model.config, False, batch=plan.batch, height=video.height, width=video.width,
-                        num_frames=ROLLING_FORCING_CACHE, dtype=plan.dtype, device=context.device)
+                        num_frames=ROLLING_FORCING_CACHE, dtype=plan.dtype, device=context.device,
+                        num_heads=plan.cache_heads)
     completed, last_block, finite = 0, None, None
 
     def initial(b: int) -> torch.Tensor:  # block b's noise, drawn as it enters the window
@@ -598,7 +619,7 @@ def _generate_joint_window(model: CausalWanModel, plan: _Plan, schedule: Schedul
                                  schedule=schedule, cache=cache,
                                  tokens_per_frame=model.config.tokens_per_frame(video.height, video.width),
                                  renoise=plan.renoise, glue=plan.glue, keep=output.keep_latents,
-                                 after_window=after_window)
+                                 after_window=after_window, parallel=plan.parallel)
     finally:
         cache.release()
     if finite is not None and not finite:
