@@ -2,8 +2,8 @@
 """Sequence parallel on the GPUs of one host: speed-up per GPU count and first-block latency, in one run.
 
 For each world size N of `--world-sizes` the script starts N processes (`causal.parallel.run_local`: NCCL on GPUs
-0..N-1, gloo on the CPU), each building the same random-weight DiT (seed 0; a fingerprint of the weights is
-compared across the ranks). For each clip and option every rank samples a warm-up video of 2 blocks and then the
+0..N-1, gloo on the CPU), each building the same random-weight DiT (seed 0; where a fingerprint of the weights
+differs across the ranks, rank 0's are broadcast). For each clip and option every rank samples a warm-up video of 2 blocks and then the
 timed video of `--blocks` blocks, all ranks in step (`Compute(parallel=...)`); rank 0 reports the seconds to the
 first block's last step (first-block latency), the seconds per block (median once the cache is full), the whole
 video, its peak memory and its latents, which are compared with world size 1's (rel-L2). With `--single` (the
@@ -52,7 +52,7 @@ from bench.environment import GiB, environment, pick_device, sync  # noqa: E402
 from bench.models import prompt_embedding  # noqa: E402
 from bench.timing import Clock, rel_l2  # noqa: E402
 from causal import cache_policy  # noqa: E402
-from causal.parallel import ParallelError, SequenceParallel, run_local  # noqa: E402
+from causal.parallel import SequenceParallel, run_local  # noqa: E402
 from causal.synthetic import random_state_dict  # noqa: E402
 from tools.tiny import TINY  # noqa: E402
 
@@ -126,13 +126,17 @@ def _model(clip: Clip, tiny: bool, device: torch.device) -> causal.CausalWanMode
     return causal.CausalWanModel.from_state_dict(state, config, dtype=torch.bfloat16, device=device)
 
 
-def _check_same_weights(model: causal.CausalWanModel, parallel: SequenceParallel, device: torch.device) -> None:
-    """Every rank drew the same weights (the same generator on the same kind of device): a few tensors' sums."""
+def _same_weights(model: causal.CausalWanModel, parallel: SequenceParallel, device: torch.device) -> bool:
+    """Make every rank's weights rank 0's: each drew them with the same generator on the same kind of device, which
+    a few tensors' sums confirm; where they differ, rank 0's are broadcast. Returns whether they had to be."""
     tensors = list(model.parameters())[:FINGERPRINT_TENSORS]
     mine = torch.stack([t.double().sum() for t in tensors]).to(device).unsqueeze(0)
     every = parallel.all_gather(mine, 0, "the weights' fingerprint")
-    if not torch.equal(every, mine.expand_as(every)):
-        raise ParallelError("the ranks drew different random weights: give every rank the same checkpoint")
+    if torch.equal(every, every[:1].expand_as(every)):
+        return False
+    for t in model.parameters():
+        t.copy_(parallel.broadcast(t))
+    return True
 
 
 def _video(model: Any, context: torch.Tensor, clip: Clip, option: str, blocks: int, tiny: bool,
@@ -193,7 +197,8 @@ def rank_main(parallel: SequenceParallel, settings: Settings) -> dict[str, Any] 
             report["notes"].append(f"{name}: {config.num_heads} heads do not split over {parallel.world} GPUs")
             continue
         model = _model(clip, settings.tiny, device)
-        _check_same_weights(model, parallel, device)
+        if _same_weights(model, parallel, device):
+            report["notes"].append(f"{name}: the ranks drew different weights; rank 0's were broadcast")
         context = prompt_embedding(config, 20, 1234).to(device=device, dtype=torch.bfloat16)
         paths = [("parallel", parallel)] + ([("single", None)] if settings.single and parallel.world == 1 else [])
         for option in settings.options:

@@ -1,4 +1,5 @@
-"""CPU smoke test of bench/parallel.py: its world-size 1 and 2 launches over gloo on the tiny model (--tiny)."""
+"""CPU smoke test of bench/parallel.py: its world-size 1 and 2 launches over gloo on the tiny model (--tiny), and
+its ranks sharing rank 0's weights."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ import json
 import math
 import multiprocessing
 
+import torch
+
 from bench import parallel as bench_parallel
+from causal.parallel import SequenceParallel, run_local
+from tools.tiny import tiny_model
 
 
 def test_parallel_bench_tiny_on_gloo(tmp_path):
@@ -29,3 +34,18 @@ def test_parallel_bench_tiny_on_gloo(tmp_path):
     assert [launch["world"] for launch in saved["launches"]] == [1, 2]
     assert saved["launches"][0]["environment"]["device"] == "cpu"
     assert all("latents" not in r and "efficiency" in r for r in saved["rows"])
+
+
+def _flat(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([t.flatten() for t in model.parameters()])
+
+
+def _weights_of_rank_seed(parallel: SequenceParallel) -> tuple[bool, torch.Tensor]:
+    model = tiny_model(torch.bfloat16, seed=parallel.rank)  # rank 1 draws other weights
+    return bench_parallel._same_weights(model, parallel, torch.device("cpu")), _flat(model)
+
+
+def test_ranks_that_drew_other_weights_get_rank_0s():
+    (broadcast0, weights0), (broadcast1, weights1) = run_local(_weights_of_rank_seed, 2, timeout_s=30.0)
+    assert broadcast0 and broadcast1
+    assert torch.equal(weights0, weights1) and torch.equal(weights0, _flat(tiny_model(torch.bfloat16, seed=0)))
