@@ -1,0 +1,58 @@
+"""Sequence parallel over NCCL (marked `gpu`, skipped without CUDA): world size 1 on one GPU, 2 where there are two,
+against one process on GPU 0, exact and with the fused glue / FlashAttention-4 where they run."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+import torch
+
+import causal
+from causal.cache_policy import rolling, sink
+from causal.parallel import SequenceParallel, run_local
+from test_parallel import FAST, H, TOLERANCE, W, _generate, _rel_l2, _switch_at
+from tools.tiny import prompt, tiny_model
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+POLICIES = {"rolling": rolling(6), "sink, keys rotated when read": dataclasses.replace(sink(3, 9), rope_at_read=True)}
+
+
+def _options(device: torch.device) -> dict[str, dict[str, bool]]:
+    options = {"exact": {}, "fp8 cache": {"kv_cache_fp8": True}}
+    if causal.kernels.fused_unavailable(device) is None:
+        options["fused"] = {"fused_kernels": True}
+    if causal.attention.flash4_unavailable(device) is None:
+        options["flash attention"] = {"flash_attention": True}
+    return options
+
+
+def _cases(parallel: SequenceParallel | None) -> dict[str, torch.Tensor]:
+    device = torch.device("cuda", 0 if parallel is None else parallel.rank)
+    model = tiny_model(torch.bfloat16).to(device)
+    out = {}
+    for name, policy in POLICIES.items():
+        for option, compute in _options(device).items():
+            context = _switch_at(9) if "sink" in name else prompt()
+            out[f"{name}, {option}"] = _generate(parallel, model, context, causal.Video(H, W, total_frames=15), FAST,
+                                                 policy, **compute).cpu()
+    return out
+
+
+@pytest.fixture(scope="module")
+def one_gpu() -> dict[str, torch.Tensor]:
+    return _cases(None)
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_nccl_ranks_give_one_process_latents(one_gpu: dict[str, Any], world: int) -> None:
+    if torch.cuda.device_count() < world:
+        pytest.skip(f"needs {world} GPUs")
+    ranks = run_local(_cases, world, device_type="cuda", timeout_s=120.0)
+    for name, alone in one_gpu.items():
+        assert all(torch.equal(r[name], ranks[0][name]) for r in ranks), name
+        error = _rel_l2(ranks[0][name], alone)
+        print(f"N={world} {name}: rel-L2 {error:.2e} against one process")
+        assert error < TOLERANCE, name
