@@ -3,11 +3,11 @@
 
 For each world size N of `--world-sizes` the script starts N processes (`causal.parallel.run_local`: NCCL on GPUs
 0..N-1, gloo on the CPU), each building the same random-weight DiT (seed 0; where a fingerprint of the weights
-differs across the ranks, rank 0's are broadcast). For each clip and option every rank samples a warm-up video of 2 blocks and then the
-timed video of `--blocks` blocks, all ranks in step (`Compute(parallel=...)`); rank 0 reports the seconds to the
-first block's last step (first-block latency), the seconds per block (median once the cache is full), the whole
-video, its peak memory and its latents, which are compared with world size 1's (rel-L2). With `--single` (the
-default) the world-size-1 launch also samples each clip without a process group (`parallel=None`, the exact
+differs across the ranks, rank 0's are broadcast). For each clip and option every rank samples a warm-up video of
+2 blocks and then the timed video of `--blocks` blocks, all ranks in step (`Compute(parallel=...)`); rank 0 reports
+the seconds to the first block's last step (first-block latency), the seconds per block (median once the cache is
+full), the whole video, its peak memory and its latents, which are compared with world size 1's (rel-L2). Unless
+`--no-single`, the world-size-1 launch also samples each clip without a process group (`parallel=None`, the exact
 single-process path): the cost of the distributed path at world size 1, and the error it makes.
 
 Clips (832x480, DiT only, a umT5-like prompt embedding, batch 1, bf16):
@@ -189,7 +189,9 @@ def rank_main(parallel: SequenceParallel, settings: Settings) -> dict[str, Any] 
     """What one rank of a launch does; rank 0 returns the rows (the latents on the CPU), the others None."""
     device = pick_device(settings.device_type if settings.device_type == "cpu" else f"cuda:{parallel.rank}")
     lead = parallel.rank == 0
-    report: dict[str, Any] = {"environment": environment(device) if lead else None, "rows": [], "notes": []}
+    # plain types only (torch.__version__ is a TorchVersion): run_local loads results with weights_only=True
+    plain = json.loads(json.dumps(environment(device), default=str)) if lead else None
+    report: dict[str, Any] = {"environment": plain, "rows": [], "notes": []}
     for name in settings.clips:
         clip = CLIPS[name]
         config = TINY if settings.tiny else causal.PRESETS[clip.model]

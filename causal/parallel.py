@@ -261,7 +261,8 @@ def run_local(fn: Callable[..., Any], world: int, *args: Any, device_type: str =
     """fn(parallel, *args) on `world` new local processes in one process group (gloo on the CPU, NCCL on GPUs
     0..world-1); returns each rank's result, in rank order, once every process has left the group and exited.
 
-    `fn` must be importable (a module's top-level function) and its result picklable. A rank that raises or dies
+    `fn` must be importable (a module's top-level function) and its result plain data (tensors, numbers, strings,
+    None, in lists, tuples and dicts: it comes back through torch.load(weights_only=True)). A rank that raises or dies
     (killed, out of memory) makes this raise `ParallelError` with what every rank said; the others then fail
     in their next collective, or after `timeout_s` at the latest, and any still running after that are ended."""
     if world < 1:
@@ -283,7 +284,7 @@ def run_local(fn: Callable[..., Any], world: int, *args: Any, device_type: str =
             with contextlib.suppress(queue.Empty):
                 rank, ok, payload = results.get(timeout=0.2)
                 if ok:
-                    done[rank] = torch.load(io.BytesIO(payload), weights_only=False)
+                    done[rank] = torch.load(io.BytesIO(payload), weights_only=True)
                 else:
                     failed[rank] = payload
                 continue
