@@ -10,7 +10,6 @@ seen here. Then a killed rank and a stalled one: the launcher raises instead of 
 
 from __future__ import annotations
 
-import dataclasses
 import multiprocessing
 import os
 import signal
@@ -27,7 +26,7 @@ from causal.cache_policy import ema_sink, fragments, infinity_rope, multi_shot_s
 from causal.context import ContextWindow
 from causal.kv_cache import KVCache
 from causal.parallel import ParallelError, SequenceParallel, run_local
-from tools.tiny import TINY, prompt, tiny_model
+from tools.tiny import TINY, TINY_5B, prompt, tiny_model
 
 H, W = 32, 48  # 6 tokens per latent frame: 3 per rank
 TPF = 6
@@ -36,7 +35,6 @@ TOLERANCE = 1e-2
 FAST = Schedule("two steps", (1000, 500), shift=8.0, warp=False)
 LIGHTX2V_LIKE = Schedule("two steps, no clean pass", (999, 500), shift=8.0, warp=True, clean_pass=False,
                          lightx2v_arithmetic=True)
-TINY_5B = dataclasses.replace(TINY, in_dim=48, out_dim=48)
 LONGLIVE2 = causal.SCHEDULES["LongLive 2.0 5B"].with_steps((999, 833))
 
 
