@@ -56,3 +56,26 @@ def test_nccl_ranks_give_one_process_latents(one_gpu: dict[str, Any], world: int
         error = _rel_l2(ranks[0][name], alone)
         print(f"N={world} {name}: rel-L2 {error:.2e} against one process")
         assert error < TOLERANCE, name
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_a_rank_pool_on_the_gpus_gives_one_process_latents(tmp_path, world: int) -> None:
+    """`causal.rank_pool` on GPUs 0..world-1 (NCCL) against one process on GPU 0, a prompt switch under the sink
+    policy; rel-L2 printed."""
+    if torch.cuda.device_count() < world:
+        pytest.skip(f"needs {world} GPUs")
+    from causal.rank_pool import ModelSource, RankPool
+    from causal.synthetic import random_state_dict, write_checkpoint
+    from tools.tiny import TINY
+
+    path = write_checkpoint(random_state_dict(TINY, dtype=torch.bfloat16, seed=0), tmp_path / "model.pt", "causvid")
+    source = ModelSource.of_file(path, torch.bfloat16)
+    video, policy = causal.Video(H, W, total_frames=15), sink(3, 9)
+    alone = causal.generate(source.load("cuda:0"), _switch_at(9), video, FAST, policy,
+                            noise=causal.Noise(generator=torch.Generator("cuda:0").manual_seed(0))).latents.cpu()
+    with RankPool(source, [f"cuda:{i}" for i in range(world)]) as pool:
+        g = torch.Generator("cuda:0").manual_seed(0)
+        ranks = pool.generate(None, _switch_at(9), video, FAST, policy, noise=causal.Noise(generator=g)).latents
+    error = _rel_l2(ranks, alone)
+    print(f"rank pool N={world}: rel-L2 {error:.2e} against one process")
+    assert error < TOLERANCE
