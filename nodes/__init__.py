@@ -6,12 +6,13 @@ from comfy_api.latest import ComfyExtension, io
 
 from .live import register_with_server
 from .loader import CausVidModelLoader
+from .multi_gpu import CausVidMultiGPU
 from .sampler import CausVidContinue, CausVidSampler
 from .stream import CausVidStreamToVideo
 from .text import CausVidTextEncode
 
 NODES: list[type[io.ComfyNode]] = [CausVidModelLoader, CausVidTextEncode, CausVidSampler, CausVidContinue,
-                                   CausVidStreamToVideo]
+                                   CausVidStreamToVideo, CausVidMultiGPU]
 
 
 class CausVidExtension(ComfyExtension):

@@ -59,7 +59,8 @@ class CausVidModelLoader(io.ComfyNode):
         lora_path = None if lora_name == NO_LORA else folder_paths.get_full_path_or_raise("loras", lora_name)
         try:
             lora = None if lora_path is None else read_lora(lora_path)
-            return io.NodeOutput(load_causal_model(path, weight_dtype, lora=lora, lora_mode=lora_mode))
+            return io.NodeOutput(load_causal_model(path, weight_dtype, lora=lora, lora_mode=lora_mode,
+                                                   lora_path=lora_path))
         except ValueError as e:  # name the files as the user picked them, never the server's folders
             message = str(e).replace(str(path), f"diffusion_models/{ckpt_name}")
             if lora_path is not None:

@@ -30,6 +30,7 @@ from ..causal.sampler import check_model_fits, generate, kv_cache_bytes, working
 from ..causal.schedule import SCHEDULES, Schedule
 from .comfy_model import causal_network, compute_dtype
 from .live import LiveRun, announce
+from .multi_gpu import multi_gpu_of, pool_for
 from .speed import DEFAULT_SPEED, SPEED_TOOLTIP, SPEEDS, choose_speed, keep_only, kept_graphs, release_graphs
 from .streaming import StreamingDecoder, WanVAEStreamingDecoder
 from .text import CUT_KEY, FRAGMENT_KEY, OPENING_KEY, START_KEY
@@ -411,12 +412,17 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
     device, dtype = model.load_device, compute_dtype(model)
     mm.throw_exception_if_processing_interrupted()
     batch = timeline[0].context.shape[0]
+    multi = multi_gpu_of(model)
+    if multi is not None:
+        check_multi_gpu(job, live)
     if job.policy.kind == "recompute" and not job.policy.keep_first_frame and vae is not None:
         if vae.patcher not in extra_models:
             extra_models = (*extra_models, vae.patcher)
             one_frame = (1, network.config.out_dim, 1, *network.config.latent_size(video.height, video.width))
             extra_memory += vae.memory_used_decode(one_frame, vae.vae_dtype)
-    speed = choose_speed(job.speed, device)
+    speed = choose_speed(job.speed, device if multi is None else torch.device(multi.devices[0]))
+    if multi is not None:  # the ranks' exchanges are not captured
+        speed = dataclasses.replace(speed, graphs=False)
     if speed.graphs and job.schedule.joint_window:
         log.info("CausVid: CUDA graphs off for %s (its window of blocks is not captured yet; same numbers)",
                  job.schedule.name)
@@ -439,7 +445,13 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
                           f"has {usable / 2**30:.1f} GiB for ComfyUI even with every weight offloaded: {smaller}")
     shape = (batch, video.height, video.width, cache_frames, dtype, device, fp8)
     held = keep_only(network, shape) if speed.graphs else 0  # a KV cache kept from a run of this shape
-    load_for_sampling(model, extra_models, memory - held + extra_memory)
+    sample, compute_device = generate, device
+    if multi is None:
+        load_for_sampling(model, extra_models, memory - held + extra_memory)
+    else:  # the workers hold the weights; their handle (and the VAE) take their room in model management
+        pool, handle = pool_for(model)
+        sample, compute_device, extra_models = pool.generate, None, (handle, *extra_models)
+        mm.load_models_gpu(list(extra_models), memory_required=memory + extra_memory)
     graphs = kept_graphs(network, shape) if speed.graphs else None
     reencoder = reencoder_for(model, vae, job, batch, on_decoded)
     previewer = latent_preview.get_previewer(device, model.model.latent_format)
@@ -453,7 +465,7 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
         if p.step == p.steps - 1:  # one preview per block: a preview costs a device-to-host copy and a JPEG
             image = preview() if preview is not None else None
             if image is None and previewer is not None:
-                image = previewer.decode_latent_to_preview_image("JPEG", p.denoised[:, :, -1:].float())
+                image = previewer.decode_latent_to_preview_image("JPEG", p.denoised[:, :, -1:].float().to(device))
             if live is not None:
                 live.between_blocks(mm.throw_exception_if_processing_interrupted)
                 announce(live)
@@ -464,14 +476,13 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
 
     try:
         with kept_loaded((model, *extra_models)):
-            result = generate(network, timeline, video, job.schedule, job.policy, noise=job.noise,
-                              compute=Compute(device=device, dtype=dtype, fused_kernels=speed.fused_kernels,
-                                              graphs=graphs, kv_cache_fp8=fp8,
-                                              flash_attention=speed.flash_attention),
-                              output=Output(device="cpu", keep_latents=keep_video,
-                                            on_block=None if on_block is None else block_done, progress=progress,
-                                            record=not job.schedule.joint_window),
-                              reencoder=reencoder)
+            result = sample(network, timeline, video, job.schedule, job.policy, noise=job.noise,
+                            compute=Compute(device=compute_device, dtype=dtype, fused_kernels=speed.fused_kernels,
+                                            graphs=graphs, kv_cache_fp8=fp8, flash_attention=speed.flash_attention),
+                            output=Output(device="cpu", keep_latents=keep_video,
+                                          on_block=None if on_block is None else block_done, progress=progress,
+                                          record=not job.schedule.joint_window),
+                            reencoder=reencoder)
     except mm.InterruptProcessingException:
         raise  # a Cancel comes between forwards: the kept graphs are whole
     except BaseException:
@@ -490,6 +501,16 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
                          num_frames=video.num_frames, width=video.width, height=video.height,
                          model=network.config.name)
     return new, state
+
+
+def check_multi_gpu(job: Job, live: LiveRun | None) -> None:
+    """What CausVid Multi-GPU's workers cannot run, refused before they start."""
+    if live is not None:
+        raise ValueError("live prompts reach the sampler while it runs, and every Multi-GPU worker must switch at "
+                         "the same block: give the prompts as 'seconds: prompt' lines, or sample live on one GPU")
+    if job.policy.kind == "recompute" and not job.policy.keep_first_frame:
+        raise ValueError("the recompute policy (Krea Realtime) decodes and encodes each block with the VAE in "
+                         "ComfyUI's process, which the Multi-GPU workers cannot reach: sample it on one GPU")
 
 
 def restore_generator(state: CausVidState, device: torch.device) -> torch.Generator:

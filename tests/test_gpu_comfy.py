@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import time
 
 import pytest
 import torch
@@ -114,3 +115,36 @@ def test_a_live_prompt_is_encoded_on_a_cuda_stream_of_its_own_while_the_gpu_samp
     assert stream != torch.cuda.current_stream() and stream != torch.cuda.default_stream()
     assert torch.equal(taken.to(wakes.device), wakes)
     assert not [t for t in threading.enumerate() if t.name.startswith("causvid-live-encode-")]
+
+
+def test_the_multi_gpu_node_on_gpu_0_gives_one_gpus_video_and_unload_frees_its_memory(pack, tmp_path):
+    """CausVid Multi-GPU with gpus 0 (one NCCL worker on GPU 0) against the same model sampled in ComfyUI's
+    process (CUDA graphs, exact glue): rel-L2 printed, within bf16 tolerance; the workers' handle stands in
+    ComfyUI's loaded models with the worker's weights; Unload Models ends the worker and frees them."""
+    import comfy.model_management as mm
+
+    synthetic, comfy_model = pack("causal.synthetic"), pack("nodes.comfy_model")
+    sampler, multi_gpu = pack("nodes.sampler"), pack("nodes.multi_gpu")
+    config = pack("causal.config").WanConfig(**dataclasses.asdict(TINY))
+    path = synthetic.write_checkpoint(synthetic.random_state_dict(config, dtype=torch.bfloat16, seed=0),
+                                      tmp_path / "tiny.safetensors", "lightx2v_safetensors")
+    patcher = comfy_model.load_causal_model(path, "default")
+    conditioning = [[prompt(seed=1), {}]]
+    widgets = dict(width=512, height=512, length=21, preset="Self-Forcing / LongLive 1.3B", custom_steps="", seed=3,
+                   num_fragments=1, speed="exact", cache="sink", window=6, sink_frames=3)
+    one, _ = sampler.run(patcher, conditioning, sampler.prepare(patcher, **widgets), None)
+    mm.unload_all_models()
+    gc.collect()
+    free_before = torch.cuda.mem_get_info()[0]
+    marked = multi_gpu.CausVidMultiGPU.execute(patcher, "0").args[0]
+    pooled, state = sampler.run(marked, conditioning, sampler.prepare(marked, **widgets), None)
+    error = float((pooled.float() - one.float()).norm() / one.float().norm())
+    print(f"Multi-GPU node, gpus 0: rel-L2 {error:.2e} against the one-GPU node")
+    assert error < 1e-2 and state.rng_device == "cuda:0"
+    handle = multi_gpu._running[0].handle
+    assert any(m.model is handle for m in mm.current_loaded_models)
+    assert handle.model_size() == multi_gpu._running[0].pool.weight_bytes("cuda:0") > 0
+    mm.unload_all_models()
+    assert multi_gpu._running[0].pool.closed
+    time.sleep(1.0)
+    assert torch.cuda.mem_get_info()[0] >= free_before - 64 * 2**20  # the worker's context and weights are gone

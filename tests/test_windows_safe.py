@@ -127,6 +127,6 @@ def test_every_node_is_used_by_an_example_workflow():
         for cls in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name in classes):
             for call in (n for n in ast.walk(cls) if isinstance(n, ast.keyword) and n.arg == "node_id"):
                 ids.add(call.value.value)
-    assert len(ids) == len(classes) == 5
+    assert len(ids) == len(classes) == 6
     used = {node.type for wf in eg.WORKFLOWS.values() for node in wf.nodes}
     assert ids <= used, ids - used
