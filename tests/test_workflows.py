@@ -211,14 +211,15 @@ def frontend_schema_problems(ui: dict) -> list[str]:
 # Files
 
 
-def test_example_files_are_the_ten_workflows():
+def test_example_files_are_the_eleven_workflows():
     ui_files = sorted(p.stem for p in eg.UI_DIR.glob("*.json"))
     api_files = sorted(p.stem for p in eg.API_DIR.glob("*.json"))
     assert ui_files == NAMES == api_files
     assert set(NAMES) == {"causvid_1.3b_t2v", "causvid_14b_lightx2v_3_fragments",
                           "causvid_long_video_prompt_per_fragment", "causvid_one_minute_three_prompts",
                           "causvid_image_to_video", "causvid_stream_ten_minutes", "causvid_krea_realtime_14b_stream",
-                          "causvid_reward_forcing_stream", "causvid_live_stream", "causvid_longlive2_720p_multishot"}
+                          "causvid_reward_forcing_stream", "causvid_live_stream", "causvid_longlive2_720p_multishot",
+                          "causvid_14b_multi_gpu"}
 
 
 def test_readme_names_every_file_the_workflows_load_and_run_example_takes_both_names(tmp_path):
@@ -476,8 +477,12 @@ def test_common_parts(name):
         assert image in note and "ComfyUI/input/" in note, image
     assert loader["ckpt_name"] in eg.WORKFLOWS[name].files["diffusion_models"]
     assert "never downloads" in note
+    model = [loader_id, 0]
+    for multi_id, multi in ((i, api[i]["inputs"]) for i in eg.find_nodes(api, "CausVidMultiGPU")):
+        assert multi["model"] == model  # the loader's MODEL, marked for several GPUs
+        model = [multi_id, 0]
     for sampler in eg.find_nodes(api, "CausVidSampler"):
-        assert api[sampler]["inputs"]["model"] == [loader_id, 0]
+        assert api[sampler]["inputs"]["model"] == model
     for encode in eg.find_nodes(api, "VAEEncode"):  # a start image is encoded with the same Wan VAE
         assert api[encode]["inputs"]["vae"] == [eg.find_nodes(api, "VAELoader")[0], 0]
 

@@ -636,9 +636,55 @@ smaller than the picture, so 1280{TIMES}704 is an 80{TIMES}44 latent), blocks of
     )
 
 
+def _multi_gpu_14b() -> Workflow:
+    files = _files(LIGHTX2V_14B)
+    note = f"""## CausVid-Plus 14B on two GPUs of this computer
+
+*CausVid Multi-GPU* between the loader and the sampler spreads every block over the GPUs listed in `gpus`
+(**sequence parallelism**): each GPU holds the whole model, computes its share of the block's tokens and keeps its
+share of the attention heads' KV cache.
+
+### Models (this pack never downloads weights)
+- **`{LIGHTX2V_14B}`** {ARROW} `ComfyUI/models/diffusion_models/`: LightX2V's `causal_model.safetensors` from
+  [lightx2v/Wan2.1-T2V-14B-CausVid](https://huggingface.co/lightx2v/Wan2.1-T2V-14B-CausVid), **renamed**.
+{DOWNLOAD_COMMON}
+
+```
+{_tree(files)}
+```
+
+### Settings
+- **gpus 0,1**: GPU numbers as ComfyUI sees them (0,1,2,3 for four). The 14B's 40 heads split over 2, 4, 5 or 8
+  GPUs, the 1.3B's 12 over 2, 3, 4 or 6.
+- The first run starts one worker process per GPU, each loading the same file (28 GB in bf16 on every GPU), and
+  keeps them for later runs; *Unload Models* (or ComfyUI needing the room) ends them.
+- Within bf16 rounding of one GPU, not bitwise. No CUDA graphs on this path yet. Live prompts and the recompute
+  policy (Krea) stay on one GPU; `weight_dtype` default, bf16 or fp16.
+- Preset **CausVid-Plus 14B**, 832{TIMES}480, 81 frames (5 s at 16 fps). {NO_CFG}
+"""
+    text = ("A lighthouse on a rocky cliff at dusk, waves breaking below, its beam sweeping through drifting sea mist, "
+            "a slow crane shot rising from the rocks to the lantern.")
+    return Workflow(
+        name="causvid_14b_multi_gpu",
+        nodes=[
+            *_loaders(LIGHTX2V_14B),
+            Node(10, "CausVidMultiGPU", (0, 400), (400, 60), {"gpus": "0,1"}, {"model": (1, 0)}),
+            _prompt(4, (440, 0), (440, 260), text),
+            Node(5, "CausVidSampler", (920, 0), (340, 390), {**SAMPLER, "preset": "CausVid-Plus 14B"},
+                 {"model": (10, 0), "positive": (4, 0)}, control="randomize"),
+            *_decode_and_save(6, 1300, (5, 0), "video/causvid_14b_multi_gpu"),
+        ],
+        note=Note(9, (-500, 0), (460, 620), note),
+        groups=[("Models on two GPUs", [1, 2, 3, 10]), ("Prompt", [4]), ("Sample", [5]),
+                ("Decode and save", [6, 7, 8])],
+        files=files,
+    )
+
+
 WORKFLOWS: dict[str, Workflow] = {w.name: w for w in (_t2v_13b(), _lightx2v_14b(), _long_video(), _one_minute(),
                                                       _image_to_video(), _stream_ten_minutes(), _krea_realtime(),
-                                                      _reward_forcing(), _live_stream(), _longlive2_multishot())}
+                                                      _reward_forcing(), _live_stream(), _longlive2_multishot(),
+                                                      _multi_gpu_14b())}
 
 
 def generated_files(object_info: dict) -> dict[Path, str]:

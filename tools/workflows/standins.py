@@ -98,8 +98,8 @@ def standin_prompt(api: dict, *, width: int = 64, height: int = 48, length: int 
                    clip_width: int = TINY.text_dim, seconds: float | None = None) -> dict:
     """A copy of an API prompt for the tiny stand-ins: every CLIPLoader becomes CausVidTestTinyCLIP
     of width `clip_width` (default: the text_dim of the stand-in checkpoints; same node id, so links still
-    hold), every CausVidSampler, CausVidStreamToVideo and ImageScale gets
-    the small size (`standin_size`: multiples of 32 for a LongLive 2.0 graph) and `length` (`standin_length` gives
+    hold), every CausVid Multi-GPU runs on two CPU workers, every CausVidSampler, CausVidStreamToVideo and
+    ImageScale gets the small size (`standin_size`: multiples of 32 for a LongLive 2.0 graph) and `length` (`standin_length` gives
     one of whole blocks for a graph's preset). `seconds` shortens a sampling node that is set to a length
     in seconds; the timed prompt lines of the CausVid Text Encode feeding it are scaled by the same factor, so the
     timeline keeps its shape."""
@@ -110,6 +110,8 @@ def standin_prompt(api: dict, *, width: int = 64, height: int = 48, length: int 
             node["class_type"] = "CausVidTestTinyCLIP"
             node["inputs"] = {"width": clip_width, "seed": 0}
             node["_meta"] = {"title": "CausVid Test Tiny umT5 CLIP (stand-in for CLIPLoader)"}
+        elif node["class_type"] == "CausVidMultiGPU":  # two CPU workers: the stand-in DiT has 2 heads
+            node["inputs"]["gpus"] = "cpu,cpu"
         elif node["class_type"] == "ImageScale":
             node["inputs"]["width"], node["inputs"]["height"] = width, height
         elif node["class_type"] in SAMPLING_NODES:
