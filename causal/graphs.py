@@ -20,6 +20,10 @@ A graph reads the weights at the addresses they had when it was captured. A host
 forward first checks the addresses: where any moved, the graphs are dropped and captured again once the weights
 all sit on the device, and until then the forwards run eagerly on the same cache (the same numbers).
 
+Under sequence parallelism (`parallel`, `causal.parallel`) each rank's graphs hold its heads of the cache and
+capture its share of the forward, the NCCL exchanges included: every rank captures and replays the same keys in
+the same order, as it runs the same loop.
+
 It holds the cache's memory (5.6 GiB for 1.3B at 832×480, 21 frames) and the graphs' working memory for as long
 as it lives; `release()` frees both at once.
 """
@@ -37,6 +41,7 @@ from .kernels import EAGER, Glue
 from .kv_cache import CrossAttentionKV
 from .kv_cache_fp8 import video_cache
 from .model import CausalWanModel
+from .parallel import SequenceParallel
 
 log = logging.getLogger("comfyui-causvid")
 
@@ -66,12 +71,14 @@ class _Captured:
 class CudaGraphs:
     def __init__(self, model: CausalWanModel, *, batch: int, height: int, width: int, num_frames: int,
                  dtype: torch.dtype = torch.bfloat16, device: torch.device | str = "cuda",
-                 kv_cache_fp8: bool = False) -> None:
+                 kv_cache_fp8: bool = False, parallel: SequenceParallel | None = None) -> None:
         device = self._check_device(torch.device(device))
         self.model = model
         self.shape = (batch, height, width, num_frames, dtype, device)
+        self.parallel = parallel
         self.cache = video_cache(model.config, kv_cache_fp8, batch=batch, height=height, width=width,
-                                 num_frames=num_frames, dtype=dtype, device=device)
+                                 num_frames=num_frames, dtype=dtype, device=device,
+                                 num_heads=None if parallel is None else parallel.local_heads(model.config))
         self.text: CrossAttentionKV | None = None
         self.graphs: dict[tuple, _Captured] = {}
         self.key_phases: torch.Tensor | None = None  # the buffer the captures read the cache's key phases from
@@ -134,7 +141,7 @@ class CudaGraphs:
         if self.cache.protected or not self._weights_where_captured():
             # a re-cache that keeps the sink (rare: its skipped rows are no data), or weights moved since the capture
             return model(x, timestep, self.text, cache=self.cache, cache_frame=slot, rope_frame=position,
-                         rope_offset=rope_offset, glue=glue)
+                         rope_offset=rope_offset, glue=glue, parallel=self.parallel)
         key = (tuple(x.shape), x.dtype, slot, glue, self.cache.key_phases is not None)
         captured = self.graphs.get(key)
         if captured is not None:
@@ -151,7 +158,7 @@ class CudaGraphs:
 
         def run() -> torch.Tensor:
             return model(static_x, static_t, self.text, cache=self.cache, cache_frame=slot, phases=static_phases,
-                         glue=glue)
+                         glue=glue, parallel=self.parallel)
 
         out, replay, static_out = self._capture(run)
         self.graphs[key] = _Captured(replay, static_x, static_t, static_phases, static_out, (position, rope_offset))

@@ -22,8 +22,9 @@ re-caches, keys rotated when read by the positions of the slots), only its head 
 quantizes each (token, head) row alone, so a shard quantizes exactly as the single cache's heads do. Per layer each
 rank sends q, k, v of its tokens (3 L D / N elements) in one all-to-all and attention's output (L D / N) in another;
 (N - 1) / N of it leaves the GPU. The results equal the single process's within bf16 rounding (the matrix products
-and attention run on other shapes; on the CPU they are the same bit for bit). Not split: CUDA graphs (they would
-capture the exchanges; refused), live prompts (each rank would see a new prompt at its own block; refused).
+and attention run on other shapes; on the CPU they are the same bit for bit). CUDA graphs (`causal.graphs`) capture
+a rank's share of the forward with its exchanges. Not split: live prompts (each rank would see a new prompt at its
+own block; refused).
 
 A collective that fails (gloo: at once when a peer's sockets close, else after the process group's timeout) raises
 `ParallelError`; NCCL's watchdog ends a process whose collective waits past the timeout. `run_local` starts N local

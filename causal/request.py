@@ -133,9 +133,9 @@ class Compute:
     block's tokens and holds its share of the KV cache's heads. Within bf16 tolerance of one process, not bitwise."""
 
     def __post_init__(self) -> None:
-        if self.parallel is not None and self.graphs is not None:
-            raise ValueError("CUDA graphs do not capture the sequence-parallel exchanges yet: leave graphs out when "
-                             "sampling on several GPUs")
+        if self.graphs is not None and self.graphs.parallel != self.parallel:
+            raise ValueError("these CUDA graphs were made for another sequence-parallel group (or none): make them "
+                             "with this call's `parallel`")
         if self.graphs is not None and self.graphs.cache.quantized != self.kv_cache_fp8:
             raise ValueError(f"these CUDA graphs hold a {'FP8' if self.graphs.cache.quantized else self.dtype} KV "
                              f"cache; this call asks for {'FP8' if self.kv_cache_fp8 else self.dtype}")

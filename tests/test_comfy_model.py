@@ -209,7 +209,7 @@ def test_longlive_lora_merged_and_unmerged_in_the_loader(pack, checkpoint, tmp_p
 class StandInGraphs:
     """What the sampler's kept record uses of CudaGraphs (graphs need CUDA); `released` counts release()."""
 
-    shape, nbytes = ("a shape",), 0
+    shape, nbytes, parallel = ("a shape",), 0, None
 
     def __init__(self) -> None:
         import types

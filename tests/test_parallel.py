@@ -62,6 +62,21 @@ def _resumed(parallel: SequenceParallel | None, model: Any) -> torch.Tensor:
     return torch.cat([first.latents, second.latents], dim=2)
 
 
+def _with_graphs(parallel: SequenceParallel | None, model: Any) -> torch.Tensor:
+    """Graphs on the CPU stand-in (`test_graphs.ReplayedClosures`): each rank's hold its heads of the cache and
+    replay its share of the forward, the exchanges included."""
+    from test_graphs import ReplayedClosures
+
+    policy = sink(3, 9)
+    graphs = ReplayedClosures(model, batch=1, height=H, width=W, num_frames=policy.cache_frames(3), device="cpu",
+                              parallel=parallel)
+    heads = TINY.num_heads if parallel is None else parallel.local_heads(TINY)
+    assert graphs.cache.keys[0].shape[2] == heads
+    latents = _generate(parallel, model, _switch_at(12), Video(H, W, total_frames=18), FAST, policy, graphs=graphs)
+    assert graphs.replays > 0
+    return latents
+
+
 def _block_causal(parallel: SequenceParallel | None, model: Any) -> torch.Tensor:
     """The whole sequence in one pass under the block-causal mask: no cache, every query against every key."""
     x = _latents(6, seed=5)
@@ -93,6 +108,7 @@ CASES: dict[str, Callable[[SequenceParallel | None, Any, Any], torch.Tensor]] = 
                                                                 Video(64, 96, total_frames=40), LONGLIVE2,
                                                                 multi_shot_sink()),
     "resumed from a record": lambda p, m, m5: _resumed(p, m),
+    "sink, CUDA graphs (replayed closures), re-cached at a switch": lambda p, m, m5: _with_graphs(p, m),
     "block-causal pass, no cache": lambda p, m, m5: _block_causal(p, m),
 }
 
@@ -217,8 +233,8 @@ def test_what_cannot_split_is_refused_clearly():
         _generate(SequenceParallel(None, 0, 4), model, prompt(), Video(H, W, total_frames=3), FAST)
     with pytest.raises(ValueError, match="3 tokens per frame do not split over 2 ranks"):
         _generate(SequenceParallel(None, 0, 2), model, prompt(), Video(16, 48, total_frames=3), FAST)
-    with pytest.raises(ValueError, match="CUDA graphs do not capture the sequence-parallel exchanges"):
-        Compute(parallel=SequenceParallel(None, 0, 2), graphs=SimpleNamespace())
+    with pytest.raises(ValueError, match="CUDA graphs were made for another sequence-parallel group"):
+        Compute(parallel=SequenceParallel(None, 0, 2), graphs=SimpleNamespace(parallel=None))
     with pytest.raises(ValueError, match="every rank must switch prompts at the same block"):
         _generate(SequenceParallel(None, 0, 2), model, causal.LivePrompts(prompt()), Video(H, W, total_frames=3),
                   FAST, rolling(6))
