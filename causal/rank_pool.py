@@ -13,6 +13,10 @@ the finished blocks and the result, so the caller's callbacks run in the caller'
   the pool stays ready. A rank that fails alone, dies or stops answering leaves the others waiting in a collective:
   the pool ends every worker and raises `ParallelError`; the next pool starts clean.
 * Ending: `close()`; a worker whose caller has gone (its connection closed) exits by itself.
+* CUDA graphs (`generate(graphs=True)`): each worker keeps its graphs and their KV cache (its heads) for the video
+  shape from one call to the next, as the nodes keep one GPU's. The workers run PyTorch's native CUDA allocator
+  (a `backend:cudaMallocAsync` in the caller's PYTORCH_CUDA_ALLOC_CONF, ComfyUI's default, is left out of theirs):
+  graphs cannot be captured under the other.
 
 The caller and its workers talk over `multiprocessing.connection` on the loopback address, authenticated by a
 random key each pool makes (the workers get it in their environment): pickled values (tensors on the CPU) pass
@@ -39,6 +43,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .checkpoint import read_checkpoint
+from .graphs import CudaGraphs, allocator_unsupported
 from .config import WanConfig
 from .lora import apply_unmerged, check_fits, merge_into, read_lora
 from .model import CausalWanModel
@@ -49,6 +54,7 @@ from .sampler import Generation, Prompts, generate
 from .schedule import Schedule
 
 AUTHKEY_VARIABLE = "CAUSVID_RANK_AUTHKEY"
+ALLOCATOR_VARIABLE = "PYTORCH_CUDA_ALLOC_CONF"
 START_TIMEOUT_S = 1800.0
 """How long the workers may take to start and load the model (a 14B checkpoint from a slow disk)."""
 GRACE_S = 15.0
@@ -102,6 +108,7 @@ class _Request:
     generator_state: torch.Tensor | None
     initial_noise: torch.Tensor | None
     compute: Compute
+    graphs: bool
     output_device: str
     keep_latents: bool
     record: bool
@@ -143,6 +150,10 @@ class RankPool:
         self._listener = connection.Listener(("127.0.0.1", 0), authkey=key)
         group_port = free_port()
         env = {**os.environ, AUTHKEY_VARIABLE: key.hex()}
+        if allocator := _native_allocator(env.get(ALLOCATOR_VARIABLE, "")):
+            env[ALLOCATOR_VARIABLE] = allocator
+        else:
+            env.pop(ALLOCATOR_VARIABLE, None)
         root, package = str(Path(__file__).resolve().parents[1]), __package__ or "causal"
         self._workers = [
             _Worker(rank, device, subprocess.Popen(
@@ -172,12 +183,13 @@ class RankPool:
 
     def generate(self, model: CausalWanModel | None, context: Prompts, video: Video, schedule: Schedule,
                  policy: Any = None, *, noise: Noise = Noise(), compute: Compute = Compute(),
-                 output: Output = Output(), reencoder: Any = None) -> Generation:
+                 output: Output = Output(), reencoder: Any = None, graphs: bool = False) -> Generation:
         """`causal.generate` on the ranks (`model`, if given, must have the ranks' config: their weights are
-        their own). `output`'s callbacks run here as rank 0 reports; `noise.generator` advances as it would."""
+        their own). `output`'s callbacks run here as rank 0 reports; `noise.generator` advances as it would. With
+        `graphs`, GPU ranks run the block forwards as CUDA graphs, kept for the next call of the same shape."""
         if self.closed:
             raise ParallelError("this rank pool has been closed: start a new one")
-        request = self._request(model, context, video, schedule, policy, noise, compute, output, reencoder)
+        request = self._request(model, context, video, schedule, policy, noise, compute, output, reencoder, graphs)
         for worker in self._workers:
             _send(worker.connection, ("generate", request))
         failure: BaseException | None = None
@@ -252,7 +264,7 @@ class RankPool:
     # -- the exchange with the workers ------------------------------------------------------------------------
 
     def _request(self, model: CausalWanModel | None, context: Prompts, video: Video, schedule: Schedule, policy: Any,
-                 noise: Noise, compute: Compute, output: Output, reencoder: Any) -> _Request:
+                 noise: Noise, compute: Compute, output: Output, reencoder: Any, graphs: bool) -> _Request:
         if model is not None and model.config != self.config:
             raise ValueError(f"the ranks hold the {self.config.name} model, not this {model.config.name} one")
         if isinstance(context, LivePrompts):
@@ -278,7 +290,7 @@ class RankPool:
             c.cpu() if isinstance(c, torch.Tensor) else dataclasses.replace(c, context=c.context.cpu())
             for c in context)
         initial = None if noise.initial is None else noise.initial.cpu()
-        return _Request(timeline, _on_cpu(video), schedule, policy, noise.seed, state, initial, compute,
+        return _Request(timeline, _on_cpu(video), schedule, policy, noise.seed, state, initial, compute, graphs,
                         "cpu", output.keep_latents, output.record, output.on_block is not None)
 
     def _connect(self, waiting: Callable[[], None] | None) -> None:
@@ -349,6 +361,11 @@ class RankPool:
                 how = f"signal {-code}" if code < 0 else f"exit code {code}"
                 raise ParallelError(f"sequence parallel: the worker of rank {worker.rank} ({worker.device}) died "
                                     f"while {what} ({how}); every worker was ended, and the next run starts new ones")
+
+
+def _native_allocator(conf: str) -> str:
+    """PYTORCH_CUDA_ALLOC_CONF without a `backend:cudaMallocAsync` entry (its other settings kept)."""
+    return ",".join(e for e in conf.split(",") if e.strip() and e.replace(" ", "") != "backend:cudaMallocAsync")
 
 
 def _send(conn: Any, value: Any) -> None:
@@ -437,23 +454,26 @@ def serve(argv: Sequence[str]) -> None:
                 pass
         os._exit(1)
     parallel = SequenceParallel(None, rank, world)
+    kept = _KeptGraphs(model, parallel)
     while True:
         try:
             message = _receive_from(conn)
         except (EOFError, OSError):
             os._exit(0)  # the caller is gone
         if message[0] == "close":
+            kept.release()
             break
         if message[0] != "generate":
             continue  # a stop that came after the run had ended
         try:
-            result = _run(model, message[1], parallel, device, conn)
+            result = _run(model, message[1], parallel, device, conn, kept)
             _send(conn, ("done", result))
         except _Stopped:
             _send(conn, ("stopped",))
         except (EOFError, OSError):
             os._exit(1)
         except BaseException as e:  # noqa: BLE001
+            kept.release()  # an error may have come in the middle of a capture: the next run captures anew
             _report(conn, e)
     dist.destroy_process_group()
     conn.close()
@@ -466,8 +486,40 @@ def _report(conn: Any, e: BaseException) -> None:
         pass
 
 
+class _KeptGraphs:
+    """A worker's CUDA graphs for the last video shape it sampled (None before, or for a run without graphs)."""
+
+    def __init__(self, model: CausalWanModel, parallel: SequenceParallel) -> None:
+        self.model, self.parallel = model, parallel
+        self.graphs: CudaGraphs | None = None
+        self.key: tuple | None = None
+
+    def for_request(self, request: _Request, device: torch.device) -> CudaGraphs | None:
+        policy, schedule = request.policy, request.schedule
+        if not request.graphs or device.type != "cuda" or policy is None or schedule.joint_window \
+                or allocator_unsupported() is not None:
+            return None
+        first = request.timeline if isinstance(request.timeline, torch.Tensor) else request.timeline[0]
+        batch = (first if isinstance(first, torch.Tensor) else first.context).shape[0]
+        compute, video = request.compute, request.video
+        key = (batch, video.height, video.width, policy.cache_frames(schedule.frames_per_block), compute.dtype,
+               compute.kv_cache_fp8)
+        if key != self.key:
+            self.release()
+            self.graphs = CudaGraphs(self.model, batch=batch, height=video.height, width=video.width,
+                                     num_frames=key[3], dtype=compute.dtype, device=device,
+                                     kv_cache_fp8=compute.kv_cache_fp8, parallel=self.parallel)
+            self.key = key
+        return self.graphs
+
+    def release(self) -> None:
+        if self.graphs is not None:
+            self.graphs.release()
+        self.graphs = self.key = None
+
+
 def _run(model: CausalWanModel, request: _Request, parallel: SequenceParallel, device: torch.device,
-         conn: Any) -> tuple | None:
+         conn: Any, kept: _KeptGraphs) -> tuple | None:
     """One `generate` on this rank; rank 0 reports progress and blocks and returns the result."""
     lead = parallel.rank == 0
     generator = None
@@ -496,7 +548,8 @@ def _run(model: CausalWanModel, request: _Request, parallel: SequenceParallel, d
     output = Output(device=request.output_device, keep_latents=request.keep_latents,
                     on_block=(on_block if lead else dropped) if request.send_blocks else None, progress=progress,
                     record=request.record)
-    compute = dataclasses.replace(request.compute, device=device, parallel=parallel)
+    compute = dataclasses.replace(request.compute, device=device, parallel=parallel,
+                                  graphs=kept.for_request(request, device))
     timeline = request.timeline if isinstance(request.timeline, torch.Tensor) else list(request.timeline)
     result = generate(model, timeline, request.video, request.schedule, request.policy, noise=noise,
                       compute=compute, output=output)

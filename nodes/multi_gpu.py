@@ -66,8 +66,7 @@ class CausVidMultiGPU(io.ComfyNode):
             description="Samples the model on several GPUs of this computer: each GPU holds the whole model and "
                         "computes its share of every block (sequence parallelism), so a block takes about 1/N of "
                         "the time. The first run starts a worker per GPU that loads the same checkpoint; they stay "
-                        "loaded until ComfyUI unloads models. Within bf16 rounding of one GPU, not bitwise; runs "
-                        "without CUDA graphs.",
+                        "loaded until ComfyUI unloads models. Within bf16 rounding of one GPU, not bitwise.",
             inputs=[
                 io.Model.Input("model", tooltip="From CausVid Model Loader (the workers load its file)."),
                 io.String.Input("gpus", default="0,1",

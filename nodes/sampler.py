@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -421,7 +422,8 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
             one_frame = (1, network.config.out_dim, 1, *network.config.latent_size(video.height, video.width))
             extra_memory += vae.memory_used_decode(one_frame, vae.vae_dtype)
     speed = choose_speed(job.speed, device if multi is None else torch.device(multi.devices[0]))
-    if multi is not None:  # the ranks' exchanges are not captured
+    if multi is not None:  # the workers keep graphs of their own, on GPUs, where one GPU would
+        worker_graphs = torch.device(multi.devices[0]).type == "cuda" and not job.schedule.joint_window
         speed = dataclasses.replace(speed, graphs=False)
     if speed.graphs and job.schedule.joint_window:
         log.info("CausVid: CUDA graphs off for %s (its window of blocks is not captured yet; same numbers)",
@@ -450,7 +452,8 @@ def run(model, conditioning, job: Job, node_id: str | None, *, on_block=None, ke
         load_for_sampling(model, extra_models, memory - held + extra_memory)
     else:  # the workers hold the weights; their handle (and the VAE) take their room in model management
         pool, handle = pool_for(model)
-        sample, compute_device, extra_models = pool.generate, None, (handle, *extra_models)
+        sample = functools.partial(pool.generate, graphs=worker_graphs)
+        compute_device, extra_models = None, (handle, *extra_models)
         mm.load_models_gpu(list(extra_models), memory_required=memory + extra_memory)
     graphs = kept_graphs(network, shape) if speed.graphs else None
     reencoder = reencoder_for(model, vae, job, batch, on_decoded)

@@ -61,7 +61,7 @@ def test_nccl_ranks_give_one_process_latents(one_gpu: dict[str, Any], world: int
 @pytest.mark.parametrize("world", [1, 2])
 def test_a_rank_pool_on_the_gpus_gives_one_process_latents(tmp_path, world: int) -> None:
     """`causal.rank_pool` on GPUs 0..world-1 (NCCL) against one process on GPU 0, a prompt switch under the sink
-    policy; rel-L2 printed."""
+    policy, eagerly and with CUDA graphs (captured in the first run, replayed in the second); rel-L2 printed."""
     if torch.cuda.device_count() < world:
         pytest.skip(f"needs {world} GPUs")
     from causal.rank_pool import ModelSource, RankPool
@@ -73,9 +73,15 @@ def test_a_rank_pool_on_the_gpus_gives_one_process_latents(tmp_path, world: int)
     video, policy = causal.Video(H, W, total_frames=15), sink(3, 9)
     alone = causal.generate(source.load("cuda:0"), _switch_at(9), video, FAST, policy,
                             noise=causal.Noise(generator=torch.Generator("cuda:0").manual_seed(0))).latents.cpu()
+    runs = {}
     with RankPool(source, [f"cuda:{i}" for i in range(world)]) as pool:
-        g = torch.Generator("cuda:0").manual_seed(0)
-        ranks = pool.generate(None, _switch_at(9), video, FAST, policy, noise=causal.Noise(generator=g)).latents
-    error = _rel_l2(ranks, alone)
-    print(f"rank pool N={world}: rel-L2 {error:.2e} against one process")
-    assert error < TOLERANCE
+        for name, graphs in (("eager", False), ("graphs, captured", True), ("graphs, replayed", True)):
+            g = torch.Generator("cuda:0").manual_seed(0)
+            runs[name] = pool.generate(None, _switch_at(9), video, FAST, policy, noise=causal.Noise(generator=g),
+                                       graphs=graphs).latents
+    for name, latents in runs.items():
+        error = _rel_l2(latents, alone)
+        print(f"rank pool N={world}, {name}: rel-L2 {error:.2e} against one process")
+        assert error < TOLERANCE
+    # the graphs replay the same kernels, NCCL exchanges included: the eager ranks' numbers
+    assert torch.equal(runs["graphs, captured"], runs["eager"]) and torch.equal(runs["graphs, replayed"], runs["eager"])

@@ -130,6 +130,13 @@ def test_a_model_the_workers_cannot_load_is_its_own_error(tmp_path):
         RankPool(ModelSource.of_file(bad, torch.bfloat16), ["cpu", "cpu"])
 
 
+def test_the_workers_run_the_native_allocator_cuda_graphs_need():
+    from causal.rank_pool import _native_allocator
+
+    assert _native_allocator("backend:cudaMallocAsync") == ""
+    assert _native_allocator("expandable_segments:True, backend:cudaMallocAsync") == "expandable_segments:True"
+
+
 def test_close_ends_every_worker_cleanly(source):
     pool = RankPool(source, ["cpu"])
     workers = [w.process for w in pool._workers]
