@@ -15,8 +15,10 @@ Clips (832x480, DiT only, a umT5-like prompt embedding, batch 1, bf16):
 * `14B-rolling`: CausVid-Plus 14B, 9 steps + clean pass, its rolling 21-frame window (40 heads: N = 1, 2, 4, 8);
 * `1.3B-sink`: LongLive 1.3B, 4 steps + clean pass, sink 3 + window 12 (12 heads: N = 1, 2, 4; 8 is skipped).
 
-Options: `exact` (default), `fused` (the compiled glue), `fa4` / `fused_fa4` (FlashAttention-4 self-attention).
-CUDA graphs do not capture the exchanges yet, so they are not an option; compare like with like.
+Options: `exact` (default), `fused` (the compiled glue), `fa4` / `fused_fa4` (FlashAttention-4 self-attention),
+`graphs` / `fused_graphs` / `fused_graphs_fa4` (each rank's forwards as CUDA graphs, its NCCL exchanges captured;
+kept from the warm-up video for the timed one).
+Compare like with like: one GPU's fastest path is `fused_graphs` (bench/policies.py), here too.
 
 Commands (each one run; --deadline-s stops starting clips past it):
 
@@ -24,7 +26,7 @@ Commands (each one run; --deadline-s stops starting clips past it):
     python3 bench/parallel.py --world-sizes 1,2 --json $OUT/parallel_2gpu.json            # a host with 2 GPUs
     python3 bench/parallel.py --world-sizes 1,2,4 --json $OUT/parallel_4gpu.json          # a host with 4 GPUs
     python3 bench/parallel.py --world-sizes 1,2,4,8 --clips 14B-rolling --json $OUT/parallel_8gpu.json
-    python3 bench/parallel.py --world-sizes 1,2,4 --options exact,fused_fa4 --json $OUT/parallel_4gpu_fast.json
+    python3 bench/parallel.py --world-sizes 1,2,4 --options exact,fused_graphs --json $OUT/parallel_4gpu_fast.json
     python3 bench/parallel.py --tiny --device cpu --world-sizes 1,2                        # CPU smoke test (gloo)
 
 Speed-up of N GPUs = the world-size-1 launch's seconds over N's (steady block, first block, whole video);
@@ -69,7 +71,9 @@ CLIPS = {
     "1.3B-sink": Clip("1.3B", "LongLive 1.3B", "sink"),
 }
 POLICIES = {"rolling": lambda: cache_policy.rolling(21), "sink": lambda: cache_policy.sink(3, 12)}
-OPTIONS = ("exact", "fused", "fa4", "fused_fa4")
+OPTIONS = ("exact", "fused", "fa4", "fused_fa4", "graphs", "fused_graphs", "fused_graphs_fa4")
+_GRAPHS: dict[tuple, Any] = {}
+"""CUDA graphs kept from a clip's warm-up video for its timed one (the graphs options), per clip and option."""
 SIZE, TINY_SIZE = (480, 832), (48, 64)
 """(height, width): 1560 tokens per latent frame (divisible by 2, 4, 8); the tiny model's 12."""
 WARMUP_BLOCKS = 2
@@ -154,14 +158,26 @@ def _video(model: Any, context: torch.Tensor, clip: Clip, option: str, blocks: i
     height, width = TINY_SIZE if tiny else SIZE
     if parallel is not None:
         parallel.all_gather(torch.zeros(1, device=device), 0, "the barrier before a video")  # start in step
+    policy = POLICIES[clip.policy]()
+    graphs = None
+    key = (clip, option, parallel is None)
+    if key not in _GRAPHS:
+        for kept in _GRAPHS.values():  # one clip's graphs (and their KV cache) at a time, none for other options
+            kept.release()
+        _GRAPHS.clear()
     sync(device)
-    if device.type == "cuda":
+    if device.type == "cuda":  # the peak counts a graphs option's KV cache, as the others' made in the run
         torch.cuda.reset_peak_memory_stats(device)
+    if "graphs" in option:
+        if key not in _GRAPHS:
+            _GRAPHS[key] = causal.CudaGraphs(model, batch=context.shape[0], height=height, width=width,
+                                             num_frames=policy.cache_frames(3), device=device, parallel=parallel)
+        graphs = _GRAPHS[key]
     start = clock.mark()
     latents = causal.generate(model, context, causal.Video(height, width, total_frames=blocks * 3), schedule,
-                              POLICIES[clip.policy](), noise=causal.Noise(seed=0),
-                              compute=causal.Compute(fused_kernels=option.startswith("fused"),
-                                                     flash_attention=option.endswith("fa4"), parallel=parallel),
+                              policy, noise=causal.Noise(seed=0),
+                              compute=causal.Compute(fused_kernels="fused" in option, graphs=graphs,
+                                                     flash_attention="fa4" in option, parallel=parallel),
                               output=causal.Output(device="cpu", progress=progress)).latents
     end = clock.mark()
     sync(device)
@@ -172,10 +188,12 @@ def _video(model: Any, context: torch.Tensor, clip: Clip, option: str, blocks: i
 
 
 def _unavailable(option: str, device: torch.device) -> str | None:
-    if option.startswith("fused") and (why := causal.kernels.fused_unavailable(device)):
+    if "fused" in option and (why := causal.kernels.fused_unavailable(device)):
         return why
-    if option.endswith("fa4") and (why := causal.attention.flash4_unavailable(device)):
+    if "fa4" in option and (why := causal.attention.flash4_unavailable(device)):
         return why
+    if "graphs" in option and device.type != "cuda":
+        return "CUDA graphs need a CUDA device"
     return None
 
 
