@@ -33,6 +33,7 @@ import pickle
 import secrets
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -295,8 +296,6 @@ class RankPool:
 
     def _connect(self, waiting: Callable[[], None] | None) -> None:
         """Accept each worker's connection (it says its rank first), watching for one that dies meanwhile."""
-        import threading
-
         accepted: list[Any] = []
 
         def accept() -> None:
@@ -320,7 +319,7 @@ class RankPool:
             _, rank = _receive_from(conn)
             self._workers[rank].connection = conn
 
-    def _receive(self, ranks: set[int]) -> list[tuple[int, tuple]]:
+    def _receive(self, ranks: set[int], what: str = "sampling") -> list[tuple[int, tuple]]:
         """The messages waiting from `ranks` (after at most POLL_S); a worker gone raises ParallelError."""
         by_connection = {self._workers[r].connection: r for r in ranks}
         messages = []
@@ -330,16 +329,17 @@ class RankPool:
             except (EOFError, OSError):
                 pass  # its process has ended: said below
         if not messages:
-            self._check_alive("sampling")
+            self._check_alive(what)
         return messages
 
     def _collect(self, ranks: set[int], timeout_s: float, waiting: Callable[[], None] | None,
                  what: str) -> dict[int, tuple]:
-        """Each of `ranks`' next message (an "error" raises, with every rank's)."""
+        """Each of `ranks`' next message. Errors raise once every rank has answered, or GRACE_S after the first
+        (`_rebuilt`: the same error from every rank comes back as itself)."""
         replies: dict[int, tuple] = {}
         deadline = time.monotonic() + timeout_s
         while len(replies) < len(ranks):
-            for rank, message in self._receive(ranks - set(replies)):
+            for rank, message in self._receive(ranks - set(replies), what):
                 replies[rank] = message
                 if message[0] == "error":  # the others have a moment to say theirs (the same, as a rule)
                     deadline = min(deadline, time.monotonic() + GRACE_S)
