@@ -9,6 +9,7 @@ pack's CausVidTestTinyCLIP (a real umT5 of the DiT's text width through ComfyUI'
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -708,3 +709,23 @@ def test_longlive2_stream_refuses_a_wan21_vae_and_a_size_off_32(comfy_server, st
         comfy_server.run(wrong, timeout=30)
     errors = excinfo.value.body["node_errors"][stream_id]["errors"]
     assert any("height must be a multiple of 32" in e["details"] for e in errors), errors
+
+
+def test_a_stream_runs_on_multi_gpu_workers_and_matches_one_process(comfy_server, standins):
+    """The ten-minute stream template shortened to 3 s, with CausVid Multi-GPU (two CPU workers) between its loader
+    and Stream to Video: the mp4 has the one-process run's frames, and every step's progress arrives."""
+    base = eg.standin_prompt(eg.load_api("causvid_stream_ten_minutes"), width=W, height=H,
+                             length=eg.standin_length(eg.load_api("causvid_stream_ten_minutes"), LENGTH), seconds=3.0)
+    (stream_id,) = eg.find_nodes(base, "CausVidStreamToVideo")
+    base[stream_id]["inputs"]["seed"] = 11
+    marked = json.loads(json.dumps(base))
+    marked["90"] = {"class_type": "CausVidMultiGPU", "inputs": {"model": marked[stream_id]["inputs"]["model"],
+                                                                "gpus": "cpu,cpu"}}
+    marked[stream_id]["inputs"]["model"] = ["90", 0]
+    paths = []
+    for prompt in (base, marked):
+        result = run_ok(comfy_server, prompt)
+        check_progress(result, prompt)
+        paths += comfy_server.output_paths(result, node_id=stream_id)
+    assert len(set(paths)) == 2 and Path(paths[0]).read_bytes() == Path(paths[1]).read_bytes()
+    assert "CausVid Multi-GPU: starting 2 workers (cpu, cpu)" in comfy_server.log_tail(200000)
