@@ -39,7 +39,7 @@ import traceback
 from dataclasses import dataclass
 from multiprocessing import connection
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -150,11 +150,7 @@ class RankPool:
         key = secrets.token_bytes(32)
         self._listener = connection.Listener(("127.0.0.1", 0), authkey=key)
         group_port = free_port()
-        env = {**os.environ, AUTHKEY_VARIABLE: key.hex()}
-        if allocator := _native_allocator(env.get(ALLOCATOR_VARIABLE, "")):
-            env[ALLOCATOR_VARIABLE] = allocator
-        else:
-            env.pop(ALLOCATOR_VARIABLE, None)
+        env = worker_environment(os.environ, key)
         root, package = str(Path(__file__).resolve().parents[1]), __package__ or "causal"
         self._workers = [
             _Worker(rank, device, subprocess.Popen(
@@ -361,6 +357,17 @@ class RankPool:
                 how = f"signal {-code}" if code < 0 else f"exit code {code}"
                 raise ParallelError(f"sequence parallel: the worker of rank {worker.rank} ({worker.device}) died "
                                     f"while {what} ({how}); every worker was ended, and the next run starts new ones")
+
+
+def worker_environment(caller: Mapping[str, str], key: bytes) -> dict[str, str]:
+    """The caller's environment (NCCL's settings, NCCL_NVLS_ENABLE among them, included) with the pool's key, and
+    without a cudaMallocAsync backend."""
+    env = {**caller, AUTHKEY_VARIABLE: key.hex()}
+    if allocator := _native_allocator(env.get(ALLOCATOR_VARIABLE, "")):
+        env[ALLOCATOR_VARIABLE] = allocator
+    else:
+        env.pop(ALLOCATOR_VARIABLE, None)
+    return env
 
 
 def _native_allocator(conf: str) -> str:

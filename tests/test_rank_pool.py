@@ -130,11 +130,16 @@ def test_a_model_the_workers_cannot_load_is_its_own_error(tmp_path):
         RankPool(ModelSource.of_file(bad, torch.bfloat16), ["cpu", "cpu"])
 
 
-def test_the_workers_run_the_native_allocator_cuda_graphs_need():
-    from causal.rank_pool import _native_allocator
+def test_the_workers_keep_the_callers_environment_but_run_the_native_allocator_cuda_graphs_need():
+    from causal.rank_pool import AUTHKEY_VARIABLE, worker_environment
 
-    assert _native_allocator("backend:cudaMallocAsync") == ""
-    assert _native_allocator("expandable_segments:True, backend:cudaMallocAsync") == "expandable_segments:True"
+    caller = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
+              "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True, backend:cudaMallocAsync"}
+    env = worker_environment(caller, b"key")
+    assert env == {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
+                   "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", AUTHKEY_VARIABLE: b"key".hex()}
+    assert "PYTORCH_CUDA_ALLOC_CONF" not in worker_environment({"PYTORCH_CUDA_ALLOC_CONF": "backend:cudaMallocAsync"},
+                                                               b"key")
 
 
 def test_close_ends_every_worker_cleanly(source):
