@@ -46,6 +46,7 @@ import torch
 from .checkpoint import read_checkpoint
 from .graphs import CudaGraphs, allocator_unsupported
 from .config import WanConfig
+from .fp8_storage import fp8_storage_model
 from .lora import apply_unmerged, check_fits, merge_into, read_lora
 from .model import CausalWanModel
 from .parallel import DEFAULT_TIMEOUT_S, ParallelError, SequenceParallel, free_port
@@ -65,22 +66,24 @@ POLL_S = 0.2
 
 @dataclass(frozen=True)
 class ModelSource:
-    """How every rank builds the same model: a checkpoint file in `dtype`, optionally with a LoRA (merged into the
-    weights at load, or applied in every forward), as `nodes.comfy_model.load_causal_model` builds it. `stamp`
-    (size, mtime) makes a file changed on disk another source."""
+    """How every rank builds the same model: a checkpoint file computing in `dtype` (with `fp8_storage` its
+    matrices stored as e4m3, `causal.fp8_storage`), optionally with a LoRA (merged into the weights at load, or
+    applied in every forward), as `nodes.comfy_model.load_causal_model` builds it. `stamp` (size, mtime) makes a file
+    changed on disk another source."""
 
     path: str
     dtype: torch.dtype
     lora_path: str | None = None
     lora_mode: str = "merged"
     stamp: tuple[int, ...] = ()
+    fp8_storage: bool = False
 
     @classmethod
     def of_file(cls, path: str | os.PathLike, dtype: torch.dtype, lora_path: str | os.PathLike | None = None,
-                lora_mode: str = "merged") -> ModelSource:
+                lora_mode: str = "merged", fp8_storage: bool = False) -> ModelSource:
         files = [Path(path)] + ([] if lora_path is None else [Path(lora_path)])
         stamp = tuple(n for f in files for n in (f.stat().st_size, f.stat().st_mtime_ns))
-        return cls(str(path), dtype, None if lora_path is None else str(lora_path), lora_mode, stamp)
+        return cls(str(path), dtype, None if lora_path is None else str(lora_path), lora_mode, stamp, fp8_storage)
 
     def load(self, device: torch.device | str) -> CausalWanModel:
         checkpoint = read_checkpoint(self.path)
@@ -90,7 +93,10 @@ class ModelSource:
             check_fits(lora, config)
             if self.lora_mode == "merged":
                 merge_into(state_dict, lora)  # in the file's dtype, before the cast, as the loader merges
-        model = CausalWanModel.from_state_dict(state_dict, config, dtype=self.dtype, device=device)
+        if self.fp8_storage:
+            model = fp8_storage_model(state_dict, config, device)
+        else:
+            model = CausalWanModel.from_state_dict(state_dict, config, dtype=self.dtype, device=device)
         if lora is not None and self.lora_mode != "merged":
             apply_unmerged(model, lora)
         return model

@@ -116,8 +116,8 @@ def load_causal_model(path: str | Path, weight_dtype: str = "default", lora: Lor
                       lora_path: str | Path | None = None) -> comfy.model_patcher.ModelPatcher:
     """Read any causal checkpoint layout and wrap it as a ComfyUI MODEL (ModelPatcher), with a LongLive LoRA
     merged into the weights or applied unmerged in the forward (LongLive's exact arithmetic). The model remembers
-    the file (`causvid_source`, with `lora_path` the LoRA read from it) where CausVid Multi-GPU's workers can load
-    the same weights: not for fp8 storage, which is ComfyUI's own arithmetic."""
+    the file (`causvid_source`, with `lora_path` the LoRA read from it) where CausVid Multi-GPU's workers can build
+    the same model (fp8_e4m3fn storage too, `causal.fp8_storage`; not `_fast`, ComfyUI's fp8 products)."""
     if weight_dtype not in WEIGHT_DTYPES:
         raise ValueError(f"unknown weight dtype '{weight_dtype}'; choose one of {', '.join(WEIGHT_DTYPES)}")
     if lora_mode not in LORA_MODES:
@@ -150,10 +150,10 @@ def load_causal_model(path: str | Path, weight_dtype: str = "default", lora: Lor
     del state_dict
     if lora is not None and lora_mode == "unmerged":
         apply_unmerged(model.diffusion_model, lora)
-    fp8_storage = dtype in (torch.float8_e4m3fn, torch.float8_e5m2)
-    if not fp8_storage and (lora is None or lora_path is not None):
+    rebuildable = dtype != torch.float8_e5m2 and not weight_dtype.endswith("_fast")
+    if rebuildable and (lora is None or lora_path is not None):
         model.causvid_source = ModelSource.of_file(path, model.manual_cast_dtype or model.get_dtype(), lora_path,
-                                                   lora_mode)
+                                                   lora_mode, fp8_storage=dtype == torch.float8_e4m3fn)
     patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
     # CUDA graphs kept between runs hold a KV cache: freed when ComfyUI unloads the model (clones keep the callback)
     patcher.add_callback(comfy.patcher_extension.CallbacksMP.ON_DETACH, release_on_detach)

@@ -96,7 +96,8 @@ def source_of(model) -> ModelSource:
     source = getattr(model.model, "causvid_source", None)
     if source is None:
         raise ValueError("the Multi-GPU workers load the model's file themselves: connect CausVid Model Loader's "
-                         "MODEL directly (its weight_dtype default, bf16 or fp16; fp8 storage is one GPU's only)")
+                         "MODEL directly (fp8_e4m3fn_fast, ComfyUI's fp8 products, is one GPU's only: "
+                         "choose fp8_e4m3fn)")
     if model.patches:
         raise ValueError("this model carries LoRA patches from another node, which the Multi-GPU workers do not "
                          "get: give a LongLive LoRA to CausVid Model Loader instead, or sample on one GPU")

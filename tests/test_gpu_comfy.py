@@ -117,9 +117,10 @@ def test_a_live_prompt_is_encoded_on_a_cuda_stream_of_its_own_while_the_gpu_samp
     assert not [t for t in threading.enumerate() if t.name.startswith("causvid-live-encode-")]
 
 
-def test_the_multi_gpu_node_on_gpu_0_gives_one_gpus_video_and_unload_frees_its_memory(pack, tmp_path):
+@pytest.mark.parametrize("weight_dtype", ["default", "fp8_e4m3fn"])
+def test_the_multi_gpu_node_on_gpu_0_gives_one_gpus_video_and_unload_frees_its_memory(pack, tmp_path, weight_dtype):
     """CausVid Multi-GPU with gpus 0 (one NCCL worker on GPU 0) against the same model sampled in ComfyUI's
-    process (CUDA graphs, exact glue): rel-L2 printed, within bf16 tolerance; the workers' handle stands in
+    process (CUDA graphs, exact glue), with bf16 weights and with fp8_e4m3fn storage: rel-L2 printed, within bf16 tolerance; the workers' handle stands in
     ComfyUI's loaded models with the worker's weights; Unload Models ends the worker and frees them."""
     import comfy.model_management as mm
 
@@ -128,7 +129,7 @@ def test_the_multi_gpu_node_on_gpu_0_gives_one_gpus_video_and_unload_frees_its_m
     config = pack("causal.config").WanConfig(**dataclasses.asdict(TINY))
     path = synthetic.write_checkpoint(synthetic.random_state_dict(config, dtype=torch.bfloat16, seed=0),
                                       tmp_path / "tiny.safetensors", "lightx2v_safetensors")
-    patcher = comfy_model.load_causal_model(path, "default")
+    patcher = comfy_model.load_causal_model(path, weight_dtype)
     conditioning = [[prompt(seed=1), {}]]
     widgets = dict(width=512, height=512, length=21, preset="Self-Forcing / LongLive 1.3B", custom_steps="", seed=3,
                    num_fragments=1, speed="exact", cache="sink", window=6, sink_frames=3)
@@ -139,7 +140,7 @@ def test_the_multi_gpu_node_on_gpu_0_gives_one_gpus_video_and_unload_frees_its_m
     marked = multi_gpu.CausVidMultiGPU.execute(patcher, "0").args[0]
     pooled, state = sampler.run(marked, conditioning, sampler.prepare(marked, **widgets), None)
     error = float((pooled.float() - one.float()).norm() / one.float().norm())
-    print(f"Multi-GPU node, gpus 0: rel-L2 {error:.2e} against the one-GPU node")
+    print(f"Multi-GPU node, gpus 0, {weight_dtype}: rel-L2 {error:.2e} against the one-GPU node")
     assert error < 1e-2 and state.rng_device == "cuda:0"
     handle = multi_gpu._running[0].handle
     assert any(m.model is handle for m in mm.current_loaded_models)

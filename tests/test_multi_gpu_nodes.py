@@ -67,9 +67,9 @@ def test_what_the_workers_cannot_load_is_refused_by_the_node(nodes, model, check
     multi_gpu, _ = nodes
     with pytest.raises(ValueError, match="2 attention heads do not split over 3 GPUs: use 2"):
         multi_gpu.CausVidMultiGPU.execute(model, "cpu,cpu,cpu")
-    fp8 = pack_module("nodes.comfy_model").load_causal_model(checkpoint, "fp8_e4m3fn")
-    with pytest.raises(ValueError, match="fp8 storage is one GPU's only"):
-        multi_gpu.CausVidMultiGPU.execute(fp8, "cpu,cpu")
+    fast = pack_module("nodes.comfy_model").load_causal_model(checkpoint, "fp8_e4m3fn_fast")
+    with pytest.raises(ValueError, match="fp8_e4m3fn_fast, ComfyUI's fp8 products, is one GPU's only"):
+        multi_gpu.CausVidMultiGPU.execute(fast, "cpu,cpu")
     patched = model.clone()
     key = next(k for k in patched.model.state_dict() if k.endswith("self_attn.q.weight"))
     patched.add_patches({key: (torch.zeros_like(patched.model.state_dict()[key]),)}, 1.0)
@@ -94,6 +94,27 @@ def test_the_sampler_on_two_workers_gives_one_processs_video(nodes, model, marke
     workers = [w.process.pid for w in multi_gpu._running[0].pool._workers]
     again, _ = sampler.run(marked, _conditioning(), sampler.prepare(marked, **WIDGETS), None)
     assert torch.equal(again, latents) and [w.process.pid for w in multi_gpu._running[0].pool._workers] == workers
+
+
+def test_fp8_storage_on_the_workers_computes_comfyuis_fp8_model_bit_for_bit(nodes, checkpoint):
+    """weight_dtype fp8_e4m3fn: the workers build the model with e4m3 matrices cast at every product
+    (`causal.fp8_storage`) and give what ComfyUI's manual-cast fp8 model gives, holding half the bytes."""
+    multi_gpu, sampler = nodes
+    fp8 = pack_module("nodes.comfy_model").load_causal_model(checkpoint, "fp8_e4m3fn")
+    assert fp8.model.causvid_source.fp8_storage
+    marked = multi_gpu.CausVidMultiGPU.execute(fp8, "cpu,cpu").args[0]
+    one, _ = sampler.run(fp8, _conditioning(), sampler.prepare(fp8, **WIDGETS), None)
+    pooled, _ = sampler.run(marked, _conditioning(), sampler.prepare(marked, **WIDGETS), None)
+    assert torch.equal(pooled, one)
+    bf16 = pack_module("nodes.comfy_model").load_causal_model(checkpoint, "bf16")
+    other, _ = sampler.run(bf16, _conditioning(), sampler.prepare(bf16, **WIDGETS), None)
+    assert not torch.equal(one, other)  # the e4m3 rounding shows
+    model = pack_module("causal.fp8_storage").fp8_storage_model(
+        pack_module("causal.checkpoint").read_checkpoint(checkpoint).state_dict, bf16.model.diffusion_model.config,
+        "cpu")
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(m.weight.dtype == torch.float8_e4m3fn for m in linears)
+    assert model.blocks[0].modulation.dtype == torch.bfloat16
 
 
 def test_a_cancel_stops_the_workers_and_the_next_run_goes_on(nodes, model, marked):

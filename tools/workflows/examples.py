@@ -658,8 +658,9 @@ share of the attention heads' KV cache.
   GPUs, the 1.3B's 12 over 2, 3, 4 or 6.
 - The first run starts one worker process per GPU, each loading the same file (28 GB in bf16 on every GPU), and
   keeps them for later runs; *Unload Models* (or ComfyUI needing the room) ends them.
-- Within bf16 rounding of one GPU, not bitwise. Live prompts and the recompute policy (Krea) stay on one GPU;
-  `weight_dtype` default, bf16 or fp16.
+- Within bf16 rounding of one GPU, not bitwise. Live prompts and the recompute policy (Krea) stay on one GPU.
+- `weight_dtype` fp8_e4m3fn stores the 14B in 14.3 GB per GPU (not bit-exact with bf16); fp8_e4m3fn_fast is
+  one GPU's only.
 - Preset **CausVid-Plus 14B**, 832{TIMES}480, 81 frames (5 s at 16 fps). {NO_CFG}
 """
     text = ("A lighthouse on a rocky cliff at dusk, waves breaking below, its beam sweeping through drifting sea mist, "
