@@ -117,6 +117,23 @@ def test_fp8_storage_on_the_workers_computes_comfyuis_fp8_model_bit_for_bit(node
     assert model.blocks[0].modulation.dtype == torch.bfloat16
 
 
+def test_continue_on_the_workers_goes_on_as_one_process(nodes, model, marked):
+    """Sampler then Continue (the state's history replayed on the workers' caches, the noise continued): the
+    unmarked model's frames bit for bit."""
+    _, sampler = nodes
+    request = pack_module("causal.request")
+    Video, Noise = request.Video, request.Noise
+    fragments = []
+    for m in (model, marked):
+        _, state = sampler.run(m, _conditioning(), sampler.prepare(m, **WIDGETS), None)
+        video = Video(state.height, state.width, state.num_frames, 1, resume=state.history)  # as Continue does
+        noise = Noise(generator=sampler.restore_generator(state, m.load_device))
+        job = sampler.job_for(video, state.schedule, state.policy, noise, seconds=0.0, speed="exact",
+                              kv_cache="bf16", prefix=state.video, state=state)
+        fragments.append(sampler.run(m, _conditioning(), job, None)[0])
+    assert fragments[0].shape[2] > 0 and torch.equal(fragments[0], fragments[1])
+
+
 def test_a_cancel_stops_the_workers_and_the_next_run_goes_on(nodes, model, marked):
     import comfy.model_management as mm
 
