@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tools import workflows as eg
-from tools.comfy_server import PromptRejected, video_info
+from tools.comfy_server import PromptRejected, video_frames, video_info
 from tools.tiny import TINY
 
 pytestmark = pytest.mark.comfyui
@@ -713,8 +713,15 @@ def test_longlive2_stream_refuses_a_wan21_vae_and_a_size_off_32(comfy_server, st
 
 def test_a_stream_runs_on_multi_gpu_workers_and_matches_one_process(comfy_server, standins):
     """The ten-minute stream template shortened to 3 s, with CausVid Multi-GPU (two CPU workers) between its loader
-    and Stream to Video: the mp4 has the one-process run's frames, and every step's progress arrives."""
-    base = eg.standin_prompt(eg.load_api("causvid_stream_ten_minutes"), width=W, height=H,
+    and Stream to Video: the mp4 shows the one-process run's frames, and every step's progress arrives.
+
+    Not byte for byte: the blocks are (tests/test_multi_gpu_nodes.py), but ComfyUI's VAE on the CPU decodes the same
+    latents a float32 ulp apart from run to run (one process alone too: memory layout picks the vector paths), a
+    pixel's rounding to uint8 then flips now and then, and x264 encodes the few frames holding one differently. So:
+    the same frame count and under 1 % of the pixels apart; another video (a wrong head, another seed) differs in
+    nearly all of them. At 128 x 96, as x264 (threads=1 too) encodes the same 64 x 48 frames differently from run to
+    run; from 128 x 96 up it repeats."""
+    base = eg.standin_prompt(eg.load_api("causvid_stream_ten_minutes"), width=128, height=96,
                              length=eg.standin_length(eg.load_api("causvid_stream_ten_minutes"), LENGTH), seconds=3.0)
     (stream_id,) = eg.find_nodes(base, "CausVidStreamToVideo")
     base[stream_id]["inputs"]["seed"] = 11
@@ -727,5 +734,9 @@ def test_a_stream_runs_on_multi_gpu_workers_and_matches_one_process(comfy_server
         result = run_ok(comfy_server, prompt)
         check_progress(result, prompt)
         paths += comfy_server.output_paths(result, node_id=stream_id)
-    assert len(set(paths)) == 2 and Path(paths[0]).read_bytes() == Path(paths[1]).read_bytes()
+    assert len(set(paths)) == 2
+    one, workers = (video_frames(p) for p in paths)
+    assert one.shape == workers.shape == (57, 96, 128, 3)
+    apart = (one != workers).any(axis=-1).mean()
+    assert apart < 0.01, f"{apart:.1%} of the pixels differ from the one-process video"
     assert "CausVid Multi-GPU: starting 2 workers (cpu, cpu)" in comfy_server.log_tail(200000)

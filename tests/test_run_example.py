@@ -9,7 +9,7 @@ import importlib.util
 
 import pytest
 
-from tools.comfy_server import REPO_ROOT, comfyui_available
+from tools.comfy_server import REPO_ROOT, comfyui_available, video_frames
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,6 @@ def test_comfyui_start_up_notices_are_hidden_from_failure_output(run_example):
 @pytest.mark.comfyui
 @pytest.mark.skipif(not comfyui_available(), reason="needs ComfyUI (scripts/setup.sh)")
 def test_stand_in_video_visibly_moves(run_example, tmp_path, capsys, monkeypatch):
-    import av
     import numpy as np
 
     monkeypatch.delenv("CAUSVID_MODELS_DIR", raising=False)
@@ -101,8 +100,7 @@ def test_stand_in_video_visibly_moves(run_example, tmp_path, capsys, monkeypatch
     out = capsys.readouterr().out
     assert "81 frames" in out and "s per block" in out and "Output video:" in out
     (video,) = tmp_path.glob("*.mp4")
-    with av.open(str(video)) as container:
-        frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(container.streams.video[0])])
+    frames = video_frames(video)
     assert frames.shape[0] == 81
     assert int(frames.max()) - int(frames.min()) > 100  # a picture, not one flat colour
     assert np.abs(np.diff(frames.astype(np.int16), axis=0)).mean() > 5  # and it moves

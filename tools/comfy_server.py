@@ -563,6 +563,15 @@ class ComfyServer:
         return paths
 
 
+def video_frames(path: str | os.PathLike):
+    """The frames of a saved video as one uint8 array [F, H, W, 3] (RGB), read back with PyAV."""
+    import av
+    import numpy as np
+
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(container.streams.video[0])])
+
+
 def video_info(path: str | os.PathLike) -> tuple[int, int, int, float]:
     """(frames, width, height, fps) of a saved video, read back with PyAV."""
     import av
