@@ -43,7 +43,10 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+
+if TYPE_CHECKING:
+    import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMFY_DIR = Path(os.environ.get("CAUSVID_COMFYUI_DIR", REPO_ROOT / ".comfyui" / "ComfyUI"))
@@ -563,7 +566,7 @@ class ComfyServer:
         return paths
 
 
-def video_frames(path: str | os.PathLike):
+def video_frames(path: str | os.PathLike) -> np.ndarray:
     """The frames of a saved video as one uint8 array [F, H, W, 3] (RGB), read back with PyAV."""
     import av
     import numpy as np
